@@ -1,0 +1,1 @@
+"""egovlm.edge"""

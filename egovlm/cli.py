@@ -1,0 +1,30 @@
+"""The one command line, ``egovlm``: a verb per job.
+
+Each stage keeps its own Typer app next to its code (``egovlm/<area>/cli.py`` or
+``<stage>/cli.py``) and is mounted here. Heavy imports (torch, transformers, GStreamer) happen
+inside commands, so ``egovlm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from egovlm.datasets.cli import app as data_app
+from egovlm.models.cli import app as model_app
+
+app = typer.Typer(
+    name="egovlm",
+    help="EgoVLM: GRPO training, export for Jetson, a live edge runtime and benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

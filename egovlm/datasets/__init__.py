@@ -1,0 +1,1 @@
+"""Dataset importers (EgoSchema, EgoPlan-Bench) into the common JSONL schema, and EgoSynth."""
