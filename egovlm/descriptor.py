@@ -19,11 +19,13 @@ the native kernel is what runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+_native: ModuleType | None
 try:
-    from egovlm import _native
+    import egovlm._native as _native
 except ImportError:  # pragma: no cover - exercised only on a broken build
     _native = None
 
