@@ -41,9 +41,13 @@ def frame_label(frame: Frame) -> str:
     return f"Frame {frame.index} (t={frame.timestamp_s:.1f} s): "
 
 
-def question_text(question: str, options: Mapping[str, str]) -> str:
-    lines = [f"Question: {question.strip()}", "Options:"]
-    lines += [f"{letter}. {text.strip()}" for letter, text in options.items()]
+def question_text(question: str, options: Mapping[str, str] | None = None) -> str:
+    """The question block. Without options (an open question asked on the device) the model
+    answers in free text inside ``<answer>``; with options it answers with a letter."""
+    lines = [f"Question: {question.strip()}"]
+    if options:
+        lines.append("Options:")
+        lines += [f"{letter}. {text.strip()}" for letter, text in options.items()]
     return "\n".join(lines)
 
 
@@ -58,7 +62,10 @@ def frame_content(frames: Sequence[Frame]) -> list[dict[str, Any]]:
 
 
 def build_messages(
-    frames: Sequence[Frame], question: str, options: Mapping[str, str], system_prompt: str = SYSTEM_PROMPT
+    frames: Sequence[Frame],
+    question: str,
+    options: Mapping[str, str] | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
 ) -> list[Message]:
     """Chat messages for a frame set and a question. Images are placeholders, in frame order;
     pass ``[f.pil() for f in frames]`` as the processor's (or TRL's) ``images``."""
@@ -114,9 +121,12 @@ class ParsedAnswer:
         return sum(x is not None for x in (self.think, self.keyframes, self.answer))
 
 
-def parse_answer(text: str, letters: str = "ABCDE") -> ParsedAnswer:
+def parse_answer(text: str, letters: str | None = "ABCDE") -> ParsedAnswer:
     """Parse a completion. Each block is read wherever it stands (so partial credit and
-    best-effort answers work); ``format_ok`` additionally requires the exact grammar."""
+    best-effort answers work); ``format_ok`` additionally requires the exact grammar.
+
+    ``letters`` is the option set of a multiple-choice question; ``None`` for an open
+    question, whose answer is the block's non-empty free text."""
     out = ParsedAnswer()
     if (m := _THINK.search(text)) is not None:
         out.think = m.group(1).strip()
@@ -132,7 +142,13 @@ def parse_answer(text: str, letters: str = "ABCDE") -> ParsedAnswer:
     else:
         out.problems.append("missing <keyframes> block")
 
-    if (m := _ANSWER.search(text)) is not None:
+    if (m := _ANSWER.search(text)) is not None and letters is None:
+        if m.group(1).strip():
+            out.answer = m.group(1).strip()
+        else:
+            out.problems.append("<answer> is empty")
+    elif m is not None:
+        assert letters is not None
         letter = m.group(1).strip().upper()
         if len(letter) == 1 and letter in letters.upper():
             out.answer = letter
