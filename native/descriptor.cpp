@@ -33,8 +33,13 @@ inline int32_t luma(const uint8_t* p) {
 // 4-neighbour Laplacian of the 2x2-binned luma (the blur measure).
 double describe(const uint8_t* rgb, size_t h, size_t w, float* thumb, size_t gh, size_t gw) {
   std::vector<int64_t> cell_sum(gh * gw, 0);
-  std::vector<int32_t> col_cell(w);
-  for (size_t x = 0; x < w; ++x) col_cell[x] = static_cast<int32_t>((x * gw) / w);
+  // Cell of each column/row from the boundaries floor(i * W / gw), exactly as the reference
+  // partitions the frame (x * gw / W is not the inverse of that floor for every size).
+  std::vector<int32_t> col_cell(w), row_cell(h);
+  for (size_t c = 0; c < gw; ++c)
+    for (size_t x = (c * w) / gw; x < ((c + 1) * w) / gw; ++x) col_cell[x] = static_cast<int32_t>(c);
+  for (size_t c = 0; c < gh; ++c)
+    for (size_t y = (c * h) / gh; y < ((c + 1) * h) / gh; ++y) row_cell[y] = static_cast<int32_t>(c);
 
   const size_t hh = h / 2, hw = w / 2;
   // Binned luma: each value is the SUM of a 2x2 block (0..1020), kept as an integer.
@@ -43,8 +48,7 @@ double describe(const uint8_t* rgb, size_t h, size_t w, float* thumb, size_t gh,
 
   for (size_t y = 0; y < h; ++y) {
     const uint8_t* row = rgb + y * w * 3;
-    const size_t cy = (y * gh) / h;
-    int64_t* cells = cell_sum.data() + cy * gw;
+    int64_t* cells = cell_sum.data() + row_cell[y] * gw;
     for (size_t x = 0; x < w; ++x) {
       const int32_t v = luma(row + 3 * x);
       row_luma[x] = v;

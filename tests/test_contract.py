@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from egovlm.contract import build_messages, format_answer, parse_answer, question_text
+from egovlm.frames import Frame, frame_set
+
+
+def _frames(n: int) -> list[Frame]:
+    img = np.zeros((8, 8, 3), np.uint8)
+    return frame_set([img] * n, [2.0 * i for i in range(n)])
+
+
+def test_messages_put_frames_before_the_question():
+    msgs = build_messages(_frames(3), "What did I pick up?", {"A": "cup", "B": "book"})
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    content = msgs[1]["content"]
+    assert [c["type"] for c in content[:3]] == ["text", "image", "text"]
+    assert content[0]["text"] == "Frame 1 (t=0.0 s): "
+    assert content[6]["text"] == "Frame 3 (t=4.0 s): "
+    assert sum(c["type"] == "image" for c in content) == 3
+    assert content[-1]["text"].startswith("Question: What did I pick up?\nOptions:\nA. cup\nB. book")
+
+
+def test_open_question_has_no_options_block():
+    assert question_text("Where are my keys?") == "Question: Where are my keys?"
+
+
+def test_frame_indices_must_be_consecutive():
+    frames = _frames(2)
+    bad = [frames[1], frames[0]]
+    with pytest.raises(ValueError, match="1..N"):
+        build_messages(bad, "q", {"A": "x", "B": "y"})
+
+
+def test_frame_set_orders_by_time():
+    imgs = [np.full((4, 4, 3), v, np.uint8) for v in (1, 2, 3)]
+    fs = frame_set(imgs, [5.0, 1.0, 3.0])
+    assert [f.timestamp_s for f in fs] == [1.0, 3.0, 5.0]
+    assert [int(f.image[0, 0, 0]) for f in fs] == [2, 3, 1]
+
+
+def test_parse_well_formed_answer():
+    p = parse_answer(format_answer("the cup moved", [5, 2], "c"))
+    assert p.format_ok and p.answer == "C" and p.keyframes == [2, 5] and p.think == "the cup moved"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  <THINK> x </Think>\n\n<keyframes> 1 ,3 </keyframes>   <answer> b </answer>\n",
+        "<think>multi\nline</think><keyframes></keyframes><answer>B</answer>",
+    ],
+)
+def test_parser_tolerates_whitespace_and_case(text):
+    p = parse_answer(text)
+    assert p.format_ok, p.problems
+    assert p.answer == "B"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("<think>x</think><keyframes>1</keyframes><answer>F</answer>", "one letter"),
+        ("<think>x</think><keyframes>1</keyframes><answer>AB</answer>", "one letter"),
+        ("<think>x</think><keyframes>one</keyframes><answer>A</answer>", "integers"),
+        ("<think>x</think><answer>A</answer>", "missing <keyframes>"),
+        ("<keyframes>1</keyframes><answer>A</answer>", "missing <think>"),
+        ("<think>x</think><keyframes>1</keyframes>", "missing <answer>"),
+        ("<answer>A</answer><think>x</think><keyframes>1</keyframes>", "out of order"),
+        ("Sure! <think>x</think><keyframes>1</keyframes><answer>A</answer>", "outside"),
+    ],
+)
+def test_parser_rejects_malformed(text, problem):
+    p = parse_answer(text)
+    assert not p.format_ok
+    assert any(problem in msg for msg in p.problems), p.problems
+
+
+def test_partial_answers_still_yield_their_parts():
+    p = parse_answer("I think it is <answer>d</answer>")
+    assert p.answer == "D" and p.keyframes is None and not p.format_ok and p.parts_ok == 1
+
+
+def test_letter_set_is_configurable():
+    assert (
+        parse_answer("<think></think><keyframes></keyframes><answer>E</answer>", letters="ABCD").answer
+        is None
+    )
+
+
+def test_open_answer_is_free_text():
+    p = parse_answer("<think>t</think><keyframes>2</keyframes><answer> on the shelf </answer>", letters=None)
+    assert p.format_ok and p.answer == "on the shelf"

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from egovlm.schema import DatasetError, QAItem, read_jsonl, write_jsonl
+
+
+def _row(**over):
+    row = {
+        "id": "q1",
+        "video": "clips/a.mp4",
+        "question": "What did I pick up first?",
+        "options": {"A": "cup", "B": "book", "C": "apple"},
+        "answer": "B",
+        "source": "test",
+    }
+    row.update(over)
+    return row
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+def test_round_trip(tmp_path):
+    items = [QAItem.model_validate(_row(id=f"q{i}", salient_times=[3.0, 1.0])) for i in range(3)]
+    path = tmp_path / "d.jsonl"
+    assert write_jsonl(path, items) == 3
+    back = read_jsonl(path)
+    assert back == items
+    assert back[0].salient_times == [1.0, 3.0]
+    assert back[0].media_path(tmp_path) == tmp_path / "clips/a.mp4"
+
+
+@pytest.mark.parametrize(
+    ("row", "where"),
+    [
+        (_row(answer="Z"), ":2:"),
+        (_row(options={"A": "x", "C": "y"}), ":2:options"),
+        (_row(question=""), ":2:question"),
+        (_row(salient_times=[-1.0]), ":2:salient_times"),
+        (_row(frames_dir="f/"), ":2:"),
+        ({**_row(), "colour": "red"}, ":2:colour"),
+        ("{not json", ":2: not valid JSON"),
+        ("[1, 2]", ":2: a row must be a JSON object"),
+    ],
+)
+def test_bad_row_is_reported_with_file_line_and_field(tmp_path, row, where):
+    path = tmp_path / "d.jsonl"
+    _write(path, [_row(id="ok"), row])
+    with pytest.raises(DatasetError) as e:
+        read_jsonl(path)
+    assert str(e.value).startswith(str(path)) and where in str(e.value)
+
+
+def test_duplicate_ids_are_rejected(tmp_path):
+    path = tmp_path / "d.jsonl"
+    _write(path, [_row(), "", _row()])
+    with pytest.raises(DatasetError, match="duplicate id 'q1'"):
+        read_jsonl(path)
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [QAItem.model_validate(_row())])
+    before = path.read_bytes()
+
+    def rows():
+        yield QAItem.model_validate(_row(id="new"))
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(path, rows())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
