@@ -142,18 +142,10 @@ def parse_answer(text: str, letters: str | None = "ABCDE") -> ParsedAnswer:
     else:
         out.problems.append("missing <keyframes> block")
 
-    if (m := _ANSWER.search(text)) is not None and letters is None:
-        if m.group(1).strip():
-            out.answer = m.group(1).strip()
-        else:
-            out.problems.append("<answer> is empty")
-    elif m is not None:
-        assert letters is not None
-        letter = m.group(1).strip().upper()
-        if len(letter) == 1 and letter in letters.upper():
-            out.answer = letter
-        else:
-            out.problems.append(f"<answer> must be one letter of {letters}, got {m.group(1).strip()!r}")
+    if (m := _ANSWER.search(text)) is not None:
+        out.answer, problem = _read_answer(m.group(1), letters)
+        if problem:
+            out.problems.append(problem)
     else:
         out.problems.append("missing <answer> block")
 
@@ -161,3 +153,13 @@ def parse_answer(text: str, letters: str | None = "ABCDE") -> ParsedAnswer:
     if not out.problems and not out.format_ok:
         out.problems.append("blocks out of order or text outside them")
     return out
+
+
+def _read_answer(body: str, letters: str | None) -> tuple[str | None, str | None]:
+    """The ``<answer>`` body as (answer, problem): a letter of ``letters``, or free text if None."""
+    value = body.strip()
+    if letters is None:
+        return (value, None) if value else (None, "<answer> is empty")
+    if len(value) == 1 and value.upper() in letters.upper():
+        return value.upper(), None
+    return None, f"<answer> must be one letter of {letters}, got {value!r}"
