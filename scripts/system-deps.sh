@@ -11,6 +11,7 @@ PACKAGES=(
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   libgirepository1.0-dev libcairo2-dev pkg-config
   espeak-ng sox cmake
+  chromium chromium-driver
 )
 
 missing=()
