@@ -1,0 +1,421 @@
+"""Camera and stream sources as URIs, mapped to GStreamer pipeline descriptions (DESIGN.md §5).
+
+Grammar (query parameters are optional; unknown ones are an error, not silently ignored)::
+
+    v4l2:///dev/video0?width=640&height=480&fps=30&format=mjpeg   USB / UVC camera
+    csi://0?width=1280&height=720&fps=30                         Jetson CSI camera (nvarguscamerasrc)
+    rtsp://user:pass@host:554/stream                             network camera (decodebin picks the codec)
+    file:///abs/path/clip.mp4?loop=1&realtime=1                  recorded clip (mp4, mkv, avi, webm, mov)
+    synth://?fps=10&size=640x480&seed=0&realtime=1               EgoSynth live frames through appsrc
+    test://?pattern=ball&fps=30&size=640x480                     videotestsrc
+
+Every pipeline ends in the same tail: ``videoconvert ! videoscale ! video/x-raw,format=RGB
+[,width,height] ! appsink drop=true max-buffers=N`` so ingest gets RGB numpy frames and never
+blocks the camera. On Jetson (``nvvidconv`` present) conversion and scaling happen in the
+hardware converter first. The whole description is a gst-launch string so
+``egovlm edge run --dry-run`` can print exactly what would run, and a user can paste it into
+``gst-launch-1.0`` to debug a camera without Python.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+KINDS = ("v4l2", "csi", "rtsp", "file", "synth", "test")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".m4v", ".ts")
+TEST_PATTERNS = ("smpte", "ball", "snow", "black", "white", "gradient", "pinwheel", "spokes", "colors")
+
+# Allowed query parameters per scheme (rtsp passes its query through to the camera).
+_PARAMS: dict[str, tuple[str, ...]] = {
+    "v4l2": ("width", "height", "fps", "format"),
+    "csi": ("width", "height", "fps"),
+    "file": ("loop", "realtime"),
+    "synth": ("fps", "size", "seed", "realtime"),
+    "test": ("fps", "size", "pattern"),
+}
+
+HasElement = Callable[[str], bool]
+
+
+class SourceError(ValueError):
+    """A source URI that is malformed or cannot run on this machine; the message says why and
+    what to do instead."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source URI. ``location`` is the device path, sensor id, stream URL or file path."""
+
+    kind: str
+    uri: str
+    location: str = ""
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    loop: bool = False
+    realtime: bool = True
+    seed: int = 0
+    pattern: str = "ball"
+    fmt: str = "raw"  # v4l2 only: raw or mjpeg
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """Live sources keep producing in real time; a file is not live (it can end)."""
+        return self.kind != "file"
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return (self.width, self.height) if self.width and self.height else None
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """What ingest hands to the engine: RGB frames, optionally rescaled and rate-limited."""
+
+    size: tuple[int, int] | None = None
+    max_fps: float | None = None
+    max_buffers: int = 2
+
+
+def _one(query: dict[str, list[str]], key: str) -> str | None:
+    values = query.get(key)
+    return values[-1] if values else None
+
+
+def _int(uri: str, key: str, value: str | None, lo: int = 1) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise SourceError(f"{uri}: {key}={value!r} is not an integer") from None
+    if n < lo:
+        raise SourceError(f"{uri}: {key}={n} must be >= {lo}")
+    return n
+
+
+def _fps(uri: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        fps = float(value)
+    except ValueError:
+        raise SourceError(f"{uri}: fps={value!r} is not a number") from None
+    if not 0 < fps <= 240:
+        raise SourceError(f"{uri}: fps={fps} must be in (0, 240]")
+    return fps
+
+
+def _bool(uri: str, key: str, value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise SourceError(f"{uri}: {key}={value!r} must be 1/0/true/false")
+
+
+def parse_size(text: str, what: str = "size") -> tuple[int, int]:
+    """``"640x480"`` → ``(640, 480)``; the width must be even (RGB row alignment and
+    most hardware scalers want it)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise SourceError(f"{what}={text!r} must look like 640x480")
+    w, h = int(parts[0]), int(parts[1])
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise SourceError(f"{what}={text!r}: width and height must be in [16, 8192]")
+    if w % 2:
+        raise SourceError(f"{what}={text!r}: width must be even")
+    return w, h
+
+
+def parse_source(uri: str) -> SourceSpec:
+    """Parse and syntax-check a source URI (no device or file access: see :func:`check_source`)."""
+    uri = uri.strip()
+    if "://" not in uri:
+        raise SourceError(
+            f"source {uri!r} is not a URI; use one of: v4l2:///dev/video0, csi://0, rtsp://host/path, "
+            "file:///abs/clip.mp4, synth://, test://"
+        )
+    parts = urlsplit(uri)
+    kind = parts.scheme.lower()
+    if kind in ("rtsp", "rtsps", "rtspt"):
+        if not parts.hostname:
+            raise SourceError(f"{uri}: an RTSP URI needs a host, e.g. rtsp://192.168.1.10:554/stream")
+        return SourceSpec(kind="rtsp", uri=uri, location=uri)
+    if kind not in KINDS:
+        raise SourceError(f"{uri}: unknown source scheme {kind!r}; expected one of {', '.join(KINDS)}")
+
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - set(_PARAMS[kind]))
+    if unknown:
+        raise SourceError(f"{uri}: unknown parameter(s) {unknown}; {kind}:// accepts {list(_PARAMS[kind])}")
+    q = {k: _one(query, k) for k in _PARAMS[kind]}
+    return _PARSERS[kind](uri, parts.netloc, unquote(parts.path), q)
+
+
+def _parse_v4l2(uri: str, netloc: str, path: str, q: dict[str, str | None]) -> SourceSpec:
+    device = path if path else ""
+    if netloc:  # v4l2://dev/video0 (two slashes) puts "dev" in the host part
+        device = f"/{netloc}{path}" if netloc != "localhost" else path
+    if not device.startswith("/dev/"):
+        raise SourceError(f"{uri}: expected a device path like v4l2:///dev/video0")
+    fmt = (q["format"] or "raw").lower()
+    if fmt not in ("raw", "mjpeg"):
+        raise SourceError(f"{uri}: format={fmt!r} must be raw or mjpeg")
+    return SourceSpec(
+        kind="v4l2",
+        uri=uri,
+        location=device,
+        width=_int(uri, "width", q["width"], 16),
+        height=_int(uri, "height", q["height"], 16),
+        fps=_fps(uri, q["fps"]),
+        fmt=fmt,
+    )
+
+
+def _parse_csi(uri: str, netloc: str, path: str, q: dict[str, str | None]) -> SourceSpec:
+    sensor = (netloc + path).strip("/") or "0"
+    if not sensor.isdigit():
+        raise SourceError(f"{uri}: expected a sensor id like csi://0")
+    return SourceSpec(
+        kind="csi",
+        uri=uri,
+        location=sensor,
+        width=_int(uri, "width", q["width"], 16) or 1280,
+        height=_int(uri, "height", q["height"], 16) or 720,
+        fps=_fps(uri, q["fps"]) or 30.0,
+    )
+
+
+def _parse_file(uri: str, netloc: str, path: str, q: dict[str, str | None]) -> SourceSpec:
+    if netloc and netloc != "localhost":
+        raise SourceError(
+            f"{uri}: file URIs need an absolute path: file:///abs/path/clip.mp4 (three slashes)"
+        )
+    if not path.startswith("/"):
+        raise SourceError(f"{uri}: file URIs need an absolute path: file:///abs/path/clip.mp4")
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise SourceError(f"{uri}: {Path(path).suffix or 'no suffix'} is not a video file ({VIDEO_SUFFIXES})")
+    return SourceSpec(
+        kind="file",
+        uri=uri,
+        location=path,
+        loop=_bool(uri, "loop", q["loop"], False),
+        realtime=_bool(uri, "realtime", q["realtime"], True),
+    )
+
+
+def _parse_synth(uri: str, netloc: str, path: str, q: dict[str, str | None]) -> SourceSpec:
+    w, h = parse_size(q["size"], f"{uri}: size") if q["size"] else (320, 240)
+    return SourceSpec(
+        kind="synth",
+        uri=uri,
+        location="egosynth",
+        width=w,
+        height=h,
+        fps=_fps(uri, q["fps"]) or 10.0,
+        seed=_int(uri, "seed", q["seed"], 0) or 0,
+        realtime=_bool(uri, "realtime", q["realtime"], True),
+    )
+
+
+def _parse_test(uri: str, netloc: str, path: str, q: dict[str, str | None]) -> SourceSpec:
+    w, h = parse_size(q["size"], f"{uri}: size") if q["size"] else (320, 240)
+    pattern = q["pattern"] or "ball"
+    if pattern not in TEST_PATTERNS:
+        raise SourceError(f"{uri}: pattern={pattern!r} must be one of {TEST_PATTERNS}")
+    fps = _fps(uri, q["fps"]) or 30.0
+    return SourceSpec(
+        kind="test", uri=uri, location="videotestsrc", width=w, height=h, fps=fps, pattern=pattern
+    )
+
+
+_PARSERS: dict[str, Callable[[str, str, str, dict[str, str | None]], SourceSpec]] = {
+    "v4l2": _parse_v4l2,
+    "csi": _parse_csi,
+    "file": _parse_file,
+    "synth": _parse_synth,
+    "test": _parse_test,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline descriptions
+
+
+def gst_element_exists(name: str) -> bool:
+    """Whether this machine's GStreamer has an element (plugins are found at run time)."""
+    from egovlm.edge.gst import gst
+
+    return gst().ElementFactory.find(name) is not None
+
+
+def quote(value: str) -> str:
+    """Quote a property value for gst-launch syntax."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _fraction(fps: float) -> str:
+    """GStreamer framerates are fractions; 29.97 → 2997/100."""
+    if float(fps).is_integer():
+        return f"{int(fps)}/1"
+    return f"{round(fps * 1000)}/1000"
+
+
+def required_elements(spec: SourceSpec) -> list[str]:
+    """The elements a source cannot run without (the tail's elements are always needed)."""
+    head = {
+        "v4l2": ["v4l2src"] + (["jpegdec"] if spec.fmt == "mjpeg" else []),
+        "csi": ["nvarguscamerasrc", "nvvidconv"],
+        "rtsp": ["rtspsrc", "decodebin"],
+        "file": ["filesrc", "decodebin"],
+        "synth": ["appsrc"],
+        "test": ["videotestsrc"],
+    }[spec.kind]
+    return [*head, "videoconvert", "videoscale", "appsink"]
+
+
+def _head(spec: SourceSpec, has: HasElement) -> list[str]:
+    if spec.kind == "v4l2":
+        media = "image/jpeg" if spec.fmt == "mjpeg" else "video/x-raw"
+        caps = media + _caps_fields(spec.width, spec.height, spec.fps)
+        parts = [f"v4l2src device={quote(spec.location)} do-timestamp=true", caps]
+        if spec.fmt == "mjpeg":
+            parts.append("jpegdec")
+        return parts
+    if spec.kind == "csi":
+        assert spec.fps is not None
+        return [
+            f"nvarguscamerasrc sensor-id={spec.location}",
+            f"video/x-raw(memory:NVMM),width={spec.width},height={spec.height},"
+            f"framerate={_fraction(spec.fps)}",
+        ]
+    if spec.kind == "rtsp":
+        return [f"rtspsrc location={quote(spec.location)} latency=200 drop-on-latency=true", "decodebin"]
+    if spec.kind == "file":
+        return [f"filesrc location={quote(spec.location)}", "decodebin"]
+    if spec.kind == "synth":
+        assert spec.fps is not None
+        caps = (
+            f"video/x-raw,format=RGB,width={spec.width},height={spec.height},framerate={_fraction(spec.fps)}"
+        )
+        return [f"appsrc name=src is-live=true format=time do-timestamp=false caps={caps}"]
+    assert spec.fps is not None
+    return [
+        f"videotestsrc is-live=true pattern={spec.pattern}",
+        "video/x-raw" + _caps_fields(spec.width, spec.height, spec.fps),
+    ]
+
+
+def _caps_fields(width: int | None, height: int | None, fps: float | None) -> str:
+    fields = ""
+    if width and height:
+        fields += f",width={width},height={height}"
+    if fps:
+        fields += f",framerate={_fraction(fps)}"
+    return fields
+
+
+def _tail(spec: SourceSpec, out: OutputFormat, has: HasElement) -> list[str]:
+    parts: list[str] = []
+    if out.max_fps:
+        parts.append(f"videorate drop-only=true max-rate={max(1, round(out.max_fps))}")
+    size = "" if out.size is None else f",width={out.size[0]},height={out.size[1]}"
+    # Hardware path (Jetson): nvvidconv takes NVMM or system memory, converts and scales on the
+    # VIC; videoconvert then only repacks BGRx → RGB. CSI cameras only produce NVMM buffers.
+    if spec.kind == "csi" or (has("nvvidconv") and spec.kind in ("v4l2", "rtsp", "file")):
+        parts += ["nvvidconv", f"video/x-raw,format=BGRx{size}", "videoconvert"]
+    else:
+        parts += ["videoconvert", "videoscale"]
+    # Files that play "realtime" are paced by the clock like a camera; everything else is
+    # delivered as soon as it arrives (live sources are already paced by the device).
+    sync = "true" if spec.kind == "file" and spec.realtime else "false"
+    parts += [
+        f"video/x-raw,format=RGB{size}",
+        f"appsink name=sink drop=true max-buffers={out.max_buffers} sync={sync} "
+        "emit-signals=true enable-last-sample=false",
+    ]
+    return parts
+
+
+def pipeline_description(
+    spec: SourceSpec, out: OutputFormat | None = None, has: HasElement | None = None
+) -> str:
+    """The gst-launch description for a source. ``has`` answers "is this element installed?"
+    (defaults to asking GStreamer; tests pass a fake to render the Jetson variant)."""
+    out = out or OutputFormat()
+    has = has or gst_element_exists
+    return " ! ".join(_head(spec, has) + _tail(spec, out, has))
+
+
+def hardware_decoders(has: HasElement) -> list[str]:
+    """Hardware decoders that :func:`egovlm.edge.ingest` promotes so decodebin prefers them."""
+    return [name for name in ("nvv4l2decoder", "nvjpegdec") if has(name)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-flight checks
+
+
+def check_source(spec: SourceSpec, has: HasElement | None = None, synth_module: bool = True) -> None:
+    """Fail before start, with the fix, when a source cannot run here: a missing element,
+    device or file (or, for ``synth://`` with ``synth_module``, the EgoSynth live generator)."""
+    has = has or gst_element_exists
+    missing = [e for e in required_elements(spec) if not has(e)]
+    if spec.kind == "csi" and "nvarguscamerasrc" in missing:
+        raise SourceError(
+            f"{spec.uri}: nvarguscamerasrc is not installed: csi:// cameras need JetPack's GStreamer on a "
+            "Jetson. For a USB camera use v4l2:///dev/videoN (see `egovlm doctor`)."
+        )
+    if missing:
+        raise SourceError(
+            f"{spec.uri}: GStreamer element(s) {missing} not found; run scripts/system-deps.sh "
+            "or see `egovlm doctor`"
+        )
+    if spec.kind == "v4l2":
+        _check_device(spec)
+    elif spec.kind == "file":
+        path = Path(spec.location)
+        if not path.is_file():
+            raise SourceError(f"{spec.uri}: file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise SourceError(f"{spec.uri}: file not readable: {path}")
+    elif spec.kind == "synth" and synth_module:
+        _check_synth(spec)
+
+
+def _check_device(spec: SourceSpec) -> None:
+    dev = Path(spec.location)
+    if not dev.exists():
+        present = sorted(str(p) for p in Path("/dev").glob("video*"))
+        hint = f"cameras present: {present}" if present else "no /dev/video* devices on this machine"
+        raise SourceError(f"{spec.uri}: camera {dev} not found ({hint}); see `egovlm doctor`")
+    if not stat.S_ISCHR(dev.stat().st_mode):
+        raise SourceError(f"{spec.uri}: {dev} is not a character device")
+    if not os.access(dev, os.R_OK | os.W_OK):
+        raise SourceError(f"{spec.uri}: no permission on {dev}; add the user to the 'video' group")
+
+
+def _check_synth(spec: SourceSpec) -> None:
+    try:
+        from egovlm.synth import live  # noqa: F401
+    except ImportError as e:
+        raise SourceError(f"{spec.uri}: the EgoSynth live generator is not available: {e}") from e
+
+
+def resolve(
+    uri: str, out: OutputFormat | None = None, has: HasElement | None = None
+) -> tuple[SourceSpec, str]:
+    """Parse, check and describe in one call: what ``edge run`` does before starting."""
+    spec = parse_source(uri)
+    check_source(spec, has)
+    return spec, pipeline_description(spec, out, has)
