@@ -33,11 +33,9 @@ inline int32_t luma(const uint8_t* p) {
 // 4-neighbour Laplacian of the 2x2-binned luma (the blur measure).
 double describe(const uint8_t* rgb, size_t h, size_t w, float* thumb, size_t gh, size_t gw) {
   std::vector<int64_t> cell_sum(gh * gw, 0);
-  // Cell of each column/row from the boundaries floor(i * W / gw), exactly as the reference
-  // partitions the frame (x * gw / W is not the inverse of that floor for every size).
-  std::vector<int32_t> col_cell(w), row_cell(h);
-  for (size_t c = 0; c < gw; ++c)
-    for (size_t x = (c * w) / gw; x < ((c + 1) * w) / gw; ++x) col_cell[x] = static_cast<int32_t>(c);
+  // Cell of each row, and first column of each cell, from the boundaries floor(i * W / gw),
+  // exactly as the reference partitions the frame (x * gw / W is not the inverse of that floor).
+  std::vector<int32_t> row_cell(h);
   for (size_t c = 0; c < gh; ++c)
     for (size_t y = (c * h) / gh; y < ((c + 1) * h) / gh; ++y) row_cell[y] = static_cast<int32_t>(c);
 
@@ -46,18 +44,23 @@ double describe(const uint8_t* rgb, size_t h, size_t w, float* thumb, size_t gh,
   std::vector<int32_t> binned(hh * hw, 0);
   std::vector<int32_t> row_luma(w);
 
+  std::vector<size_t> col_start(gw + 1);
+  for (size_t c = 0; c <= gw; ++c) col_start[c] = (c * w) / gw;
+
   for (size_t y = 0; y < h; ++y) {
     const uint8_t* row = rgb + y * w * 3;
+    int32_t* rl = row_luma.data();
+    for (size_t x = 0; x < w; ++x) rl[x] = luma(row + 3 * x);  // contiguous: vectorises
     int64_t* cells = cell_sum.data() + row_cell[y] * gw;
-    for (size_t x = 0; x < w; ++x) {
-      const int32_t v = luma(row + 3 * x);
-      row_luma[x] = v;
-      cells[col_cell[x]] += v;
+    for (size_t c = 0; c < gw; ++c) {
+      int32_t s = 0;  // a cell row is at most w values of 255: fits int32 up to 8M pixels wide
+      for (size_t x = col_start[c]; x < col_start[c + 1]; ++x) s += rl[x];
+      cells[c] += s;
     }
     const size_t by = y / 2;
     if (by < hh) {
       int32_t* brow = binned.data() + by * hw;
-      for (size_t bx = 0; bx < hw; ++bx) brow[bx] += row_luma[2 * bx] + row_luma[2 * bx + 1];
+      for (size_t bx = 0; bx < hw; ++bx) brow[bx] += rl[2 * bx] + rl[2 * bx + 1];
     }
   }
 
