@@ -1,0 +1,20 @@
+"""``egovlm bench <part> --out DIR``: measure and write DIR/<part>.json, .md and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Benchmarks: latency and quality, written as JSON + Markdown + plots.", no_args_is_help=True
+)
+
+
+@app.command()
+def ingest(out: Path = typer.Option(Path("bench"), help="Output folder"), quick: bool = False) -> None:
+    """Per-frame decode, descriptor (native vs numpy vs OpenCV) and selection cost at 3 resolutions."""
+    from egovlm.benchmarks import ingest as part
+
+    report = part.run(out, quick=quick)
+    typer.echo(report.markdown())
