@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp sc
 	$(BIN)/pip install -q --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install -q -c constraints.txt scikit-build-core nanobind 2>&1 | grep -v "^WARNING: Location" || true
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt -e ".[$(EXTRAS)]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+	# PySceneDetect (a keyframe-benchmark baseline) without its deps: they would pull opencv-python
+	# beside opencv-python-headless, and both provide cv2. Its other deps are already installed.
+	set -o pipefail; $(BIN)/pip install -q -c constraints.txt --no-deps "scenedetect==0.7.2" platformdirs 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
 
 demo: setup
