@@ -1,0 +1,151 @@
+"""The backend interface: what the engine needs from a model runtime (torch, ONNX Runtime, TensorRT).
+
+The engine owns the policy (which keyframes, when to rebuild, which state a question sees); a
+backend owns the arithmetic, in three steps that map onto the cached-state idea (DESIGN.md §5):
+
+1. :meth:`Backend.encode_keyframe`: the vision encoder on one keyframe, called ONCE per keyframe
+   when it enters the buffer (the engine caches the result by keyframe id);
+2. :meth:`Backend.build_prefix`: the language model's KV cache for [system prompt + frames],
+   from the cached vision features, off the question path (the engine's worker thread);
+3. :meth:`Backend.generate`: a question's own tokens prefilled on top of (a copy of) that
+   prefix, then decoding.
+
+:meth:`Backend.generate_from_scratch` is the reference: everything re-encoded at question time,
+as a plain script would. Greedy answers of the two must be identical, token for token.
+
+Concurrency contract: ``encode_keyframe``/``build_prefix`` run on the worker thread while
+``generate`` may run on a question thread at the same time; the engine never runs two
+``generate`` calls at once. A backend must keep these free of shared mutable state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from egovlm.contract import SYSTEM_PROMPT
+
+TokenCallback = Callable[[str], None]
+"""Receives decoded answer text piece by piece as it is generated (streaming)."""
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run the request; the message says why."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding settings for one question."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int | None = None
+    return_scores: bool = False  # keep per-step logits (tests compare cached vs scratch)
+
+
+@dataclass(frozen=True)
+class VisionFeatures:
+    """One keyframe's vision-encoder output, in the backend's own form (``data``)."""
+
+    keyframe_id: int
+    n_tokens: int
+    grid_thw: tuple[int, int, int]
+    data: Any
+    encode_ms: float
+
+
+@dataclass(frozen=True)
+class PrefixState:
+    """The language model's state after [system prompt + frames] for one buffer snapshot.
+
+    ``keyframes`` are the snapshot's keyframes (time order) and ``version`` its buffer version:
+    the state and the frame list it was built from travel together, so a question always sees
+    a consistent pair. ``data`` is the backend's payload (e.g. a KV cache)."""
+
+    version: int
+    keyframe_ids: tuple[int, ...]
+    system_prompt: str
+    n_tokens: int
+    build_ms: float
+    data: Any
+
+
+@dataclass
+class Generation:
+    """One answer's tokens and timings (measured inside the backend)."""
+
+    text: str
+    token_ids: list[int]
+    n_prompt_tokens: int  # whole prompt (prefix + question)
+    n_prefill_tokens: int  # tokens actually computed at question time (question only when cached)
+    prefill_ms: float  # generate call start -> first token (includes vision when from scratch)
+    decode_ms: float  # first token -> last token
+    prepare_ms: float = 0.0  # prompt rendering, tokenisation, positions (before prefill)
+    scores: list[Any] | None = None  # per-step logits when GenerationParams.return_scores
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def decode_tok_s(self) -> float:
+        n = len(self.token_ids) - 1
+        return n / (self.decode_ms / 1000.0) if n > 0 and self.decode_ms > 0 else 0.0
+
+
+class Backend(ABC):
+    """A model runtime. Implementations: ``torch`` (transformers); ``onnx`` and ``tensorrt``
+    are placeholders until export/ defines its manifest."""
+
+    name: str = "abstract"
+
+    @property
+    @abstractmethod
+    def keyframe_size(self) -> tuple[int, int]:
+        """(width, height) every keyframe is resized to before encoding."""
+
+    @abstractmethod
+    def encode_keyframe(self, keyframe_id: int, image: Any) -> VisionFeatures:
+        """Vision-encoder output for one model-size RGB keyframe (HxWx3 uint8)."""
+
+    @abstractmethod
+    def build_prefix(
+        self,
+        version: int,
+        keyframes: Sequence[Any],
+        features: Sequence[VisionFeatures],
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> PrefixState:
+        """KV state for [system prompt + frames]; ``keyframes`` are edge.buffer.Keyframe in time order."""
+
+    @abstractmethod
+    def generate(
+        self,
+        prefix: PrefixState,
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+    ) -> Generation:
+        """Answer on top of a prefix state: only the question's tokens are prefilled."""
+
+    @abstractmethod
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        """Reference path: encode every frame and prefill the whole prompt now."""
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded (for /status and benchmark JSON)."""
+        return {"backend": self.name}

@@ -1,0 +1,328 @@
+"""The ``torch`` backend: transformers' Qwen2.5-VL on CPU or CUDA, with a cached visual prefix.
+
+* Vision: ``model.get_image_features`` on ONE keyframe when it enters the buffer. The vision
+  tower attends within an image only (block-diagonal ``cu_seqlens``), so per-keyframe features
+  equal those of a batched from-scratch call.
+* Prefix: one forward over [system + frames] with the cached features passed as
+  ``mm_encoder_outputs`` (transformers scatters them into the image placeholders), filling a
+  ``DynamicCache``.
+* Question: ``model.generate`` continues from a copy of that cache with the FULL prompt ids
+  (transformers' documented prefix-reuse pattern: it prefills only the uncached tail), and with
+  explicit M-RoPE ``position_ids`` from the model's own ``get_rope_index`` over the full
+  sequence, in the 4-row form generate itself builds ([text positions; t; h; w]). Explicit
+  positions also keep generate away from the model's ``rope_deltas`` attribute, which the
+  from-scratch path mutates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import DynamicCache, TextStreamer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from egovlm.contract import SYSTEM_PROMPT
+from egovlm.edge.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationParams,
+    PrefixState,
+    TokenCallback,
+    VisionFeatures,
+)
+from egovlm.edge.backends.prompt import (
+    PLACEHOLDER_QUESTION,
+    PromptBoundaryError,
+    expand_image_tokens,
+    render_prompt,
+    split_ids,
+    text_ids,
+)
+from egovlm.frames import Frame
+from egovlm.models.loading import LoadedModel, load_model
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
+DTYPES |= {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class _TorchPrefix:
+    frames: tuple[Frame, ...]  # the contract's frame set the prefix was rendered from
+    prefix_text: str
+    text_ids: tuple[int, ...]  # tokenised prefix text, image placeholders unexpanded
+    input_ids: torch.Tensor  # (1, P) with image placeholders expanded
+    mm_token_type_ids: torch.Tensor  # (1, P)
+    image_grid_thw: torch.Tensor  # (K, 3)
+    position_ids: torch.Tensor  # (4, 1, P)
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values); never written
+
+
+class _Stream(TextStreamer):
+    """Records when each new token arrives; forwards decoded text when a callback is given."""
+
+    def __init__(self, tokenizer: Any, on_text: TokenCallback | None) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self._seen_prompt = False
+
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:  # generate first echoes the prompt
+            self._seen_prompt = True
+            return
+        now = time.perf_counter()
+        self.first_token_at = self.first_token_at or now
+        self.last_token_at = now
+        if self.on_text is not None:
+            self.next_tokens_are_prompt = False
+            super().put(value)
+
+    def end(self) -> None:
+        if self.on_text is not None:
+            super().end()
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if self.on_text is not None and text:
+            self.on_text(text)
+
+
+class TorchBackend(Backend):
+    """Qwen2.5-VL through transformers. ``loaded`` comes from :func:`egovlm.models.load_model`."""
+
+    name = "torch"
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.tokenizer = loaded.processor.tokenizer
+        self.image_token_id = int(self.model.config.image_token_id)
+        self.vision_calls = 0  # how many times the vision encoder ran (tests, status)
+
+    @classmethod
+    def load(cls, model: str | Path, device: str = "cpu", dtype: str = "float32") -> TorchBackend:
+        if dtype not in DTYPES:
+            raise BackendError(f"torch backend: unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendError(f"torch backend: device {device!r} requested but CUDA is not available")
+        return cls(load_model(model, dtype=DTYPES[dtype], device=device))
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        return self.loaded.keyframe_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": self.loaded.source,
+            "device": str(self.device),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "keyframe_size": list(self.keyframe_size),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+    # -- vision, once per keyframe -------------------------------------------------------------
+
+    def encode_keyframe(self, keyframe_id: int, image: np.ndarray) -> VisionFeatures:
+        t0 = time.perf_counter()
+        size = (image.shape[1], image.shape[0])
+        if size != self.keyframe_size:
+            raise BackendError(
+                f"keyframe {keyframe_id}: image is {size}, the model expects {self.keyframe_size}"
+            )
+        pixels = self.processor.image_processor(images=[Image.fromarray(image)], return_tensors="pt")
+        grid = pixels["image_grid_thw"].to(self.device)
+        with torch.no_grad():
+            out = self.model.get_image_features(pixels["pixel_values"].to(self.device), grid)
+        self.vision_calls += 1
+        feats = out.pooler_output[0]
+        return VisionFeatures(
+            keyframe_id=keyframe_id,
+            n_tokens=int(feats.shape[0]),
+            grid_thw=(int(grid[0, 0]), int(grid[0, 1]), int(grid[0, 2])),
+            data=feats,
+            encode_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    # -- prefix KV, off the question path ------------------------------------------------------
+
+    def build_prefix(
+        self,
+        version: int,
+        keyframes: Sequence[Any],
+        features: Sequence[VisionFeatures],
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> PrefixState:
+        t0 = time.perf_counter()
+        if not keyframes:
+            raise BackendError("cannot build a prefix without keyframes")
+        if [f.keyframe_id for f in features] != [k.id for k in keyframes]:
+            raise BackendError("vision features do not match the keyframes they are built with")
+        frames = tuple(Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes))
+        prompt = render_prompt(
+            self.processor.apply_chat_template, frames, PLACEHOLDER_QUESTION, None, system_prompt
+        )
+        prefix_text_ids = text_ids(self.tokenizer, prompt.prefix)
+        ids = expand_image_tokens(prefix_text_ids, self.image_token_id, [f.n_tokens for f in features])
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        mm = (input_ids == self.image_token_id).to(torch.int)
+        grid = torch.tensor([f.grid_thw for f in features], dtype=torch.long, device=self.device)
+        positions = self._positions(input_ids, mm, grid)
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        image = BaseModelOutputWithPooling(pooler_output=tuple(f.data for f in features))
+        with torch.no_grad():
+            self.model(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                position_ids=positions,
+                past_key_values=cache,
+                mm_encoder_outputs={"image": image},
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        kv = tuple((layer.keys, layer.values) for layer in cache.layers)
+        data = _TorchPrefix(frames, prompt.prefix, tuple(prefix_text_ids), input_ids, mm, grid, positions, kv)
+        return PrefixState(
+            version=version,
+            keyframe_ids=tuple(k.id for k in keyframes),
+            system_prompt=system_prompt,
+            n_tokens=len(ids),
+            build_ms=(time.perf_counter() - t0) * 1000,
+            data=data,
+        )
+
+    def _positions(self, input_ids: torch.Tensor, mm: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """M-RoPE positions from the model's own get_rope_index, in generate's 4-row layout."""
+        pos3, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=mm, image_grid_thw=grid)
+        text = torch.arange(input_ids.shape[1], device=input_ids.device).view(1, 1, -1)
+        return torch.cat([text, pos3], dim=0)
+
+    def _cache_view(self, prefix: _TorchPrefix) -> DynamicCache:
+        """A cache for one question that starts from the prefix without copying it.
+
+        DynamicLayer.update concatenates into NEW tensors, so the shared prefix tensors are
+        never written; a deep copy (HF's usual advice) would memcpy the whole prefix KV per
+        question for nothing. tests/edge/test_engine.py checks the prefix is left intact."""
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        if len(cache.layers) != len(prefix.kv):
+            raise BackendError(f"cache has {len(cache.layers)} layers, prefix {len(prefix.kv)}")
+        for layer, (keys, values) in zip(cache.layers, prefix.kv, strict=True):
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+        return cache
+
+    # -- questions -----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prefix: PrefixState,
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+    ) -> Generation:
+        t0 = time.perf_counter()
+        data: _TorchPrefix = prefix.data
+        prompt = render_prompt(
+            self.processor.apply_chat_template, data.frames, question, options, prefix.system_prompt
+        )
+        if prompt.prefix != data.prefix_text:
+            raise PromptBoundaryError("the question's prompt does not start with the cached prefix text")
+        suffix = split_ids(self.tokenizer, prompt, data.text_ids)
+        tail = torch.tensor([suffix], dtype=torch.long, device=self.device)
+        input_ids = torch.cat([data.input_ids, tail], dim=1)
+        mm = torch.cat([data.mm_token_type_ids, torch.zeros_like(tail, dtype=torch.int)], dim=1)
+        positions = self._positions(input_ids, mm, data.image_grid_thw)
+        n_prefix = data.input_ids.shape[1]
+        if not torch.equal(positions[..., :n_prefix], data.position_ids):
+            raise PromptBoundaryError("M-RoPE positions of the prefix changed with the question")
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "position_ids": positions,
+            "mm_token_type_ids": mm,
+            "past_key_values": self._cache_view(data),
+        }
+        return self._run(inputs, t0, time.perf_counter(), len(suffix), params, on_text)
+
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        """What a plain transformers script does: processor on all frames, then generate."""
+        t0 = time.perf_counter()
+        frames = [Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes)]
+        prompt = render_prompt(self.processor.apply_chat_template, frames, question, options, system_prompt)
+        inputs = self.processor(text=[prompt.full], images=[f.pil() for f in frames], return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        n = int(inputs["input_ids"].shape[1])
+        return self._run(inputs, t0, time.perf_counter(), n, params, on_text)
+
+    def _run(
+        self,
+        inputs: dict[str, Any],
+        t0: float,
+        t_prepared: float,
+        n_prefill: int,
+        params: GenerationParams,
+        on_text: TokenCallback | None,
+    ) -> Generation:
+        stream = _Stream(self.tokenizer, on_text)
+        sampling: dict[str, Any] = {"do_sample": params.do_sample}
+        if params.do_sample:
+            sampling |= {"temperature": params.temperature, "top_p": params.top_p}
+        else:
+            sampling |= {"temperature": None, "top_p": None, "top_k": None}
+        n_prompt = int(inputs["input_ids"].shape[1])
+        with _seeded(params.seed), torch.no_grad():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=params.max_new_tokens,
+                streamer=stream,
+                return_dict_in_generate=True,
+                output_logits=params.return_scores,
+                **sampling,
+            )
+        t_end = time.perf_counter()
+        new = out.sequences[0, n_prompt:].tolist()
+        first = stream.first_token_at or t_end
+        return Generation(
+            text=self.tokenizer.decode(new, skip_special_tokens=True),
+            token_ids=new,
+            n_prompt_tokens=n_prompt,
+            n_prefill_tokens=n_prefill,
+            prefill_ms=(first - t_prepared) * 1000,
+            decode_ms=((stream.last_token_at or first) - first) * 1000,
+            prepare_ms=(t_prepared - t0) * 1000,
+            scores=[s[0].float().cpu() for s in out.logits] if params.return_scores else None,
+        )
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Sampling with a seed must not disturb the process-wide RNG other threads use."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,438 @@
+"""The edge engine: keyframes in, answers out, with the model's state for the buffer kept warm.
+
+Three threads meet here (DESIGN.md §5):
+
+* **ingest** calls :meth:`Engine.add_frame` for every camera frame: descriptor, selector,
+  buffer; microseconds to a few milliseconds, never waits for the model;
+* the **worker** (started by :meth:`Engine.start`) wakes when the buffer version changes, waits
+  ``debounce_s`` for it to settle, encodes the vision features of keyframes it has not seen
+  (ONCE per keyframe, cached by keyframe id) and rebuilds the prefix KV state for the new
+  snapshot, then swaps (state, snapshot) in atomically;
+* **questions** (:meth:`Engine.ask`) are serialised on a lock, take the latest consistent
+  (state, snapshot) pair, even mid-rebuild, and pay only for their own tokens plus decoding.
+  ``use_cache=False`` re-encodes everything at question time instead (the benchmark baseline).
+
+An :class:`Answer` cites frames by the prompt's 1..N indices; ``Answer.keyframes`` is the
+snapshot those indices refer to, so citations stay correct even if the buffer moved on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from egovlm.contract import SYSTEM_PROMPT, ParsedAnswer, parse_answer
+from egovlm.descriptor import describe
+from egovlm.edge.backends.base import (
+    Backend,
+    Generation,
+    GenerationParams,
+    PrefixState,
+    TokenCallback,
+    VisionFeatures,
+)
+from egovlm.edge.buffer import BufferSnapshot, Keyframe, KeyframeBuffer
+from egovlm.frames import resize_for_model
+from egovlm.keyframes import Decision, KeyframeSelector
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """A question cannot be answered (no keyframes yet, the worker failed, timeout)."""
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    debounce_s: float = 0.05  # quiet time before a rebuild, so a burst of changes costs one
+    max_debounce_s: float = 0.5  # ... but never postpone a rebuild longer than this
+    warm_timeout_s: float = 120.0  # a question before the first prefix exists waits this long
+    system_prompt: str = SYSTEM_PROMPT
+
+
+@dataclass(frozen=True)
+class CitedFrame:
+    index: int  # the prompt's 1-based frame index
+    keyframe_id: int
+    t: float
+
+
+@dataclass(frozen=True)
+class Latency:
+    queue_ms: float  # waiting for the model (an earlier question) or for the first prefix
+    prepare_ms: float  # prompt rendering, tokenisation, positions (+ image preprocessing from scratch)
+    prefill_ms: float  # prefill of the uncached tokens up to the first token
+    ttft_ms: float  # ask() called -> first token
+    decode_ms: float
+    decode_tok_s: float
+    total_ms: float
+    n_prompt_tokens: int
+    n_prefill_tokens: int
+    n_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    options: dict[str, str] | None
+    text: str
+    parsed: ParsedAnswer
+    cited: tuple[CitedFrame, ...]
+    invalid_citations: tuple[int, ...]  # cited indices outside 1..N
+    keyframes: tuple[Keyframe, ...]  # the snapshot the answer saw; index i is keyframes[i - 1]
+    snapshot_version: int
+    buffer_version: int  # at question time; larger than snapshot_version when a rebuild was pending
+    cached: bool
+    latency: Latency
+    token_ids: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (images left out)."""
+        return {
+            "question": self.question,
+            "options": self.options,
+            "text": self.text,
+            "answer": self.parsed.answer,
+            "think": self.parsed.think,
+            "format_ok": self.parsed.format_ok,
+            "problems": list(self.parsed.problems),
+            "cited": [c.__dict__ for c in self.cited],
+            "invalid_citations": list(self.invalid_citations),
+            "keyframes": [{"index": i + 1, "id": k.id, "t": k.t} for i, k in enumerate(self.keyframes)],
+            "snapshot_version": self.snapshot_version,
+            "buffer_version": self.buffer_version,
+            "cached": self.cached,
+            "latency": self.latency.__dict__,
+        }
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    running: bool
+    ready: bool  # the prefix state matches the buffer's current version
+    buffer_version: int
+    state_version: int | None
+    keyframes: int
+    frames_seen: int
+    keyframes_selected: int
+    rebuilds: int
+    last_build_ms: float
+    vision_calls: int
+    features_cached: int
+    last_error: str | None
+
+
+@dataclass
+class _Counters:
+    frames_seen: int = 0
+    keyframes_selected: int = 0
+    rebuilds: int = 0
+    last_build_ms: float = 0.0
+    vision_calls: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Warm:
+    """A prefix state with the snapshot it was built from: swapped in as one reference."""
+
+    state: PrefixState
+    snapshot: BufferSnapshot
+
+
+@dataclass
+class _Shared:
+    warm: _Warm | None = None
+    empty_version: int | None = None  # the buffer was seen empty at this version
+    counters: _Counters = field(default_factory=_Counters)
+
+
+class Engine:
+    """Keyframe selection + buffer + cached model state + questions. See the module docstring."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        buffer: KeyframeBuffer,
+        params: EngineParams | None = None,
+        selector: KeyframeSelector | None = None,
+    ) -> None:
+        self.backend = backend
+        self.buffer = buffer
+        self.params = params or EngineParams()
+        self.selector = selector or KeyframeSelector()
+        self._features: dict[int, VisionFeatures] = {}  # keyframe id -> vision output (worker only)
+        self._shared = _Shared()
+        self._cond = threading.Condition()  # guards _shared; notified on every swap
+        self._model_lock = threading.Lock()  # one question at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Engine:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._worker, name="egovlm-prefix", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.buffer.wake()  # out of wait_for_change
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def add_frame(self, t: float, rgb: np.ndarray) -> Decision:
+        """Offer one camera frame (HxWx3 uint8 RGB at any size). Cheap; never waits for the model."""
+        decision = self.selector.offer(t, descriptor=describe(rgb), bank=self.buffer.thumbs())
+        with self._cond:
+            self._shared.counters.frames_seen += 1
+        if decision.keyframe:
+            self._insert(t, rgb, decision.reason)
+        else:
+            self.buffer.expire(t)
+        return decision
+
+    def add_keyframe(self, t: float, rgb: np.ndarray, reason: str = "manual") -> Keyframe | None:
+        """Insert a frame as a keyframe, bypassing the selector (file sources, tests)."""
+        return self._insert(t, rgb, reason)
+
+    def _insert(self, t: float, rgb: np.ndarray, reason: str) -> Keyframe | None:
+        image = resize_for_model(rgb, self.backend.keyframe_size)
+        kf = self.buffer.add(t, image, describe(rgb), reason)
+        with self._cond:
+            self._shared.counters.keyframes_selected += kf is not None
+        return kf
+
+    # -- background state ----------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        seen = -1
+        while not self._stop.is_set():
+            version = self.buffer.wait_for_change(seen, timeout=0.2)
+            if self._stop.is_set():
+                break
+            if version == seen:
+                continue
+            version = self._settle(version)
+            snapshot = self.buffer.snapshot()
+            try:
+                self.refresh(snapshot)
+            except Exception as e:  # keep serving the last good state; report the failure
+                log.exception("prefix rebuild failed for buffer version %d", snapshot.version)
+                with self._cond:
+                    self._shared.counters.last_error = f"{type(e).__name__}: {e}"
+                    self._cond.notify_all()
+            seen = snapshot.version
+
+    def _settle(self, version: int) -> int:
+        """Debounce: wait until the buffer has been quiet for ``debounce_s`` (bounded)."""
+        deadline = time.monotonic() + self.params.max_debounce_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            later = self.buffer.wait_for_change(version, timeout=self.params.debounce_s)
+            if later == version:
+                break
+            version = later
+        return version
+
+    def refresh(self, snapshot: BufferSnapshot | None = None) -> PrefixState | None:
+        """Bring the cached state up to ``snapshot`` (default: the buffer now). The worker calls
+        this; call it directly only when the worker is not running (tests, benchmarks)."""
+        snapshot = snapshot or self.buffer.snapshot()
+        if not snapshot.keyframes:
+            with self._cond:
+                self._shared.warm = None
+                self._shared.empty_version = snapshot.version
+                self._cond.notify_all()
+            return None
+        t0 = time.perf_counter()
+        features = [self._features_for(k) for k in snapshot.keyframes]
+        live = set(snapshot.ids)
+        for kid in [k for k in self._features if k not in live]:
+            del self._features[kid]
+        state = self.backend.build_prefix(
+            snapshot.version, snapshot.keyframes, features, self.params.system_prompt
+        )
+        with self._cond:
+            self._shared.warm = _Warm(state, snapshot)
+            self._shared.empty_version = None
+            c = self._shared.counters
+            c.rebuilds += 1
+            c.last_build_ms = (time.perf_counter() - t0) * 1000
+            c.last_error = None
+            self._cond.notify_all()
+        return state
+
+    def _features_for(self, kf: Keyframe) -> VisionFeatures:
+        feats = self._features.get(kf.id)
+        if feats is None:
+            feats = self.backend.encode_keyframe(kf.id, kf.image)
+            self._features[kf.id] = feats
+            with self._cond:
+                self._shared.counters.vision_calls += 1
+        return feats
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Block until the cached state matches the buffer's current version."""
+        with self._cond:
+            return self._cond.wait_for(self._is_ready, timeout)
+
+    def _is_ready(self) -> bool:
+        v = self.buffer.version
+        warm = self._shared.warm
+        return (warm is not None and warm.snapshot.version == v) or self._shared.empty_version == v
+
+    def status(self) -> EngineStatus:
+        with self._cond:
+            warm, c = self._shared.warm, self._shared.counters
+            return EngineStatus(
+                running=self._thread is not None and self._thread.is_alive(),
+                ready=self._is_ready(),
+                buffer_version=self.buffer.version,
+                state_version=warm.snapshot.version if warm else None,
+                keyframes=len(self.buffer),
+                frames_seen=c.frames_seen,
+                keyframes_selected=c.keyframes_selected,
+                rebuilds=c.rebuilds,
+                last_build_ms=c.last_build_ms,
+                vision_calls=c.vision_calls,
+                features_cached=len(self._features),
+                last_error=c.last_error,
+            )
+
+    # -- questions -----------------------------------------------------------------------------
+
+    def ask(
+        self,
+        question: str,
+        options: Mapping[str, str] | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        on_text: TokenCallback | None = None,
+        use_cache: bool = True,
+        do_sample: bool | None = None,
+        seed: int | None = None,
+    ) -> Answer:
+        """Answer about the keyframes held now. ``on_text`` streams the answer as it decodes."""
+        if not question.strip():
+            raise EngineError("empty question")
+        t0 = time.perf_counter()
+        p = self.params
+        gen = GenerationParams(
+            max_new_tokens=max_new_tokens or p.max_new_tokens,
+            do_sample=p.do_sample if do_sample is None else do_sample,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seed=seed,
+        )
+        buffer_version = self.buffer.version
+        with self._model_lock:
+            if use_cache:
+                warm = self._wait_warm()
+                snapshot = warm.snapshot
+                t_ready = time.perf_counter()
+                out = self.backend.generate(warm.state, question, options, gen, on_text)
+            else:
+                snapshot = self.buffer.snapshot()
+                if not snapshot.keyframes:
+                    raise EngineError("no keyframes yet: the buffer is empty")
+                t_ready = time.perf_counter()
+                out = self.backend.generate_from_scratch(
+                    snapshot.keyframes, question, options, gen, on_text, p.system_prompt
+                )
+        return self._answer(question, options, out, snapshot, buffer_version, use_cache, t0, t_ready)
+
+    def _wait_warm(self) -> _Warm:
+        if self._thread is None or not self._thread.is_alive():
+            # No worker (a script, a test): bring the state up to date on the caller's thread.
+            with self._cond:
+                stale = not self._is_ready()
+            if stale:
+                self.refresh()
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: (
+                    self._shared.warm is not None
+                    or self._shared.empty_version == self.buffer.version
+                    or self._shared.counters.last_error is not None
+                ),
+                self.params.warm_timeout_s,
+            )
+            warm = self._shared.warm
+            if warm is not None:
+                return warm
+            if self._shared.counters.last_error is not None:
+                raise EngineError(
+                    f"no model state: the last rebuild failed ({self._shared.counters.last_error})"
+                )
+            if not ok:
+                raise EngineError(f"no model state after {self.params.warm_timeout_s:.0f} s")
+            raise EngineError("no keyframes yet: the buffer is empty")
+
+    def _answer(
+        self,
+        question: str,
+        options: Mapping[str, str] | None,
+        out: Generation,
+        snapshot: BufferSnapshot,
+        buffer_version: int,
+        cached: bool,
+        t0: float,
+        t_ready: float,
+    ) -> Answer:
+        total = (time.perf_counter() - t0) * 1000
+        queue = (t_ready - t0) * 1000
+        parsed = parse_answer(out.text, "".join(options) if options else None)
+        n = len(snapshot.keyframes)
+        cited = tuple(
+            CitedFrame(i, snapshot.keyframes[i - 1].id, snapshot.keyframes[i - 1].t)
+            for i in parsed.keyframes or []
+            if 1 <= i <= n
+        )
+        invalid = tuple(i for i in parsed.keyframes or [] if not 1 <= i <= n)
+        latency = Latency(
+            queue_ms=queue,
+            prepare_ms=out.prepare_ms,
+            prefill_ms=out.prefill_ms,
+            ttft_ms=queue + out.prepare_ms + out.prefill_ms,
+            decode_ms=out.decode_ms,
+            decode_tok_s=out.decode_tok_s,
+            total_ms=total,
+            n_prompt_tokens=out.n_prompt_tokens,
+            n_prefill_tokens=out.n_prefill_tokens,
+            n_new_tokens=out.n_new_tokens,
+        )
+        return Answer(
+            question=question,
+            options=dict(options) if options else None,
+            text=out.text,
+            parsed=parsed,
+            cited=cited,
+            invalid_citations=invalid,
+            keyframes=snapshot.keyframes,
+            snapshot_version=snapshot.version,
+            buffer_version=buffer_version,
+            cached=cached,
+            latency=latency,
+            token_ids=tuple(out.token_ids),
+        )
