@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from egovlm.synth.cli import synth
+
 app = typer.Typer(
     help="Import datasets into the common JSONL schema, or make EgoSynth.", no_args_is_help=True
 )
@@ -13,6 +15,7 @@ import_app = typer.Typer(
     help="Import a benchmark's own files into the common JSONL schema.", no_args_is_help=True
 )
 app.add_typer(import_app, name="import")
+app.command("synth")(synth)
 
 
 def _fail(e: Exception) -> None:
