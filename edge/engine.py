@@ -38,6 +38,7 @@ from egovlm.edge.backends.base import (
     VisionFeatures,
 )
 from egovlm.edge.buffer import BufferSnapshot, Keyframe, KeyframeBuffer
+from egovlm.edge.profile import EdgeProfile, ModelDims, check_memory
 from egovlm.frames import resize_for_model
 from egovlm.keyframes import Decision, KeyframeSelector
 
@@ -177,6 +178,26 @@ class Engine:
         self._model_lock = threading.Lock()  # one question at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_profile(cls, backend: Backend, profile: EdgeProfile, check: bool = True) -> Engine:
+        """Buffer, selector and parameters from a device profile. With ``check``, refuse a
+        profile whose K/precision cannot fit its memory budget, sized with the loaded model's
+        own config when the backend exposes one (else the profile's ``model_family``)."""
+        if check:
+            config = getattr(backend, "config", None)
+            check_memory(profile, ModelDims.from_config(config) if config is not None else None)
+        g, e = profile.generation, profile.engine
+        params = EngineParams(
+            max_new_tokens=g.max_new_tokens,
+            do_sample=g.do_sample,
+            temperature=g.temperature,
+            top_p=g.top_p,
+            debounce_s=e.debounce_s,
+            max_debounce_s=e.max_debounce_s,
+        )
+        buffer = KeyframeBuffer(profile.keyframes.capacity, profile.keyframes.horizon_s)
+        return cls(backend, buffer, params, KeyframeSelector(profile.selector))
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -22,12 +22,14 @@ from egovlm.edge.backends.base import (
 BACKENDS = ("torch", "onnx", "tensorrt")
 
 
-def create_backend(kind: str, model: str | Path, device: str = "cpu", dtype: str = "float32") -> Backend:
+def create_backend(
+    kind: str, model: str | Path, device: str = "cpu", dtype: str = "float32", threads: int | None = None
+) -> Backend:
     """Load a backend. ``model`` is a model folder or hub id (torch) or an export manifest (others)."""
     if kind == "torch":
         from egovlm.edge.backends.torch_backend import TorchBackend
 
-        return TorchBackend.load(model, device=device, dtype=dtype)
+        return TorchBackend.load(model, device=device, dtype=dtype, threads=threads)
     if kind == "onnx":
         from egovlm.edge.backends.onnx_backend import load_onnx_backend
 

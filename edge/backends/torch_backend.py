@@ -110,11 +110,17 @@ class TorchBackend(Backend):
         self.vision_calls = 0  # how many times the vision encoder ran (tests, status)
 
     @classmethod
-    def load(cls, model: str | Path, device: str = "cpu", dtype: str = "float32") -> TorchBackend:
+    def load(
+        cls, model: str | Path, device: str = "cpu", dtype: str = "float32", threads: int | None = None
+    ) -> TorchBackend:
+        """Load a model folder or hub id. ``threads`` sets torch's intra-op threads (process-wide);
+        on a shared or small CPU, fewer threads than cores avoids spinning OpenMP barriers."""
         if dtype not in DTYPES:
             raise BackendError(f"torch backend: unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError(f"torch backend: device {device!r} requested but CUDA is not available")
+        if threads is not None:
+            torch.set_num_threads(threads)
         return cls(load_model(model, dtype=DTYPES[dtype], device=device))
 
     @property
@@ -133,7 +139,13 @@ class TorchBackend(Backend):
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "keyframe_size": list(self.keyframe_size),
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "threads": torch.get_num_threads(),
         }
+
+    @property
+    def config(self) -> Any:
+        """The model's transformers config (the memory check reads its sizes)."""
+        return self.model.config
 
     # -- vision, once per keyframe -------------------------------------------------------------
 
