@@ -18,3 +18,18 @@ def ingest(out: Path = typer.Option(Path("bench"), help="Output folder"), quick:
 
     report = part.run(out, quick=quick)
     typer.echo(report.markdown())
+
+
+@app.command()
+def keyframes(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    data: Path = typer.Option(
+        ..., help="EgoSynth folder (events.jsonl + videos/), e.g. from `egovlm data synth`"
+    ),
+    max_clips: int = typer.Option(None, help="Use only the first N clips"),
+) -> None:
+    """Recall of ground-truth event frames: our selector vs uniform vs PySceneDetect, K in {8, 16, 32}."""
+    from egovlm.benchmarks import keyframes as part
+
+    report = part.run(out, data, max_clips=max_clips)
+    typer.echo(report.markdown())
