@@ -1,0 +1,159 @@
+"""``egovlm train …`` and ``egovlm eval``.
+
+``egovlm train --config RECIPE.yaml [key=value …]`` runs (or resumes) GRPO;
+``egovlm train plot RUN_DIR`` draws the curves; ``egovlm train merge --adapter DIR --out DIR``
+folds a LoRA adapter into a 16-bit checkpoint. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+
+class _DefaultRun(TyperGroup):
+    """``egovlm train --config …`` means ``egovlm train run --config …``: the recipe's overrides
+    are bare ``key=value`` words, which a plain group would take for sub-command names."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's vendored click Context
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultRun,
+    help="GRPO fine-tuning on egocentric video QA (TRL): `egovlm train --config RECIPE.yaml key=value ...`.",
+    no_args_is_help=True,
+)
+eval_app = typer.Typer(help="Evaluate a model on a JSONL dataset (accuracy, format, keyframe F1).")
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # bitsandbytes warns on import, on every CPU machine, about an optional kernel package.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Option(..., "--config", "-c", help="Training recipe (configs/*.yaml)."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. grpo.max_steps=20."),
+) -> None:
+    """Train (or resume) a recipe: checkpoints, TensorBoard logs and curves.png in run.output_dir."""
+    from egovlm.train.config import ConfigError, load_config
+
+    _quiet_libraries()
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as e:
+        _fail(f"config error: {e}")
+        return
+    from egovlm.train.preflight import PreflightError
+    from egovlm.train.trainer import train
+
+    try:
+        result = train(cfg)
+    except PreflightError as e:
+        _fail(str(e))
+        return
+    step = f"{result.step_time_s:.3f} s/step (median)" if result.step_time_s else "no steps run"
+    resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
+    typer.echo(f"trained to step {result.global_step} ({step}{resumed}); model in {result.final_dir}")
+
+
+@app.command("plot")
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run folder (run.output_dir)."),
+    out: Path | None = typer.Option(None, help="PNG path (default RUN_DIR/curves.png)."),
+) -> None:
+    """Draw the run's reward, accuracy, format-failure, length, KL and learning-rate curves."""
+    from egovlm.train.plot import PlotError, plot_run
+
+    try:
+        typer.echo(str(plot_run(run_dir, out)))
+    except PlotError as e:
+        _fail(str(e))
+
+
+@app.command("merge")
+def merge(
+    adapter: Path = typer.Option(..., help="LoRA adapter folder (a run's final/ or a checkpoint)."),
+    out: Path = typer.Option(..., help="Output folder for the merged 16-bit checkpoint."),
+    base: str | None = typer.Option(
+        None, help="Base model (default: the adapter's base_model_name_or_path)."
+    ),
+    dtype: str = typer.Option("bfloat16", help="bfloat16 or float16."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
+) -> None:
+    """Merge LoRA into the 16-bit base weights (the input export/ expects)."""
+    from egovlm.train.merge import MergeError
+    from egovlm.train.merge import merge as do_merge
+
+    _quiet_libraries()
+    try:
+        typer.echo(f"merged checkpoint in {do_merge(adapter, out, base, dtype, overwrite)}")
+    except MergeError as e:
+        _fail(str(e))
+
+
+@eval_app.callback(invoke_without_command=True)
+def evaluate(
+    model: str = typer.Option(..., help="Checkpoint folder, LoRA adapter folder or hub id."),
+    data: Path = typer.Option(..., help="JSONL dataset (egovlm.schema)."),
+    out: Path = typer.Option(..., help="Output folder (completions.jsonl, metrics.json, submission.json)."),
+    frames: int = typer.Option(8, help="Frames per prompt."),
+    sampling: str = typer.Option("uniform", help="uniform or salient (the edge keyframe selector)."),
+    batch_size: int = typer.Option(4, help="Prompts per generate() call."),
+    max_new_tokens: int = typer.Option(256, help="Completion length limit."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N items."),
+    keyframe_tolerance: float | None = typer.Option(None, help="Seconds (default: nearest frame)."),
+) -> None:
+    """Greedy eval; resumable (skips ids already in OUT/completions.jsonl)."""
+    from egovlm.schema import DatasetError
+    from egovlm.train.eval import EvalOptions
+    from egovlm.train.eval import evaluate as run_eval
+
+    _quiet_libraries()
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    opts = EvalOptions(
+        frames=frames,
+        sampling=sampling,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        keyframe_tolerance_s=keyframe_tolerance,
+        limit=limit,
+    )
+    try:
+        result = run_eval(model, data, out, opts)
+    except (DatasetError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        return
+    typer.echo(_summary(result))
+
+
+def _summary(m: dict[str, Any]) -> str:
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    kf = "n/a" if m["keyframe_f1"] is None else f"{m['keyframe_f1']:.3f}"
+    lines = [
+        f"items {m['items']} (answered {m['answered_items']}, withheld {m['withheld_items']})",
+        f"accuracy {pct(m['accuracy'])}  format failures {pct(m['format_failure_rate'])}  keyframe F1 {kf}",
+    ]
+    lines += [f"  {t}: {pct(v['accuracy'])} of {v['items']}" for t, v in m["per_question_type"].items()]
+    return "\n".join(lines)

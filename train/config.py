@@ -1,0 +1,308 @@
+"""Training recipes: a dataclass tree loaded from YAML, with dotted ``key=value`` overrides.
+
+A recipe has six sections::
+
+    run:     where the run lives and on which device
+    model:   checkpoint (local folder or hub id), dtype, 4-bit loading, vision freezing
+    lora:    LoRA adapter (off = full fine-tuning)
+    data:    JSONL dataset, frames per prompt, frame sampling, EgoSynth generation
+    rewards: reward weights and shaping (the formulas live in egovlm.train.rewards)
+    grpo:    passed verbatim to TRL's GRPOConfig (any of its fields; unknown names are errors)
+
+Relative paths are relative to the working directory, like every TRL/transformers recipe.
+Overrides use the same tree: ``grpo.max_steps=20 model.path=/ckpt data.frames=16``; the value is
+parsed as YAML (``true``, ``1e-5``, ``[a, b]``). Every unknown key, in the file or in an
+override, raises :class:`ConfigError` naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
+
+STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+# GRPOConfig fields this tree sets itself: a recipe must set them in the named section instead.
+OWNED_GRPO_KEYS = {
+    "output_dir": "run.output_dir",
+    "reward_weights": "rewards.weights",
+    "use_cpu": "run.device",
+    "remove_unused_columns": "(always false: the rewards read the dataset's columns)",
+}
+# Keys TRL removed or never had, with the hint users need.
+REMOVED_GRPO_KEYS = {
+    "max_prompt_length": "TRL 1.x removed it; prompts are never truncated (a cut would drop frames)",
+    "warmup_ratio": "transformers 5 removed it; use grpo.warmup_steps (below 1: a fraction of the run)",
+}
+
+
+class ConfigError(ValueError):
+    """A recipe that cannot be used; the message names the key and the file (or override)."""
+
+
+@dataclass(config=STRICT)
+class RunSection:
+    output_dir: str
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resume: bool = True  # continue from the last checkpoint in output_dir when one exists
+    plot: bool = True  # write curves.png at the end of the run
+
+
+@dataclass(config=STRICT)
+class ModelSection:
+    path: str  # local folder or hub id
+    build_if_missing: Literal["tiny", "nano", "small"] | None = None  # offline egovlm.models.build_model
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    attn_implementation: str | None = None  # e.g. "flash_attention_2", "sdpa"
+    load_in_4bit: bool = False  # QLoRA: bitsandbytes NF4 base weights (needs CUDA and lora.enabled)
+    freeze_vision: bool = False  # freeze model.visual (the ViT and merger) during full fine-tuning
+
+
+@dataclass(config=STRICT)
+class LoraSection:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # Language-model projections only by default: the vision MLP reuses the names gate/up/down_proj.
+    target_modules: str | list[str] = (
+        r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    )
+    modules_to_save: list[str] | None = None
+
+
+@dataclass(config=STRICT)
+class SynthSection:
+    """Generate EgoSynth into the folder of ``data.train`` (which must be named qa.jsonl) when
+    that file does not exist yet; the same as ``egovlm data synth --out <folder> …``."""
+
+    clips: int = 32
+    seed: int = 0
+    split: Literal["train", "test", "val"] = "train"
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    duration_s: float = 30.0
+
+
+@dataclass(config=STRICT)
+class DataSection:
+    train: str  # JSONL in the common schema (egovlm.schema)
+    frames: int = 8  # frames per prompt
+    sampling: Literal["uniform", "salient"] = "uniform"
+    cache_dir: str | None = None  # decoded frames; default <run.output_dir>/frame_cache
+    max_items: int | None = None
+    selector_k: int = 2  # salient frames picked by the keyframe selector when rows have no salient_times
+    selector: dict[str, Any] | None = None  # egovlm.keyframes.SelectorParams fields (the edge's thresholds)
+    synth: SynthSection | None = None
+
+
+@dataclass(config=STRICT)
+class RewardWeights:
+    format: float = 0.5
+    accuracy: float = 1.0
+    keyframe: float = 0.5
+    length: float = 0.0
+
+
+@dataclass(config=STRICT)
+class RewardsSection:
+    weights: RewardWeights = dataclasses.field(default_factory=RewardWeights)
+    format_partial: float = 0.5  # credit for a completion with all blocks but not the exact grammar
+    keyframe_tolerance_s: float | None = None  # None: each salient time maps to its nearest frame
+    keyframe_requires_correct: bool = False  # pay the keyframe F1 only with a correct answer
+    max_tokens: int | None = None  # length shaping (DAPO soft overlong): hard limit in tokens
+    length_buffer_tokens: int = 64  # the penalty ramps from 0 to -1 over this many tokens
+
+
+@dataclass(config=STRICT)
+class TrainConfig:
+    run: RunSection
+    model: ModelSection
+    data: DataSection
+    lora: LoraSection = dataclasses.field(default_factory=LoraSection)
+    rewards: RewardsSection = dataclasses.field(default_factory=RewardsSection)
+    grpo: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = "<defaults>"  # the file it came from (set by load_config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
+
+
+def parse_override(text: str, origin: str = "") -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a", "b", "c"], parsed YAML value). ``origin`` ends error messages."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. grpo.max_steps=20){origin}")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override {text!r}: empty component in key {key!r}{origin}")
+    return parts, yaml.safe_load(raw) if raw.strip() else None
+
+
+def apply_override(tree: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _grpo_fields() -> dict[str, str]:
+    """GRPOConfig field name → its annotation as text."""
+    from trl import GRPOConfig  # heavy (imports transformers): only when a config is validated
+
+    return {f.name: str(f.type) for f in dataclasses.fields(GRPOConfig)}
+
+
+def _coerce(value: Any, annotation: str) -> Any:
+    """YAML reads ``1e-5`` (no dot) as a string and ``no`` as False; TrainingArguments would
+    convert neither back (``save_strategy: no`` must stay the string "no")."""
+    if isinstance(value, bool) and "bool" not in annotation:
+        return "yes" if value else "no"
+    if not isinstance(value, str):
+        return value
+    for name, kind in (("int", int), ("float", float)):
+        if name in annotation:
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return value
+
+
+def check_grpo_keys(grpo: dict[str, Any], where: dict[str, str]) -> dict[str, Any]:
+    """Reject unknown, owned and removed keys; return the section with numbers coerced."""
+    known = _grpo_fields()
+    out = {}
+    for key, value in grpo.items():
+        origin = where.get(f"grpo.{key}", where["<file>"])
+        if key in OWNED_GRPO_KEYS:
+            raise ConfigError(f"{origin}: grpo.{key} is set by this tree; use {OWNED_GRPO_KEYS[key]}")
+        if key in REMOVED_GRPO_KEYS:
+            raise ConfigError(f"{origin}: grpo.{key}: {REMOVED_GRPO_KEYS[key]}")
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key grpo.{key} (not a field of trl.GRPOConfig)")
+        out[key] = _coerce(value, known[key])
+    return out
+
+
+def _error_origin(loc: tuple[Any, ...], where: dict[str, str]) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    for key, origin in where.items():
+        if key != "<file>" and (
+            dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")
+        ):
+            return origin
+    return where["<file>"]
+
+
+def from_tree(tree: dict[str, Any], where: dict[str, str]) -> TrainConfig:
+    """Validate a raw tree; ``where`` maps dotted keys to their origin (file or override)."""
+    try:
+        cfg = TrainConfig(**tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err.get("loc", ()))
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        what = "unknown key" if err["type"] == "unexpected_keyword_argument" else err["msg"]
+        if err["type"] in ("missing_argument", "missing"):
+            what = "missing required key"
+        raise ConfigError(f"{_error_origin(loc, where)}: {dotted}: {what}") from None
+    except TypeError as e:  # unexpected top-level keyword
+        raise ConfigError(f"{where['<file>']}: {e}") from None
+    cfg.grpo = check_grpo_keys(cfg.grpo, where)
+    cfg.source = where["<file>"]
+    return cfg
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe, apply dotted overrides, validate the whole tree (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    where = {"<file>": str(path)}
+    for text in overrides or []:
+        parts, value = parse_override(text, f" (on top of {path})")
+        origin = f"override {text!r} (on top of {path})"
+        apply_override(tree, parts, value, origin)
+        where[".".join(parts)] = origin
+    cfg = from_tree(tree, where)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field rules that types cannot express. Errors name the key and the file."""
+    src = cfg.source
+    w = cfg.rewards.weights
+    for name in ("format", "accuracy", "keyframe", "length"):
+        if getattr(w, name) < 0:
+            raise ConfigError(f"{src}: rewards.weights.{name} must be >= 0, got {getattr(w, name)}")
+    if w.accuracy <= 0:
+        raise ConfigError(f"{src}: rewards.weights.accuracy must be > 0 (the task is answering)")
+    if w.keyframe > w.accuracy:
+        raise ConfigError(
+            f"{src}: rewards.weights.keyframe ({w.keyframe}) exceeds rewards.weights.accuracy "
+            f"({w.accuracy}): citing frames must never pay more than a correct answer"
+        )
+    if not 0.0 <= cfg.rewards.format_partial <= 1.0:
+        raise ConfigError(
+            f"{src}: rewards.format_partial must be in [0, 1], got {cfg.rewards.format_partial}"
+        )
+    if w.length > 0 and cfg.rewards.max_tokens is None:
+        raise ConfigError(f"{src}: rewards.weights.length > 0 needs rewards.max_tokens")
+    if (
+        cfg.rewards.max_tokens is not None
+        and not 0 < cfg.rewards.length_buffer_tokens <= cfg.rewards.max_tokens
+    ):
+        raise ConfigError(f"{src}: rewards.length_buffer_tokens must be in (0, rewards.max_tokens]")
+    if cfg.data.synth is not None and Path(cfg.data.train).name != "qa.jsonl":
+        raise ConfigError(f"{src}: data.synth writes <folder>/qa.jsonl, so data.train must end in qa.jsonl")
+    if cfg.data.frames < 1:
+        raise ConfigError(f"{src}: data.frames must be >= 1, got {cfg.data.frames}")
+    if cfg.model.load_in_4bit and not cfg.lora.enabled:
+        raise ConfigError(
+            f"{src}: model.load_in_4bit needs lora.enabled: true (4-bit weights cannot be trained)"
+        )
+    check_batch(cfg, num_processes=1)
+
+
+def generation_batch(grpo: dict[str, Any], num_processes: int) -> tuple[int, int]:
+    """(generation batch, num_generations) the way TRL derives them (see GRPOConfig.__post_init__)."""
+    per_device = int(grpo.get("per_device_train_batch_size", 8))
+    g = int(grpo.get("num_generations", 8))
+    if grpo.get("generation_batch_size") is not None:
+        return int(grpo["generation_batch_size"]), g
+    steps = grpo.get("steps_per_generation") or grpo.get("gradient_accumulation_steps", 1)
+    return per_device * num_processes * int(steps), g
+
+
+def check_batch(cfg: TrainConfig, num_processes: int) -> None:
+    batch, g = generation_batch(cfg.grpo, num_processes)
+    per_step = int(cfg.grpo.get("per_device_train_batch_size", 8)) * num_processes
+    if cfg.grpo.get("generation_batch_size") is not None and batch % per_step:
+        raise ConfigError(
+            f"{cfg.source}: grpo.generation_batch_size ({batch}) must be divisible by the global batch "
+            f"(per_device_train_batch_size x {num_processes} process(es) = {per_step})"
+        )
+    if g < 2:
+        raise ConfigError(f"{cfg.source}: grpo.num_generations must be >= 2 (GRPO compares a group), got {g}")
+    if batch % g:
+        raise ConfigError(
+            f"{cfg.source}: the generation batch ({batch} = per_device_train_batch_size x {num_processes} "
+            f"process(es) x steps_per_generation) must be divisible by grpo.num_generations ({g})"
+        )

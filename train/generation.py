@@ -1,0 +1,55 @@
+"""Generation settings shared by GRPO rollouts and eval.
+
+A completion must never contain the vision placeholder tokens (``<|image_pad|>``,
+``<|video_pad|>``, ``<|vision_start|>``, ``<|vision_end|>``): in the loss forward pass TRL
+would count a sampled ``<|image_pad|>`` as an image slot, find more slots than image features,
+and silently drop *all* images of the batch (its "truncation safety" fallback); a sampled
+``<|video_pad|>`` would ask for video features that do not exist. TRL suppresses only
+``image_token_id``; we suppress all four, in training and in eval. Trained checkpoints never
+emit them, random-init test models often do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VISION_TOKEN_ATTRS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def vision_token_ids(config: Any) -> list[int]:
+    ids = [getattr(config, name, None) for name in VISION_TOKEN_ATTRS]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def suppress_vision_tokens(args: Any, model: Any) -> None:
+    """Add the vision tokens to GRPOConfig.generation_kwargs["suppress_tokens"] for transformers
+    rollouts. vLLM's SamplingParams has no such field, so with vLLM rollouts this is left to
+    the checkpoint (published Qwen2.5-VL weights do not sample these tokens); not verified
+    here, since vLLM cannot run on this machine."""
+    if getattr(args, "use_vllm", False):
+        return
+    kwargs = dict(args.generation_kwargs or {})
+    kwargs["suppress_tokens"] = sorted(
+        set(kwargs.get("suppress_tokens") or []) | set(vision_token_ids(model.config))
+    )
+    args.generation_kwargs = kwargs
+
+
+def greedy(
+    model: Any, processor: Any, messages: list[Any], images: list[list[Any]], max_new_tokens: int
+) -> list[str]:
+    """Greedy completions for a batch of contract prompts (left-padded)."""
+    import torch
+
+    texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
+    processor.tokenizer.padding_side = "left"
+    inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            suppress_tokens=vision_token_ids(model.config),
+        )
+    new = out[:, inputs["input_ids"].shape[1] :]
+    return [str(t) for t in processor.batch_decode(new, skip_special_tokens=True)]

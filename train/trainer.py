@@ -1,0 +1,313 @@
+"""GRPO training on TRL's GRPOTrainer: recipe → model, dataset, rewards → checkpoints and logs.
+
+What this module adds to TRL, and why:
+
+* Frames enter as the ``images`` column with contract prompts (DESIGN.md §3, §7): TRL's video
+  path is not wired into the loss, its image path is (``tests/train/test_grad.py`` shows the
+  vision tower receives gradient from a GRPO step).
+* :class:`EgoGRPOTrainer` is the only subclass. It overrides one method to append which dataset
+  rows each generation batch used to ``data_order.jsonl``, so a resumed run can be checked
+  against an uninterrupted one; the loss path is TRL's, untouched.
+* Resume: a restarted run with the same command continues from the last ``checkpoint-N`` in the
+  run folder (transformers restores optimizer, scheduler, RNG and the sampler position).
+* TensorBoard logs go to ``<run>/tensorboard`` (a fixed folder, so a resumed run appends to
+  the same curves); ``curves.png`` is drawn at the end (:mod:`egovlm.train.plot`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from egovlm.atomic import atomic_write_text
+from egovlm.train import preflight
+from egovlm.train.config import TrainConfig
+from egovlm.train.generation import suppress_vision_tokens
+from egovlm.train.rewards import build_rewards
+
+log = logging.getLogger("egovlm.train")
+
+DATA_ORDER = "data_order.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+FINAL_DIR = "final"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_dir: Path
+    global_step: int
+    resumed_from: str | None
+    step_time_s: float | None  # median of TRL's per-step wall time
+    train_items: int
+
+
+def ensure_model(cfg: TrainConfig) -> str:
+    """The model to load: an existing folder, a hub id, or an offline model built now."""
+    path = Path(cfg.model.path).expanduser()
+    if not path.exists() and cfg.model.build_if_missing is not None:
+        from egovlm.models.build import build_model
+
+        log.info("building offline %s model in %s", cfg.model.build_if_missing, path)
+        build_model(cfg.model.build_if_missing, path, seed=int(cfg.grpo.get("seed", 42)))
+    return str(path.resolve()) if path.exists() else cfg.model.path
+
+
+def ensure_data(cfg: TrainConfig) -> Path:
+    """The training JSONL; generated with EgoSynth into its folder when missing and configured."""
+    path = Path(cfg.data.train)
+    if path.is_file() or cfg.data.synth is None:
+        return path
+    from egovlm.synth.generate import SynthConfig, synthesize
+
+    syn = cfg.data.synth
+    log.info("generating EgoSynth (%d %s clips, seed %d) in %s", syn.clips, syn.split, syn.seed, path.parent)
+    look = SynthConfig(size=(syn.width, syn.height), fps=syn.fps, duration=syn.duration_s)
+    synthesize(path.parent, syn.clips, syn.seed, syn.split, look)
+    return path
+
+
+def torch_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if device == "cpu":
+        return torch.float32  # CPU training runs in fp32 (TRL: use_cpu=True, bf16=False)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_policy(cfg: TrainConfig, model_id: str, device: str) -> tuple[Any, Any, tuple[int, int]]:
+    """Model, processor and keyframe size. Loaded with ``from_pretrained(folder or hub id)`` so
+    TRL can re-create the reference model from ``_name_or_path`` when beta > 0."""
+    import os
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from egovlm.models.loading import keyframe_size_of
+    from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(cfg.model.dtype, device), "use_safetensors": True}
+    if cfg.model.attn_implementation:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
+    if cfg.model.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    processor = AutoProcessor.from_pretrained(model_id, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(model_id, **kwargs)
+    if cfg.model.freeze_vision:
+        for p in vision_tower(model).parameters():
+            p.requires_grad_(False)
+    local = Path(model_id)
+    size = keyframe_size_of(local) if local.is_dir() else DEFAULT_KEYFRAME_SIZE
+    return model, processor, size
+
+
+def vision_tower(model: Any) -> Any:
+    """Qwen2.5-VL's ViT + merger (``model.model.visual`` in transformers 5, ``model.visual`` before),
+    through a PEFT wrapper if there is one."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    inner = getattr(model, "model", None)
+    for owner in (inner, model):
+        if owner is not None and hasattr(owner, "visual"):
+            return owner.visual
+    raise AttributeError(f"{type(model).__name__} has no vision tower (.visual)")
+
+
+def peft_config(cfg: TrainConfig) -> Any:
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        modules_to_save=cfg.lora.modules_to_save,
+        task_type="CAUSAL_LM",
+    )
+
+
+def grpo_args(cfg: TrainConfig, device: str, reward_weights: list[float]) -> Any:
+    from trl import GRPOConfig
+
+    kwargs = dict(cfg.grpo)
+    report = kwargs.pop("report_to", None)
+    report = [report] if isinstance(report, str) else list(report or [])
+    kwargs["report_to"] = [r for r in report if r not in ("tensorboard", "none", "all")] or "none"
+    kwargs.setdefault("logging_steps", 1)
+    kwargs.setdefault("save_strategy", "steps")
+    if device == "cpu":
+        kwargs.update(use_cpu=True, bf16=False, fp16=False)
+    return GRPOConfig(
+        output_dir=cfg.run.output_dir, reward_weights=reward_weights, remove_unused_columns=False, **kwargs
+    )
+
+
+def _trainer_class() -> type:
+    from trl import GRPOTrainer
+
+    class EgoGRPOTrainer(GRPOTrainer):
+        """TRL's GRPOTrainer plus a record of the data order (see module docstring)."""
+
+        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
+            if self.model.training and self.accelerator.is_main_process:
+                line = {"step": int(self.state.global_step), "ids": [x.get("id") for x in inputs]}
+                with open(Path(self.args.output_dir) / DATA_ORDER, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(line) + "\n")
+            return super()._generate_and_score_completions(inputs)
+
+    return EgoGRPOTrainer
+
+
+def tensorboard_callback(run_dir: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR)))
+
+
+def build_dataset(cfg: TrainConfig, data: Path, run_dir: Path, size: tuple[int, int]) -> Any:
+    from egovlm.train.dataset import FrameSpec, load_items, prepare_items, to_hf_dataset
+
+    items = load_items(data, cfg.data.max_items, answered_only=True)
+    if not items:
+        raise ValueError(f"{data}: no rows with an answer to train on")
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "frame_cache"
+    spec = FrameSpec(cfg.data.frames, cfg.data.sampling, size, cfg.data.selector)
+    prepared = prepare_items(items, data.parent, spec, cache, progress=True)
+    return to_hf_dataset(prepared, cfg.data.selector_k, cfg.data.selector)
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    device: str | None = None,
+    callbacks: list[Any] | None = None,
+    rewards: tuple[list[Any], list[float]] | None = None,
+) -> Any:
+    """Everything up to (not including) ``trainer.train()``. ``rewards`` (callables, weights)
+    replaces the recipe's rewards: for experiments and tests."""
+    device = device or preflight.check(cfg)
+    run_dir = Path(cfg.run.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    funcs, weights = rewards or build_rewards(cfg.rewards)
+    args = grpo_args(cfg, device, weights)  # first: it sets up the (distributed) process state
+    # One process per machine builds the model, generates data and decodes frames; the others
+    # then find them ready (cache entries are renamed into place, so a race is harmless too).
+    with args.main_process_first(local=True, desc="model, data and frame cache"):
+        model_id = ensure_model(cfg)
+        data = ensure_data(cfg)
+        model, processor, size = load_policy(cfg, model_id, device)
+        dataset = build_dataset(cfg, data, run_dir, size)
+    suppress_vision_tokens(args, model)
+    trainer_cls = _trainer_class()
+    return trainer_cls(
+        model=model,
+        processing_class=processor,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        peft_config=peft_config(cfg),
+        callbacks=[tensorboard_callback(run_dir), *(callbacks or [])],
+    )
+
+
+def _check_same_recipe(cfg: TrainConfig, run_dir: Path) -> None:
+    saved = run_dir / "config.yaml"
+    now = cfg.to_dict()
+    if saved.is_file():
+        before = yaml.safe_load(saved.read_text())
+        if before != now:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            log.warning("resuming with a recipe that differs from the saved one in: %s", ", ".join(changed))
+    atomic_write_text(saved, yaml.safe_dump(now, sort_keys=False))
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+
+
+def save_final(trainer: Any, run_dir: Path) -> Path:
+    """The trained weights (or LoRA adapter) + processor + egovlm.json, swapped in atomically."""
+    final = run_dir / FINAL_DIR
+    tmp = run_dir / f".{FINAL_DIR}.partial"
+    if trainer.accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every process: ZeRO-3 gathers the weights here
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(str(tmp))
+        _write_meta(trainer, tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    return final
+
+
+def _write_meta(trainer: Any, out: Path) -> None:
+    from egovlm.contract import CONTRACT_VERSION
+    from egovlm.models.build import EGOVLM_META
+
+    base = Path(str(getattr(trainer.model.config, "_name_or_path", "")))
+    meta: dict[str, Any] = {}
+    if (base / EGOVLM_META).is_file():
+        meta = json.loads((base / EGOVLM_META).read_text())
+    meta.update(
+        trained=True, contract_version=CONTRACT_VERSION, base_model=str(base), steps=trainer.state.global_step
+    )
+    (out / EGOVLM_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def median_step_time(log_history: list[dict[str, Any]]) -> float | None:
+    times = [float(e["step_time"]) for e in log_history if "step_time" in e]
+    return statistics.median(times) if times else None
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    """Run (or resume) a recipe end to end."""
+    device = preflight.check(cfg)
+    run_dir = Path(cfg.run.output_dir)
+    resume = last_checkpoint(run_dir) if cfg.run.resume else None
+    trainer = build_trainer(cfg, device)
+    if trainer.accelerator.is_main_process:
+        _check_same_recipe(cfg, run_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume)
+    final = save_final(trainer, run_dir)
+    result = RunResult(
+        run_dir=run_dir,
+        final_dir=final,
+        global_step=int(trainer.state.global_step),
+        resumed_from=resume,
+        step_time_s=median_step_time(trainer.state.log_history),
+        train_items=len(trainer.train_dataset),
+    )
+    if trainer.accelerator.is_main_process:
+        summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
+        summary["wall_time_s"] = round(time.perf_counter() - t0, 2)
+        atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+        if cfg.run.plot:
+            from egovlm.train.plot import plot_run
+
+            plot_run(run_dir)
+    return result
