@@ -11,6 +11,8 @@ import typer
 
 from egovlm.datasets.cli import app as data_app
 from egovlm.models.cli import app as model_app
+from egovlm.train.cli import app as train_app
+from egovlm.train.cli import eval_app
 
 app = typer.Typer(
     name="egovlm",
@@ -20,6 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:
