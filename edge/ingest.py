@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
 from egovlm.edge.gst import gst, gst_video
 from egovlm.edge.sources import (
     OutputFormat,
@@ -82,35 +83,50 @@ class IngestStats:
 
 
 class _Mailbox:
-    """Newest-wins hand-off between GStreamer's streaming thread and the consumer. Hand-written
-    because queue.Queue cannot evict its oldest item atomically, and eviction must be counted."""
+    """Hand-off between GStreamer's streaming thread and the consumer. Live sources: newest wins,
+    the evicted frame is counted as dropped. Lossless (a file read faster than real time): ``put``
+    waits for room instead, which back-pressures the decoder. Hand-written because queue.Queue
+    cannot evict its oldest item atomically, and eviction must be counted."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, lossless: bool = False) -> None:
         self._items: collections.deque[Any] = collections.deque()
         self._size = max(1, size)
+        self._lossless = lossless
+        self._closed = False
         self._cond = threading.Condition()
         self.dropped = 0
 
     def put(self, item: Any) -> None:
         with self._cond:
+            while self._lossless and len(self._items) >= self._size and not self._closed:
+                self._cond.wait(0.1)
             if len(self._items) >= self._size:
                 self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
-            self._cond.notify()
+            self._cond.notify_all()
 
     def get(self, timeout: float) -> Any | None:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            item = self._items.popleft() if self._items else None
+            self._cond.notify_all()
+            return item
 
-    def clear(self) -> int:
-        """Discard pending items (a torn-down pipeline); they count as dropped."""
+    def close(self) -> None:
+        """Release a waiting ``put`` (the pipeline is being torn down)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def reset(self) -> int:
+        """Discard pending items (a torn-down pipeline; they count as dropped) and reopen."""
         with self._cond:
             n = len(self._items)
             self._items.clear()
             self.dropped += n
+            self._closed = False
             return n
 
     def __len__(self) -> int:
@@ -165,7 +181,8 @@ def default_synth_frames(spec: SourceSpec) -> Iterator[tuple[float, np.ndarray, 
     from egovlm.synth.live import LiveSynth
 
     assert spec.size is not None and spec.fps is not None
-    return iter(LiveSynth(size=spec.size, fps=spec.fps, seed=spec.seed))
+    # Unpaced: the appsrc feeder paces to the wall clock itself (for any generator).
+    return iter(LiveSynth(size=spec.size, fps=spec.fps, seed=spec.seed, realtime=False))
 
 
 class _SynthFeeder:
@@ -245,7 +262,8 @@ class Ingest:
         self._synth_factory = synth_frames
         self._synth_iter: Iterator[tuple[float, np.ndarray, Any]] | None = None
         self._feeder: _SynthFeeder | None = None
-        self._mailbox = _Mailbox(self.options.mailbox)
+        lossless = self.spec.kind == "file" and not self.spec.realtime
+        self._mailbox = _Mailbox(self.options.mailbox, lossless)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -439,8 +457,9 @@ class Ingest:
     def _teardown(self, pipeline: Any, bus: Any) -> None:
         if self._feeder is not None:
             self._feeder.stop()
+        self._mailbox.close()
         pipeline.set_state(gst().State.NULL)
-        self._mailbox.clear()
+        self._mailbox.reset()
 
     def _deliver(self, sample: Any) -> None:
         rgb, pts = sample_to_rgb(sample)

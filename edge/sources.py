@@ -5,7 +5,8 @@ Grammar (query parameters are optional; unknown ones are an error, not silently 
     v4l2:///dev/video0?width=640&height=480&fps=30&format=mjpeg   USB / UVC camera
     csi://0?width=1280&height=720&fps=30                         Jetson CSI camera (nvarguscamerasrc)
     rtsp://user:pass@host:554/stream                             network camera (decodebin picks the codec)
-    file:///abs/path/clip.mp4?loop=1&realtime=1                  recorded clip (mp4, mkv, avi, webm, mov)
+    file:///abs/path/clip.mp4?loop=1&realtime=1                  recorded clip (mp4, mkv, avi, webm, mov);
+                                                                 realtime=0: every frame, as fast as consumed
     synth://?fps=10&size=640x480&seed=0&realtime=1               EgoSynth live frames through appsrc
     test://?pattern=ball&fps=30&size=640x480                     videotestsrc
 
@@ -338,10 +339,13 @@ def _tail(spec: SourceSpec, out: OutputFormat, has: HasElement) -> list[str]:
         parts += ["videoconvert", "videoscale"]
     # Files that play "realtime" are paced by the clock like a camera; everything else is
     # delivered as soon as it arrives (live sources are already paced by the device).
+    # A file read faster than real time (?realtime=0) is processed frame by frame: appsink
+    # back-pressures the decoder instead of dropping.
     sync = "true" if spec.kind == "file" and spec.realtime else "false"
+    drop = "false" if spec.kind == "file" and not spec.realtime else "true"
     parts += [
         f"video/x-raw,format=RGB{size}",
-        f"appsink name=sink drop=true max-buffers={out.max_buffers} sync={sync} "
+        f"appsink name=sink drop={drop} max-buffers={out.max_buffers} sync={sync} "
         "emit-signals=true enable-last-sample=false",
     ]
     return parts

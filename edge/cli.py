@@ -1,0 +1,326 @@
+"""``egovlm edge run|ask|pipeline`` and ``egovlm doctor``.
+
+``edge run`` is the foreground runtime: camera → keyframe buffer → model, served over HTTP with
+a web page; readable logs; Ctrl-C / SIGTERM stop it cleanly (uvicorn handles the signals, then
+ingest and the engine are stopped). ``edge ask`` talks to a running server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    help="The live edge runtime: camera ingest, keyframe buffer, questions.", no_args_is_help=True
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+SOURCE_HELP = (
+    "Source URI: v4l2:///dev/videoN, csi://N, rtsp://…, file:///….mp4[?loop=1], "
+    "synth://?fps=10&size=640x480&seed=0, test://"
+)
+TOKEN_ENV = "EGOVLM_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve anywhere
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    from egovlm.edge.sources import SourceError, parse_size
+
+    if text is None:
+        return None
+    try:
+        return parse_size(text, "--size")
+    except SourceError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def pipeline(
+    source: str = typer.Argument(..., help="Source URI, e.g. v4l2:///dev/video0, csi://0, synth://"),
+    size: str | None = typer.Option(None, help="Output frame size WxH (default: the source's)."),
+    max_fps: float | None = typer.Option(None, help="Drop frames above this rate in GStreamer."),
+) -> None:
+    """Print the GStreamer pipeline a source maps to (paste it into gst-launch-1.0 to debug)."""
+    from egovlm.edge.sources import OutputFormat, SourceError, parse_source, pipeline_description
+
+    try:
+        spec = parse_source(source)
+    except SourceError as e:
+        _fail(str(e))
+    typer.echo(pipeline_description(spec, OutputFormat(size=_size(size), max_fps=max_fps)))
+
+
+@app.command()
+def run(
+    source: str = typer.Option("synth://", help=SOURCE_HELP),
+    model: str | None = typer.Option(
+        None, help="Model folder (egovlm model tiny --out DIR) or hub id in the cache."
+    ),
+    profile: str = typer.Option("cpu", help="Device profile: configs/edge/<name>.yaml or a YAML path."),
+    backend: str | None = typer.Option(None, help="Override the profile: torch | onnx | tensorrt."),
+    device: str | None = typer.Option(None, help="Override the profile: cpu | cuda."),
+    capacity: int | None = typer.Option(None, min=1, help="Override the profile: keyframes kept (K)."),
+    horizon: float | None = typer.Option(None, min=1.0, help="Override the profile: keyframe horizon (s)."),
+    max_new_tokens: int | None = typer.Option(None, min=1, help="Override the profile: answer length limit."),
+    size: str | None = typer.Option(
+        None, help="Frame size WxH handed to the selector (default: the source's)."
+    ),
+    max_fps: float | None = typer.Option(None, help="Drop frames above this rate in GStreamer."),
+    host: str = typer.Option("127.0.0.1", help="Bind address. Anything but loopback requires --token."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    token: str | None = typer.Option(
+        None, envvar=TOKEN_ENV, help=f"Bearer token for the API (or ${TOKEN_ENV})."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the GStreamer pipeline and exit."),
+    status_every: float = typer.Option(10.0, help="Log a status line every N seconds (0: never)."),
+    log_level: str = typer.Option("info", help="debug | info | warning"),
+) -> None:
+    """Run the edge assistant in the foreground: camera → keyframes → model, over HTTP + web page."""
+    from egovlm.edge.ingest import IngestOptions
+    from egovlm.edge.sources import (
+        OutputFormat,
+        SourceError,
+        check_source,
+        parse_source,
+        pipeline_description,
+    )
+
+    output = OutputFormat(size=_size(size), max_fps=max_fps)
+    try:
+        spec = parse_source(source)
+    except SourceError as e:
+        _fail(str(e))
+    description = pipeline_description(spec, output)
+    if dry_run:
+        typer.echo(description)
+        return
+    if not is_loopback(host) and not token:
+        _fail(
+            f"binding {host} exposes the camera and the model to the network: pass --token (or ${TOKEN_ENV})"
+        )
+    if model is None:
+        _fail("--model is required (build a test model with: egovlm model tiny --out runs/models/tiny)")
+    try:
+        check_source(spec)  # before the (slow) model load: a wrong camera fails in a second
+    except SourceError as e:
+        _fail(str(e))
+
+    _logging(log_level)
+    log = logging.getLogger("egovlm.edge")
+    log.info("source %s", source)
+    log.info("pipeline: %s", description)
+    from egovlm.edge.runtime import RuntimeOptions, build_runtime
+
+    options = RuntimeOptions(ingest=IngestOptions(output=output), status_log_s=status_every)
+    try:
+        runtime = build_runtime(
+            model,
+            source,
+            profile=profile,
+            backend=backend,
+            device=device,
+            capacity=capacity,
+            horizon_s=horizon,
+            max_new_tokens=max_new_tokens,
+            options=options,
+        )
+    except Exception as e:  # ProfileError, MemoryBudgetError, ModelLoadError, BackendError
+        _fail(f"cannot start with model {model!r} and profile {profile!r}: {e}")
+    serve(runtime, host, port, token, log_level)
+
+
+def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str = "info") -> None:
+    """Start the runtime, serve it until Ctrl-C/SIGTERM, stop everything."""
+    import uvicorn
+
+    from egovlm.edge.server import create_app
+    from egovlm.edge.sources import SourceError
+
+    log = logging.getLogger("egovlm.edge")
+    try:
+        runtime.start()
+    except SourceError as e:
+        _fail(str(e))
+    try:
+        where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        if token:
+            log.info("bearer token required on /v1/* and /metrics (bound to %s)", host)
+            log.info("web UI: %s#token=<your token>", where)
+        else:
+            log.info("web UI: %s  (API: POST %sv1/ask, OpenAI: %sv1)", where, where, where)
+        config = uvicorn.Config(
+            create_app(runtime, token),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            log_config=None,
+        )
+        uvicorn.Server(config).run()  # returns on SIGINT/SIGTERM after a graceful shutdown
+    finally:
+        log.info("stopping: %s", runtime.status_line())
+        runtime.stop()
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _parse_options(values: list[str]) -> dict[str, str] | None:
+    options: dict[str, str] = {}
+    for v in values:
+        letter, sep, text = v.partition("=")
+        if not sep or len(letter.strip()) != 1 or not letter.strip().isalpha() or not text.strip():
+            raise typer.BadParameter(f"--option {v!r}: expected LETTER=text, e.g. -o 'A=the red cup'")
+        options[letter.strip().upper()] = text.strip()
+    return options or None
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question, e.g. 'What did I just pick up?'"),
+    option: list[str] = typer.Option([], "--option", "-o", help="A choice as LETTER=text (repeat)."),
+    url: str = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run)."),
+    token: str | None = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV})."),
+    max_new_tokens: int | None = typer.Option(None, min=1),
+    stream: bool = typer.Option(True, help="Print the answer as it is generated."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full JSON response only."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-encode all keyframes (baseline timing)."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the answer."),
+) -> None:
+    """Ask the running edge server a question about what the camera saw."""
+    import httpx
+
+    body: dict[str, Any] = {
+        "question": question,
+        "options": _parse_options(option),
+        "use_cache": not no_cache,
+    }
+    if max_new_tokens:
+        body["max_new_tokens"] = max_new_tokens
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    endpoint = url.rstrip("/") + "/v1/ask"
+    try:
+        if stream and not as_json:
+            answer = _ask_streaming(endpoint, body, headers, timeout)
+        else:
+            r = httpx.post(endpoint, json=body, headers=headers, timeout=timeout)
+            _raise_for(r)
+            answer = r.json()
+    except httpx.ConnectError:
+        _fail(f"no server at {url}: start one with `egovlm edge run --model DIR`", 1)
+    except httpx.HTTPError as e:
+        _fail(f"{endpoint}: {e}", 1)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+    else:
+        typer.echo(format_answer_report(answer, printed_text=stream))
+
+
+def _raise_for(r: Any) -> None:
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        _fail(f"server answered {r.status_code}: {detail}", 1)
+
+
+def _ask_streaming(
+    endpoint: str, body: dict[str, Any], headers: dict[str, str], timeout: float
+) -> dict[str, Any]:
+    import httpx
+
+    answer: dict[str, Any] | None = None
+    with httpx.stream("POST", endpoint, json={**body, "stream": True}, headers=headers, timeout=timeout) as r:
+        if r.status_code >= 400:
+            r.read()
+            _raise_for(r)
+        event = "message"
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:].strip())
+                if event == "token":
+                    sys.stdout.write(data["text"])
+                    sys.stdout.flush()
+                elif event == "answer":
+                    answer = data
+                elif event == "error":
+                    _fail(f"server error: {data.get('detail')}", 1)
+    sys.stdout.write("\n")
+    if answer is None:
+        _fail("the stream ended without an answer", 1)
+    assert answer is not None
+    return answer
+
+
+def format_answer_report(a: dict[str, Any], printed_text: bool = False) -> str:
+    """A readable summary of an /v1/ask response (shared by ``edge ask`` and the demo)."""
+    lines = [] if printed_text else [a["text"].strip() or "(empty completion)"]
+    letter = a.get("answer")
+    if letter and a.get("options") and letter in a["options"]:
+        letter = f"{letter}. {a['options'][letter]}"
+    status = "format ok" if a["format_ok"] else "format not followed: " + "; ".join(a["problems"])
+    lines.append(f"answer:  {letter or '-'}  ({status})")
+    if a.get("think"):
+        lines.append(f"think:   {a['think']}")
+    if a["cited"]:
+        for c in a["cited"]:
+            lines.append(
+                f"cited:   frame {c['index']} at t={c['t']:.1f} s (keyframe {c['id']})  {c['thumbnail_url']}"
+            )
+    else:
+        lines.append(f"cited:   none (prompt had {len(a['frames'])} keyframes)")
+    if a.get("invalid_citations"):
+        lines.append(f"         cited frame numbers outside 1..{len(a['frames'])}: {a['invalid_citations']}")
+    lat = a["latency"]
+    where = "cached frames" if a["cached"] else "from scratch"
+    lines.append(
+        f"latency: TTFT {lat['ttft_ms']:.0f} ms, total {lat['total_ms']:.0f} ms, "
+        f"{lat['n_new_tokens']} tokens at {lat['decode_tok_s']:.1f} tok/s "
+        f"(queue {lat['queue_ms']:.0f} ms, prefill {lat['prefill_ms']:.0f} ms "
+        f"for {lat['n_prefill_tokens']} of {lat['n_prompt_tokens']} prompt tokens, {where})"
+    )
+    return "\n".join(lines)
+
+
+def doctor(
+    model: Path | None = typer.Option(None, help="Also check a model folder."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Check this machine for the edge runtime, with the fix for anything missing.
+
+    Covers GStreamer elements, cameras, CUDA, TensorRT, JetPack, power mode and memory; exit
+    code 1 when something required is missing."""
+    from egovlm.edge.doctor import as_json as checks_json
+    from egovlm.edge.doctor import render, run_checks
+
+    checks = run_checks(model=model)
+    typer.echo(json.dumps(checks_json(checks), indent=2) if as_json else render(checks))
+    if any(c.status == "missing" for c in checks):
+        raise typer.Exit(1)

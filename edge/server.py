@@ -1,0 +1,375 @@
+"""The edge runtime's HTTP API (FastAPI) and web page.
+
+Routes (bearer token required on /v1/* and /metrics when the server has one):
+
+* ``POST /v1/ask``: an :class:`AskResponse` (letter/text, ``<think>`` trace, cited keyframes
+  with timestamps and thumbnail URLs, latency breakdown); ``"stream": true`` sends
+  Server-Sent Events: ``token`` events with text pieces, then one ``answer`` event (or ``error``);
+* ``GET /v1/keyframes`` and ``GET /v1/keyframes/{id}.jpg``: the buffer and its thumbnails;
+* ``POST /v1/chat/completions`` (+ ``GET /v1/models``): an OpenAI-compatible subset, streaming
+  too, so the official ``openai`` client works unchanged; the full answer rides along in an
+  extra ``egovlm`` field;
+* ``GET /healthz`` (no token: liveness probes), ``GET /metrics`` (Prometheus text format);
+* ``GET /``: the web page (edge/web/), a static HTML + JS file, no build step.
+
+The model answers one question at a time (the engine's lock); answers run on worker threads so
+the event loop, ingest and the keyframe strip stay live meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from fastapi.sse import EventSourceResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from egovlm.edge.api_models import (
+    AskRequest,
+    AskResponse,
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatResponseMessage,
+    ChunkChoice,
+    ChunkDelta,
+    CitedKeyframe,
+    HealthResponse,
+    IngestInfo,
+    KeyframeInfo,
+    KeyframesResponse,
+    LatencyInfo,
+    TokenEvent,
+    Usage,
+)
+from egovlm.edge.runtime import BusyError, EdgeRuntime
+
+WEB_DIR = Path(__file__).parent / "web"
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+# --- conversions ------------------------------------------------------------------------------
+
+
+def thumb_url(base: str, keyframe_id: int) -> str:
+    return f"{base}/v1/keyframes/{keyframe_id}.jpg"
+
+
+def keyframe_info(kf: Any, base: str, index: int | None = None) -> KeyframeInfo:
+    h, w = kf.image.shape[:2]
+    return KeyframeInfo(
+        id=kf.id,
+        t=kf.t,
+        index=index,
+        reason=kf.reason,
+        sharpness=kf.sharpness,
+        width=w,
+        height=h,
+        thumbnail_url=thumb_url(base, kf.id),
+    )
+
+
+def answer_response(answer: Any, rid: str, base: str, max_new_tokens: int) -> AskResponse:
+    """The API view of an engine Answer. Works whatever the model emitted: the parsed fields
+    are best-effort and ``format_ok`` says whether the grammar held."""
+    lat = answer.latency
+    return AskResponse(
+        id=rid,
+        question=answer.question,
+        options=answer.options,
+        text=answer.text,
+        answer=answer.parsed.answer,
+        think=answer.parsed.think,
+        format_ok=answer.parsed.format_ok,
+        problems=list(answer.parsed.problems),
+        cited=[
+            CitedKeyframe(
+                index=c.index, id=c.keyframe_id, t=c.t, thumbnail_url=thumb_url(base, c.keyframe_id)
+            )
+            for c in answer.cited
+        ],
+        invalid_citations=list(answer.invalid_citations),
+        frames=[keyframe_info(k, base, i + 1) for i, k in enumerate(answer.keyframes)],
+        cached=answer.cached,
+        snapshot_version=answer.snapshot_version,
+        latency=LatencyInfo(
+            queue_ms=lat.queue_ms,
+            prepare_ms=lat.prepare_ms,
+            prefill_ms=lat.prefill_ms,
+            ttft_ms=lat.ttft_ms,
+            decode_ms=lat.decode_ms,
+            decode_tok_s=lat.decode_tok_s,
+            total_ms=lat.total_ms,
+            n_prompt_tokens=lat.n_prompt_tokens,
+            n_prefill_tokens=lat.n_prefill_tokens,
+            n_new_tokens=lat.n_new_tokens,
+        ),
+        finish_reason="length" if lat.n_new_tokens >= max_new_tokens else "stop",
+    )
+
+
+_OPTION_LINE = re.compile(r"^\s*\(?([A-E])[.):]\s+(.+?)\s*$")
+
+
+def question_from_chat(req: ChatCompletionRequest) -> tuple[str, dict[str, str] | None]:
+    """The last user message is the question. Lines like ``A. a red cup`` (two or more) become
+    lettered options, so a multiple-choice question typed into any chat client works."""
+    users = [m for m in req.messages if m.role == "user"]
+    if not users:
+        raise HTTPException(400, "messages: no user message to answer")
+    content = users[-1].content
+    if isinstance(content, list):
+        kinds = {p.type for p in content} - {"text"}
+        if kinds:
+            raise HTTPException(
+                400,
+                f"messages: content parts {sorted(kinds)} are not accepted: this runtime answers about "
+                "its own camera's keyframes; send text only",
+            )
+        content = "\n".join(p.text or "" for p in content)
+    text = (content or "").strip()
+    if not text:
+        raise HTTPException(400, "messages: the last user message is empty")
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    for line in text.splitlines():
+        m = _OPTION_LINE.match(line)
+        if m and m.group(1) not in options:
+            options[m.group(1)] = m.group(2)
+        elif line.strip().lower().rstrip(":") != "options":
+            rest.append(line)
+    if len(options) >= 2 and "\n".join(rest).strip():
+        return "\n".join(rest).strip(), options
+    return text, None
+
+
+def sse(data: BaseModel | str, event: str | None = None) -> str:
+    """One Server-Sent Event. Hand-formatted because one route answers both JSON and SSE, and the
+    OpenAI stream needs the exact ``data: {...}`` / ``data: [DONE]`` framing."""
+    payload = data if isinstance(data, str) else data.model_dump_json()
+    head = f"event: {event}\n" if event else ""
+    return head + "".join(f"data: {line}\n" for line in payload.split("\n")) + "\n"
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+def create_app(runtime: EdgeRuntime, token: str | None = None) -> FastAPI:
+    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer``."""
+    app = FastAPI(title="egovlm edge", version="1", docs_url="/docs", redoc_url=None)
+    app.state.runtime = runtime
+
+    def auth(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(auth)]
+
+    def base(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    def limit(max_new_tokens: int | None) -> int:
+        return max_new_tokens or int(getattr(getattr(runtime.engine, "params", None), "max_new_tokens", 256))
+
+    @app.get("/healthz", response_model=HealthResponse)
+    def healthz() -> HealthResponse:
+        st, eng = runtime.ingest_stats(), runtime.engine.status()
+        failed = (st is not None and st.state in ("failed", "ended")) or eng.last_error is not None
+        status = "degraded" if failed else ("ok" if eng.keyframes and eng.ready else "starting")
+        describe = getattr(runtime.engine.backend, "describe", dict)
+        return HealthResponse(
+            status=status,
+            ready=eng.ready,
+            keyframes=eng.keyframes,
+            ingest_state=st.state if st else None,
+            frames_received=st.frames_received if st else 0,
+            model={"name": runtime.model_name, **describe()},
+        )
+
+    @app.get("/metrics", dependencies=guarded)
+    def metrics() -> Response:
+        return Response(runtime.metrics_text(), media_type=PROMETHEUS_TEXT)
+
+    @app.get("/v1/keyframes", response_model=KeyframesResponse, dependencies=guarded)
+    def keyframes(request: Request) -> KeyframesResponse:
+        snap = runtime.snapshot()
+        st = runtime.ingest_stats()
+        b = base(request)
+        return KeyframesResponse(
+            version=snap.version,
+            keyframes=[keyframe_info(k, b, i + 1) for i, k in enumerate(snap.keyframes)],
+            ingest=IngestInfo(**st.to_dict()) if st else None,
+        )
+
+    @app.get("/v1/keyframes/{keyframe_id}.jpg", dependencies=guarded)
+    def keyframe_jpeg(keyframe_id: int) -> Response:
+        data = runtime.jpeg(keyframe_id)
+        if data is None:
+            raise HTTPException(
+                404, f"keyframe {keyframe_id} is not in the buffer (evicted or never existed)"
+            )
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600, immutable"})
+
+    @app.post("/v1/ask", response_model=AskResponse, dependencies=guarded)
+    async def ask(req: AskRequest, request: Request) -> Any:
+        rid = f"ask-{uuid.uuid4().hex[:12]}"
+        b, n = base(request), limit(req.max_new_tokens)
+        kwargs = {"max_new_tokens": req.max_new_tokens, "use_cache": req.use_cache}
+        if not req.stream:
+            answer = await _ask_blocking(runtime, req.question, req.options, kwargs)
+            return answer_response(answer, rid, b, n)
+        _admit(runtime)
+
+        async def events() -> AsyncIterator[str]:
+            async for kind, value in _ask_streaming(runtime, req.question, req.options, kwargs):
+                if kind == "token":
+                    yield sse(TokenEvent(text=value), "token")
+                elif kind == "answer":
+                    yield sse(answer_response(value, rid, b, n), "answer")
+                else:
+                    yield sse(json.dumps({"detail": _error_detail(value)[1]}), "error")
+
+        return EventSourceResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/v1/models", dependencies=guarded)
+    def models() -> dict[str, Any]:
+        model = {"id": runtime.model_name, "object": "model", "created": 0, "owned_by": "egovlm"}
+        return {"object": "list", "data": [model]}
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=guarded)
+    async def chat(req: ChatCompletionRequest, request: Request) -> Any:
+        question, options = question_from_chat(req)
+        max_new = req.max_completion_tokens or req.max_tokens
+        b, n = base(request), limit(max_new)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        kwargs = {"max_new_tokens": max_new, "use_cache": True}
+        if not req.stream:
+            answer = await _ask_blocking(runtime, question, options, kwargs)
+            full = answer_response(answer, cid, b, n)
+            return ChatCompletionResponse(
+                id=cid,
+                created=created,
+                model=runtime.model_name,
+                choices=[
+                    ChatChoice(
+                        message=ChatResponseMessage(content=full.text), finish_reason=full.finish_reason
+                    )
+                ],
+                usage=_usage(full),
+                egovlm=full,
+            )
+        _admit(runtime)
+
+        def chunk(delta: ChunkDelta, finish: Any = None, **extra: Any) -> str:
+            choice = ChunkChoice(delta=delta, finish_reason=finish)
+            body = ChatCompletionChunk(
+                id=cid, created=created, model=runtime.model_name, choices=[choice], **extra
+            )
+            return sse(body)
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk(ChunkDelta(role="assistant", content=""))
+            async for kind, value in _ask_streaming(runtime, question, options, kwargs):
+                if kind == "token":
+                    yield chunk(ChunkDelta(content=value))
+                elif kind == "answer":
+                    full = answer_response(value, cid, b, n)
+                    yield chunk(ChunkDelta(), full.finish_reason, usage=_usage(full), egovlm=full)
+                else:
+                    yield sse(
+                        json.dumps({"error": {"message": _error_detail(value)[1], "type": "server_error"}})
+                    )
+            yield sse("[DONE]")
+
+        return EventSourceResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
+
+
+def _usage(full: AskResponse) -> Usage:
+    lat = full.latency
+    return Usage(
+        prompt_tokens=lat.n_prompt_tokens,
+        completion_tokens=lat.n_new_tokens,
+        total_tokens=lat.n_prompt_tokens + lat.n_new_tokens,
+    )
+
+
+def _error_detail(exc: BaseException) -> tuple[int, str]:
+    """HTTP status and message for a failed question."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    if isinstance(exc, BusyError):
+        return 429, str(exc)
+    if type(exc).__name__ == "EngineError":  # no keyframes yet, no model state: try again later
+        return 503, str(exc)
+    return 500, f"{type(exc).__name__}: {exc}"
+
+
+def _admit(runtime: EdgeRuntime) -> None:
+    """Refuse a streamed question up front when the queue is full (a status code, not an event)."""
+    if runtime.pending >= runtime.options.max_pending:
+        raise HTTPException(429, f"{runtime.pending} questions already waiting for the model; retry shortly")
+
+
+async def _ask_blocking(
+    runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None, kwargs: dict[str, Any]
+) -> Any:
+    try:
+        return await run_in_threadpool(lambda: runtime.ask(question, options, **kwargs))
+    except Exception as e:
+        status, detail = _error_detail(e)
+        raise HTTPException(status, detail) from e
+
+
+async def _ask_streaming(
+    runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None, kwargs: dict[str, Any]
+) -> AsyncIterator[tuple[str, Any]]:
+    """Run a question on its own thread; yield ("token", text)... then ("answer", Answer) or
+    ("error", exc). A dedicated thread, not the shared pool, because a question may wait
+    seconds for the model and must not starve the routes that keep the UI live."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def put(kind: str) -> Callable[[Any], None]:
+        def send(value: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        return send
+
+    def work() -> None:
+        try:
+            answer = runtime.ask(question, options, on_text=put("token"), **kwargs)
+        except Exception as e:
+            put("error")(e)
+        else:
+            put("answer")(answer)
+
+    threading.Thread(target=work, name="egovlm-ask", daemon=True).start()
+    while True:
+        kind, value = await queue.get()
+        yield kind, value
+        if kind != "token":
+            return

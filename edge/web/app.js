@@ -1,0 +1,168 @@
+// egovlm edge web page: live keyframe strip, question box, streamed answer, cited frames
+// highlighted. Plain browser JavaScript, no build step and no dependencies.
+//
+// A server started with --token needs the token on API calls: open the page as
+// http://HOST:PORT/#token=SECRET (the fragment never leaves the browser). Thumbnails are then
+// fetched with the Authorization header and shown from blob URLs.
+"use strict";
+
+const token = (() => {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem("egovlm-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname);
+  }
+  return sessionStorage.getItem("egovlm-token");
+})();
+
+const $ = (id) => document.getElementById(id);
+let stripVersion = -1;
+let citedIds = new Set();
+const blobUrls = new Map(); // keyframe id -> object URL (token mode)
+
+function headers(extra = {}) {
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const res = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  if (!res.ok) {
+    let detail = res.statusText;
+    try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
+    throw new Error(`${res.status}: ${detail}`);
+  }
+  return res;
+}
+
+async function setThumb(img, kf) {
+  if (!token) { img.src = kf.thumbnail_url; return; }
+  if (!blobUrls.has(kf.id)) {
+    const res = await api(new URL(kf.thumbnail_url).pathname);
+    blobUrls.set(kf.id, URL.createObjectURL(await res.blob()));
+  }
+  img.src = blobUrls.get(kf.id);
+}
+
+function figure(kf, label) {
+  const fig = document.createElement("figure");
+  fig.className = "kf" + (citedIds.has(kf.id) ? " cited" : "");
+  fig.dataset.id = kf.id;
+  const img = document.createElement("img");
+  img.alt = `keyframe ${kf.id} at ${kf.t.toFixed(1)} s`;
+  setThumb(img, kf).catch((e) => console.warn(e));
+  const cap = document.createElement("figcaption");
+  cap.textContent = label || `t=${kf.t.toFixed(1)} s`;
+  fig.append(img, cap);
+  return fig;
+}
+
+function markCited() {
+  for (const fig of document.querySelectorAll("#strip .kf")) {
+    fig.classList.toggle("cited", citedIds.has(Number(fig.dataset.id)));
+  }
+}
+
+async function refreshStrip() {
+  try {
+    const data = await (await api("/v1/keyframes")).json();
+    const st = data.ingest;
+    $("status").classList.toggle("bad", !!st && st.state !== "running");
+    $("status").textContent = st
+      ? `${st.source} · ${st.state} · ${st.fps_in.toFixed(1)} fps · ${st.frames_received} frames · ` +
+        `${st.frames_dropped} dropped · ${data.keyframes.length} keyframes`
+      : `${data.keyframes.length} keyframes`;
+    if (data.version !== stripVersion) {
+      stripVersion = data.version;
+      $("strip").replaceChildren(...data.keyframes.map((kf) => figure(kf)));
+    }
+  } catch (e) {
+    $("status").classList.add("bad");
+    $("status").textContent = `offline (${e.message})`;
+  }
+}
+
+function parseOptions(text) {
+  const options = {};
+  for (const line of text.split("\n")) {
+    const m = line.match(/^\s*\(?([A-Z])[.):]\s+(.+?)\s*$/);
+    if (m) options[m[1]] = m[2];
+  }
+  return Object.keys(options).length ? options : null;
+}
+
+function showAnswer(a) {
+  const main = $("answer-main");
+  main.classList.toggle("format-bad", !a.format_ok);
+  if (a.answer) {
+    main.textContent = a.options && a.options[a.answer] ? `${a.answer}. ${a.options[a.answer]}` : a.answer;
+  } else {
+    main.textContent = "(no parseable answer: " + (a.problems.join("; ") || "format error") + ")";
+  }
+  $("think").textContent = a.think ? `Reasoning: ${a.think}` : "";
+  citedIds = new Set(a.cited.map((c) => c.id));
+  const byId = new Map(a.frames.map((f) => [f.id, f]));
+  $("cited").replaceChildren(...a.cited.map((c) =>
+    figure(byId.get(c.id) || { id: c.id, t: c.t, thumbnail_url: c.thumbnail_url }, `frame ${c.index} · t=${c.t.toFixed(1)} s`)));
+  for (const fig of $("cited").children) fig.classList.add("cited");
+  markCited();
+  const l = a.latency;
+  $("latency").textContent =
+    `TTFT ${l.ttft_ms.toFixed(0)} ms · total ${l.total_ms.toFixed(0)} ms · ${l.n_new_tokens} tokens at ` +
+    `${l.decode_tok_s.toFixed(1)} tok/s · prefilled ${l.n_prefill_tokens} of ${l.n_prompt_tokens} prompt tokens` +
+    (a.cached ? " (cached frames)" : " (from scratch)") + (a.format_ok ? "" : " · format not followed");
+  document.body.dataset.answered = "1";
+}
+
+// Server-Sent Events over a POST response (EventSource only does GET).
+async function readEvents(res, onEvent) {
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length) onEvent(event, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+async function ask(ev) {
+  ev.preventDefault();
+  const question = $("question").value.trim();
+  if (!question) return;
+  $("ask-button").disabled = true;
+  delete document.body.dataset.answered;
+  for (const id of ["answer-main", "answer-stream", "think", "latency", "error"]) $(id).textContent = "";
+  $("cited").replaceChildren();
+  try {
+    const res = await api("/v1/ask", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ question, options: parseOptions($("options").value), stream: true }),
+    });
+    await readEvents(res, (event, data) => {
+      if (event === "token") $("answer-stream").textContent += data.text;
+      else if (event === "answer") showAnswer(data);
+      else if (event === "error") $("error").textContent = data.detail;
+    });
+  } catch (e) {
+    $("error").textContent = e.message;
+  } finally {
+    $("ask-button").disabled = false;
+  }
+}
+
+$("ask-form").addEventListener("submit", ask);
+refreshStrip();
+setInterval(refreshStrip, 1000);

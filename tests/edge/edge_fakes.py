@@ -1,0 +1,152 @@
+"""Test doubles for the edge I/O tests: a backend whose "model" writes a scripted answer.
+
+It implements the real :class:`Backend` interface, so the real Engine, selector, buffer, ingest
+and server run around it; only the arithmetic is replaced. It lets tests assert what a random
+tiny model cannot give: a well-formed answer that cites frames (the web page highlights them),
+and a question that takes a known, long time (ingest must keep running meanwhile).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from egovlm.contract import SYSTEM_PROMPT, format_answer
+from egovlm.edge.backends.base import (
+    Backend,
+    Generation,
+    GenerationParams,
+    PrefixState,
+    TokenCallback,
+    VisionFeatures,
+)
+
+
+class ScriptedBackend(Backend):
+    """Answers "<think>…</think><keyframes>N-1, N</keyframes><answer>A</answer>" (the last two
+    frames of the prompt), one character-group per ``token_delay_s``."""
+
+    name = "scripted"
+
+    def __init__(
+        self, size: tuple[int, int] = (112, 84), token_delay_s: float = 0.0, letter: str = "B"
+    ) -> None:
+        self._size = size
+        self.token_delay_s = token_delay_s
+        self.letter = letter
+        self.generate_calls = 0
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        return self._size
+
+    def encode_keyframe(self, keyframe_id: int, image: Any) -> VisionFeatures:
+        return VisionFeatures(keyframe_id, 1, (1, 1, 1), float(np.mean(image)), 0.0)
+
+    def build_prefix(
+        self,
+        version: int,
+        keyframes: Sequence[Any],
+        features: Sequence[VisionFeatures],
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> PrefixState:
+        return PrefixState(
+            version, tuple(k.id for k in keyframes), system_prompt, len(keyframes) * 10, 0.0, len(keyframes)
+        )
+
+    def _answer(self, n_frames: int, params: GenerationParams, on_text: TokenCallback | None) -> Generation:
+        self.generate_calls += 1
+        cited = [i for i in (n_frames - 1, n_frames) if i >= 1]
+        text = format_answer("the object is in the last frames", cited, self.letter)
+        pieces = [text[i : i + 4] for i in range(0, len(text), 4)][: params.max_new_tokens]
+        t0 = time.perf_counter()
+        first = None
+        for piece in pieces:
+            if self.token_delay_s:
+                time.sleep(self.token_delay_s)
+            first = first or time.perf_counter()
+            if on_text is not None:
+                on_text(piece)
+        end = time.perf_counter()
+        return Generation(
+            text="".join(pieces),
+            token_ids=list(range(len(pieces))),
+            n_prompt_tokens=n_frames * 10 + 20,
+            n_prefill_tokens=20,
+            prefill_ms=((first or end) - t0) * 1000,
+            decode_ms=(end - (first or end)) * 1000,
+            prepare_ms=0.1,
+        )
+
+    def generate(
+        self,
+        prefix: PrefixState,
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+    ) -> Generation:
+        return self._answer(len(prefix.keyframe_ids), params, on_text)
+
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        return self._answer(len(keyframes), params, on_text)
+
+
+def scripted_engine(capacity: int = 6, token_delay_s: float = 0.0, max_new_tokens: int = 256) -> Any:
+    """A real Engine (selector, buffer, worker) around the scripted backend."""
+    from egovlm.edge.buffer import KeyframeBuffer
+    from egovlm.edge.engine import Engine, EngineParams
+
+    return Engine(
+        ScriptedBackend(token_delay_s=token_delay_s),
+        KeyframeBuffer(capacity, None),
+        EngineParams(max_new_tokens=max_new_tokens, debounce_s=0.01),
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """A real uvicorn server on 127.0.0.1 in a background thread (for clients that need a socket:
+    the openai package, Chromium, the CLI)."""
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
