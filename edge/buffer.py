@@ -2,9 +2,9 @@
 
 Keyframes come from :class:`egovlm.keyframes.KeyframeSelector`. The buffer holds at most
 ``capacity`` of them and none older than ``horizon_s`` before the newest frame seen. Over
-capacity it evicts by **redundancy** (:func:`egovlm.keyframes.redundancy_victim`: of the two most
-similar keyframes, the less sharp, or the older on a tie), not FIFO, so a long static stretch
-does not push out the one frame where something happened.
+capacity it evicts by **redundancy** (:func:`egovlm.keyframes.redundancy_victim`: of the two
+most similar keyframes, the less sharp; on a tie, one kept only for coverage, then the older),
+not FIFO, so a long static stretch does not push out the one frame where something happened.
 
 Thread-safe: the ingest thread adds, the engine's worker and the HTTP server read. Every change
 bumps :attr:`KeyframeBuffer.version`; :meth:`KeyframeBuffer.snapshot` returns an immutable,
@@ -22,7 +22,7 @@ import numpy as np
 
 from egovlm.descriptor import Descriptor
 from egovlm.frames import Frame
-from egovlm.keyframes import redundancy_victim
+from egovlm.keyframes import reason_priority, redundancy_victim
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +68,7 @@ class BufferStats:
     evicted_redundant: int = 0
     evicted_age: int = 0
     rejected_redundant: int = 0  # a new keyframe that was itself the redundancy victim
+    rejected_age: int = 0  # a new keyframe already older than the horizon
 
 
 @dataclass
@@ -128,12 +129,14 @@ class KeyframeBuffer:
             aged = self._expired(kfs)
             kfs = [k for k in kfs if k not in aged]
             self.stats.evicted_age += sum(k is not kf for k in aged)
+            self.stats.rejected_age += any(k is kf for k in aged)
             while len(kfs) > self.capacity:
                 v = redundancy_victim(
                     np.stack([k.thumb for k in kfs]),
                     [k.sharpness for k in kfs],
                     [k.t for k in kfs],
                     self.sharp_tie,
+                    [reason_priority(k.reason) for k in kfs],
                 )
                 victim = kfs.pop(v)
                 if victim is kf:

@@ -194,21 +194,36 @@ def pairwise_mad(thumbs: np.ndarray) -> np.ndarray:
     return out
 
 
+# Keyframes taken because something changed outrank those taken for coverage (forced, fill,
+# manual) when two of them show the same view: the change's moment is what questions ask about.
+CHANGE_REASONS = frozenset({"first", "novel"})
+
+
+def reason_priority(reason: str) -> int:
+    return 1 if reason in CHANGE_REASONS else 0
+
+
 def redundancy_victim(
-    thumbs: np.ndarray, sharpness: Sequence[float], times: Sequence[float], sharp_tie: float = 0.2
+    thumbs: np.ndarray,
+    sharpness: Sequence[float],
+    times: Sequence[float],
+    sharp_tie: float = 0.2,
+    priority: Sequence[int] | None = None,
 ) -> int:
-    """Which keyframe to drop when over budget: of the most similar pair, the less sharp one,
-    or the older one when their sharpness is within ``sharp_tie`` (relative) of each other
-    (then recency wins). Returns an index into the inputs."""
+    """Which keyframe to drop when over budget. Of the most similar pair (smallest thumbnail
+    MAD): the clearly less sharp one; if their sharpness is within ``sharp_tie`` (relative), the
+    one of lower ``priority`` (see :func:`reason_priority`); then the older one (recency wins).
+    Returns an index into the inputs."""
     if len(thumbs) < 2:
         raise ValueError("redundancy eviction needs at least two keyframes")
     mad = pairwise_mad(np.asarray(thumbs, dtype=np.float32))
-    flat = int(np.argmin(mad))
-    i, j = divmod(flat, len(mad))
+    i, j = divmod(int(np.argmin(mad)), len(mad))
     si, sj = float(sharpness[i]), float(sharpness[j])
-    if abs(si - sj) <= sharp_tie * max(si, sj, 1e-12):
-        return i if times[i] < times[j] or (times[i] == times[j] and i < j) else j
-    return i if si < sj else j
+    if abs(si - sj) > sharp_tie * max(si, sj, 1e-12):
+        return i if si < sj else j
+    if priority is not None and priority[i] != priority[j]:
+        return i if priority[i] < priority[j] else j
+    return i if times[i] < times[j] or (times[i] == times[j] and i < j) else j
 
 
 @dataclass(frozen=True)
@@ -229,10 +244,10 @@ def select_keyframes(
     """Pick up to ``k`` salient frames of a clip given as ``(t, rgb)`` pairs in time order.
 
     The online rule proposes candidates; over budget, the redundancy rule (the edge buffer's)
-    drops the most similar, least sharp ones; under budget, the sharpest frame of the middle of
-    the largest time gap is added until ``k`` are chosen (so a short or static clip still yields
-    ``k`` frames, spread in time). ``k=None`` returns the online rule's picks unchanged.
-    Returns the choices in time order.
+    drops the most similar, least sharp (then coverage-only) ones; under budget, the sharpest
+    frame of the middle of the largest time gap is added until ``k`` are chosen (so a short or
+    static clip still yields ``k`` frames, spread in time). ``k=None`` returns the online rule's
+    picks unchanged. Returns the choices in time order.
     """
     if k is not None and k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -254,15 +269,27 @@ def select_keyframes(
     if not times:
         return []
     if k is not None:
-        picked = _trim(picked, np.stack(thumbs), sharp, times, k)
+        picked = _trim(picked, np.stack(thumbs), sharp, times, k, reasons)
         picked = _fill(picked, sharp, times, k, reasons)
     return [Chosen(i, times[i], reasons[i]) for i in sorted(picked)]
 
 
-def _trim(picked: list[int], thumbs: np.ndarray, sharp: list[float], times: list[float], k: int) -> list[int]:
+def _trim(
+    picked: list[int],
+    thumbs: np.ndarray,
+    sharp: list[float],
+    times: list[float],
+    k: int,
+    reasons: dict[int, str],
+) -> list[int]:
     picked = list(picked)
     while len(picked) > k:
-        v = redundancy_victim(thumbs[picked], [sharp[i] for i in picked], [times[i] for i in picked])
+        v = redundancy_victim(
+            thumbs[picked],
+            [sharp[i] for i in picked],
+            [times[i] for i in picked],
+            priority=[reason_priority(reasons[i]) for i in picked],
+        )
         del picked[v]
     return picked
 
