@@ -1,0 +1,188 @@
+"""Engine policy with a stand-in backend (no model): citations, questions serialised on the model,
+ingest never blocked by a question, rebuild failures reported, profiles wired in."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from egovlm.contract import SYSTEM_PROMPT
+from egovlm.edge.backends import (
+    Backend,
+    Generation,
+    GenerationParams,
+    PrefixState,
+    TokenCallback,
+    VisionFeatures,
+)
+from egovlm.edge.buffer import KeyframeBuffer
+from egovlm.edge.engine import Engine, EngineError, EngineParams
+from egovlm.edge.profile import MemoryBudgetError, load_profile
+
+
+class EchoBackend(Backend):
+    """Answers with a fixed text after ``delay_s``; records overlapping generate calls."""
+
+    name = "echo"
+
+    def __init__(self, text: str, delay_s: float = 0.0) -> None:
+        self.text, self.delay_s = text, delay_s
+        self.active = 0
+        self.max_active = 0
+        self.fail_builds = False
+        self.encoded: list[int] = []
+        self._lock = threading.Lock()
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        return (32, 24)
+
+    def encode_keyframe(self, keyframe_id: int, image: Any) -> VisionFeatures:
+        assert image.shape == (24, 32, 3)
+        self.encoded.append(keyframe_id)
+        return VisionFeatures(keyframe_id, 1, (1, 2, 2), None, 0.0)
+
+    def build_prefix(
+        self,
+        version: int,
+        keyframes: Sequence[Any],
+        features: Sequence[VisionFeatures],
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> PrefixState:
+        if self.fail_builds:
+            raise RuntimeError("out of memory")
+        return PrefixState(version, tuple(k.id for k in keyframes), system_prompt, len(keyframes), 0.0, None)
+
+    def _answer(self, on_text: TokenCallback | None) -> Generation:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        time.sleep(self.delay_s)
+        if on_text:
+            on_text(self.text)
+        with self._lock:
+            self.active -= 1
+        return Generation(self.text, [1, 2, 3], 10, 3, 1.0, 2.0)
+
+    def generate(
+        self,
+        prefix: PrefixState,
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+    ) -> Generation:
+        return self._answer(on_text)
+
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        return self._answer(on_text)
+
+
+def _frame(level: int, size: tuple[int, int] = (120, 160)) -> np.ndarray:
+    rng = np.random.default_rng(level)
+    img = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    return img
+
+
+ANSWER = "<think>the cup moved</think>\n<keyframes>1, 3, 7</keyframes>\n<answer>B</answer>"
+
+
+def test_citations_map_to_the_snapshot_keyframes() -> None:
+    engine = Engine(EchoBackend(ANSWER), KeyframeBuffer(capacity=4))
+    for i in range(3):
+        engine.add_keyframe(10.0 * i, _frame(i))
+    a = engine.ask("What moved?", {"A": "x", "B": "y"})
+    assert a.parsed.answer == "B" and a.parsed.format_ok
+    assert [(c.index, c.t) for c in a.cited] == [(1, 0.0), (3, 20.0)]
+    assert [c.keyframe_id for c in a.cited] == [a.keyframes[0].id, a.keyframes[2].id]
+    assert a.invalid_citations == (7,)
+    d = a.to_dict()
+    assert d["answer"] == "B" and d["cited"][1]["t"] == 20.0 and d["keyframes"][2]["index"] == 3
+    assert d["latency"]["ttft_ms"] >= d["latency"]["prefill_ms"]
+
+
+def test_questions_are_serialised_and_ingest_is_never_blocked() -> None:
+    backend = EchoBackend(ANSWER, delay_s=0.4)
+    engine = Engine(backend, KeyframeBuffer(capacity=4), EngineParams(debounce_s=0.01))
+    with engine:
+        engine.add_keyframe(0.0, _frame(0))
+        assert engine.wait_until_ready(10)
+        askers = [threading.Thread(target=engine.ask, args=("q?",)) for _ in range(3)]
+        for t in askers:
+            t.start()
+        time.sleep(0.1)  # a question now holds the model
+        t0 = time.perf_counter()
+        for i in range(50):
+            engine.add_frame(1.0 + 0.1 * i, _frame(100 + i))
+        ingest_s = time.perf_counter() - t0
+        for t in askers:
+            t.join(10)
+    assert backend.max_active == 1  # never two generate calls at once
+    # Blocked ingest would wait for the queued questions (3 x 0.4 s) before its first frame.
+    assert ingest_s < 0.8
+    status = engine.status()
+    assert status.frames_seen == 50 and status.keyframes_selected >= 2
+
+
+def test_vision_features_are_cached_by_keyframe_id() -> None:
+    backend = EchoBackend(ANSWER)
+    engine = Engine(backend, KeyframeBuffer(capacity=2))
+    for i in range(2):
+        engine.add_keyframe(float(i), _frame(i))
+    engine.ask("a?")
+    engine.refresh()
+    engine.add_keyframe(5.0, _frame(9))
+    engine.ask("b?")
+    assert len(backend.encoded) == len(set(backend.encoded)) == 3
+
+
+def test_rebuild_failure_is_reported_not_hidden() -> None:
+    backend = EchoBackend(ANSWER)
+    backend.fail_builds = True
+    engine = Engine(backend, KeyframeBuffer(capacity=2), EngineParams(debounce_s=0.01, warm_timeout_s=5))
+    with engine:
+        engine.add_keyframe(0.0, _frame(0))
+        with pytest.raises(EngineError, match="out of memory"):
+            engine.ask("anything?")
+        assert "out of memory" in (engine.status().last_error or "")
+        backend.fail_builds = False  # the next change rebuilds and recovers
+        engine.add_keyframe(1.0, _frame(1))
+        assert engine.wait_until_ready(10)
+        assert engine.ask("anything?").snapshot_version == engine.buffer.version
+        assert engine.status().last_error is None
+
+
+def test_engine_from_profile() -> None:
+    profile = load_profile("orin-nx")
+    engine = Engine.from_profile(EchoBackend(ANSWER), profile)
+    assert engine.buffer.capacity == profile.keyframes.capacity
+    assert engine.buffer.horizon_s == profile.keyframes.horizon_s
+    assert engine.selector.params == profile.selector
+    assert engine.params.max_new_tokens == profile.generation.max_new_tokens
+    too_big = profile.model_copy(update={"memory_budget_gb": 2.0})
+    with pytest.raises(MemoryBudgetError, match="budget is 2.00 GB"):
+        Engine.from_profile(EchoBackend(ANSWER), too_big)
+
+
+def test_add_frame_runs_the_selector() -> None:
+    engine = Engine(EchoBackend(ANSWER), KeyframeBuffer(capacity=8))
+    static = _frame(1)
+    decisions = [engine.add_frame(0.1 * i, static) for i in range(30)]  # 3 s of a static view
+    assert [d.reason for d in decisions if d.keyframe] == ["first"]
+    assert engine.add_frame(3.1, _frame(2)).reason == "novel"
+    assert len(engine.buffer) == 2
+    with pytest.raises(EngineError, match="empty"):
+        engine.ask("   ")
