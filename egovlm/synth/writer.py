@@ -8,6 +8,7 @@ the files decodable by PyAV, OpenCV and GStreamer (avdec_h264) and cheap to seek
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +40,7 @@ class Mp4Writer:
         self.frames = 0
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path))
+        self._tmp = tmp
         self._container = av.open(str(tmp), "w", format="mp4")
         stream = self._container.add_stream("libx264", rate=fps_fraction(fps))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -68,6 +70,7 @@ class Mp4Writer:
         finally:
             self._container.close()
             if ok:
+                os.chmod(self._tmp, 0o644)  # a video is for every reader (mkstemp makes it 0600)
                 self._stack.close()
             else:
                 self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)

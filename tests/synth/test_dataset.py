@@ -195,3 +195,12 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "640x480" in bad.output
     odd = runner.invoke(app, ["data", "synth", "--out", str(out), "--size", "641x480"])
     assert odd.exit_code != 0 and "even" in odd.output
+
+
+def test_gallery_png(tmp_path: Path) -> None:
+    from egovlm.synth.preview import gallery
+
+    path = gallery("test", 0, [0], tmp_path / "sheet.png", per_clip=3, width=120)
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[1] == 3 * 124 + 4
+    assert path.stat().st_size < 300_000
