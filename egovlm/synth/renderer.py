@@ -184,6 +184,48 @@ class Renderer:
             self._layer, self._layer_key = cv2.cvtColor(layer, cv2.COLOR_RGB2RGBA), key
         return self._layer
 
+    def _blur_samples(self, t: float, m: np.ndarray) -> tuple[int, tuple[int, int]]:
+        """Shutter sub-samples the head's motion at ``t`` needs (1: none), and the small box
+        that smooths the steps between samples."""
+        if not (self.config.blur and self.config.head_motion):
+            return 1, (1, 1)
+        m_prev = self.matrix(t - 1.0 / self.script.fps)
+        bx, by = blur_extent(m, m_prev, self.size, self.config.shutter)
+        smear = math.hypot(bx, by)
+        if smear < 2.0:
+            return 1, (1, 1)
+        n = min(12, max(2, math.ceil(smear / 3.0)))
+        return n, (1 + round(abs(bx) / (n - 1)), 1 + round(abs(by) / (n - 1)))
+
+    def _warp_room(self, t: float, m: np.ndarray) -> np.ndarray:
+        """The room and resting objects through the head pose, as RGB.
+
+        Motion blur integrates the view over the open shutter: the room is warped at a few
+        sub-frame head poses and averaged, which smears along the true (rotating, zooming)
+        motion rather than a box. Hands are drawn afterwards, sharp: they move with the head.
+        """
+        layer = self._world_layer(t)
+        to_px = invert(self._to_world_px[:2])
+        n, box = self._blur_samples(t, m)
+        if n == 1:
+            warped = cv2.warpAffine(
+                layer, compose(m, to_px), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
+        w, h = self.size
+        acc = np.zeros((h, w, 4), np.uint16)
+        span = self.config.shutter / self.script.fps
+        for k in range(n):
+            mk = m if k == 0 else self.matrix(t - span * k / (n - 1))
+            warped = cv2.warpAffine(
+                layer, compose(mk, to_px), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            cv2.add(acc, warped, dst=acc, dtype=cv2.CV_16U)
+        mean = cv2.convertScaleAbs(acc, alpha=1.0 / n)
+        if max(box) > 1:
+            mean = cv2.blur(mean, box)
+        return cv2.cvtColor(mean, cv2.COLOR_RGBA2RGB)
+
     def render_empty(self, t: float) -> np.ndarray:
         """The empty room through the same head pose (no objects, hands or sensor effects):
         what tests compare frames with to tell an object's pixels from its background."""
@@ -195,13 +237,8 @@ class Renderer:
     def render(self, t: float, frame_index: int | None = None) -> np.ndarray:
         """The frame at time ``t`` as HxWx3 uint8 RGB."""
         index = frame_index if frame_index is not None else round(t * self.script.fps)
-        pose = self.pose(t)
-        m = camera_matrix(pose, self.size)
-        m_px = compose(m, invert(self._to_world_px[:2]))
-        warped = cv2.warpAffine(
-            self._world_layer(t), m_px, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        frame = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
+        m = self.matrix(t)
+        frame = self._warp_room(t, m)
         states = [(hand, self.hand_state(hand, t, m)) for hand in HANDS]
         for hand, st in sorted(states, key=lambda hs: hs[1].palm[1]):
             if not st.visible:
@@ -212,12 +249,6 @@ class Renderer:
                 kind = self.script.objects[st.held].kind
                 draw_shapes(frame, kind.shapes, compose(m, similarity(st.held_scale, 0.0, c[0], c[1])))
             draw_hand(frame, m, st.palm, st.shoulder, st.curl, hand, self.style)
-        if self.config.blur and self.config.head_motion:
-            m_prev = camera_matrix(self.pose(t - 1.0 / self.script.fps), self.size)
-            bx, by = blur_extent(m, m_prev, self.size, self.config.shutter)
-            kx, ky = round(abs(bx)), round(abs(by))
-            if max(kx, ky) >= 2:
-                frame = cv2.blur(frame, (max(1, kx), max(1, ky)))
         lag = self.pose(max(0.0, t - 0.35))
         gain = (
             self.sensor.gain(t, (lag.cx, lag.cy))

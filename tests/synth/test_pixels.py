@@ -131,7 +131,9 @@ def test_realistic_pick_up_moves_the_object_in_view() -> None:
         for e in (e for e in clip.script.events if e.action == "pick_up"):
             kind = KINDS[e.object]
             pos = _place_pos(clip, e.object, e.place, e.t)
-            t_before = e.t - 0.8  # head is already on the object, hand still approaching
+            step = next(s for s in clip.script.steps if s.kind == "pick" and abs(s.t_event - e.t) < 1e-6)
+            arrival = max(m.t1 for m in clip.script.head.moves if m.t0 <= step.t_move + 1e-9)
+            t_before = min(arrival + 0.05, step.t_contact - 0.2)  # head on the object, hand approaching
             t_after = e.end_t + 0.2
             b0 = clip.renderer.world_box(pos, kind.size, t_before)
             b1 = clip.renderer.world_box(pos, kind.size, t_after)
