@@ -98,6 +98,11 @@ def gallery(
         tiles = plan_tiles(clip.script.events, cfg.n_frames, cfg.fps, total=per_clip * 2)
         events = [t for t in tiles if t.colour is not None]
         others = [t for t in tiles if t.colour is None]
+        turns = [m for m in clip.script.head.moves if m.quick or m.walking]
+        if turns:  # show one blurred turn or a walk too
+            mid = round((turns[0].t0 + turns[0].t1) / 2 * cfg.fps)
+            kind = "walking" if turns[0].walking else "quick turn"
+            others = [Tile(mid, f"{mid / cfg.fps:.1f}s {kind}", None), *others]
         chosen = sorted((events[: per_clip - 2] + others)[:per_clip], key=lambda t: t.frame)
         frames = {t.frame: clip.renderer.render(t.frame / cfg.fps, t.frame) for t in chosen}
         title = f"{clip.clip_id}: {clip.script.activity.description}"
