@@ -250,9 +250,12 @@ class DecoderGraph(nn.Module):
         )
         # Keep a seq axis of 1 so the head stays a MatMul (int8/int4 quantizers target MatMul, not Gemm).
         logits = self.lm_head(out.last_hidden_state[:, -1:, :])[:, 0, :].float()
+        # present_* keep the past_* dtype (a quantised projection may otherwise leave them fp32), so a
+        # runtime can feed them straight back.
+        kv_dtype = past[0].dtype
         presents: list[torch.Tensor] = []
         for layer in cache.layers[: self.num_layers]:
-            presents += [layer.keys, layer.values]
+            presents += [layer.keys.to(kv_dtype), layer.values.to(kv_dtype)]
         return (logits, *presents)
 
 
@@ -297,7 +300,7 @@ def _dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
     return {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in specs}
 
 
-def _save(model_proto: Any, path: Path) -> list[str]:
+def save_onnx(model_proto: Any, path: Path) -> list[str]:
     """Save an ONNX model; above protobuf's 2 GB limit the weights go to ``<name>.data`` beside it."""
     import onnx
 
@@ -332,7 +335,7 @@ def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
-        return _save(proto, path)
+        return save_onnx(proto, path)
     finally:
         for leftover in tmp.parent.glob(tmp.name + "*"):
             leftover.unlink()
