@@ -12,6 +12,7 @@ import typer
 from egovlm.datasets.cli import app as data_app
 from egovlm.edge.cli import app as edge_app
 from egovlm.edge.cli import doctor
+from egovlm.export.cli import app as export_app
 from egovlm.models.cli import app as model_app
 from egovlm.train.cli import app as train_app
 from egovlm.train.cli import eval_app
@@ -26,6 +27,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(edge_app, name="edge")
 app.command("doctor")(doctor)
+app.add_typer(export_app, name="export")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 
