@@ -69,9 +69,7 @@ def hand_shapes(
     def at(along: float, across: float) -> tuple[float, float]:
         return (palm[0] + d[0] * along + n[0] * across, palm[1] + d[1] * along + n[1] * across)
 
-    sx, sy = shoulder
     wrist_along, cuff_along = -30.0, -95.0
-    length = norm
     skin, edge = style.skin, _dark(style.skin, 0.72)
     shapes: list[Shape] = []
 
@@ -81,20 +79,20 @@ def hand_shapes(
     # forearm: skin from cuff to wrist, sleeve from the shoulder to the cuff
     shapes.append(slab(cuff_along - 4, 26, wrist_along + 6, 21, edge))
     shapes.append(slab(cuff_along, 24, wrist_along + 4, 19, skin))
-    far = -length
+    far = -norm  # the shoulder, below the frame
     shapes.append(slab(far, 46, cuff_along, 30, _dark(style.sleeve, 0.75)))
     shapes.append(slab(far, 42, cuff_along + 2, 27, style.sleeve))
     shapes.append(Line(_dark(style.sleeve, 0.55), at(far, 18 * inner), at(cuff_along, 12 * inner), 5))
     shapes.append(slab(cuff_along - 2, 30, cuff_along + 8, 29, _dark(style.sleeve, 0.6)))
-    del sx, sy
     # palm (back of the hand)
     ang = math.degrees(math.atan2(d[1], d[0]))
     shapes.append(Ellipse(edge, palm, (33, 25), ang))
     shapes.append(Ellipse(skin, palm, (31, 23), ang))
     # four fingers, curling shortens them and bends them inwards over what they hold
     lengths = (30.0, 36.0, 34.0, 27.0)
-    offsets = (-15.0 * inner * -1, -5.0 * inner * -1, 5.0 * inner * -1, 15.0 * inner * -1)
-    for length_f, off in zip(lengths, offsets, strict=False):
+    # across-the-hand offsets: the first finger sits next to the thumb, the little finger outermost
+    offsets = tuple(-inner * o for o in (-15.0, -5.0, 5.0, 15.0))
+    for length_f, off in zip(lengths, offsets, strict=True):
         base = at(22.0, off * 0.9)
         spread = off * 0.012
         fd = _rot(d, spread)

@@ -181,19 +181,20 @@ def test_preview_contact_sheets(dataset: Path) -> None:
 
 
 def test_cli_synth(tmp_path: Path) -> None:
-    from egovlm.cli import app
+    # the `egovlm data` app (mounted as-is by the root CLI; importing the root pulls in every stage)
+    from egovlm.datasets.cli import app
 
     runner = CliRunner()
     out = tmp_path / "cli"
-    args = ["data", "synth", "--out", str(out), "--clips", "1", "--seed", "2", "--split", "test"]
+    args = ["synth", "--out", str(out), "--clips", "1", "--seed", "2", "--split", "test"]
     result = runner.invoke(app, [*args, "--size", "128x96", "--fps", "8", "--duration", "10"])
     assert result.exit_code == 0, result.output
     assert "wrote 1 clips" in result.output
     items = read_jsonl(out / "qa.jsonl")
     assert items and all(i.meta["split"] == "test" for i in items)
-    bad = runner.invoke(app, ["data", "synth", "--out", str(out), "--size", "big"])
+    bad = runner.invoke(app, ["synth", "--out", str(out), "--size", "big"])
     assert bad.exit_code != 0 and "640x480" in bad.output
-    odd = runner.invoke(app, ["data", "synth", "--out", str(out), "--size", "641x480"])
+    odd = runner.invoke(app, ["synth", "--out", str(out), "--size", "641x480"])
     assert odd.exit_code != 0 and "even" in odd.output
 
 
