@@ -10,6 +10,7 @@ the times of the events the answer rests on (exact frame timestamps).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,13 +120,16 @@ def _never_touched(script: Script, rng: np.random.Generator) -> list[QADraft]:
 def _order(script: Script, rng: np.random.Generator) -> list[QADraft]:
     """Which statement about two objects' pick-ups is true (before / after / only one)."""
     first_pick: dict[str, float] = {}
+    n_picks: Counter[str] = Counter()
     for e in _picks(script):
         first_pick.setdefault(e.object, e.t)
+        n_picks[e.object] += 1
     picked = list(first_pick)
+    once = [n for n in picked if n_picks[n] == 1]  # "before" is only unambiguous for single pick-ups
     others = [o.name for o in script.objects if o.name not in first_pick]
-    if len(picked) >= 2 and (not others or rng.random() < 0.7):
-        i, j = (int(v) for v in rng.permutation(len(picked))[:2])
-        x, y = picked[i], picked[j]
+    if len(once) >= 2 and (not others or rng.random() < 0.7):
+        i, j = (int(v) for v in rng.permutation(len(once))[:2])
+        x, y = once[i], once[j]
     elif picked and others:
         x, y = picked[int(rng.integers(len(picked)))], others[int(rng.integers(len(others)))]
         if rng.random() < 0.5:
@@ -166,7 +170,12 @@ def _action_text(e: Event) -> str:
 def _next_action(script: Script, rng: np.random.Generator) -> list[QADraft]:
     """What the wearer did right after picking up an object (the very next event)."""
     events = script.events
-    idx = [i for i, e in enumerate(events) if e.action == "pick_up" and i + 1 < len(events)]
+    n_picks = Counter(e.object for e in events if e.action == "pick_up")
+    idx = [
+        i
+        for i, e in enumerate(events)
+        if e.action == "pick_up" and i + 1 < len(events) and n_picks[e.object] == 1
+    ]
     if not idx:
         return []
     i = idx[int(rng.integers(len(idx)))]

@@ -100,6 +100,31 @@ def test_answers_agree_with_the_event_list(dataset: Path) -> None:
             assert int(answer) == len(item.salient_times)
             values = [int(v) for v in item.options.values()]
             assert values == sorted(values) and len(set(values)) == 5
+        elif item.question_type == "order" and item.meta["variant"] == "pair":
+            x, y = (
+                item.question.removeprefix("Which statement about the ")
+                .removesuffix(" is true?")
+                .split(" and the ")
+            )
+            px = [e["t"] for e in picks if e["object"] == x]
+            py = [e["t"] for e in picks if e["object"] == y]
+            if px and py:
+                assert len(px) == 1 and len(py) == 1  # "before" is only unambiguous for single pick-ups
+                first, second = (x, y) if px[0] < py[0] else (y, x)
+                assert answer == f"The {first} was picked up before the {second}."
+            else:
+                only, never = (x, y) if px else (y, x)
+                assert answer == f"Only the {only} was picked up; the {never} was never picked up."
+        elif item.question_type == "order":
+            x = item.question.removeprefix("What did the wearer do right after picking up the ").removesuffix(
+                "?"
+            )
+            i = next(k for k, e in enumerate(ev) if e["action"] == "pick_up" and e["object"] == x)
+            nxt = ev[i + 1]
+            if nxt["action"] == "pick_up":
+                assert answer == f"picked up the {nxt['object']}"
+            else:
+                assert answer == f"put the {nxt['object']} {PLACE_BY_NAME[nxt['place']].to}"
         elif item.question_type == "overall":
             described = ACTIVITY_BY_NAME[clips[cid]["activity"]].description
             assert answer == described.capitalize() + "."
