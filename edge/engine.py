@@ -131,6 +131,7 @@ class EngineStatus:
     vision_calls: int
     features_cached: int
     last_error: str | None
+    last_reused_tokens: int = 0  # prefix tokens the last rebuild took over instead of recomputing
 
 
 @dataclass
@@ -139,6 +140,7 @@ class _Counters:
     keyframes_selected: int = 0
     rebuilds: int = 0
     last_build_ms: float = 0.0
+    last_reused_tokens: int = 0
     vision_calls: int = 0
     last_error: str | None = None
 
@@ -291,15 +293,20 @@ class Engine:
         live = set(snapshot.ids)
         for kid in [k for k in self._features if k not in live]:
             del self._features[kid]
-        state = self.backend.build_prefix(
-            snapshot.version, snapshot.keyframes, features, self.params.system_prompt
-        )
+        args = (snapshot.version, snapshot.keyframes, features, self.params.system_prompt)
+        if self.backend.supports_prefix_reuse:
+            with self._cond:
+                previous = self._shared.warm.state if self._shared.warm is not None else None
+            state = self.backend.build_prefix(*args, previous=previous)
+        else:
+            state = self.backend.build_prefix(*args)
         with self._cond:
             self._shared.warm = _Warm(state, snapshot)
             self._shared.empty_version = None
             c = self._shared.counters
             c.rebuilds += 1
             c.last_build_ms = (time.perf_counter() - t0) * 1000
+            c.last_reused_tokens = state.reused_tokens
             c.last_error = None
             self._cond.notify_all()
         return state
@@ -339,6 +346,7 @@ class Engine:
                 vision_calls=c.vision_calls,
                 features_cached=len(self._features),
                 last_error=c.last_error,
+                last_reused_tokens=c.last_reused_tokens,
             )
 
     # -- questions -----------------------------------------------------------------------------

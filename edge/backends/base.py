@@ -72,6 +72,7 @@ class PrefixState:
     n_tokens: int
     build_ms: float
     data: Any
+    reused_tokens: int = 0  # prefix tokens taken over from the previous state, not recomputed
 
 
 @dataclass
@@ -103,6 +104,9 @@ class Backend(ABC):
     are placeholders until export/ defines its manifest."""
 
     name: str = "abstract"
+    # True when build_prefix accepts ``previous=`` and reuses the KV of the keyframes a new
+    # snapshot shares with it (the engine then passes its current state).
+    supports_prefix_reuse: bool = False
 
     @property
     @abstractmethod

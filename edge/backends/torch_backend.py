@@ -100,6 +100,7 @@ class TorchBackend(Backend):
     """Qwen2.5-VL through transformers. ``loaded`` comes from :func:`egovlm.models.load_model`."""
 
     name = "torch"
+    supports_prefix_reuse = True
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
@@ -107,6 +108,7 @@ class TorchBackend(Backend):
         self.processor = loaded.processor
         self.tokenizer = loaded.processor.tokenizer
         self.image_token_id = int(self.model.config.image_token_id)
+        self.vision_end_id = int(self.model.config.vision_end_token_id)
         self.vision_calls = 0  # how many times the vision encoder ran (tests, status)
 
     @classmethod
@@ -178,7 +180,12 @@ class TorchBackend(Backend):
         keyframes: Sequence[Any],
         features: Sequence[VisionFeatures],
         system_prompt: str = SYSTEM_PROMPT,
+        previous: PrefixState | None = None,
     ) -> PrefixState:
+        """Prefill [system + frames]. With ``previous``, the KV of the leading keyframes both
+        snapshots share is reused (causal attention: earlier tokens never depend on later ones),
+        so appending a keyframe costs only its own tokens and evicting one costs the tokens
+        after it."""
         t0 = time.perf_counter()
         if not keyframes:
             raise BackendError("cannot build a prefix without keyframes")
@@ -194,19 +201,29 @@ class TorchBackend(Backend):
         mm = (input_ids == self.image_token_id).to(torch.int)
         grid = torch.tensor([f.grid_thw for f in features], dtype=torch.long, device=self.device)
         positions = self._positions(input_ids, mm, grid)
-        cache = DynamicCache(config=self.model.config.get_text_config())
-        image = BaseModelOutputWithPooling(pooler_output=tuple(f.data for f in features))
-        with torch.no_grad():
-            self.model(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                position_ids=positions,
-                past_key_values=cache,
-                mm_encoder_outputs={"image": image},
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        kv = tuple((layer.keys, layer.values) for layer in cache.layers)
+        shared, reused = self._reusable(previous, keyframes, system_prompt, input_ids, positions)
+        kv = None
+        if previous is not None and reused == len(ids):  # same frames (or a leading subset)
+            kv = tuple((k[..., :reused, :], v[..., :reused, :]) for k, v in previous.data.kv)
+        if kv is None:
+            cache = DynamicCache(config=self.model.config.get_text_config())
+            if reused:
+                assert previous is not None
+                for layer, (keys, values) in zip(cache.layers, previous.data.kv, strict=True):
+                    layer.lazy_initialization(keys, values)  # views: the old state stays intact
+                    layer.keys, layer.values = keys[..., :reused, :], values[..., :reused, :]
+            image = BaseModelOutputWithPooling(pooler_output=tuple(f.data for f in features[shared:]))
+            with torch.no_grad():
+                self.model(
+                    input_ids=input_ids[:, reused:],
+                    attention_mask=torch.ones_like(input_ids),
+                    position_ids=positions[..., reused:],
+                    past_key_values=cache,
+                    mm_encoder_outputs={"image": image},
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            kv = tuple((layer.keys, layer.values) for layer in cache.layers)
         data = _TorchPrefix(frames, prompt.prefix, tuple(prefix_text_ids), input_ids, mm, grid, positions, kv)
         return PrefixState(
             version=version,
@@ -215,7 +232,40 @@ class TorchBackend(Backend):
             n_tokens=len(ids),
             build_ms=(time.perf_counter() - t0) * 1000,
             data=data,
+            reused_tokens=reused,
         )
+
+    def _reusable(
+        self,
+        previous: PrefixState | None,
+        keyframes: Sequence[Any],
+        system_prompt: str,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> tuple[int, int]:
+        """(keyframes shared, tokens reusable) with ``previous``: the leading keyframes both
+        snapshots hold, up to the end of the last shared frame's newline, provided the token ids
+        and M-RoPE positions there are identical (else nothing is reused)."""
+        if previous is None or previous.system_prompt != system_prompt:
+            return 0, 0
+        old: _TorchPrefix = previous.data
+        shared = 0
+        for a, b in zip(previous.keyframe_ids, keyframes, strict=False):
+            if a != b.id:
+                break
+            shared += 1
+        if shared == 0:
+            return 0, 0
+        ends = (input_ids[0] == self.vision_end_id).nonzero().flatten()
+        # All frames shared: the whole prefix; else up to <|vision_end|> and the frame's "\n".
+        n = int(input_ids.shape[1]) if shared == len(keyframes) else int(ends[shared - 1]) + 2
+        if (
+            n > old.input_ids.shape[1]
+            or not torch.equal(old.input_ids[:, :n], input_ids[:, :n])
+            or not torch.equal(old.position_ids[..., :n], positions[..., :n])
+        ):
+            return 0, 0
+        return shared, n
 
     def _positions(self, input_ids: torch.Tensor, mm: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """M-RoPE positions from the model's own get_rope_index, in generate's 4-row layout."""

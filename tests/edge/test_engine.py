@@ -205,11 +205,12 @@ class _GatedBackend(TorchBackend):
         keyframes: Sequence[Any],
         features: Sequence[VisionFeatures],
         system_prompt: str = SYSTEM_PROMPT,
+        previous: PrefixState | None = None,
     ) -> PrefixState:
         if self.hold.is_set():
             self.entered.set()
             assert self.release.wait(60), "test never released the rebuild"
-        return super().build_prefix(version, keyframes, features, system_prompt)
+        return super().build_prefix(version, keyframes, features, system_prompt, previous)
 
 
 def test_question_mid_rebuild_uses_last_consistent_snapshot(tiny: TorchBackend) -> None:
@@ -272,3 +273,37 @@ def test_ask_without_keyframes_is_a_clear_error(tiny: TorchBackend) -> None:
         engine.ask("Anything?")
     with pytest.raises(EngineError, match="no keyframes"):
         engine.ask("Anything?", use_cache=False)
+
+
+def test_rebuild_reuses_the_kv_of_shared_leading_keyframes(tiny: TorchBackend) -> None:
+    """Appending a keyframe prefills only its tokens; evicting one recomputes only what follows
+    it; the result equals a full rebuild and still answers exactly like a plain generate."""
+    kfs = _keyframes(tiny, 5, seed=21)
+    feats = {k.id: tiny.encode_keyframe(k.id, k.image) for k in kfs}
+
+    def build(version: int, chosen: Sequence[Keyframe], previous: PrefixState | None) -> PrefixState:
+        return tiny.build_prefix(version, chosen, [feats[k.id] for k in chosen], previous=previous)
+
+    s1 = build(1, kfs[:3], None)
+    s1_keys = s1.data.kv[0][0].clone()
+    s2 = build(2, kfs[:4], s1)  # append
+    assert s2.reused_tokens == s1.n_tokens
+    middle = [kfs[0], kfs[1], kfs[3], kfs[4]]  # frame 3 evicted for redundancy
+    s3 = build(3, middle, s2)
+    per_frame = s2.n_tokens - s1.n_tokens  # label + image tokens of one frame
+    assert s3.reused_tokens == s1.n_tokens - per_frame  # system + frames 1-2
+    s4 = build(4, middle[1:], s3)  # the oldest aged out: positions shift, nothing reusable
+    assert s4.reused_tokens == 0
+    s5 = build(5, middle[1:], s4)  # same frames: everything reused, nothing computed
+    assert s5.reused_tokens == s5.n_tokens and s5.data.kv[0][0].data_ptr() == s4.data.kv[0][0].data_ptr()
+    assert torch.equal(s1.data.kv[0][0], s1_keys)  # the previous state is left intact
+
+    for state, chosen in ((s2, kfs[:4]), (s3, middle)):
+        full = build(9, chosen, None)
+        for (k1, v1), (k2, v2) in zip(state.data.kv, full.data.kv, strict=True):
+            torch.testing.assert_close(k1, k2, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v1, v2, atol=1e-5, rtol=1e-5)
+        q, opts = QUESTIONS[0]
+        inputs, ref = _plain_transformers(tiny, chosen, q, opts, 12)
+        got = tiny.generate(state, q, opts, GenerationParams(max_new_tokens=12))
+        assert got.token_ids == ref.sequences[0, inputs["input_ids"].shape[1] :].tolist()
