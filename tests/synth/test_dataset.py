@@ -82,6 +82,7 @@ def test_answers_agree_with_the_event_list(dataset: Path) -> None:
         assert item.answer is not None and item.salient_times is not None
         answer = item.options[item.answer]
         event_times = {e["t"] for e in ev}
+        assert all(abs(e["t"] - e["frame"] / SMALL.fps) < 1e-6 for e in ev)  # events sit on frames
         assert set(item.salient_times) <= event_times, item.id
         if item.question_type == "first_pickup":
             assert answer == f"the {picks[0]['object']}"
