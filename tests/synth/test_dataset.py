@@ -231,3 +231,18 @@ def test_gallery_png(tmp_path: Path) -> None:
     img = cv2.imread(str(path))
     assert img is not None and img.shape[1] == 3 * 124 + 4
     assert path.stat().st_size < 300_000
+
+
+def test_writer_is_atomic_and_names_bad_frames(tmp_path: Path) -> None:
+    from egovlm.synth.writer import Mp4Writer
+
+    path = tmp_path / "v.mp4"
+    with (
+        pytest.raises(ValueError, match=r"v\.mp4: frame 1 must be 48x64x3"),
+        Mp4Writer(path, (64, 48), 10) as w,
+    ):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+        w.write(np.zeros((40, 64, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left behind
+    with pytest.raises(ValueError, match="even"):
+        Mp4Writer(path, (65, 48), 10)
