@@ -73,3 +73,9 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         write_jsonl(path, rows())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]
+
+
+def test_written_files_are_world_readable(tmp_path):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [QAItem.model_validate(_row())])
+    assert path.stat().st_mode & 0o044 == 0o044
