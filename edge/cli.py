@@ -7,10 +7,12 @@ ingest and the engine are stopped). ``edge ask`` talks to a running server.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +177,30 @@ def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str 
             access_log=False,
             log_config=None,
         )
-        uvicorn.Server(config).run()  # returns on SIGINT/SIGTERM after a graceful shutdown
+        _server_class()(config).run()  # returns on SIGINT/SIGTERM after a graceful shutdown
     finally:
         log.info("stopping: %s", runtime.status_line())
         runtime.stop()
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises the signal that stopped it once it has shut down, so a bare server
+        exits as if killed; here the runtime must still stop ingest and the engine (``serve``'s
+        ``finally``) and the process exit 0, so the captured signals are consumed instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)
+                if captured:
+                    logging.getLogger("egovlm.edge").info("signal %s: shutting down", captured[0])
+                    captured.clear()
+
+    return Server
 
 
 def _logging(level: str) -> None:

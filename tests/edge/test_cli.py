@@ -1,0 +1,119 @@
+"""``egovlm edge run|pipeline``: dry runs, refusals before start, and a real foreground run
+(subprocess) answering ``egovlm edge ask``, then stopping cleanly on SIGTERM and on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from edge_fakes import free_port
+from typer.testing import CliRunner
+
+from egovlm.cli import app
+
+EGOVLM = [sys.executable, "-m", "egovlm.cli"]
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(app, list(args))
+    return r.exit_code, r.output
+
+
+def test_dry_run_prints_the_pipeline() -> None:
+    code, out = invoke(
+        "edge", "run", "--source", "test://?size=640x480&fps=15", "--size", "320x240", "--dry-run"
+    )
+    assert code == 0
+    assert out.strip() == (
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=15/1 ! videoconvert ! "
+        "videoscale ! video/x-raw,format=RGB,width=320,height=240 ! appsink name=sink drop=true max-buffers=2 "
+        "sync=false emit-signals=true enable-last-sample=false"
+    )
+    # a camera that is not plugged in can still be dry-run (nothing is opened)
+    code, out = invoke("edge", "run", "--source", "v4l2:///dev/video7?format=mjpeg", "--dry-run")
+    assert code == 0 and out.startswith('v4l2src device="/dev/video7"') and "jpegdec" in out
+    code, out = invoke("edge", "pipeline", "rtsp://cam.local/live", "--max-fps", "5")
+    assert code == 0 and "rtspsrc location=" in out and "videorate drop-only=true max-rate=5" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "webcam0", "--dry-run"], "is not a URI"),
+        (["--source", "test://?fps=fast", "--dry-run"], "fps='fast' is not a number"),
+        (["--source", "test://", "--host", "0.0.0.0", "--model", "x"], "pass --token"),
+        (["--source", "test://"], "--model is required"),
+        (["--source", "csi://0", "--model", "x"], "nvarguscamerasrc is not installed"),
+        (["--source", "file:///no/such/clip.mp4", "--model", "x"], "file not found"),
+        (["--source", "test://", "--model", "/no/such/model"], "model folder not found"),
+        (["--source", "test://", "--model", "x", "--profile", "pdp11"], "no such profile"),
+    ],
+)
+def test_refusals_before_start(args: list[str], message: str) -> None:
+    code, out = invoke("edge", "run", *args)
+    assert code == 2 and message in out
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            body = httpx.get(f"{url}/healthz", timeout=2).json()
+            if body["status"] == "ok":
+                return body  # type: ignore[no-any-return]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "EGOVLM_TOKEN": "tok-123", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [*EGOVLM, "edge", "run", "--model", str(tiny_model_dir), "--source", "synth://?fps=15&size=320x240",
+         "--port", str(port), "--max-new-tokens", "8", "--status-every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_healthy(url, proc)
+        # `edge ask` in-process (the subprocess above is the real `edge run`)
+        code, said = invoke(
+            "edge",
+            "ask",
+            "What did I pick up?",
+            "-o",
+            "A=a cup",
+            "-o",
+            "B=a plate",
+            "--url",
+            url,
+            "--token",
+            "tok-123",
+        )
+        assert code == 0, said
+        assert "answer:" in said and "latency: TTFT" in said and "cached frames" in said
+        denied = httpx.post(f"{url}/v1/ask", json={"question": "q"}, headers={"Authorization": "Bearer no"})
+        assert denied.status_code == 401
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+        stop_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert stop_s < 15
+    assert "bearer token required" in out and "web UI: http://127.0.0.1:" in out and "tok-123" not in out
+    assert "source running" in out  # the periodic status line
+    assert f"signal {int(sig)}: shutting down" in out and "stopping: source" in out

@@ -1,0 +1,129 @@
+"""The web page in headless Chromium (Debian's chromium + chromium-driver, driven by selenium;
+no browser download): the live keyframe strip fills, a question streams an answer, the cited
+frames are highlighted, and the screenshot is not blank."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from edge_fakes import ServerThread, scripted_engine
+from PIL import Image
+
+from egovlm.edge.runtime import EdgeRuntime
+from egovlm.edge.server import create_app
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (scripts/system-deps.sh)",
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, EdgeRuntime]]:
+    rt = EdgeRuntime(scripted_engine(capacity=50, token_delay_s=0.02), "synth://?fps=20&size=320x240&seed=4")
+    rt.start()
+    try:
+        assert rt.wait_for_keyframes(3, timeout=30), rt.status_line()
+        with ServerThread(create_app(rt, token="web-token")) as s:
+            yield s.url, rt
+    finally:
+        rt.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="egovlm-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or ""
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER or ""), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_page_streams_an_answer_and_highlights_cited_frames(
+    server: tuple[str, EdgeRuntime], browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, rt = server
+    d = browser
+    d.get(f"{url}/#token=web-token")  # type: ignore[attr-defined]
+    wait = WebDriverWait(d, 20)
+    # the live strip shows the buffer's keyframes, with loaded thumbnails (blob URLs: token mode)
+    wait.until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#strip .kf img")) >= 3)
+    wait.until(lambda drv: drv.execute_script(
+        "return [...document.querySelectorAll('#strip .kf img')].every(i => i.complete && i.naturalWidth > 0)"))  # fmt: skip
+    assert "running" in d.find_element(By.ID, "status").text  # type: ignore[attr-defined]
+
+    d.find_element(By.ID, "question").send_keys("What did I pick up?")  # type: ignore[attr-defined]
+    d.find_element(By.ID, "options").send_keys("A. a banana\nB. a red cup\nC. a book")  # type: ignore[attr-defined]
+    d.find_element(By.ID, "ask-button").click()  # type: ignore[attr-defined]
+    # tokens stream in before the answer is complete
+    wait.until(lambda drv: drv.find_element(By.ID, "answer-stream").text.startswith("<think>"))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "body[data-answered]")))
+
+    assert d.find_element(By.ID, "answer-main").text == "B. a red cup"  # type: ignore[attr-defined]
+    assert "</answer>" in d.find_element(By.ID, "answer-stream").text  # type: ignore[attr-defined]
+    assert "TTFT" in d.find_element(By.ID, "latency").text  # type: ignore[attr-defined]
+    cited = d.find_elements(By.CSS_SELECTOR, "#cited .kf.cited")  # type: ignore[attr-defined]
+    assert len(cited) == 2
+    cited_ids = {int(c.get_attribute("data-id")) for c in cited}
+    wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#strip .kf.cited"))
+    highlighted = {
+        int(f.get_attribute("data-id")) for f in d.find_elements(By.CSS_SELECTOR, "#strip .kf.cited")
+    }  # type: ignore[attr-defined]
+    assert highlighted == cited_ids
+    assert cited_ids <= {k.id for k in rt.snapshot().keyframes}
+    border = d.execute_script(  # type: ignore[attr-defined]
+        "return getComputedStyle(document.querySelector('#strip .kf.cited')).borderTopColor"
+    )
+    assert border == "rgb(255, 176, 46)"  # the accent colour: visibly highlighted
+
+    png = d.get_screenshot_as_png()  # type: ignore[attr-defined]
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert shot.shape[0] >= 600 and shot.shape[1] >= 800
+    assert shot.std() > 10, "blank screenshot"
+    accent = np.all(np.abs(shot.astype(int) - [255, 176, 46]) < 12, axis=-1)
+    assert accent.sum() > 200, "no highlighted frame border visible in the screenshot"
+
+
+def test_page_without_token_reports_the_error(server: tuple[str, EdgeRuntime], browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    d = browser
+    d.execute_script("sessionStorage.clear()")  # type: ignore[attr-defined]
+    d.get(f"{url}/")  # type: ignore[attr-defined]
+    WebDriverWait(d, 10).until(lambda drv: "offline" in drv.find_element(By.ID, "status").text)
+    assert "401" in d.find_element(By.ID, "status").text  # type: ignore[attr-defined]
