@@ -5,9 +5,11 @@ What this module adds to TRL, and why:
 * Frames enter as the ``images`` column with contract prompts (DESIGN.md §3, §7): TRL's video
   path is not wired into the loss, its image path is (``tests/train/test_grad.py`` shows the
   vision tower receives gradient from a GRPO step).
-* :class:`EgoGRPOTrainer` is the only subclass. It overrides one method to append which dataset
-  rows each generation batch used to ``data_order.jsonl``, so a resumed run can be checked
-  against an uninterrupted one; the loss path is TRL's, untouched.
+* ``EgoGRPOTrainer`` is the only subclass; the loss path is TRL's, untouched. It overrides two
+  methods: one appends which dataset rows each generation batch used to ``data_order.jsonl``
+  (so a resumed run can be checked against an uninterrupted one); the other makes resuming a
+  full fine-tune actually restore the weights (:func:`restore_full_weights`: transformers
+  5.23 silently skips them for Qwen2.5-VL).
 * Resume: a restarted run with the same command continues from the last ``checkpoint-N`` in the
   run folder (transformers restores optimizer, scheduler, RNG and the sampler position).
 * TensorBoard logs go to ``<run>/tensorboard`` (a fixed folder, so a resumed run appends to
@@ -159,11 +161,37 @@ def grpo_args(cfg: TrainConfig, device: str, reward_weights: list[float]) -> Any
     )
 
 
+def restore_full_weights(model: Any, checkpoint: Path) -> None:
+    """Load a full-weights checkpoint into ``model`` through ``from_pretrained``, strictly.
+
+    transformers 5 saves Qwen2.5-VL checkpoints in the original key layout (``model.layers.*``,
+    ``visual.*``) but ``Trainer._load_from_checkpoint`` loads them with a *non-strict*
+    ``load_state_dict`` into the new layout (``model.language_model.*``, ``model.visual.*``):
+    nothing matches, a warning is logged, and the "resumed" run silently restarts from the base
+    weights (huggingface/transformers#43701, still open in 5.23). ``from_pretrained`` applies
+    the key conversion; the strict copy fails loudly if anything is still missing."""
+    fresh = type(model).from_pretrained(str(checkpoint), dtype=model.dtype, use_safetensors=True)
+    model.load_state_dict(fresh.state_dict(), strict=True)
+    del fresh
+
+
 def _trainer_class() -> type:
     from trl import GRPOTrainer
 
     class EgoGRPOTrainer(GRPOTrainer):
-        """TRL's GRPOTrainer plus a record of the data order (see module docstring)."""
+        """TRL's GRPOTrainer plus a record of the data order and a correct resume of full
+        weights (see module docstring and :func:`restore_full_weights`)."""
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            from accelerate.utils import is_peft_model
+
+            target = model if model is not None else self.model
+            ckpt = Path(resume_from_checkpoint)
+            full = (ckpt / "model.safetensors").is_file() or (ckpt / "model.safetensors.index.json").is_file()
+            if not full or is_peft_model(target) or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                super()._load_from_checkpoint(resume_from_checkpoint, model)  # adapters, sharded engines
+                return
+            restore_full_weights(target, ckpt)
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
             if self.model.training and self.accelerator.is_main_process:
@@ -281,18 +309,41 @@ def median_step_time(log_history: list[dict[str, Any]]) -> float | None:
     return statistics.median(times) if times else None
 
 
+def checkpoint_step(checkpoint: str) -> int:
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
+def finish_from_checkpoint(trainer: Any, checkpoint: str) -> None:
+    """The last checkpoint already holds the whole run: load it instead of training.
+
+    transformers' resume does not check ``global_step >= max_steps`` before its first step,
+    so restarting a finished run would train one step past ``max_steps`` (transformers 5.23).
+    ``_load_from_checkpoint`` is the loader ``Trainer.train`` itself uses for resuming."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+
+
 def train(cfg: TrainConfig) -> RunResult:
     """Run (or resume) a recipe end to end."""
     device = preflight.check(cfg)
     run_dir = Path(cfg.run.output_dir)
     resume = last_checkpoint(run_dir) if cfg.run.resume else None
+    max_steps = int(cfg.grpo.get("max_steps", -1))
+    done = resume is not None and max_steps > 0 and checkpoint_step(resume) >= max_steps
     trainer = build_trainer(cfg, device)
     if trainer.accelerator.is_main_process:
         _check_same_recipe(cfg, run_dir)
-    if resume:
-        log.info("resuming from %s", resume)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume)
+    if done:
+        assert resume is not None
+        log.info("%s already reached max_steps=%d: writing the final model from it", resume, max_steps)
+        finish_from_checkpoint(trainer, resume)
+    else:
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.train(resume_from_checkpoint=resume)
     final = save_final(trainer, run_dir)
     result = RunResult(
         run_dir=run_dir,

@@ -16,10 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = str(REPO / "configs" / "tiny_cpu.yaml")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, fixture_data: Path, tiny_model_dir: Path) -> Path:
-    run = tmp_path_factory.mktemp("cli") / "run"
-    args = [
+def train_args(run: Path, fixture_data: Path, tiny_model_dir: Path) -> list[str]:
+    return [
         "train",
         "--config",
         RECIPE,
@@ -32,7 +30,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fixture_data: Path, tiny_
         "grpo.per_device_train_batch_size=4",
         "grpo.num_generations=4",
     ]
-    result = CliRunner().invoke(app, args)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, fixture_data: Path, tiny_model_dir: Path) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(app, train_args(run, fixture_data, tiny_model_dir))
     assert result.exit_code == 0, result.output
     assert "trained to step 3" in result.output
     return run
@@ -61,6 +64,22 @@ def test_train_writes_checkpoints_logs_curves_and_a_loadable_model(tiny_run: Pat
     assert loaded.keyframe_size == (112, 84)
     meta = json.loads((tiny_run / "final" / "egovlm.json").read_text())
     assert meta["trained"] is True and meta["steps"] == 3
+
+
+def test_rerunning_a_finished_run_does_not_train_past_max_steps(
+    tiny_run: Path, fixture_data: Path, tiny_model_dir: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    order_before = (tiny_run / "data_order.jsonl").read_text()
+    weights_before = load_file(tiny_run / "final" / "model.safetensors")
+    result = CliRunner().invoke(app, train_args(tiny_run, fixture_data, tiny_model_dir))
+    assert result.exit_code == 0, result.output
+    assert "trained to step 3" in result.output and "checkpoint-3" in result.output
+    assert (tiny_run / "data_order.jsonl").read_text() == order_before  # no rollout happened
+    assert not (tiny_run / "checkpoint-4").exists()
+    weights_after = load_file(tiny_run / "final" / "model.safetensors")
+    assert all((weights_after[k] == v).all() for k, v in weights_before.items())
 
 
 def test_plot_command_and_later_event_files_win(tiny_run: Path, tmp_path: Path) -> None:
