@@ -183,6 +183,30 @@ def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str 
         runtime.stop()
 
 
+@app.command()
+def demo(
+    model: Path = typer.Option(
+        Path("runs/models/tiny"), help="Model folder; a tiny offline model is built here if absent."
+    ),
+    interactive: bool = typer.Option(
+        False, help="Keep serving the web page after the questions (Ctrl-C stops)."
+    ),
+    port: int = typer.Option(8000, min=1, max=65535),
+    profile: str = typer.Option("cpu", help="Device profile (configs/edge/<name>.yaml)."),
+) -> None:
+    """The edge demo: EgoSynth's live camera → keyframes → model; a few questions, answers with
+    cited keyframes and latency (TTFT, tokens/s)."""
+    from egovlm.edge.demo import run_demo
+
+    if not model.exists():
+        from egovlm.models.build import build_model
+
+        typer.echo(f"building a tiny random-init Qwen2.5-VL in {model} (offline, seconds)")
+        build_model("tiny", model, seed=0)
+    _logging("warning")
+    run_demo(model, profile=profile, interactive=interactive, port=port, out=typer.echo)
+
+
 def _server_class() -> Any:
     import uvicorn
 

@@ -117,3 +117,17 @@ def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path,
     assert "bearer token required" in out and "web UI: http://127.0.0.1:" in out and "tok-123" not in out
     assert "source running" in out  # the periodic status line
     assert f"signal {int(sig)}: shutting down" in out and "stopping: source" in out
+
+
+def test_demo_asks_questions_about_the_live_stream(tiny_model_dir: Path) -> None:
+    from egovlm.edge.demo import run_demo
+
+    lines: list[str] = []
+    answers = run_demo(tiny_model_dir, min_keyframes=3, max_new_tokens=8, out=lines.append)
+    text = "\n".join(lines)
+    assert len(answers) == 2, text  # the synthetic wearer picked something up: a multiple-choice question
+    mc = answers[0]
+    assert mc["options"] and len(mc["options"]) == 5 and "ground truth:" in text
+    for a in answers:
+        assert a["latency"]["ttft_ms"] > 0 and a["latency"]["n_new_tokens"] >= 1 and a["frames"]
+    assert "TTFT" in text and "tok/s" in text and "ingest:" in text

@@ -321,3 +321,16 @@ def test_ingest_keeps_running_and_counts_drops_during_a_slow_question() -> None:
     assert received >= 0.7 * 30 * elapsed, f"the camera stalled: {received} frames in {elapsed:.1f} s"
     assert delivered >= 0.5 * 20 * elapsed, f"the consumer stalled: {delivered} frames in {elapsed:.1f} s"
     assert dropped > 0 and received - delivered - dropped <= 2
+
+
+def test_question_before_any_keyframe_is_503() -> None:
+    rt = EdgeRuntime(scripted_engine(), None)  # no source: the buffer stays empty
+    rt.start()
+    try:
+        with TestClient(create_app(rt)) as c:
+            r = c.post("/v1/ask", json={"question": "anything yet?"})
+            assert r.status_code == 503 and "no keyframes" in r.json()["detail"]
+            assert c.get("/healthz").json()["status"] == "starting"
+            assert c.get("/v1/keyframes").json() == {"version": 0, "keyframes": [], "ingest": None}
+    finally:
+        rt.stop()
