@@ -25,19 +25,30 @@ app = typer.Typer(
 @app.callback()
 def export(
     ctx: typer.Context,
-    model: str = typer.Option(None, help="Model folder (HF format, safetensors) or hub id in the local cache."),
+    model: str = typer.Option(
+        None, help="Model folder (HF format, safetensors) or hub id in the local cache."
+    ),
     out: Path = typer.Option(None, help="Output folder (new or empty)."),
-    target: str = typer.Option("cpu", help="cpu, orin-nano, orin-nx, agx-orin or thor (configs/export/targets.yaml)."),
+    target: str = typer.Option(
+        "cpu", help="cpu, orin-nano, orin-nx, agx-orin or thor (configs/export/targets.yaml)."
+    ),
     precision: str = typer.Option(None, help="fp32|fp16|int8|int4|fp8 (default: the target's)."),
     backend: str = typer.Option("onnx", help="onnx (ours) or edgellm (NVIDIA TensorRT Edge-LLM's tools)."),
     prompts: int = typer.Option(4, help="Parity prompts (frames + question through the prompt contract)."),
     frames: int = typer.Option(2, help="Keyframes per parity/calibration prompt."),
     max_new_tokens: int = typer.Option(24, help="Greedy tokens per parity prompt."),
     calib_prompts: int = typer.Option(8, help="Calibration prompts for ModelOpt (TensorRT int8/int4/fp8)."),
-    data: Path = typer.Option(None, help="QA JSONL (e.g. EgoSynth's qa.jsonl) for calibration and parity prompts."),
+    data: Path = typer.Option(
+        None, help="QA JSONL (e.g. EgoSynth's qa.jsonl) for calibration and parity prompts."
+    ),
     eval_set: Path = typer.Option(None, help="QA JSONL with answers: report the accuracy delta."),
-    thresholds: Path = typer.Option(None, help="Parity thresholds YAML (default configs/export/parity.yaml)."),
+    thresholds: Path = typer.Option(
+        None, help="Parity thresholds YAML (default configs/export/parity.yaml)."
+    ),
     edgellm_bin: Path = typer.Option(None, help="bin/ folder of the environment with tensorrt-edgellm."),
+    threads: int = typer.Option(
+        None, help="CPU threads for torch and ONNX Runtime (1 is fastest on a busy box)."
+    ),
 ) -> None:
     """Export MODEL for TARGET into OUT (see the module docstring)."""
     if ctx.invoked_subcommand is not None:
@@ -48,9 +59,20 @@ def export(
     from egovlm.export.pipeline import ExportOptions, run_export
 
     opts = ExportOptions(
-        model=model, out=out, target=target, precision=precision, backend=backend, parity_prompts=prompts,
-        frames_per_prompt=frames, max_new_tokens=max_new_tokens, calib_prompts=calib_prompts, data=data,
-        eval_set=eval_set, thresholds=thresholds, edgellm_bin=edgellm_bin,
+        model=model,
+        out=out,
+        target=target,
+        precision=precision,
+        backend=backend,
+        parity_prompts=prompts,
+        frames_per_prompt=frames,
+        max_new_tokens=max_new_tokens,
+        calib_prompts=calib_prompts,
+        data=data,
+        eval_set=eval_set,
+        thresholds=thresholds,
+        edgellm_bin=edgellm_bin,
+        threads=threads,
     )
     try:
         result = run_export(opts)
@@ -70,12 +92,12 @@ def export(
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from egovlm.export.edgellm import EdgeLLMUnavailable
+    from egovlm.export.edgellm import EdgeLLMUnavailableError
     from egovlm.export.targets import ExportConfigError
     from egovlm.models.loading import ModelLoadError
     from egovlm.schema import DatasetError
 
-    return (ExportConfigError, ModelLoadError, FileExistsError, EdgeLLMUnavailable, DatasetError)
+    return (ExportConfigError, ModelLoadError, FileExistsError, EdgeLLMUnavailableError, DatasetError)
 
 
 @app.command("build-engines")

@@ -30,7 +30,7 @@ INSTALL_HINT = (
 )
 
 
-class EdgeLLMUnavailable(RuntimeError):
+class EdgeLLMUnavailableError(RuntimeError):
     """The Edge-LLM tools are missing or the request is unsupported; the message says what to do."""
 
 
@@ -44,7 +44,11 @@ class Step:
 
 
 def _quote(arg: str) -> str:
-    return arg if arg and all(c.isalnum() or c in "-_./=:~" for c in arg) else "'" + arg.replace("'", "'\\''") + "'"
+    return (
+        arg
+        if arg and all(c.isalnum() or c in "-_./=:~" for c in arg)
+        else "'" + arg.replace("'", "'\\''") + "'"
+    )
 
 
 def find_tool(name: str, bin_dir: Path | None = None) -> str | None:
@@ -54,11 +58,12 @@ def find_tool(name: str, bin_dir: Path | None = None) -> str | None:
     return shutil.which(name)
 
 
-def host_steps(model_dir: Path, out_dir: Path, precision: str, bin_dir: Path | None = None,
-               device: str | None = None) -> list[Step]:
+def host_steps(
+    model_dir: Path, out_dir: Path, precision: str, bin_dir: Path | None = None, device: str | None = None
+) -> list[Step]:
     """The x86-host commands: quantise (unless fp16), export the LLM, export the visual encoder (FP16)."""
     if precision not in QUANTIZATION:
-        raise EdgeLLMUnavailable(
+        raise EdgeLLMUnavailableError(
             f"Edge-LLM documents FP8, INT4 AWQ and NVFP4 quantisation; {precision!r} is not one of "
             f"{sorted(QUANTIZATION)} (use --backend onnx for int8 via ModelOpt Q/DQ)"
         )
@@ -72,40 +77,108 @@ def host_steps(model_dir: Path, out_dir: Path, precision: str, bin_dir: Path | N
     quant = QUANTIZATION[precision]
     if quant is not None:
         llm_source = out_dir / "quantized"
-        steps.append(Step("quantize", [tool(QUANTIZE), "--model_dir", str(model_dir), "--output_dir",
-                                       str(llm_source), "--quantization", quant]))
-    steps.append(Step("export-llm", [tool(EXPORT_LLM), "--model_dir", str(llm_source), "--output_dir",
-                                     str(out_dir / "onnx" / "llm"), *dev]))
-    steps.append(Step("export-visual", [tool(EXPORT_VISUAL), "--model_dir", str(model_dir), "--output_dir",
-                                        str(out_dir / "onnx" / "visual"), *dev]))
+        steps.append(
+            Step(
+                "quantize",
+                [
+                    tool(QUANTIZE),
+                    "--model_dir",
+                    str(model_dir),
+                    "--output_dir",
+                    str(llm_source),
+                    "--quantization",
+                    quant,
+                ],
+            )
+        )
+    steps.append(
+        Step(
+            "export-llm",
+            [
+                tool(EXPORT_LLM),
+                "--model_dir",
+                str(llm_source),
+                "--output_dir",
+                str(out_dir / "onnx" / "llm"),
+                *dev,
+            ],
+        )
+    )
+    steps.append(
+        Step(
+            "export-visual",
+            [
+                tool(EXPORT_VISUAL),
+                "--model_dir",
+                str(model_dir),
+                "--output_dir",
+                str(out_dir / "onnx" / "visual"),
+                *dev,
+            ],
+        )
+    )
     return steps
 
 
-def device_steps(out_dir: Path, max_input_len: int, max_kv_cache: int, image_tokens: int,
-                 edgellm_repo: str = "~/TensorRT-Edge-LLM") -> list[Step]:
+def device_steps(
+    out_dir: Path,
+    max_input_len: int,
+    max_kv_cache: int,
+    image_tokens: int,
+    edgellm_repo: str = "~/TensorRT-Edge-LLM",
+) -> list[Step]:
     """The on-device engine builds (Edge-LLM's C++ builders), sized by our profile plan."""
     build = f"{edgellm_repo}/build/examples"
     return [
-        Step("llm_build", [f"{build}/llm/llm_build", "--onnxDir", str(out_dir / "onnx" / "llm"),
-                           "--engineDir", str(out_dir / "engines" / "llm"), "--vlm", "--maxBatchSize", "1",
-                           f"--maxInputLen={max_input_len}", f"--maxKVCacheCapacity={max_kv_cache}",
-                           "--minImageTokens", str(image_tokens), "--maxImageTokens", str(image_tokens)]),
-        Step("visual_build", [f"{build}/multimodal/visual_build", "--onnxDir",
-                              str(out_dir / "onnx" / "visual"), "--engineDir", str(out_dir / "engines" / "visual")]),
+        Step(
+            "llm_build",
+            [
+                f"{build}/llm/llm_build",
+                "--onnxDir",
+                str(out_dir / "onnx" / "llm"),
+                "--engineDir",
+                str(out_dir / "engines" / "llm"),
+                "--vlm",
+                "--maxBatchSize",
+                "1",
+                f"--maxInputLen={max_input_len}",
+                f"--maxKVCacheCapacity={max_kv_cache}",
+                "--minImageTokens",
+                str(image_tokens),
+                "--maxImageTokens",
+                str(image_tokens),
+            ],
+        ),
+        Step(
+            "visual_build",
+            [
+                f"{build}/multimodal/visual_build",
+                "--onnxDir",
+                str(out_dir / "onnx" / "visual"),
+                "--engineDir",
+                str(out_dir / "engines" / "visual"),
+            ],
+        ),
     ]
 
 
 def check_tools(steps: list[Step], bin_dir: Path | None = None) -> None:
-    """Raise :class:`EdgeLLMUnavailable` naming missing tools, with the install hint and the commands."""
+    """Raise :class:`EdgeLLMUnavailableError` naming missing tools, with the install hint and the commands."""
     missing = [Path(s.argv[0]).name for s in steps if find_tool(Path(s.argv[0]).name, bin_dir) is None]
     if not missing:
         return
     where = f"in {bin_dir}" if bin_dir else "on PATH"
     newer = [t for t in NEWER_TOOLS if find_tool(t, bin_dir)]
-    note = (f" Found newer Edge-LLM tools ({', '.join(newer)}), whose flags differ: run the equivalent "
-            "steps by hand.") if newer else ""
+    note = (
+        (
+            f" Found newer Edge-LLM tools ({', '.join(newer)}), whose flags differ: run the equivalent "
+            "steps by hand."
+        )
+        if newer
+        else ""
+    )
     commands = "\n  ".join(s.shell() for s in steps)
-    raise EdgeLLMUnavailable(
+    raise EdgeLLMUnavailableError(
         f"TensorRT Edge-LLM tools not found {where}: {', '.join(missing)}. {INSTALL_HINT}.{note}\n"
         f"The commands that would run:\n  {commands}"
     )

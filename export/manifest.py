@@ -140,8 +140,18 @@ class Manifest:
         return self.root / engines[name] if name in engines else None
 
 
-_REQUIRED = ("target", "runtime", "precision", "contract_version", "keyframe_size", "model", "graphs",
-             "processor_dir", "files", "versions")
+_REQUIRED = (
+    "target",
+    "runtime",
+    "precision",
+    "contract_version",
+    "keyframe_size",
+    "model",
+    "graphs",
+    "processor_dir",
+    "files",
+    "versions",
+)
 
 
 def load_manifest(root: Path | str, verify: bool = True, contract_version: int | None = None) -> Manifest:
@@ -164,7 +174,8 @@ def load_manifest(root: Path | str, verify: bool = True, contract_version: int |
         raise ManifestError(f"{path}: field 'format' is {data.get('format')!r}, expected {FORMAT!r}")
     if data.get("format_version") != FORMAT_VERSION:
         raise ManifestError(
-            f"{path}: field 'format_version' is {data.get('format_version')!r}; this loader reads {FORMAT_VERSION}"
+            f"{path}: field 'format_version' is {data.get('format_version')!r}; "
+            f"this loader reads {FORMAT_VERSION}"
         )
     for key in _REQUIRED:
         if key not in data:

@@ -115,7 +115,9 @@ class ModelDims:
         return out
 
 
-def keyframe_pixels(processor: Any, keyframe_size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, int]]:
+def keyframe_pixels(
+    processor: Any, keyframe_size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """pixel_values and grid of one mid-grey keyframe, straight from the model's own image processor."""
     from PIL import Image
 
@@ -205,8 +207,12 @@ class EmbedGraph(nn.Module):
         return self.embed_tokens(input_ids)
 
 
-def causal_mask(attention_mask: torch.Tensor, past_len: int | torch.Tensor, seq_len: int | torch.Tensor,
-                dtype: torch.dtype) -> torch.Tensor:
+def causal_mask(
+    attention_mask: torch.Tensor,
+    past_len: int | torch.Tensor,
+    seq_len: int | torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """Additive mask ``[batch, 1, seq, past+seq]``: query i (absolute position past+i) sees key j iff
     ``j <= past+i`` and ``attention_mask[b, j] == 1``. Shape-generic ops only, so one traced graph
     serves every (past, seq)."""
@@ -283,10 +289,14 @@ def embed_io(dims: ModelDims, dtype: torch.dtype) -> tuple[list[TensorSpec], lis
 
 def decoder_io(dims: ModelDims, dtype: torch.dtype) -> tuple[list[TensorSpec], list[TensorSpec]]:
     name = _dtype_name(dtype)
-    kv_in = [TensorSpec(n, ["batch", dims.num_kv_heads, "past", dims.head_dim], name)
-             for n in kv_names(dims.num_layers, "past")]
-    kv_out = [TensorSpec(n, ["batch", dims.num_kv_heads, "total", dims.head_dim], name)
-              for n in kv_names(dims.num_layers, "present")]
+    kv_in = [
+        TensorSpec(n, ["batch", dims.num_kv_heads, "past", dims.head_dim], name)
+        for n in kv_names(dims.num_layers, "past")
+    ]
+    kv_out = [
+        TensorSpec(n, ["batch", dims.num_kv_heads, "total", dims.head_dim], name)
+        for n in kv_names(dims.num_layers, "present")
+    ]
     inputs = [
         TensorSpec("inputs_embeds", ["batch", "seq", dims.hidden_size], name),
         TensorSpec("position_ids", [3, "batch", "seq"], "int64"),
@@ -308,13 +318,24 @@ def save_onnx(model_proto: Any, path: Path) -> list[str]:
         onnx.save_model(model_proto, str(path))
         return []
     location = f"{path.name}.data"
-    onnx.save_model(model_proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=location, size_threshold=1024)
+    onnx.save_model(
+        model_proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
     return [location]
 
 
-def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
-                  inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[str]:
+def trace_to_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+) -> list[str]:
     """The TorchScript exporter (see the module docstring for why), then a normal ONNX save."""
     import warnings
 
@@ -329,9 +350,14 @@ def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning)
             torch.onnx.export(
-                module, args, str(tmp),
-                input_names=[s.name for s in inputs], output_names=[s.name for s in outputs],
-                dynamic_axes=_dynamic_axes(inputs + outputs), opset_version=OPSET, dynamo=False,
+                module,
+                args,
+                str(tmp),
+                input_names=[s.name for s in inputs],
+                output_names=[s.name for s in outputs],
+                dynamic_axes=_dynamic_axes(inputs + outputs),
+                opset_version=OPSET,
+                dynamo=False,
                 do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
@@ -341,15 +367,18 @@ def trace_to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
             leftover.unlink()
 
 
-def example_decoder_args(dims: ModelDims, dtype: torch.dtype, seq: int = 5, past: int = 3,
-                         batch: int = 1) -> tuple[torch.Tensor, ...]:
+def example_decoder_args(
+    dims: ModelDims, dtype: torch.dtype, seq: int = 5, past: int = 3, batch: int = 1
+) -> tuple[torch.Tensor, ...]:
     """Tracing inputs with seq and past both > 1, so no dimension is specialised to 0 or 1."""
     gen = torch.Generator().manual_seed(0)
     embeds = torch.randn(batch, seq, dims.hidden_size, generator=gen).to(dtype)
     positions = (torch.arange(past, past + seq).view(1, 1, -1).expand(3, batch, seq)).contiguous()
     mask = torch.ones(batch, past + seq, dtype=torch.long)
-    kv = [torch.randn(batch, dims.num_kv_heads, past, dims.head_dim, generator=gen).to(dtype)
-          for _ in range(2 * dims.num_layers)]
+    kv = [
+        torch.randn(batch, dims.num_kv_heads, past, dims.head_dim, generator=gen).to(dtype)
+        for _ in range(2 * dims.num_layers)
+    ]
     return (embeds, positions, mask, *kv)
 
 
@@ -370,8 +399,9 @@ def export_embed(model: Any, dims: ModelDims, path: Path, dtype: torch.dtype, pr
     return GraphSpec(EMBED, path.name, inputs, outputs, precision, extra, time.perf_counter() - start)
 
 
-def export_decoder(module: nn.Module, dims: ModelDims, path: Path, dtype: torch.dtype,
-                   precision: str) -> GraphSpec:
+def export_decoder(
+    module: nn.Module, dims: ModelDims, path: Path, dtype: torch.dtype, precision: str
+) -> GraphSpec:
     """Export a :class:`DecoderGraph` (possibly carrying ModelOpt quantizers) to ``path``."""
     start = time.perf_counter()
     inputs, outputs = decoder_io(dims, dtype)

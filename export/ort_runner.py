@@ -99,10 +99,11 @@ class GenerationResult:
 
 
 class OrtBackend:
-    """ONNX Runtime sessions for the three graphs (CPU by default; pass CUDA/TensorRT providers on a device)."""
+    """ONNX Runtime sessions for the three graphs (CPU by default; CUDA/TensorRT providers on a device)."""
 
-    def __init__(self, paths: Mapping[str, Path], providers: Sequence[str] | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, paths: Mapping[str, Path], providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -140,8 +141,13 @@ class VLMRunner:
         self.processor = processor
 
     @classmethod
-    def from_export(cls, export_dir: Path | str, providers: Sequence[str] | None = None,
-                    verify: bool = True, threads: int | None = None) -> VLMRunner:
+    def from_export(
+        cls,
+        export_dir: Path | str,
+        providers: Sequence[str] | None = None,
+        verify: bool = True,
+        threads: int | None = None,
+    ) -> VLMRunner:
         """Load a finished export (manifest verified) with ONNX Runtime."""
         from transformers import AutoProcessor
 
@@ -195,20 +201,30 @@ class VLMRunner:
         for i, kind in enumerate(("key", "value") * self.dims.num_layers):
             feeds[f"past_{kind}.{i // 2}"] = state.past[i]
         logits, presents = self.backend.decoder(feeds)
-        return KVState(past=presents, length=state.length + seq, next_position=next_position,
-                       logits=np.asarray(logits[0], dtype=np.float32))
+        return KVState(
+            past=presents,
+            length=state.length + seq,
+            next_position=next_position,
+            logits=np.asarray(logits[0], dtype=np.float32),
+        )
 
-    def extend(self, state: KVState, input_ids: np.ndarray, visual_tokens: Sequence[np.ndarray] = ()) -> KVState:
+    def extend(
+        self, state: KVState, input_ids: np.ndarray, visual_tokens: Sequence[np.ndarray] = ()
+    ) -> KVState:
         """Append tokens (prefill). ``visual_tokens`` fill the image-token runs of ``input_ids`` in order."""
         ids = np.asarray(input_ids, dtype=np.int64).reshape(-1)
         grids = [self.dims.merged_grid] * len(visual_tokens)
-        positions, next_position = mrope_positions(ids, self.dims.image_token_id, grids, start=state.next_position)
+        positions, next_position = mrope_positions(
+            ids, self.dims.image_token_id, grids, start=state.next_position
+        )
         embeds = np.array(self.backend.embed(ids[None])[0], dtype=np.float32)
         image_rows = np.flatnonzero(ids == self.dims.image_token_id)
         if visual_tokens:
             stacked = np.concatenate([np.asarray(v, dtype=np.float32) for v in visual_tokens], axis=0)
             if stacked.shape[0] != image_rows.size:
-                raise ValueError(f"{image_rows.size} image tokens in the prompt but {stacked.shape[0]} visual tokens")
+                raise ValueError(
+                    f"{image_rows.size} image tokens in the prompt but {stacked.shape[0]} visual tokens"
+                )
             embeds[image_rows] = stacked
         elif image_rows.size:
             raise ValueError(f"{image_rows.size} image tokens in the prompt but no visual tokens given")
@@ -220,8 +236,13 @@ class VLMRunner:
         embeds = np.asarray(self.backend.embed(ids)[0], dtype=np.float32)
         return self._run(state, embeds, decode_positions(state.next_position), state.next_position + 1)
 
-    def greedy(self, state: KVState, max_new_tokens: int, keep_logits: bool = False,
-               forced: Sequence[int] | None = None) -> tuple[list[int], list[np.ndarray], KVState]:
+    def greedy(
+        self,
+        state: KVState,
+        max_new_tokens: int,
+        keep_logits: bool = False,
+        forced: Sequence[int] | None = None,
+    ) -> tuple[list[int], list[np.ndarray], KVState]:
         """Greedy tokens from ``state`` until an EOS token (included) or ``max_new_tokens``.
         ``forced``: feed these tokens instead of the argmax (teacher forcing, for parity metrics)."""
         if state.logits is None:
@@ -241,9 +262,15 @@ class VLMRunner:
                 state = self.step(state, token)
         return tokens, logits, state
 
-    def generate(self, frames: Sequence[Any], question: str, options: Mapping[str, str] | None = None,
-                 max_new_tokens: int = 64, visual_tokens: Sequence[np.ndarray] | None = None,
-                 keep_logits: bool = False) -> GenerationResult:
+    def generate(
+        self,
+        frames: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None = None,
+        max_new_tokens: int = 64,
+        visual_tokens: Sequence[np.ndarray] | None = None,
+        keep_logits: bool = False,
+    ) -> GenerationResult:
         """Frames (egovlm.frames.Frame) + question -> greedy answer, through the prompt contract."""
         from egovlm.contract import build_messages
 
@@ -260,6 +287,6 @@ class VLMRunner:
         tokens, logits, _ = self.greedy(state, max_new_tokens, keep_logits=keep_logits)
         timings["decode_s"] = time.perf_counter() - start
         text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
-        return GenerationResult(tokens=tokens, text=text, prompt_tokens=int(ids.size), timings=timings,
-                                step_logits=logits)
-
+        return GenerationResult(
+            tokens=tokens, text=text, prompt_tokens=int(ids.size), timings=timings, step_logits=logits
+        )

@@ -34,8 +34,13 @@ from egovlm.export.prompts import Prompt
 from egovlm.export.targets import ExportConfigError, config_dir
 
 METRIC_DIRECTION = {  # True: higher is better
-    "logits_max_abs": False, "vision_max_abs": False, "logits_cosine": True, "vision_cosine": True,
-    "top1_agreement": True, "greedy_exact": True, "accuracy_delta": True,
+    "logits_max_abs": False,
+    "vision_max_abs": False,
+    "logits_cosine": True,
+    "vision_cosine": True,
+    "top1_agreement": True,
+    "greedy_exact": True,
+    "accuracy_delta": True,
 }
 
 
@@ -56,8 +61,13 @@ def load_thresholds(precision: str, path: Path | None = None) -> dict[str, float
 class TorchBackend:
     """The exported wrapper modules run by PyTorch, behind the runner's :class:`GraphBackend` protocol."""
 
-    def __init__(self, vision: torch.nn.Module, embed: torch.nn.Module, decoder: torch.nn.Module,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        vision: torch.nn.Module,
+        embed: torch.nn.Module,
+        decoder: torch.nn.Module,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.vision_module, self.embed_module, self.decoder_module = vision, embed, decoder
         self.dtype = dtype
         self.kv_dtype = np.float16 if dtype == torch.float16 else np.float32
@@ -110,13 +120,15 @@ class RecordingBackend:
         return self.inner.decoder(feeds)
 
 
-def calibration_feeds(runner: VLMRunner, prompts: Sequence[Prompt], decode_steps: int = 4) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(
+    runner: VLMRunner, prompts: Sequence[Prompt], decode_steps: int = 4
+) -> list[dict[str, np.ndarray]]:
     """Decoder inputs seen while prefilling each prompt and decoding a few greedy steps: realistic
     activations (visual tokens, text, KV lengths) for ModelOpt's calibration."""
     recorder = RecordingBackend(runner.backend)
     recording = VLMRunner(recorder, runner.dims, runner.processor)
     for p in prompts:
-        recording.generate(p.frames, p.question, p.options, max_new_tokens=decode_steps)
+        recording.generate(p.frames, p.question, p.options, max_new_tokens=decode_steps + 1)
     return recorder.feeds
 
 
@@ -177,11 +189,17 @@ def reference_generate(model: Any, processor: Any, prompt: Prompt, max_new_token
     inputs = processor(text=[text], images=[f.pil() for f in prompt.frames], return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
+    return [int(t) for t in out[0, inputs["input_ids"].shape[1] :]]
 
 
-def measure(reference_model: Any, reference: VLMRunner, candidate: VLMRunner, prompts: Sequence[Prompt],
-            max_new_tokens: int = 24, eval_prompts: Sequence[Prompt] = ()) -> ParityResult:
+def measure(
+    reference_model: Any,
+    reference: VLMRunner,
+    candidate: VLMRunner,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 24,
+    eval_prompts: Sequence[Prompt] = (),
+) -> ParityResult:
     """Compare ``candidate`` with the fp32 PyTorch ``reference`` on ``prompts`` (see module docstring)."""
     start = time.perf_counter()
     result = ParityResult()
@@ -204,7 +222,9 @@ def measure(reference_model: Any, reference: VLMRunner, candidate: VLMRunner, pr
             result.logits.add(r[None], c[None])
             agree += int(np.argmax(c)) == tok
         cand_tokens, _, _ = candidate.greedy(cand_state, max_new_tokens)
-        diverge = next((i for i, (a, b) in enumerate(zip(ref_tokens, cand_tokens)) if a != b), None)
+        diverge = next(
+            (i for i, (a, b) in enumerate(zip(ref_tokens, cand_tokens, strict=False)) if a != b), None
+        )
         if diverge is None and len(ref_tokens) != len(cand_tokens):
             diverge = min(len(ref_tokens), len(cand_tokens))
         result.prompts.append(PromptResult(ref_tokens, cand_tokens, agree, len(ref_tokens), diverge))
@@ -214,8 +234,9 @@ def measure(reference_model: Any, reference: VLMRunner, candidate: VLMRunner, pr
     return result
 
 
-def accuracy(reference: VLMRunner, candidate: VLMRunner, prompts: Sequence[Prompt],
-             max_new_tokens: int) -> dict[str, Any]:
+def accuracy(
+    reference: VLMRunner, candidate: VLMRunner, prompts: Sequence[Prompt], max_new_tokens: int
+) -> dict[str, Any]:
     """Answer-letter accuracy of both runners on answered prompts (contract.parse_answer)."""
     from egovlm.contract import parse_answer
 
@@ -259,8 +280,13 @@ def summary(result: ParityResult, thresholds: dict[str, float], methods: dict[st
         "methods": methods,
         "accuracy": result.accuracy,
         "prompts": [
-            {"reference_tokens": p.reference_tokens, "candidate_tokens": p.candidate_tokens,
-             "top1_agree": p.top1_agree, "steps": p.steps, "first_divergence": p.first_divergence}
+            {
+                "reference_tokens": p.reference_tokens,
+                "candidate_tokens": p.candidate_tokens,
+                "top1_agree": p.top1_agree,
+                "steps": p.steps,
+                "first_divergence": p.first_divergence,
+            }
             for p in result.prompts
         ],
         "seconds": round(result.seconds, 3),

@@ -22,7 +22,14 @@ import torch
 from egovlm.export import onnx_graphs as og
 from egovlm.export.manifest import library_versions, write_manifest
 from egovlm.export.ort_runner import OrtBackend, RunnerDims, VLMRunner
-from egovlm.export.parity import TorchBackend, calibration_feeds, decoder_args, load_thresholds, measure, summary
+from egovlm.export.parity import (
+    TorchBackend,
+    calibration_feeds,
+    decoder_args,
+    load_thresholds,
+    measure,
+    summary,
+)
 from egovlm.export.prompts import Prompt, dataset_prompts, generated_prompts
 from egovlm.export.report import write_report
 from egovlm.export.targets import ExportConfigError, Target, resolve
@@ -47,6 +54,7 @@ class ExportOptions:
     targets: Path | None = None
     edgellm_bin: Path | None = None
     seed: int = 0
+    threads: int | None = None  # torch + ONNX Runtime intra-op threads (None: their defaults)
 
 
 @dataclass
@@ -68,6 +76,10 @@ def run_export(opts: ExportOptions) -> ExportResult:
     target, precision = resolve(opts.target, opts.precision, opts.targets)
     thresholds = load_thresholds(precision, opts.thresholds)
     check_out(opts.out)
+    if opts.threads:
+        # On a shared or small machine, OpenMP's spinning threads fight over cores: 1-2 threads are
+        # often much faster than the default there.
+        torch.set_num_threads(opts.threads)
     if opts.backend not in {"onnx", "edgellm"}:
         raise ExportConfigError(f"unknown backend {opts.backend!r}; choose onnx or edgellm")
     edgellm_steps = _edgellm_preflight(opts, target, precision)
@@ -85,9 +97,12 @@ def _edgellm_preflight(opts: ExportOptions, target: Target, precision: str) -> l
     from egovlm.export import edgellm
 
     if not target.uses_tensorrt:
-        raise ExportConfigError("--backend edgellm needs a TensorRT target (orin-nano, orin-nx, agx-orin, thor)")
-    steps = edgellm.host_steps(Path(opts.model).expanduser().resolve(), opts.out / "edgellm", precision,
-                               opts.edgellm_bin)
+        raise ExportConfigError(
+            "--backend edgellm needs a TensorRT target (orin-nano, orin-nx, agx-orin, thor)"
+        )
+    steps = edgellm.host_steps(
+        Path(opts.model).expanduser().resolve(), opts.out / "edgellm", precision, opts.edgellm_bin
+    )
     edgellm.check_tools(steps, opts.edgellm_bin)  # fail fast, before the long export
     return steps
 
@@ -98,8 +113,14 @@ def _prompts(opts: ExportOptions, size: tuple[int, int], n: int, seed: int) -> l
     return generated_prompts(n, size, opts.frames_per_prompt, seed=seed)
 
 
-def _export_in(staging: Path, opts: ExportOptions, target: Target, precision: str,
-               thresholds: dict[str, float], edgellm_steps: list[Any]) -> ExportResult:
+def _export_in(
+    staging: Path,
+    opts: ExportOptions,
+    target: Target,
+    precision: str,
+    thresholds: dict[str, float],
+    edgellm_steps: list[Any],
+) -> ExportResult:
     from egovlm.contract import CONTRACT_VERSION
     from egovlm.models import load_model
 
@@ -107,8 +128,11 @@ def _export_in(staging: Path, opts: ExportOptions, target: Target, precision: st
     loaded = load_model(opts.model)
     og.prepare_for_export(loaded.model)
     dims = og.model_dims(loaded)
-    reference = VLMRunner(_torch_backend(loaded.model, dims, torch.float32), RunnerDims.from_model_block(dims.to_json()),
-                          loaded.processor)
+    reference = VLMRunner(
+        _torch_backend(loaded.model, dims, torch.float32),
+        RunnerDims.from_model_block(dims.to_json()),
+        loaded.processor,
+    )
     work = staging / WORK
     work.mkdir()
     graphs, candidate, methods, quant_info, fp32_decoder_bytes = _build_graphs(
@@ -119,11 +143,19 @@ def _export_in(staging: Path, opts: ExportOptions, target: Target, precision: st
     result = measure(loaded.model, reference, candidate, prompts, opts.max_new_tokens, eval_prompts)
     parity = summary(result, thresholds, methods)
     report: dict[str, Any] = {
-        "target": target.name, "runtime": target.runtime, "precision": precision,
-        "model_source": str(opts.model), "contract_version": CONTRACT_VERSION,
+        "target": target.name,
+        "runtime": target.runtime,
+        "precision": precision,
+        "model_source": str(opts.model),
+        "contract_version": CONTRACT_VERSION,
         "graphs": {name: {**g.to_json(), "bytes": _graph_bytes(staging, g)} for name, g in graphs.items()},
-        "sizes": {"decoder_bytes": _graph_bytes(staging, graphs["decoder"]), "decoder_fp32_bytes": fp32_decoder_bytes},
-        "quantization": quant_info, "parity": parity, "model": dims.to_json(),
+        "sizes": {
+            "decoder_bytes": _graph_bytes(staging, graphs["decoder"]),
+            "decoder_fp32_bytes": fp32_decoder_bytes,
+        },
+        "quantization": quant_info,
+        "parity": parity,
+        "model": dims.to_json(),
     }
     shutil.rmtree(work)
     notes: list[str] = []
@@ -150,25 +182,42 @@ def _prompts_eval(opts: ExportOptions, size: tuple[int, int]) -> list[Prompt]:
 
 
 def _torch_backend(model: Any, dims: og.ModelDims, dtype: torch.dtype, decoder: Any = None) -> TorchBackend:
-    return TorchBackend(og.VisionGraph(model, dims.image_grid_thw).eval(), og.EmbedGraph(model).eval(),
-                        decoder if decoder is not None else og.DecoderGraph(model).eval(), dtype)
+    return TorchBackend(
+        og.VisionGraph(model, dims.image_grid_thw).eval(),
+        og.EmbedGraph(model).eval(),
+        decoder if decoder is not None else og.DecoderGraph(model).eval(),
+        dtype,
+    )
 
 
 def _graph_bytes(root: Path, graph: og.GraphSpec) -> int:
     return sum((root / f).stat().st_size for f in [graph.file, *graph.external_data])
 
 
-def _build_graphs(staging: Path, work: Path, opts: ExportOptions, target: Target, precision: str,
-                  loaded: Any, dims: og.ModelDims, reference: VLMRunner) -> tuple[
-                      dict[str, og.GraphSpec], VLMRunner, dict[str, str], dict[str, Any], int | None]:
+def _build_graphs(
+    staging: Path,
+    work: Path,
+    opts: ExportOptions,
+    target: Target,
+    precision: str,
+    loaded: Any,
+    dims: og.ModelDims,
+    reference: VLMRunner,
+) -> tuple[dict[str, og.GraphSpec], VLMRunner, dict[str, str], dict[str, Any], int | None]:
     if target.uses_tensorrt:
         return _build_tensorrt_graphs(staging, work, opts, precision, loaded, dims, reference)
-    return _build_ort_graphs(staging, work, precision, loaded, dims, reference)
+    return _build_ort_graphs(staging, work, precision, loaded, dims, reference, opts.threads)
 
 
-def _build_ort_graphs(staging: Path, work: Path, precision: str, loaded: Any, dims: og.ModelDims,
-                      reference: VLMRunner) -> tuple[dict[str, og.GraphSpec], VLMRunner, dict[str, str],
-                                                     dict[str, Any], int | None]:
+def _build_ort_graphs(
+    staging: Path,
+    work: Path,
+    precision: str,
+    loaded: Any,
+    dims: og.ModelDims,
+    reference: VLMRunner,
+    threads: int | None = None,
+) -> tuple[dict[str, og.GraphSpec], VLMRunner, dict[str, str], dict[str, Any], int | None]:
     from egovlm.export.quantize import ORT_INT4_BLOCK, ort_quantize, qdq_summary
 
     model, f32 = loaded.model, torch.float32
@@ -179,19 +228,35 @@ def _build_ort_graphs(staging: Path, work: Path, precision: str, loaded: Any, di
     quant: dict[str, Any] = {}
     fp32_bytes = None
     if precision == "fp32":
-        graphs[og.DECODER] = og.export_decoder(og.DecoderGraph(model).eval(), dims, staging / "decoder.onnx", f32, "fp32")
+        graphs[og.DECODER] = og.export_decoder(
+            og.DecoderGraph(model).eval(), dims, staging / "decoder.onnx", f32, "fp32"
+        )
     else:
         plain = og.export_decoder(og.DecoderGraph(model).eval(), dims, work / "decoder.onnx", f32, "fp32")
         fp32_bytes = _graph_bytes(work, plain)
         t0 = time.perf_counter()
         ort_quantize(precision, work / "decoder.onnx", staging / "decoder.onnx")
         seconds = plain.export_seconds + time.perf_counter() - t0
-        graphs[og.DECODER] = og.GraphSpec(og.DECODER, "decoder.onnx", plain.inputs, plain.outputs, precision,
-                                          _external(staging, "decoder.onnx"), seconds)
-        method = "quantize_dynamic (MatMul, const weights, per-channel int8)" if precision == "int8" else (
-            f"MatMulNBits 4-bit symmetric, block {ORT_INT4_BLOCK}")
-        quant = {"tool": "onnxruntime.quantization", "method": method, "ops": qdq_summary(staging / "decoder.onnx")}
-    backend = OrtBackend({name: staging / g.file for name, g in graphs.items()})
+        graphs[og.DECODER] = og.GraphSpec(
+            og.DECODER,
+            "decoder.onnx",
+            plain.inputs,
+            plain.outputs,
+            precision,
+            _external(staging, "decoder.onnx"),
+            seconds,
+        )
+        method = (
+            "quantize_dynamic (MatMul, const weights, per-channel int8)"
+            if precision == "int8"
+            else (f"MatMulNBits 4-bit symmetric, block {ORT_INT4_BLOCK}")
+        )
+        quant = {
+            "tool": "onnxruntime.quantization",
+            "method": method,
+            "ops": qdq_summary(staging / "decoder.onnx"),
+        }
+    backend = OrtBackend({name: staging / g.file for name, g in graphs.items()}, threads=threads)
     methods = {name: "onnxruntime CPU (the exported graph)" for name in graphs}
     return graphs, VLMRunner(backend, reference.dims, reference.processor), methods, quant, fp32_bytes
 
@@ -200,9 +265,15 @@ def _external(root: Path, name: str) -> list[str]:
     return [p.name for p in root.glob(name + ".data")]
 
 
-def _build_tensorrt_graphs(staging: Path, work: Path, opts: ExportOptions, precision: str, loaded: Any,
-                           dims: og.ModelDims, reference: VLMRunner) -> tuple[
-                               dict[str, og.GraphSpec], VLMRunner, dict[str, str], dict[str, Any], int | None]:
+def _build_tensorrt_graphs(
+    staging: Path,
+    work: Path,
+    opts: ExportOptions,
+    precision: str,
+    loaded: Any,
+    dims: og.ModelDims,
+    reference: VLMRunner,
+) -> tuple[dict[str, og.GraphSpec], VLMRunner, dict[str, str], dict[str, Any], int | None]:
     """FP16 vision + embed; decoder FP16 or ModelOpt Q/DQ (calibrated on prompts' real activations)."""
     f16 = torch.float16
     model16 = copy.deepcopy(loaded.model).half().eval()
@@ -216,15 +287,24 @@ def _build_tensorrt_graphs(staging: Path, work: Path, opts: ExportOptions, preci
     if precision == "fp16":
         graphs[og.DECODER] = og.export_decoder(decoder, dims, staging / "decoder.onnx", f16, "fp16")
     else:
-        decoder, quant, fp32_bytes, spec = _modelopt_decoder(staging, work, opts, precision, loaded, dims, reference)
+        decoder, quant, fp32_bytes, spec = _modelopt_decoder(
+            staging, work, opts, precision, loaded, dims, reference
+        )
         graphs[og.DECODER] = spec
     methods = {og.VISION: "onnxruntime CPU (fp16 graph)", og.EMBED: "onnxruntime CPU (fp16 graph)"}
-    backend, methods[og.DECODER] = _tensorrt_candidate(staging, graphs, decoder)
+    backend, methods[og.DECODER] = _tensorrt_candidate(staging, graphs, decoder, opts.threads)
     return graphs, VLMRunner(backend, reference.dims, reference.processor), methods, quant, fp32_bytes
 
 
-def _modelopt_decoder(staging: Path, work: Path, opts: ExportOptions, precision: str, loaded: Any,
-                      dims: og.ModelDims, reference: VLMRunner) -> tuple[torch.nn.Module, dict[str, Any], int, og.GraphSpec]:
+def _modelopt_decoder(
+    staging: Path,
+    work: Path,
+    opts: ExportOptions,
+    precision: str,
+    loaded: Any,
+    dims: og.ModelDims,
+    reference: VLMRunner,
+) -> tuple[torch.nn.Module, dict[str, Any], int, og.GraphSpec]:
     from egovlm.export.quantize import MODELOPT_CONFIGS, modelopt_postprocess, modelopt_quantize, qdq_summary
 
     calib_prompts = _prompts(opts, loaded.keyframe_size, opts.calib_prompts, seed=opts.seed + 1000)
@@ -232,8 +312,9 @@ def _modelopt_decoder(staging: Path, work: Path, opts: ExportOptions, precision:
     # static-activation recipes (int8 SmoothQuant, fp8) also see a few single-token decode steps.
     feeds = calibration_feeds(reference, calib_prompts, decode_steps=0 if precision == "int4" else 2)
     calibration = [decoder_args(f, torch.float32) for f in feeds]
-    fp32_spec = og.export_decoder(og.DecoderGraph(loaded.model).eval(), dims, work / "decoder_fp32.onnx",
-                                  torch.float32, "fp32")
+    fp32_spec = og.export_decoder(
+        og.DecoderGraph(loaded.model).eval(), dims, work / "decoder_fp32.onnx", torch.float32, "fp32"
+    )
     t0 = time.perf_counter()
     decoder = og.DecoderGraph(copy.deepcopy(loaded.model)).eval()
     decoder = modelopt_quantize(decoder, precision, calibration)
@@ -243,24 +324,32 @@ def _modelopt_decoder(staging: Path, work: Path, opts: ExportOptions, precision:
     spec.external_data = modelopt_postprocess(precision, staging / "decoder.onnx")
     spec.export_seconds += calib_seconds
     quant = {
-        "tool": "nvidia-modelopt", "recipe": MODELOPT_CONFIGS[precision],
-        "calibration": {"prompts": len(calib_prompts), "decoder_calls": len(calibration),
-                        "source": str(opts.data) if opts.data else "generated frames (egovlm.export.prompts)"},
+        "tool": "nvidia-modelopt",
+        "recipe": MODELOPT_CONFIGS[precision],
+        "calibration": {
+            "prompts": len(calib_prompts),
+            "decoder_calls": len(calibration),
+            "source": str(opts.data) if opts.data else "generated frames (egovlm.export.prompts)",
+        },
         "ops": qdq_summary(staging / "decoder.onnx"),
     }
     return decoder, quant, _graph_bytes(work, fp32_spec), spec
 
 
-def _tensorrt_candidate(staging: Path, graphs: dict[str, og.GraphSpec], decoder: torch.nn.Module) -> tuple[Any, str]:
+def _tensorrt_candidate(
+    staging: Path, graphs: dict[str, og.GraphSpec], decoder: torch.nn.Module, threads: int | None = None
+) -> tuple[Any, str]:
     """ORT over the exported graphs if it can load the decoder; else the exported fake-quant module."""
     paths = {name: staging / g.file for name, g in graphs.items()}
     try:
-        return OrtBackend(paths), "onnxruntime CPU (the exported graph)"
+        return OrtBackend(paths, threads=threads), "onnxruntime CPU (the exported graph)"
     except Exception as e:  # ORT raises its own Fail/InvalidGraph types for trt:: custom ops
         reason = str(e).splitlines()[0][:160]
         backend = _SplitBackend(paths, decoder)
-        return backend, (f"PyTorch ModelOpt fake-quant module that was exported (ONNX Runtime cannot run "
-                         f"this graph: {reason}); engine parity awaits a device")
+        return backend, (
+            f"PyTorch ModelOpt fake-quant module that was exported (ONNX Runtime cannot run "
+            f"this graph: {reason}); engine parity awaits a device"
+        )
 
 
 class _SplitBackend:
@@ -287,8 +376,15 @@ class _SplitBackend:
         return self.torch.decoder(feeds)
 
 
-def _tensorrt_block(staging: Path, out: Path, target: Target, dims: og.ModelDims,
-                    graphs: dict[str, og.GraphSpec], precision: str, notes: list[str]) -> dict[str, Any]:
+def _tensorrt_block(
+    staging: Path,
+    out: Path,
+    target: Target,
+    dims: og.ModelDims,
+    graphs: dict[str, og.GraphSpec],
+    precision: str,
+    notes: list[str],
+) -> dict[str, Any]:
     from egovlm.export import tensorrt_build as tb
 
     model = dims.to_json()
@@ -296,9 +392,15 @@ def _tensorrt_block(staging: Path, out: Path, target: Target, dims: og.ModelDims
     plan = tb.plan_profiles(target, model, weights, kv_dtype_bytes=2)
     usable, reason = tb.tensorrt_status()
     block: dict[str, Any] = {
-        "status": "pending-device", "reason": reason, "build_command": tb.build_command(out),
-        "tensorrt_major": target.tensorrt_major, "compute_capability": target.compute_capability,
-        "strongly_typed": True, "plan": plan.to_json(), "profiles": tb.all_profiles(model, plan), "engines": {},
+        "status": "pending-device",
+        "reason": reason,
+        "build_command": tb.build_command(out),
+        "tensorrt_major": target.tensorrt_major,
+        "compute_capability": target.compute_capability,
+        "strongly_typed": True,
+        "plan": plan.to_json(),
+        "profiles": tb.all_profiles(model, plan),
+        "engines": {},
     }
     if usable:
         notes.append(f"{reason}: engines are built by `{block['build_command']}` after publishing")
@@ -307,13 +409,23 @@ def _tensorrt_block(staging: Path, out: Path, target: Target, dims: og.ModelDims
     return block
 
 
-def _run_edgellm(staging: Path, opts: ExportOptions, steps: list[Any], trt: dict[str, Any] | None,
-                 dims: og.ModelDims, notes: list[str]) -> dict[str, Any]:
+def _run_edgellm(
+    staging: Path,
+    opts: ExportOptions,
+    steps: list[Any],
+    trt: dict[str, Any] | None,
+    dims: og.ModelDims,
+    notes: list[str],
+) -> dict[str, Any]:
     from egovlm.export import edgellm
 
     plan = (trt or {}).get("plan", {})
-    device = edgellm.device_steps(opts.out / "edgellm", int(plan.get("max_prefill", 1024)),
-                                  int(plan.get("max_context", 4096)), dims.tokens_per_keyframe)
+    device = edgellm.device_steps(
+        opts.out / "edgellm",
+        int(plan.get("max_prefill", 1024)),
+        int(plan.get("max_context", 4096)),
+        dims.tokens_per_keyframe,
+    )
     # Run in staging; the steps name paths under --out, so point them at staging's copy of that layout.
     local = [edgellm.Step(s.name, [a.replace(str(opts.out), str(staging)) for a in s.argv]) for s in steps]
     edgellm.run_steps(local, staging / "edgellm" / "logs")
@@ -321,17 +433,29 @@ def _run_edgellm(staging: Path, opts: ExportOptions, steps: list[Any], trt: dict
     return {"host_commands": [s.shell() for s in steps], "device_commands": [s.shell() for s in device]}
 
 
-def _manifest_body(report: dict[str, Any], dims: og.ModelDims, graphs: dict[str, og.GraphSpec],
-                   loaded: Any, opts: ExportOptions) -> dict[str, Any]:
+def _manifest_body(
+    report: dict[str, Any],
+    dims: og.ModelDims,
+    graphs: dict[str, og.GraphSpec],
+    loaded: Any,
+    opts: ExportOptions,
+) -> dict[str, Any]:
     return {
-        "target": report["target"], "runtime": report["runtime"], "precision": report["precision"],
-        "contract_version": report["contract_version"], "keyframe_size": list(dims.keyframe_size),
+        "target": report["target"],
+        "runtime": report["runtime"],
+        "precision": report["precision"],
+        "contract_version": report["contract_version"],
+        "keyframe_size": list(dims.keyframe_size),
         "model": {**dims.to_json(), "source": str(opts.model)},
         "versions": library_versions(),
         "graphs": {name: g.to_json() for name, g in graphs.items()},
         "processor_dir": "processor",
-        "parity": {"report": "report.json", "passed": report["parity"]["passed"],
-                   "metrics": report["parity"]["metrics"], "methods": report["parity"]["methods"]},
+        "parity": {
+            "report": "report.json",
+            "passed": report["parity"]["passed"],
+            "metrics": report["parity"]["metrics"],
+            "methods": report["parity"]["methods"],
+        },
         "tensorrt": report.get("tensorrt"),
         "edgellm": report.get("edgellm"),
     }

@@ -42,7 +42,11 @@ def mrope_positions(
         gh, gw = grids[image]
         n = gh * gw
         run = ids[i : i + n]
-        if run.size != n or not np.all(run == image_token_id) or (i + n < ids.size and ids[i + n] == image_token_id):
+        if (
+            run.size != n
+            or not np.all(run == image_token_id)
+            or (i + n < ids.size and ids[i + n] == image_token_id)
+        ):
             raise ValueError(f"image {image + 1}: expected a run of {n} image tokens at index {i}")
         rows, cols = np.divmod(np.arange(n), gw)
         out[0, i : i + n] = pos

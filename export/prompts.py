@@ -23,7 +23,10 @@ from egovlm.frames import Frame, frame_set, resize_for_model
 QUESTIONS = (
     ("What did I pick up first?", {"A": "the cup", "B": "the book", "C": "the phone", "D": "the apple"}),
     ("Where did the red object end up?", {"A": "on the shelf", "B": "on the table", "C": "in the sink"}),
-    ("Which object was never touched?", {"A": "the bowl", "B": "the keys", "C": "the bottle", "D": "the box"}),
+    (
+        "Which object was never touched?",
+        {"A": "the bowl", "B": "the keys", "C": "the bottle", "D": "the box"},
+    ),
     ("What was the wearer doing overall?", {"A": "cooking", "B": "tidying", "C": "reading", "D": "packing"}),
     ("How many times did I put something down?", {"A": "once", "B": "twice", "C": "three times"}),
 )
@@ -62,8 +65,9 @@ def generated_frame(rng: np.random.Generator, size: tuple[int, int], t: float) -
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def generated_prompts(n: int, keyframe_size: tuple[int, int], frames_per_prompt: int = 2,
-                      seed: int = 0) -> list[Prompt]:
+def generated_prompts(
+    n: int, keyframe_size: tuple[int, int], frames_per_prompt: int = 2, seed: int = 0
+) -> list[Prompt]:
     """``n`` prompts of generated frames, cycling through :data:`QUESTIONS`."""
     rng = np.random.default_rng(seed)
     prompts = []
@@ -75,8 +79,9 @@ def generated_prompts(n: int, keyframe_size: tuple[int, int], frames_per_prompt:
     return prompts
 
 
-def dataset_prompts(jsonl: Path, n: int, keyframe_size: tuple[int, int],
-                    frames_per_prompt: int = 2) -> list[Prompt]:
+def dataset_prompts(
+    jsonl: Path, n: int, keyframe_size: tuple[int, int], frames_per_prompt: int = 2
+) -> list[Prompt]:
     """Up to ``n`` prompts from a QA JSONL: frames sampled uniformly from each item's media."""
     from egovlm.schema import iter_jsonl
     from egovlm.video import VideoReader, read_frame_dir, uniform_times

@@ -39,8 +39,12 @@ def ort_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
-        str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True,
-        weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+        str(src),
+        str(dst),
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
         use_external_data_format=_needs_external(src),
     )
 
@@ -77,14 +81,17 @@ def ort_quantize(precision: str, src: Path, dst: Path) -> None:
 def modelopt_config(precision: str) -> dict[str, Any]:
     """A deep copy of ModelOpt's recipe for ``precision`` (so callers may tweak it safely)."""
     if precision not in MODELOPT_CONFIGS:
-        raise QuantizationError(f"no ModelOpt recipe for precision {precision!r}; have {sorted(MODELOPT_CONFIGS)}")
+        raise QuantizationError(
+            f"no ModelOpt recipe for precision {precision!r}; have {sorted(MODELOPT_CONFIGS)}"
+        )
     import modelopt.torch.quantization as mtq
 
     return copy.deepcopy(getattr(mtq, MODELOPT_CONFIGS[precision]))
 
 
-def modelopt_quantize(module: torch.nn.Module, precision: str,
-                      calibration: Sequence[tuple[torch.Tensor, ...]]) -> torch.nn.Module:
+def modelopt_quantize(
+    module: torch.nn.Module, precision: str, calibration: Sequence[tuple[torch.Tensor, ...]]
+) -> torch.nn.Module:
     """Fake-quantise ``module`` in place with ModelOpt, calibrating on ``calibration`` (positional
     argument tuples for the module's forward). Runs on CPU."""
     import modelopt.torch.quantization as mtq
@@ -117,7 +124,9 @@ def modelopt_postprocess(precision: str, path: Path) -> list[str]:
     try:
         model = exporters[precision](model)
     except Exception as e:  # ModelOpt raises bare asserts/ValueErrors on unexpected patterns
-        raise QuantizationError(f"ModelOpt {precision} ONNX post-processing of {path.name} failed: {e}") from e
+        raise QuantizationError(
+            f"ModelOpt {precision} ONNX post-processing of {path.name} failed: {e}"
+        ) from e
     from egovlm.export.onnx_graphs import save_onnx
 
     return save_onnx(model, path)
@@ -130,7 +139,7 @@ def qdq_summary(path: Path) -> dict[str, int]:
     model = onnx.load(str(path), load_external_data=False)
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        if "Quant" in node.op_type or node.op_type in {"MatMulNBits", "MatMulInteger", "DynamicQuantizeLinear"}:
+        if "quant" in node.op_type.lower() or node.op_type in {"MatMulNBits", "MatMulInteger"}:
             key = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
             counts[key] = counts.get(key, 0) + 1
     return counts

@@ -39,29 +39,59 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "Failures:", ""] + [f"- {f}" for f in parity["failures"]]
     if parity.get("accuracy"):
         acc = parity["accuracy"]
-        lines += ["", f"Eval accuracy over {acc['items']} items: reference {acc['reference']:.3f}, "
-                  f"export {acc['candidate']:.3f} (delta {acc['delta']:+.3f})."]
-    lines += ["", "## Graphs", "", "| graph | file | precision | bytes | export s |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"Eval accuracy over {acc['items']} items: reference {acc['reference']:.3f}, "
+            f"export {acc['candidate']:.3f} (delta {acc['delta']:+.3f}).",
+        ]
+    lines += [
+        "",
+        "## Graphs",
+        "",
+        "| graph | file | precision | bytes | export s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, g in report["graphs"].items():
-        lines.append(f"| {name} | {g['file']} | {g['precision']} | {g['bytes']:,} | {g['export_seconds']:.2f} |")
+        lines.append(
+            f"| {name} | {g['file']} | {g['precision']} | {g['bytes']:,} | {g['export_seconds']:.2f} |"
+        )
     sizes = report.get("sizes", {})
     if sizes.get("decoder_fp32_bytes"):
         ratio = sizes["decoder_bytes"] / sizes["decoder_fp32_bytes"]
-        lines += ["", f"Decoder {sizes['decoder_bytes']:,} bytes = {ratio:.2f} x its fp32 export "
-                  f"({sizes['decoder_fp32_bytes']:,} bytes)."]
+        lines += [
+            "",
+            f"Decoder {sizes['decoder_bytes']:,} bytes = {ratio:.2f} x its fp32 export "
+            f"({sizes['decoder_fp32_bytes']:,} bytes).",
+        ]
     if report.get("quantization"):
         lines += ["", "## Quantisation", "", "```", json.dumps(report["quantization"], indent=2), "```"]
     if report.get("tensorrt"):
         trt = report["tensorrt"]
         lines += ["", "## TensorRT", "", f"Status: **{trt['status']}** ({trt['reason']}).", ""]
         if trt["status"] != "built":
-            lines += ["Engines were NOT built or verified here. On the device run:", "", "```",
-                      trt["build_command"], "```"]
-        lines += ["", f"Context limit {trt['plan']['max_context']} tokens, longest prefill "
-                  f"{trt['plan']['max_prefill']} (budget {trt['plan']['budget_bytes'] / 1024**3:.2f} GiB)."]
+            lines += [
+                "Engines were NOT built or verified here. On the device run:",
+                "",
+                "```",
+                trt["build_command"],
+                "```",
+            ]
+        lines += [
+            "",
+            f"Context limit {trt['plan']['max_context']} tokens, longest prefill "
+            f"{trt['plan']['max_prefill']} (budget {trt['plan']['budget_bytes'] / 1024**3:.2f} GiB).",
+        ]
     if report.get("edgellm"):
-        lines += ["", "## TensorRT Edge-LLM", "", "```", *report["edgellm"]["host_commands"],
-                  "# on the device:", *report["edgellm"]["device_commands"], "```"]
+        lines += [
+            "",
+            "## TensorRT Edge-LLM",
+            "",
+            "```",
+            *report["edgellm"]["host_commands"],
+            "# on the device:",
+            *report["edgellm"]["device_commands"],
+            "```",
+        ]
     lines += ["", f"Total time {report['seconds']:.1f} s.", ""]
     return "\n".join(lines)
 

@@ -98,6 +98,7 @@ def resolve(target: str, precision: str | None = None, path: Path | None = None)
     if chosen not in t.precisions:
         hint = " (FP8 needs Hopper/Blackwell-class tensor cores: Thor)" if chosen == "fp8" else ""
         raise ExportConfigError(
-            f"precision {chosen!r} is not supported on {target}{hint}; choose one of {', '.join(t.precisions)}"
+            f"precision {chosen!r} is not supported on {target}{hint}; "
+            f"choose one of {', '.join(t.precisions)}"
         )
     return t, chosen

@@ -68,8 +68,14 @@ def activation_bytes(model: dict[str, Any], seq: int, dtype_bytes: int) -> int:
     return seq * per_token + scores + 4 * int(model["vocab_size"])
 
 
-def plan_profiles(target: Target, model: dict[str, Any], weights_bytes: int, kv_dtype_bytes: int = 2,
-                  workload: Workload | None = None, max_positions: int = 32768) -> EnginePlan:
+def plan_profiles(
+    target: Target,
+    model: dict[str, Any],
+    weights_bytes: int,
+    kv_dtype_bytes: int = 2,
+    workload: Workload | None = None,
+    max_positions: int = 32768,
+) -> EnginePlan:
     """Size the decoder's profiles for ``target``; raise if the model cannot serve the workload there."""
     work = workload or Workload()
     prefix = work.system_tokens + work.keyframes * int(model["tokens_per_keyframe"])
@@ -92,9 +98,14 @@ def plan_profiles(target: Target, model: dict[str, Any], weights_bytes: int, kv_
             f"{needed_context}; use a smaller precision (int4), fewer keyframes or a smaller keyframe size"
         )
     return EnginePlan(
-        max_context=int(context), max_prefill=int(min(max_prefill, context)), prefix_tokens=prefix,
-        weights_bytes=weights_bytes, kv_bytes_per_token=per_token, activation_bytes=act,
-        budget_bytes=budget, workspace_bytes=workspace,
+        max_context=int(context),
+        max_prefill=int(min(max_prefill, context)),
+        prefix_tokens=prefix,
+        weights_bytes=weights_bytes,
+        kv_bytes_per_token=per_token,
+        activation_bytes=act,
+        budget_bytes=budget,
+        workspace_bytes=workspace,
     )
 
 
@@ -104,13 +115,19 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
 
 def decoder_profiles(model: dict[str, Any], plan: EnginePlan, batch: int = 1) -> dict[str, Profile]:
     """min/opt/max shapes per decoder input for the prefill and decode profiles."""
-    hidden, kvh, hd, layers = (int(model[k]) for k in ("hidden_size", "num_kv_heads", "head_dim", "num_layers"))
+    hidden, kvh, hd, layers = (
+        int(model[k]) for k in ("hidden_size", "num_kv_heads", "head_dim", "num_layers")
+    )
 
     def profile(seq: tuple[int, int, int], past: tuple[int, int, int]) -> Profile:
         shapes: Profile = {
             "inputs_embeds": ([batch, seq[0], hidden], [batch, seq[1], hidden], [batch, seq[2], hidden]),
             "position_ids": ([3, batch, seq[0]], [3, batch, seq[1]], [3, batch, seq[2]]),
-            "attention_mask": ([batch, seq[0] + past[0]], [batch, seq[1] + past[1]], [batch, seq[2] + past[2]]),
+            "attention_mask": (
+                [batch, seq[0] + past[0]],
+                [batch, seq[1] + past[1]],
+                [batch, seq[2] + past[2]],
+            ),
         }
         for i in range(layers):
             for kind in ("key", "value"):
@@ -134,7 +151,11 @@ def vision_profile(model: dict[str, Any]) -> dict[str, Profile]:
 
 
 def all_profiles(model: dict[str, Any], plan: EnginePlan) -> dict[str, dict[str, Profile]]:
-    return {"vision": vision_profile(model), "embed": embed_profile(plan), "decoder": decoder_profiles(model, plan)}
+    return {
+        "vision": vision_profile(model),
+        "embed": embed_profile(plan),
+        "decoder": decoder_profiles(model, plan),
+    }
 
 
 def tensorrt_status() -> tuple[bool, str]:
@@ -157,7 +178,9 @@ def build_command(export_dir: Path) -> str:
     return f"egovlm export build-engines {export_dir}"
 
 
-def build_engine(onnx_path: Path, engine_path: Path, profiles: dict[str, Profile], workspace_bytes: int) -> None:
+def build_engine(
+    onnx_path: Path, engine_path: Path, profiles: dict[str, Profile], workspace_bytes: int
+) -> None:
     """Parse ``onnx_path`` into a strongly-typed network, add ``profiles``, build, write atomically."""
     import tensorrt as trt
 
@@ -190,19 +213,31 @@ def build_engines(export_dir: Path) -> dict[str, str]:
 
     manifest = load_manifest(export_dir, verify=True)
     if manifest.runtime != "tensorrt":
-        raise ExportConfigError(f"{export_dir} was exported for {manifest.target} (ONNX Runtime); no engines to build")
+        raise ExportConfigError(
+            f"{export_dir} was exported for {manifest.target} (ONNX Runtime); no engines to build"
+        )
     usable, reason = tensorrt_status()
     if not usable:
-        raise RuntimeError(f"cannot build engines here: {reason}. Run `{build_command(export_dir)}` on the device.")
+        raise RuntimeError(
+            f"cannot build engines here: {reason}. Run `{build_command(export_dir)}` on the device."
+        )
     trt_block = dict(manifest.data["tensorrt"])
     engines: dict[str, str] = {}
     for name, profiles in trt_block["profiles"].items():
         rel = f"engines/{name}.plan"
         profiles_t = {k: {n: tuple(s) for n, s in v.items()} for k, v in profiles.items()}
-        build_engine(manifest.graph_path(name), export_dir / rel, profiles_t,  # type: ignore[arg-type]
-                     int(trt_block["plan"]["workspace_bytes"]))
+        build_engine(
+            manifest.graph_path(name),
+            export_dir / rel,
+            profiles_t,
+            int(trt_block["plan"]["workspace_bytes"]),
+        )
         engines[name] = rel
-    body = {k: v for k, v in manifest.data.items() if k not in {"format", "format_version", "created_utc", "files"}}
+    body = {
+        k: v
+        for k, v in manifest.data.items()
+        if k not in {"format", "format_version", "created_utc", "files"}
+    }
     body["tensorrt"] = {**trt_block, "status": "built", "engines": engines, "built_with": reason}
     write_manifest(export_dir, body)
     return engines

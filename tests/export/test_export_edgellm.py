@@ -14,31 +14,44 @@ from egovlm.export import edgellm
 def test_int4_flow_quantizes_then_exports_llm_and_visual(tmp_path: Path) -> None:
     steps = edgellm.host_steps(Path("/m/qwen"), tmp_path / "out", "int4", device="cpu")
     assert [s.name for s in steps] == ["quantize", "export-llm", "export-visual"]
-    assert steps[0].argv == [edgellm.QUANTIZE, "--model_dir", "/m/qwen", "--output_dir",
-                             str(tmp_path / "out" / "quantized"), "--quantization", "int4_awq"]
+    assert steps[0].argv == [
+        edgellm.QUANTIZE,
+        "--model_dir",
+        "/m/qwen",
+        "--output_dir",
+        str(tmp_path / "out" / "quantized"),
+        "--quantization",
+        "int4_awq",
+    ]
     assert steps[1].argv[:3] == [edgellm.EXPORT_LLM, "--model_dir", str(tmp_path / "out" / "quantized")]
     assert steps[1].argv[-2:] == ["--device", "cpu"]
-    assert steps[2].argv[:3] == [edgellm.EXPORT_VISUAL, "--model_dir", "/m/qwen"]  # visual from the fp16 model
+    assert steps[2].argv[:3] == [
+        edgellm.EXPORT_VISUAL,
+        "--model_dir",
+        "/m/qwen",
+    ]  # visual from the fp16 model
 
 
 def test_fp16_skips_quantize_and_int8_is_refused() -> None:
     steps = edgellm.host_steps(Path("/m"), Path("/o"), "fp16")
     assert [s.name for s in steps] == ["export-llm", "export-visual"]
     assert steps[0].argv[2] == "/m"
-    with pytest.raises(edgellm.EdgeLLMUnavailable, match="'int8' is not one of"):
+    with pytest.raises(edgellm.EdgeLLMUnavailableError, match="'int8' is not one of"):
         edgellm.host_steps(Path("/m"), Path("/o"), "int8")
 
 
 def test_device_steps_use_the_profile_plan() -> None:
     llm, visual = edgellm.device_steps(Path("/o"), max_input_len=1664, max_kv_cache=8192, image_tokens=192)
-    assert "--vlm" in llm.argv and "--maxInputLen=1664" in llm.argv and "--maxKVCacheCapacity=8192" in llm.argv
+    assert (
+        "--vlm" in llm.argv and "--maxInputLen=1664" in llm.argv and "--maxKVCacheCapacity=8192" in llm.argv
+    )
     assert llm.argv[llm.argv.index("--maxImageTokens") + 1] == "192"
     assert visual.argv[0].endswith("multimodal/visual_build")
 
 
 def test_missing_tools_message_names_them_and_prints_the_commands(tmp_path: Path) -> None:
     steps = edgellm.host_steps(Path("/m"), Path("/o"), "int4", bin_dir=tmp_path)
-    with pytest.raises(edgellm.EdgeLLMUnavailable) as info:
+    with pytest.raises(edgellm.EdgeLLMUnavailableError) as info:
         edgellm.check_tools(steps, tmp_path)
     text = str(info.value)
     assert f"not found in {tmp_path}" in text and edgellm.QUANTIZE in text and "pip install" in text

@@ -16,9 +16,15 @@ def _export(root: Path) -> Path:
     (root / "processor" / "tokenizer.json").write_text("{}")
     (root / ".staging-leftover").write_text("ignored")
     body = {
-        "target": "cpu", "runtime": "onnxruntime", "precision": "int8", "contract_version": 1,
-        "keyframe_size": [112, 84], "model": {"num_layers": 2}, "versions": {"torch": "x"},
-        "graphs": {"decoder": {"file": "decoder.onnx", "external_data": []}}, "processor_dir": "processor",
+        "target": "cpu",
+        "runtime": "onnxruntime",
+        "precision": "int8",
+        "contract_version": 1,
+        "keyframe_size": [112, 84],
+        "model": {"num_layers": 2},
+        "versions": {"torch": "x"},
+        "graphs": {"decoder": {"file": "decoder.onnx", "external_data": []}},
+        "processor_dir": "processor",
     }
     return write_manifest(root, body)
 

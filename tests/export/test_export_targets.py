@@ -32,12 +32,18 @@ def test_unknown_target_and_unsupported_precision_are_clear() -> None:
     ("body", "message"),
     [
         ("dev:\n  runtime: tensorrt\n", "missing field 'precisions'"),
-        ("dev:\n  runtime: tpu\n  precisions: [fp32]\n  default_precision: fp32\n  memory_gb: 1\n  budget_fraction: 0.5\n",
-         "runtime must be one of"),
-        ("dev:\n  runtime: onnxruntime\n  precisions: [fp64]\n  default_precision: fp64\n  memory_gb: 1\n  budget_fraction: 0.5\n",
-         "unknown precisions"),
-        ("dev:\n  runtime: onnxruntime\n  precisions: [fp32]\n  default_precision: fp32\n  memory_gb: 1\n  budget_fraction: 2\n",
-         "budget_fraction"),
+        (
+            "dev:\n  runtime: tpu\n  precisions: [fp32]\n  default_precision: fp32\n  memory_gb: 1\n  budget_fraction: 0.5\n",
+            "runtime must be one of",
+        ),
+        (
+            "dev:\n  runtime: onnxruntime\n  precisions: [fp64]\n  default_precision: fp64\n  memory_gb: 1\n  budget_fraction: 0.5\n",
+            "unknown precisions",
+        ),
+        (
+            "dev:\n  runtime: onnxruntime\n  precisions: [fp32]\n  default_precision: fp32\n  memory_gb: 1\n  budget_fraction: 2\n",
+            "budget_fraction",
+        ),
     ],
 )
 def test_bad_targets_file_names_the_field(tmp_path: Path, body: str, message: str) -> None:

@@ -18,8 +18,15 @@ from egovlm.export.targets import ExportConfigError, resolve
 
 # Qwen2.5-VL-3B's decoder at the default 448x336 keyframe (192 tokens, 768 patches).
 QWEN_3B = {
-    "hidden_size": 2048, "num_layers": 36, "num_heads": 16, "num_kv_heads": 2, "head_dim": 128,
-    "vocab_size": 151936, "tokens_per_keyframe": 192, "num_patches": 768, "patch_dim": 1176,
+    "hidden_size": 2048,
+    "num_layers": 36,
+    "num_heads": 16,
+    "num_kv_heads": 2,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "tokens_per_keyframe": 192,
+    "num_patches": 768,
+    "patch_dim": 1176,
 }
 GB = 1024**3
 
@@ -74,13 +81,27 @@ def _trt_export(root: Path, runtime: str = "tensorrt") -> None:
         (root / f"{name}.onnx").write_bytes(name.encode())
     (root / "processor").mkdir()
     body = {
-        "target": "agx-orin", "runtime": runtime, "precision": "int4", "contract_version": 1,
-        "keyframe_size": [448, 336], "model": QWEN_3B, "versions": {}, "processor_dir": "processor",
+        "target": "agx-orin",
+        "runtime": runtime,
+        "precision": "int4",
+        "contract_version": 1,
+        "keyframe_size": [448, 336],
+        "model": QWEN_3B,
+        "versions": {},
+        "processor_dir": "processor",
         "graphs": {n: {"file": f"{n}.onnx", "external_data": []} for n in ("vision", "decoder")},
-        "tensorrt": {"status": "pending-device", "plan": {"workspace_bytes": 1 << 28}, "engines": {},
-                     "profiles": {"vision": {"static": {"pixel_values": [[2, 3], [2, 3], [2, 3]]}},
-                                  "decoder": {"prefill": {"inputs_embeds": [[1, 1, 8], [1, 4, 8], [1, 9, 8]]},
-                                              "decode": {"inputs_embeds": [[1, 1, 8], [1, 1, 8], [1, 1, 8]]}}}},
+        "tensorrt": {
+            "status": "pending-device",
+            "plan": {"workspace_bytes": 1 << 28},
+            "engines": {},
+            "profiles": {
+                "vision": {"static": {"pixel_values": [[2, 3], [2, 3], [2, 3]]}},
+                "decoder": {
+                    "prefill": {"inputs_embeds": [[1, 1, 8], [1, 4, 8], [1, 9, 8]]},
+                    "decode": {"inputs_embeds": [[1, 1, 8], [1, 1, 8], [1, 1, 8]]},
+                },
+            },
+        },
     }
     write_manifest(root, body)
 
@@ -159,7 +180,9 @@ class _Recorder:
         self.module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="ws")  # type: ignore[attr-defined]
 
 
-def test_build_flow_is_strongly_typed_and_republishes_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_flow_is_strongly_typed_and_republishes_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rec = _Recorder()
     monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
     monkeypatch.setattr(tb, "tensorrt_status", lambda: (True, "TensorRT 10.99-fake"))
