@@ -103,6 +103,8 @@ class TorchBackend(Backend):
     supports_prefix_reuse = True
 
     def __init__(self, loaded: LoadedModel) -> None:
+        if loaded.model.device.type == "cpu":
+            _guard_cuda_probe()
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
@@ -377,6 +379,26 @@ class TorchBackend(Backend):
             prepare_ms=(t_prepared - t0) * 1000,
             scores=[s[0].float().cpu() for s in out.logits] if params.return_scores else None,
         )
+
+
+def _guard_cuda_probe() -> None:
+    """Keep transformers' CUDA-graph probe from killing a CPU-only process.
+
+    Qwen2.5-VL's forward calls ``torch.cuda.is_current_stream_capturing()`` (through
+    ``transformers.utils.import_utils.is_tracing``) on every image placeholder check. With a CUDA
+    build of torch and no NVIDIA driver (this project's CPU machines, DESIGN.md §7), that call
+    normally raises (and transformers catches it), but in some processes (seen in ``egovlm edge
+    run`` with GStreamer loaded) it reaches a ``noexcept`` error-log constructor that throws,
+    and the process aborts (std::terminate). Without a usable GPU nothing can be capturing, so
+    the probe is answered directly. Only installed when CUDA is unavailable."""
+    if torch.cuda.is_available() or getattr(torch.cuda.is_current_stream_capturing, "_egovlm_guard", False):
+        return
+
+    def not_capturing() -> bool:
+        return False
+
+    not_capturing._egovlm_guard = True  # type: ignore[attr-defined]
+    torch.cuda.is_current_stream_capturing = not_capturing
 
 
 @contextlib.contextmanager
