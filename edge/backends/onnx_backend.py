@@ -3,8 +3,8 @@
 It will load the vision encoder and the language model exported by ``export/`` from that stage's
 manifest, and implement the same three steps as the torch backend (vision once per keyframe,
 prefix KV rebuilt off the question path, question-only prefill with host-computed M-RoPE
-positions). The manifest format belongs to the export work, which is still in progress, so
-this backend refuses clearly instead of guessing a format.
+positions). export/ was being built in parallel (its manifest, egovlm.export.manifest, landed
+during this work), so this backend is not wired to it yet and refuses clearly instead.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import NoReturn
 
 NOT_BUILT = (
-    "the {name} backend is not implemented yet (edge runtime, issue 6): it loads engines from the "
-    "manifest written by export/, whose format is still being defined. Use --backend torch for now."
+    "the {name} backend is not implemented yet (edge runtime, issue 6): loading the engines named in "
+    "export/'s manifest.json into the cached-state runtime is still to do. Use --backend torch for now."
 )
 
 

@@ -2,7 +2,7 @@
 
 TensorRT cannot be installed on the development machines (DESIGN.md §7); this backend will load
 the engines named in export/'s manifest and run the same three cached-state steps as the torch
-backend. Until that manifest exists it refuses clearly.
+backend. Until that is wired it refuses clearly.
 """
 
 from __future__ import annotations

@@ -186,3 +186,18 @@ def test_add_frame_runs_the_selector() -> None:
     assert len(engine.buffer) == 2
     with pytest.raises(EngineError, match="empty"):
         engine.ask("   ")
+
+
+@pytest.mark.parametrize("kind", ["onnx", "tensorrt"])
+def test_unbuilt_backends_refuse_clearly(kind: str) -> None:
+    from egovlm.edge.backends import create_backend
+
+    with pytest.raises(NotImplementedError, match=rf"{kind} backend is not implemented yet .*issue 6"):
+        create_backend(kind, "/exports/tiny")
+
+
+def test_unknown_backend_is_named() -> None:
+    from egovlm.edge.backends import BackendError, create_backend
+
+    with pytest.raises(BackendError, match="unknown backend 'tflite'"):
+        create_backend("tflite", "/models/x")
