@@ -58,6 +58,7 @@ class EngineParams:
     debounce_s: float = 0.05  # quiet time before a rebuild, so a burst of changes costs one
     max_debounce_s: float = 0.5  # ... but never postpone a rebuild longer than this
     warm_timeout_s: float = 120.0  # a question before the first prefix exists waits this long
+    rebuild_chunk_frames: int = 8  # background prefill granularity: a question waits at most one chunk
     system_prompt: str = SYSTEM_PROMPT
 
 
@@ -179,6 +180,7 @@ class Engine:
         self._cond = threading.Condition()  # guards _shared; notified on every swap
         self._model_lock = threading.Lock()  # one question at a time
         self._stop = threading.Event()
+        self._asking = 0  # questions waiting or running: the worker steps aside (guarded by _cond)
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -260,7 +262,7 @@ class Engine:
             version = self._settle(version)
             snapshot = self.buffer.snapshot()
             try:
-                self.refresh(snapshot)
+                self.refresh(snapshot, background=True)
             except Exception as e:  # keep serving the last good state; report the failure
                 log.exception("prefix rebuild failed for buffer version %d", snapshot.version)
                 with self._cond:
@@ -278,9 +280,11 @@ class Engine:
             version = later
         return version
 
-    def refresh(self, snapshot: BufferSnapshot | None = None) -> PrefixState | None:
+    def refresh(self, snapshot: BufferSnapshot | None = None, background: bool = False) -> PrefixState | None:
         """Bring the cached state up to ``snapshot`` (default: the buffer now). The worker calls
-        this; call it directly only when the worker is not running (tests, benchmarks)."""
+        this with ``background=True``: it then steps aside whenever a question is waiting (between
+        keyframe encodings and between prefill chunks), so questions never share the compute with
+        a rebuild. Call it directly only when the worker is not running (tests, benchmarks)."""
         snapshot = snapshot or self.buffer.snapshot()
         if not snapshot.keyframes:
             with self._cond:
@@ -289,27 +293,56 @@ class Engine:
                 self._cond.notify_all()
             return None
         t0 = time.perf_counter()
-        features = [self._features_for(k) for k in snapshot.keyframes]
+        features = []
+        for kf in snapshot.keyframes:
+            if background:
+                self._yield_to_questions()
+            features.append(self._features_for(kf))
         live = set(snapshot.ids)
         for kid in [k for k in self._features if k not in live]:
             del self._features[kid]
-        args = (snapshot.version, snapshot.keyframes, features, self.params.system_prompt)
-        if self.backend.supports_prefix_reuse:
-            with self._cond:
-                previous = self._shared.warm.state if self._shared.warm is not None else None
-            state = self.backend.build_prefix(*args, previous=previous)
-        else:
-            state = self.backend.build_prefix(*args)
+        state, reused = self._build(snapshot, features, background)
         with self._cond:
             self._shared.warm = _Warm(state, snapshot)
             self._shared.empty_version = None
             c = self._shared.counters
             c.rebuilds += 1
             c.last_build_ms = (time.perf_counter() - t0) * 1000
-            c.last_reused_tokens = state.reused_tokens
+            c.last_reused_tokens = reused
             c.last_error = None
             self._cond.notify_all()
         return state
+
+    def _build(
+        self, snapshot: BufferSnapshot, features: list[VisionFeatures], background: bool
+    ) -> tuple[PrefixState, int]:
+        """The prefix state for the snapshot, and how many of its tokens were not recomputed.
+
+        With a backend that reuses prefix KV, the prefill runs in chunks of
+        ``rebuild_chunk_frames`` keyframes, each continuing from the last (exact: attention is
+        causal), so a waiting question gets the model between chunks."""
+        kfs, prompt = snapshot.keyframes, self.params.system_prompt
+        if not self.backend.supports_prefix_reuse:
+            return self.backend.build_prefix(snapshot.version, kfs, features, prompt), 0
+        with self._cond:
+            state = self._shared.warm.state if self._shared.warm is not None else None
+        step = self.params.rebuild_chunk_frames if background else len(kfs)
+        computed = 0
+        for end in [*range(step, len(kfs), step), len(kfs)]:
+            if background:
+                self._yield_to_questions()
+            state = self.backend.build_prefix(
+                snapshot.version, kfs[:end], features[:end], prompt, previous=state
+            )
+            computed += state.n_tokens - state.reused_tokens
+        assert state is not None
+        return state, state.n_tokens - computed
+
+    def _yield_to_questions(self) -> None:
+        """Wait while questions are queued or running, unless they are waiting for us (no state
+        exists yet to answer from)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._asking == 0 or self._shared.warm is None or self._stop.is_set())
 
     def _features_for(self, kf: Keyframe) -> VisionFeatures:
         feats = self._features.get(kf.id)
@@ -375,6 +408,26 @@ class Engine:
             seed=seed,
         )
         buffer_version = self.buffer.version
+        with self._cond:
+            self._asking += 1
+        try:
+            return self._ask_locked(question, options, gen, on_text, use_cache, buffer_version, t0)
+        finally:
+            with self._cond:
+                self._asking -= 1
+                self._cond.notify_all()
+
+    def _ask_locked(
+        self,
+        question: str,
+        options: Mapping[str, str] | None,
+        gen: GenerationParams,
+        on_text: TokenCallback | None,
+        use_cache: bool,
+        buffer_version: int,
+        t0: float,
+    ) -> Answer:
+        p = self.params
         with self._model_lock:
             if use_cache:
                 warm = self._wait_warm()

@@ -307,3 +307,16 @@ def test_rebuild_reuses_the_kv_of_shared_leading_keyframes(tiny: TorchBackend) -
         inputs, ref = _plain_transformers(tiny, chosen, q, opts, 12)
         got = tiny.generate(state, q, opts, GenerationParams(max_new_tokens=12))
         assert got.token_ids == ref.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def test_chunked_background_rebuild_is_exact(tiny: TorchBackend) -> None:
+    params = EngineParams(max_new_tokens=10, debounce_s=0.01, rebuild_chunk_frames=2)
+    engine = Engine(tiny, KeyframeBuffer(capacity=8), params)
+    with engine:
+        for i, img in enumerate(_images(5, seed=31)):
+            engine.add_keyframe(1.5 * i, img)
+        assert engine.wait_until_ready(60)
+        cached = engine.ask(*QUESTIONS[0])
+    assert len(cached.keyframes) == 5 and engine.status().rebuilds >= 1
+    inputs, ref = _plain_transformers(tiny, cached.keyframes, *QUESTIONS[0], 10)
+    assert list(cached.token_ids) == ref.sequences[0, inputs["input_ids"].shape[1] :].tolist()

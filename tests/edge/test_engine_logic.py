@@ -36,6 +36,8 @@ class EchoBackend(Backend):
         self.max_active = 0
         self.fail_builds = False
         self.encoded: list[int] = []
+        self.events: list[str] = []
+        self.build_delay_s = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -53,12 +55,20 @@ class EchoBackend(Backend):
         keyframes: Sequence[Any],
         features: Sequence[VisionFeatures],
         system_prompt: str = SYSTEM_PROMPT,
+        previous: PrefixState | None = None,
     ) -> PrefixState:
         if self.fail_builds:
             raise RuntimeError("out of memory")
-        return PrefixState(version, tuple(k.id for k in keyframes), system_prompt, len(keyframes), 0.0, None)
+        self.events.append(f"build {len(keyframes)}")
+        time.sleep(self.build_delay_s)
+        reused = (
+            previous.n_tokens if previous is not None and len(previous.keyframe_ids) <= len(keyframes) else 0
+        )
+        ids = tuple(k.id for k in keyframes)
+        return PrefixState(version, ids, system_prompt, len(keyframes), 0.0, None, reused_tokens=reused)
 
     def _answer(self, on_text: TokenCallback | None) -> Generation:
+        self.events.append("generate")
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -201,3 +211,29 @@ def test_unknown_backend_is_named() -> None:
 
     with pytest.raises(BackendError, match="unknown backend 'tflite'"):
         create_backend("tflite", "/models/x")
+
+
+class ChunkingEchoBackend(EchoBackend):
+    supports_prefix_reuse = True
+
+
+def test_background_rebuild_steps_aside_for_questions() -> None:
+    """The worker prefills in chunks and lets a waiting question have the model between them."""
+    backend = ChunkingEchoBackend(ANSWER)
+    params = EngineParams(debounce_s=0.01, rebuild_chunk_frames=2)
+    engine = Engine(backend, KeyframeBuffer(capacity=12), params)
+    with engine:
+        engine.add_keyframe(0.0, _frame(0))
+        assert engine.wait_until_ready(10)
+        backend.build_delay_s = 0.15
+        backend.events.clear()
+        for i in range(1, 9):  # a burst: one rebuild of 9 keyframes = 5 chunks of 2
+            engine.add_keyframe(float(i), _frame(i))
+        while "build 2" not in backend.events:
+            time.sleep(0.005)
+        answer = engine.ask("now?")
+        assert engine.wait_until_ready(10)
+    builds_before = backend.events[: backend.events.index("generate")]
+    assert builds_before and len(builds_before) <= 2  # it waited for at most the running chunk
+    assert backend.events[-1] == "build 9"  # the rebuild then finished
+    assert len(answer.keyframes) == 1  # partial (chunk) states are never published
