@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from egovlm.contract import SYSTEM_PROMPT, ParsedAnswer, parse_answer
-from egovlm.descriptor import describe
+from egovlm.descriptor import Descriptor, describe
 from egovlm.edge.backends.base import (
     Backend,
     Generation,
@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 class EngineError(RuntimeError):
     """A question cannot be answered (no keyframes yet, the worker failed, timeout)."""
+
+
+class _StoppingError(Exception):
+    """The engine is stopping: a background rebuild abandons its work."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,8 @@ class Engine:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.buffer.wake()  # out of wait_for_change
+        with self._cond:  # out of _yield_to_questions
+            self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -229,11 +235,12 @@ class Engine:
 
     def add_frame(self, t: float, rgb: np.ndarray) -> Decision:
         """Offer one camera frame (HxWx3 uint8 RGB at any size). Cheap; never waits for the model."""
-        decision = self.selector.offer(t, descriptor=describe(rgb), bank=self.buffer.thumbs())
+        descriptor = describe(rgb)
+        decision = self.selector.offer(t, descriptor=descriptor, bank=self.buffer.thumbs())
         with self._cond:
             self._shared.counters.frames_seen += 1
         if decision.keyframe:
-            self._insert(t, rgb, decision.reason)
+            self._insert(t, rgb, decision.reason, descriptor)
         else:
             self.buffer.expire(t)
         return decision
@@ -242,9 +249,11 @@ class Engine:
         """Insert a frame as a keyframe, bypassing the selector (file sources, tests)."""
         return self._insert(t, rgb, reason)
 
-    def _insert(self, t: float, rgb: np.ndarray, reason: str) -> Keyframe | None:
+    def _insert(
+        self, t: float, rgb: np.ndarray, reason: str, descriptor: Descriptor | None = None
+    ) -> Keyframe | None:
         image = resize_for_model(rgb, self.backend.keyframe_size)
-        kf = self.buffer.add(t, image, describe(rgb), reason)
+        kf = self.buffer.add(t, image, descriptor or describe(rgb), reason)
         with self._cond:
             self._shared.counters.keyframes_selected += kf is not None
         return kf
@@ -263,6 +272,8 @@ class Engine:
             snapshot = self.buffer.snapshot()
             try:
                 self.refresh(snapshot, background=True)
+            except _StoppingError:
+                break
             except Exception as e:  # keep serving the last good state; report the failure
                 log.exception("prefix rebuild failed for buffer version %d", snapshot.version)
                 with self._cond:
@@ -343,6 +354,8 @@ class Engine:
         exists yet to answer from)."""
         with self._cond:
             self._cond.wait_for(lambda: self._asking == 0 or self._shared.warm is None or self._stop.is_set())
+        if self._stop.is_set():
+            raise _StoppingError
 
     def _features_for(self, kf: Keyframe) -> VisionFeatures:
         feats = self._features.get(kf.id)
