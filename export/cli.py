@@ -42,6 +42,7 @@ def export(
         None, help="QA JSONL (e.g. EgoSynth's qa.jsonl) for calibration and parity prompts."
     ),
     eval_set: Path = typer.Option(None, help="QA JSONL with answers: report the accuracy delta."),
+    eval_max_new_tokens: int = typer.Option(256, help="Greedy tokens per eval-set answer."),
     thresholds: Path = typer.Option(
         None, help="Parity thresholds YAML (default configs/export/parity.yaml)."
     ),
@@ -70,6 +71,7 @@ def export(
         calib_prompts=calib_prompts,
         data=data,
         eval_set=eval_set,
+        eval_max_new_tokens=eval_max_new_tokens,
         thresholds=thresholds,
         edgellm_bin=edgellm_bin,
         threads=threads,

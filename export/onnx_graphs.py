@@ -337,11 +337,15 @@ def trace_to_onnx(
     outputs: list[TensorSpec],
 ) -> list[str]:
     """The TorchScript exporter (see the module docstring for why), then a normal ONNX save."""
+    import shutil
+    import tempfile
     import warnings
 
     import onnx
 
-    tmp = path.with_suffix(".trace.onnx")
+    # A private folder: above 2 GB the tracer writes one external-data file per tensor beside its output.
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".trace-", dir=path.parent))
+    tmp = tmp_dir / "model.onnx"
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # Trace-time constants are intended here (fixed keyframe grid; see module docstring).
@@ -363,8 +367,7 @@ def trace_to_onnx(
         proto = onnx.load(str(tmp))
         return save_onnx(proto, path)
     finally:
-        for leftover in tmp.parent.glob(tmp.name + "*"):
-            leftover.unlink()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def example_decoder_args(

@@ -37,6 +37,7 @@ METRIC_DIRECTION = {  # True: higher is better
     "logits_max_abs": False,
     "vision_max_abs": False,
     "logits_cosine": True,
+    "logits_cosine_mean": True,
     "vision_cosine": True,
     "top1_agreement": True,
     "greedy_exact": True,
@@ -136,6 +137,12 @@ def calibration_feeds(
 class Errors:
     max_abs: float = 0.0
     min_cosine: float = 1.0
+    cosine_sum: float = 0.0
+    rows: int = 0
+
+    @property
+    def mean_cosine(self) -> float:
+        return self.cosine_sum / self.rows if self.rows else 1.0
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
         ref2 = np.asarray(ref, dtype=np.float64).reshape(-1, ref.shape[-1])
@@ -144,6 +151,8 @@ class Errors:
         norms = np.linalg.norm(ref2, axis=1) * np.linalg.norm(cand2, axis=1)
         cos = np.sum(ref2 * cand2, axis=1) / np.maximum(norms, 1e-30)
         self.min_cosine = min(self.min_cosine, float(np.min(cos)))
+        self.cosine_sum += float(np.sum(cos))
+        self.rows += cos.size
 
 
 @dataclass
@@ -172,6 +181,7 @@ class ParityResult:
             "vision_cosine": self.vision.min_cosine,
             "logits_max_abs": self.logits.max_abs,
             "logits_cosine": self.logits.min_cosine,
+            "logits_cosine_mean": self.logits.mean_cosine,
             "top1_agreement": agree / steps if steps else 0.0,
             "greedy_exact": exact / len(self.prompts) if self.prompts else 0.0,
         }
@@ -199,6 +209,7 @@ def measure(
     prompts: Sequence[Prompt],
     max_new_tokens: int = 24,
     eval_prompts: Sequence[Prompt] = (),
+    eval_max_new_tokens: int = 256,
 ) -> ParityResult:
     """Compare ``candidate`` with the fp32 PyTorch ``reference`` on ``prompts`` (see module docstring)."""
     start = time.perf_counter()
@@ -229,7 +240,7 @@ def measure(
             diverge = min(len(ref_tokens), len(cand_tokens))
         result.prompts.append(PromptResult(ref_tokens, cand_tokens, agree, len(ref_tokens), diverge))
     if eval_prompts:
-        result.accuracy = accuracy(reference, candidate, eval_prompts, max_new_tokens)
+        result.accuracy = accuracy(reference, candidate, eval_prompts, eval_max_new_tokens)
     result.seconds = time.perf_counter() - start
     return result
 

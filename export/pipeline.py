@@ -50,6 +50,7 @@ class ExportOptions:
     calib_prompts: int = 8
     data: Path | None = None  # QA JSONL for calibration + parity prompts (else generated frames)
     eval_set: Path | None = None  # QA JSONL with answers: accuracy delta
+    eval_max_new_tokens: int = 256  # answers think first: give them room
     thresholds: Path | None = None
     targets: Path | None = None
     edgellm_bin: Path | None = None
@@ -140,7 +141,15 @@ def _export_in(
     )
     prompts = _prompts(opts, loaded.keyframe_size, opts.parity_prompts, seed=opts.seed)
     eval_prompts = _prompts_eval(opts, loaded.keyframe_size)
-    result = measure(loaded.model, reference, candidate, prompts, opts.max_new_tokens, eval_prompts)
+    result = measure(
+        loaded.model,
+        reference,
+        candidate,
+        prompts,
+        opts.max_new_tokens,
+        eval_prompts,
+        opts.eval_max_new_tokens,
+    )
     parity = summary(result, thresholds, methods)
     report: dict[str, Any] = {
         "target": target.name,
