@@ -192,7 +192,12 @@ def create_app(runtime: EdgeRuntime, token: str | None = None) -> FastAPI:
     def healthz() -> HealthResponse:
         st, eng = runtime.ingest_stats(), runtime.engine.status()
         failed = (st is not None and st.state in ("failed", "ended")) or eng.last_error is not None
-        status = "degraded" if failed else ("ok" if eng.keyframes and eng.ready else "starting")
+        # "ok" once a model state exists; a rebuild in progress (ready=False) is normal operation
+        status = (
+            "degraded"
+            if failed
+            else ("ok" if eng.keyframes and eng.state_version is not None else "starting")
+        )
         describe = getattr(runtime.engine.backend, "describe", dict)
         return HealthResponse(
             status=status,
