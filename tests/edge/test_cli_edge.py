@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edge_fakes import free_port
 from typer.testing import CliRunner
 
 from egovlm.cli import app
+from tests.edge.edge_fakes import free_port
 
 EGOVLM = [sys.executable, "-m", "egovlm.cli"]
 

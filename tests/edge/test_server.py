@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from edge_fakes import ServerThread, scripted_engine
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -28,6 +27,7 @@ from egovlm.contract import parse_answer
 from egovlm.edge.api_models import AskResponse, ChatCompletionRequest, ChatMessage
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, build_runtime
 from egovlm.edge.server import create_app, question_from_chat
+from tests.edge.edge_fakes import ServerThread, scripted_engine
 
 OPTIONS = {"A": "a yellow banana", "B": "a red cup", "C": "a blue book"}
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from edge_fakes import ServerThread, scripted_engine
 from PIL import Image
 
 from egovlm.edge.runtime import EdgeRuntime
 from egovlm.edge.server import create_app
+from tests.edge.edge_fakes import ServerThread, scripted_engine
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
