@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import typer
 
+from egovlm.benchmarks.cli import app as bench_app
 from egovlm.datasets.cli import app as data_app
 from egovlm.edge.cli import app as edge_app
-from egovlm.edge.cli import doctor
+from egovlm.edge.cli import demo, doctor
 from egovlm.export.cli import app as export_app
 from egovlm.models.cli import app as model_app
 from egovlm.train.cli import app as train_app
@@ -30,6 +31,11 @@ app.command("doctor")(doctor)
 app.add_typer(export_app, name="export")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+app.command(
+    "demo",
+    help="The end-to-end demo (same as `egovlm edge demo`): live synthetic camera, questions, answers.",
+)(demo)
 
 
 def main() -> None:
