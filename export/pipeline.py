@@ -314,7 +314,13 @@ def _modelopt_decoder(
     dims: og.ModelDims,
     reference: VLMRunner,
 ) -> tuple[torch.nn.Module, dict[str, Any], int, og.GraphSpec]:
-    from egovlm.export.quantize import MODELOPT_CONFIGS, modelopt_postprocess, modelopt_quantize, qdq_summary
+    from egovlm.export.quantize import (
+        MODELOPT_CONFIGS,
+        export_in_half,
+        modelopt_postprocess,
+        modelopt_quantize,
+        qdq_summary,
+    )
 
     calib_prompts = _prompts(opts, loaded.keyframe_size, opts.calib_prompts, seed=opts.seed + 1000)
     # AWQ searches scales over every batch several times: prefill activations suffice for it; the
@@ -328,7 +334,7 @@ def _modelopt_decoder(
     decoder = og.DecoderGraph(copy.deepcopy(loaded.model)).eval()
     decoder = modelopt_quantize(decoder, precision, calibration)
     calib_seconds = time.perf_counter() - t0
-    decoder = decoder.half().eval()
+    decoder = export_in_half(decoder, precision)
     spec = og.export_decoder(decoder, dims, staging / "decoder.onnx", torch.float16, precision)
     spec.external_data = modelopt_postprocess(precision, staging / "decoder.onnx")
     spec.export_seconds += calib_seconds

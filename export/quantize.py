@@ -107,6 +107,19 @@ def modelopt_quantize(
     return mtq.quantize(module, modelopt_config(precision), forward_loop)
 
 
+def export_in_half(module: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """fp16 weights and, for int8/fp8, fp16 Q/DQ: ModelOpt's quantizers default to fp32 Q/DQ ("Float"),
+    which a strongly-typed TensorRT network would honour with fp32 islands around every Linear. int4
+    keeps the default: ModelOpt's INT4 exporter rewrites exactly that fp32 pattern into fp16 DQ itself."""
+    module = module.half().eval()
+    if precision == "int4":
+        return module
+    for sub in module.modules():
+        if hasattr(sub, "_trt_high_precision_dtype"):
+            sub.trt_high_precision_dtype = "Half"
+    return module
+
+
 def modelopt_postprocess(precision: str, path: Path) -> list[str]:
     """Turn the traced fake-quant graph into deployable Q/DQ (packed INT4 weights, FP8/INT8 Q/DQ).
     Returns the external-data files written beside ``path`` (usually none)."""

@@ -50,7 +50,7 @@ def test_fake_quant_then_qdq_export(
 ) -> None:
     import onnx
 
-    from egovlm.export.quantize import modelopt_postprocess, modelopt_quantize, qdq_summary
+    from egovlm.export.quantize import export_in_half, modelopt_postprocess, modelopt_quantize, qdq_summary
 
     loaded, dims = tiny
     reference = og.DecoderGraph(loaded.model).eval()
@@ -64,7 +64,7 @@ def test_fake_quant_then_qdq_export(
     assert 0.95 < cosine < 1.0 and not torch.equal(ref, fq)  # changed, but bounded
 
     path = tmp_path / "decoder.onnx"
-    og.export_decoder(quantized.half().eval(), dims, path, torch.float16, precision)
+    og.export_decoder(export_in_half(quantized, precision), dims, path, torch.float16, precision)
     modelopt_postprocess(precision, path)
     found = set(qdq_summary(path))
     assert found & ops, found
