@@ -129,6 +129,10 @@ def _export_in(
     loaded = load_model(opts.model)
     og.prepare_for_export(loaded.model)
     dims = og.model_dims(loaded)
+    if target.uses_tensorrt:  # fail before the long export if it cannot fit the device at all
+        from egovlm.export.tensorrt_build import plan_profiles
+
+        plan_profiles(target, dims.to_json(), estimated_weight_bytes(loaded.model, precision))
     reference = VLMRunner(
         _torch_backend(loaded.model, dims, torch.float32),
         RunnerDims.from_model_block(dims.to_json()),
@@ -182,6 +186,20 @@ def _export_in(
     manifest = write_manifest(staging, _manifest_body(report, dims, graphs, loaded, opts))
     _publish(staging, opts.out)
     return ExportResult(opts.out, True, report, opts.out / manifest.name, notes)
+
+
+BITS = {"fp32": 32, "fp16": 16, "int8": 8, "fp8": 8, "int4": 4}
+
+
+def estimated_weight_bytes(model: Any, precision: str) -> int:
+    """Bytes of the exported graphs' weights before exporting: the decoder layers at ``precision``,
+    everything else (vision tower, embeddings, LM head: kept FP16 on TensorRT targets) at 16 bits.
+    The tied LM head is counted twice because the embed and decoder graphs each carry a copy."""
+    total = 0.0
+    for name, param in model.named_parameters(remove_duplicate=False):
+        bits = BITS[precision] if ".language_model.layers." in f".{name}" else 16
+        total += param.numel() * bits / 8
+    return int(total)
 
 
 def _prompts_eval(opts: ExportOptions, size: tuple[int, int]) -> list[Prompt]:

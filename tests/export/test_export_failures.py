@@ -90,3 +90,26 @@ def test_interrupted_export_leaves_nothing(
         pipeline.run_export(pipeline.ExportOptions(model=str(tiny_model_dir), out=out, parity_prompts=1))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_too_big_for_the_device_fails_before_exporting(tmp_path: Path, tiny_model_dir: Path) -> None:
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "watch:\n  runtime: tensorrt\n  precisions: [int4]\n  default_precision: int4\n"
+        "  memory_gb: 0.5\n  budget_fraction: 0.5\n"
+    )
+    out = tmp_path / "o"
+    with pytest.raises(pipeline.ExportConfigError, match="watch: the model does not fit"):
+        pipeline.run_export(
+            pipeline.ExportOptions(model=str(tiny_model_dir), out=out, target="watch", targets=targets)
+        )
+    assert list(tmp_path.iterdir()) == [targets]
+
+
+def test_weight_estimate_tracks_precision(tiny_model_dir: Path) -> None:
+    from egovlm.models import load_model
+
+    model = load_model(tiny_model_dir).model
+    fp16, int4 = (pipeline.estimated_weight_bytes(model, p) for p in ("fp16", "int4"))
+    params = sum(p.numel() for p in model.parameters())
+    assert int4 < fp16 and fp16 >= 2 * params  # tied head counted in both graphs
