@@ -47,6 +47,9 @@ def export(
         None, help="Parity thresholds YAML (default configs/export/parity.yaml)."
     ),
     edgellm_bin: Path = typer.Option(None, help="bin/ folder of the environment with tensorrt-edgellm."),
+    keyframes: int = typer.Option(
+        8, help="Keyframes the device keeps in the prompt (sizes TensorRT profiles)."
+    ),
     threads: int = typer.Option(
         None, help="CPU threads for torch and ONNX Runtime (1 is fastest on a busy box)."
     ),
@@ -75,6 +78,7 @@ def export(
         thresholds=thresholds,
         edgellm_bin=edgellm_bin,
         threads=threads,
+        keyframes=keyframes,
     )
     try:
         result = run_export(opts)

@@ -56,6 +56,7 @@ class ExportOptions:
     edgellm_bin: Path | None = None
     seed: int = 0
     threads: int | None = None  # torch + ONNX Runtime intra-op threads (None: their defaults)
+    keyframes: int = 8  # keyframes the device keeps in its prompt: sizes the TensorRT profiles
 
 
 @dataclass
@@ -130,9 +131,10 @@ def _export_in(
     og.prepare_for_export(loaded.model)
     dims = og.model_dims(loaded)
     if target.uses_tensorrt:  # fail before the long export if it cannot fit the device at all
-        from egovlm.export.tensorrt_build import plan_profiles
+        from egovlm.export.tensorrt_build import Workload, plan_profiles
 
-        plan_profiles(target, dims.to_json(), estimated_weight_bytes(loaded.model, precision))
+        weights = estimated_weight_bytes(loaded.model, precision)
+        plan_profiles(target, dims.to_json(), weights, workload=Workload(keyframes=opts.keyframes))
     reference = VLMRunner(
         _torch_backend(loaded.model, dims, torch.float32),
         RunnerDims.from_model_block(dims.to_json()),
@@ -173,7 +175,7 @@ def _export_in(
     shutil.rmtree(work)
     notes: list[str] = []
     if target.uses_tensorrt:
-        report["tensorrt"] = _tensorrt_block(staging, opts.out, target, dims, graphs, precision, notes)
+        report["tensorrt"] = _tensorrt_block(staging, opts, target, dims, graphs, notes)
     if edgellm_steps:
         report["edgellm"] = _run_edgellm(staging, opts, edgellm_steps, report.get("tensorrt"), dims, notes)
     report["seconds"] = time.perf_counter() - start
@@ -411,23 +413,24 @@ class _SplitBackend:
 
 def _tensorrt_block(
     staging: Path,
-    out: Path,
+    opts: ExportOptions,
     target: Target,
     dims: og.ModelDims,
     graphs: dict[str, og.GraphSpec],
-    precision: str,
     notes: list[str],
 ) -> dict[str, Any]:
     from egovlm.export import tensorrt_build as tb
 
     model = dims.to_json()
     weights = sum(_graph_bytes(staging, g) for g in graphs.values())
-    plan = tb.plan_profiles(target, model, weights, kv_dtype_bytes=2)
+    plan = tb.plan_profiles(
+        target, model, weights, kv_dtype_bytes=2, workload=tb.Workload(keyframes=opts.keyframes)
+    )
     usable, reason = tb.tensorrt_status()
     block: dict[str, Any] = {
         "status": "pending-device",
         "reason": reason,
-        "build_command": tb.build_command(out),
+        "build_command": tb.build_command(opts.out),
         "tensorrt_major": target.tensorrt_major,
         "compute_capability": target.compute_capability,
         "strongly_typed": True,
