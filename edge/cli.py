@@ -75,11 +75,15 @@ def pipeline(
 def run(
     source: str = typer.Option("synth://", help=SOURCE_HELP),
     model: str | None = typer.Option(
-        None, help="Model folder (egovlm model tiny --out DIR) or hub id in the cache."
+        None,
+        help="Model folder (egovlm model tiny --out DIR) or hub id in the cache for --backend torch; "
+        "an export folder (egovlm export --out DIR) for --backend onnx | tensorrt.",
     ),
     profile: str = typer.Option("cpu", help="Device profile: configs/edge/<name>.yaml or a YAML path."),
     backend: str | None = typer.Option(None, help="Override the profile: torch | onnx | tensorrt."),
-    device: str | None = typer.Option(None, help="Override the profile: cpu | cuda."),
+    device: str | None = typer.Option(
+        None, help="Override the profile: cpu | cuda[:N]; onnx also tensorrt[:N] (ONNX Runtime's provider)."
+    ),
     capacity: int | None = typer.Option(None, min=1, help="Override the profile: keyframes kept (K)."),
     horizon: float | None = typer.Option(None, min=1.0, help="Override the profile: keyframe horizon (s)."),
     max_new_tokens: int | None = typer.Option(None, min=1, help="Override the profile: answer length limit."),

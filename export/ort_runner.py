@@ -18,11 +18,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from egovlm.export.positions import decode_positions, mrope_positions
+
+if TYPE_CHECKING:
+    from egovlm.export.manifest import Manifest
 
 IMAGE_PAD = "<|image_pad|>"
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
@@ -149,13 +152,27 @@ class VLMRunner:
         threads: int | None = None,
     ) -> VLMRunner:
         """Load a finished export (manifest verified) with ONNX Runtime."""
-        from transformers import AutoProcessor
-
         from egovlm.export.manifest import load_manifest
 
         manifest = load_manifest(export_dir, verify=verify)
+        return cls.from_manifest(manifest, providers=providers, threads=threads)
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Manifest, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> VLMRunner:
+        """Load an already loaded (and checked) manifest's graphs with ONNX Runtime; the edge runtime
+        loads the manifest itself to check the prompt contract version too."""
         paths = {name: manifest.graph_path(name) for name in ("vision", "embed", "decoder")}
         backend = OrtBackend(paths, providers=providers, threads=threads)
+        return cls.with_backend(manifest, backend)
+
+    @classmethod
+    def with_backend(cls, manifest: Manifest, backend: GraphBackend) -> VLMRunner:
+        """A runner over any :class:`GraphBackend` (e.g. TensorRT engines) for ``manifest``'s model,
+        with the processor the export ships."""
+        from transformers import AutoProcessor
+
         processor = AutoProcessor.from_pretrained(str(manifest.processor_dir), local_files_only=True)
         return cls(backend, RunnerDims.from_model_block(manifest.model), processor)
 

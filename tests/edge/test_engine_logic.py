@@ -199,10 +199,10 @@ def test_add_frame_runs_the_selector() -> None:
 
 
 @pytest.mark.parametrize("kind", ["onnx", "tensorrt"])
-def test_unbuilt_backends_refuse_clearly(kind: str) -> None:
-    from egovlm.edge.backends import create_backend
+def test_export_backends_name_a_missing_export(kind: str) -> None:
+    from egovlm.edge.backends import BackendError, create_backend
 
-    with pytest.raises(NotImplementedError, match=rf"{kind} backend is not implemented yet .*issue 6"):
+    with pytest.raises(BackendError, match=rf"{kind} backend: export folder not found: /exports/tiny"):
         create_backend(kind, "/exports/tiny")
 
 

@@ -1,0 +1,345 @@
+"""The cached-prefix steps for an export/ directory, over export's :class:`VLMRunner`.
+
+The ``onnx`` and ``tensorrt`` backends differ only in what runs the three graphs (an ONNX Runtime
+session or a TensorRT engine, both behind export's ``GraphBackend`` protocol); everything else is
+here, once:
+
+* vision: :meth:`VLMRunner.encode_keyframe` on ONE keyframe when it enters the buffer;
+* prefix: the contract's prompt cut after the last frame (:mod:`egovlm.edge.backends.prompt`, the
+  same split the torch backend uses), image placeholders expanded to the cached visual tokens,
+  prefilled with :meth:`VLMRunner.extend` into a :class:`KVState`. With ``previous``, the KV of
+  the leading keyframes both snapshots share is sliced from the old state and only the rest is
+  prefilled (causal attention: earlier tokens never depend on later ones);
+* question: :meth:`VLMRunner.extend` on the prefix state with the question's tokens only, then
+  decoding with :meth:`VLMRunner.step`. ``extend`` returns a NEW state (the graphs write their
+  ``present_*`` outputs to new buffers), so the prefix state is shared by every question and
+  never written.
+
+The decode loop is written here rather than calling :meth:`VLMRunner.greedy` because a question
+also needs streaming text, sampling (when a profile asks for it) and the time of the first token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import TextStreamer
+
+from egovlm.contract import SYSTEM_PROMPT, build_messages
+from egovlm.edge.backends.base import (
+    Backend,
+    BackendError,
+    Generation,
+    GenerationParams,
+    PrefixState,
+    TokenCallback,
+    VisionFeatures,
+)
+from egovlm.edge.backends.prompt import (
+    PLACEHOLDER_QUESTION,
+    PromptBoundaryError,
+    expand_image_tokens,
+    render_prompt,
+    split_ids,
+    text_ids,
+)
+from egovlm.export.ort_runner import KVState, VLMRunner
+from egovlm.export.positions import mrope_positions
+from egovlm.frames import Frame
+
+
+@dataclass(frozen=True)
+class _ExportPrefix:
+    frames: tuple[Frame, ...]  # the contract's frame set the prefix was rendered from
+    prefix_text: str
+    text_ids: tuple[int, ...]  # tokenised prefix text, image placeholders unexpanded
+    input_ids: np.ndarray  # (P,) int64, image placeholders expanded
+    kv: KVState  # after the P prefix tokens; shared by every question, never written
+
+
+class _Stream(TextStreamer):
+    """transformers' word-boundary-aware incremental detokeniser, fed token by token."""
+
+    def __init__(self, tokenizer: Any, on_text: TokenCallback) -> None:
+        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)
+
+
+class ExportBackend(Backend):
+    """A :class:`Backend` over a :class:`VLMRunner` loaded from an export's manifest."""
+
+    name = "export"
+    supports_prefix_reuse = True
+
+    def __init__(self, runner: VLMRunner, export_dir: Path, info: Mapping[str, Any] | None = None) -> None:
+        self.runner = runner
+        self.export_dir = export_dir
+        self.info = dict(info or {})
+        self.processor = runner.processor
+        self.tokenizer = runner.processor.tokenizer
+        self.dims = runner.dims
+        self.vision_end_id = int(self.tokenizer.convert_tokens_to_ids("<|vision_end|>"))
+        self.vision_calls = 0  # how many times the vision graph ran (tests, status, benchmark)
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        return self.dims.keyframe_size
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The model's config.json (the export ships it beside the processor): the memory check
+        and the latency benchmark read its sizes."""
+        import json
+
+        path = self.export_dir / "processor" / "config.json"
+        if not path.is_file():
+            raise BackendError(f"{path}: missing (the export ships the model config there)")
+        return dict(json.loads(path.read_text()))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "model": str(self.export_dir),
+            "keyframe_size": list(self.keyframe_size),
+            **self.info,
+        }
+
+    # -- vision, once per keyframe -------------------------------------------------------------
+
+    def encode_keyframe(self, keyframe_id: int, image: np.ndarray) -> VisionFeatures:
+        t0 = time.perf_counter()
+        size = (image.shape[1], image.shape[0])
+        if size != self.keyframe_size:
+            raise BackendError(
+                f"keyframe {keyframe_id}: image is {size}, the export expects {self.keyframe_size}"
+            )
+        tokens = self.runner.encode_keyframe(image)
+        self.vision_calls += 1
+        return VisionFeatures(
+            keyframe_id=keyframe_id,
+            n_tokens=int(tokens.shape[0]),
+            grid_thw=self.dims.image_grid_thw,
+            data=tokens,
+            encode_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+    # -- prefix KV, off the question path ------------------------------------------------------
+
+    def build_prefix(
+        self,
+        version: int,
+        keyframes: Sequence[Any],
+        features: Sequence[VisionFeatures],
+        system_prompt: str = SYSTEM_PROMPT,
+        previous: PrefixState | None = None,
+    ) -> PrefixState:
+        """Prefill [system + frames]; with ``previous``, reuse the KV of the shared leading keyframes."""
+        t0 = time.perf_counter()
+        if not keyframes:
+            raise BackendError("cannot build a prefix without keyframes")
+        if [f.keyframe_id for f in features] != [k.id for k in keyframes]:
+            raise BackendError("vision features do not match the keyframes they are built with")
+        frames = tuple(Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes))
+        prompt = render_prompt(
+            self.processor.apply_chat_template, frames, PLACEHOLDER_QUESTION, None, system_prompt
+        )
+        prefix_text_ids = text_ids(self.tokenizer, prompt.prefix)
+        ids = np.asarray(
+            expand_image_tokens(prefix_text_ids, self.dims.image_token_id, [f.n_tokens for f in features]),
+            dtype=np.int64,
+        )
+        shared, reused = self._reusable(previous, keyframes, system_prompt, ids)
+        if previous is not None and reused:
+            start = self._cut(previous.data.kv, ids, reused)
+        else:
+            start = self.runner.empty_state()
+        kv = start
+        if reused < ids.size:
+            kv = self.runner.extend(start, ids[reused:], [f.data for f in features[shared:]])
+        data = _ExportPrefix(frames, prompt.prefix, tuple(prefix_text_ids), ids, kv)
+        return PrefixState(
+            version=version,
+            keyframe_ids=tuple(k.id for k in keyframes),
+            system_prompt=system_prompt,
+            n_tokens=int(ids.size),
+            build_ms=(time.perf_counter() - t0) * 1000,
+            data=data,
+            reused_tokens=reused,
+        )
+
+    def _reusable(
+        self, previous: PrefixState | None, keyframes: Sequence[Any], system_prompt: str, ids: np.ndarray
+    ) -> tuple[int, int]:
+        """(keyframes shared, tokens reusable) with ``previous``: the leading keyframes both
+        snapshots hold, up to the end of the last shared frame's newline, provided the token ids
+        there are identical. Positions need no separate check: with one fixed keyframe grid they
+        are a function of the ids (egovlm.export.positions)."""
+        if previous is None or previous.system_prompt != system_prompt:
+            return 0, 0
+        old: _ExportPrefix = previous.data
+        shared = 0
+        for a, b in zip(previous.keyframe_ids, keyframes, strict=False):
+            if a != b.id:
+                break
+            shared += 1
+        if shared == 0:
+            return 0, 0
+        ends = np.flatnonzero(ids == self.vision_end_id)
+        # All frames shared: the whole prefix; else up to <|vision_end|> and the frame's "\n".
+        n = int(ids.size) if shared == len(keyframes) else int(ends[shared - 1]) + 2
+        if n > old.input_ids.size or not np.array_equal(old.input_ids[:n], ids[:n]):
+            return 0, 0
+        return shared, n
+
+    def _cut(self, kv: KVState, ids: np.ndarray, n: int) -> KVState:
+        """The state after the first ``n`` tokens of ``kv``: a contiguous copy of its leading KV
+        (the old state stays intact) and the M-RoPE position that follows token n-1."""
+        images = int(np.count_nonzero(ids[:n] == self.dims.image_token_id)) // self.dims.tokens_per_keyframe
+        _, next_position = mrope_positions(
+            ids[:n], self.dims.image_token_id, [self.dims.merged_grid] * images
+        )
+        return KVState(past=[_leading(p, n) for p in kv.past], length=n, next_position=next_position)
+
+    # -- questions -----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prefix: PrefixState,
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+    ) -> Generation:
+        t0 = time.perf_counter()
+        data: _ExportPrefix = prefix.data
+        prompt = render_prompt(
+            self.processor.apply_chat_template, data.frames, question, options, prefix.system_prompt
+        )
+        if prompt.prefix != data.prefix_text:
+            raise PromptBoundaryError("the question's prompt does not start with the cached prefix text")
+        suffix = np.asarray(split_ids(self.tokenizer, prompt, data.text_ids), dtype=np.int64)
+        t_prepared = time.perf_counter()
+        state = self.runner.extend(data.kv, suffix)
+        n_prompt = int(data.input_ids.size + suffix.size)
+        return self._decode(state, t0, t_prepared, n_prompt, int(suffix.size), params, on_text)
+
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        """What a plain script over the export does: every frame through the vision graph, the
+        whole prompt prefilled (``VLMRunner.generate``'s steps, with streaming and timing)."""
+        t0 = time.perf_counter()
+        frames = [Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes)]
+        ids = self.runner.prompt_ids(build_messages(frames, question, options, system_prompt=system_prompt))
+        t_prepared = time.perf_counter()
+        visual = [self.runner.encode_keyframe(f.image) for f in frames]
+        state = self.runner.extend(self.runner.empty_state(), ids, visual)
+        return self._decode(state, t0, t_prepared, int(ids.size), int(ids.size), params, on_text)
+
+    def _decode(
+        self,
+        state: KVState,
+        t0: float,
+        t_prepared: float,
+        n_prompt: int,
+        n_prefill: int,
+        params: GenerationParams,
+        on_text: TokenCallback | None,
+    ) -> Generation:
+        choose = _chooser(params)
+        stream = _Stream(self.tokenizer, on_text) if on_text is not None else None
+        tokens: list[int] = []
+        scores: list[np.ndarray] = []
+        first = last = t_prepared
+        while len(tokens) < params.max_new_tokens:
+            assert state.logits is not None
+            if params.return_scores:
+                scores.append(state.logits)
+            token = choose(state.logits)
+            tokens.append(token)
+            last = time.perf_counter()
+            if len(tokens) == 1:
+                first = last
+            if stream is not None:
+                stream.put(np.asarray([token]))
+            if token in self.dims.eos_token_ids or len(tokens) >= params.max_new_tokens:
+                break
+            state = self.runner.step(state, token)
+        if stream is not None:
+            stream.end()
+        return Generation(
+            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+            token_ids=tokens,
+            n_prompt_tokens=n_prompt,
+            n_prefill_tokens=n_prefill,
+            prefill_ms=(first - t_prepared) * 1000,
+            decode_ms=(last - first) * 1000,
+            prepare_ms=(t_prepared - t0) * 1000,
+            scores=scores if params.return_scores else None,
+        )
+
+
+def _leading(past: Any, n: int) -> Any:
+    """The first ``n`` positions of one K/V tensor (numpy for ONNX Runtime, a device tensor for
+    TensorRT), contiguous because the graphs take dense buffers."""
+    view = past[:, :, :n, :]
+    return view.contiguous() if hasattr(view, "contiguous") else np.ascontiguousarray(view)
+
+
+def _chooser(params: GenerationParams) -> Callable[[np.ndarray], int]:
+    """Greedy argmax, or temperature + top-p sampling with its own seeded generator.
+
+    Hand-written because transformers' logits processors work on torch tensors and this path is
+    torch-free (numpy logits from the graphs)."""
+    if not params.do_sample:
+        return lambda logits: int(np.argmax(logits))
+    rng = np.random.default_rng(params.seed)
+
+    def sample(logits: np.ndarray) -> int:
+        z = logits.astype(np.float64) / max(params.temperature, 1e-6)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        order = np.argsort(-p)
+        keep = np.cumsum(p[order]) - p[order] < params.top_p  # the smallest set reaching top_p
+        kept = order[keep]
+        return int(rng.choice(kept, p=p[kept] / p[kept].sum()))
+
+    return sample
+
+
+def load_export_manifest(path: str | Path, backend: str) -> Any:
+    """The export's manifest, hash-verified and checked against this runtime's prompt contract.
+
+    A model folder (config.json, no manifest.json) is named as such: it is the torch backend's
+    input, and the most likely mix-up."""
+    from egovlm.contract import CONTRACT_VERSION
+    from egovlm.export.manifest import MANIFEST, ManifestError, load_manifest
+
+    root = Path(path)
+    if not root.is_dir():
+        raise BackendError(f"{backend} backend: export folder not found: {root}")
+    if not (root / MANIFEST).is_file() and (root / "config.json").is_file():
+        raise BackendError(
+            f"{root} is a model folder (config.json, no {MANIFEST}); the {backend} backend runs an "
+            f"export of it: `egovlm export --model {root} --out EXPORT_DIR --target cpu` (or a Jetson "
+            "target for tensorrt), then --model EXPORT_DIR; or run this folder with --backend torch"
+        )
+    try:
+        return load_manifest(root, verify=True, contract_version=CONTRACT_VERSION)
+    except ManifestError as e:
+        raise BackendError(f"{backend} backend: {e}") from None
