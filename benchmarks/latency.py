@@ -11,6 +11,7 @@ Targets (issue 6): cached TTFT at K=32 <= 1.5 x cached at K=1; scratch / cached 
 
     python -m egovlm.benchmarks.latency --out bench            # builds the offline small model
     python -m egovlm.benchmarks.latency --model DIR --k 1 8 32 --repeats 15 --threads 1
+    python -m egovlm.benchmarks.latency --backend onnx --model EXPORT_DIR --k 1 8   # ONNX Runtime
 """
 
 from __future__ import annotations
@@ -98,14 +99,11 @@ def run(
     max_new_tokens: int = 8,
     threads: int | None = 1,
     warmup: int = 2,
+    backend_kind: str = "torch",
 ) -> Report:
-    """Measure and write ``out/latency.{json,md}``; returns the report."""
-    from egovlm.edge.backends.torch_backend import TorchBackend
-    from egovlm.models.build import build_model
-
-    with tempfile.TemporaryDirectory(prefix="egovlm-latency-") as tmp:
-        path = model or build_model("small", Path(tmp) / "small", seed=0)
-        backend = TorchBackend.load(path, threads=threads)
+    """Measure and write ``out/latency.{json,md}``; returns the report. ``backend_kind`` ``onnx``
+    runs an export folder (``model``) with ONNX Runtime."""
+    backend = _load_backend(backend_kind, model, threads)
     load_before = os.getloadavg()
     engines = {k: _engine(backend, k, seed=k) for k in ks}
     cached: dict[int, list[Any]] = {k: [] for k in ks}
@@ -155,11 +153,28 @@ def run(
         "new_keyframe_rebuild_ms: a keyframe arrives in the full buffer (one is evicted for redundancy);"
         " the rebuild reuses the KV up to the first changed frame (reused_fraction of the prefix).",
         "scratch: processor + vision encoder on all K frames + full prefill at question time.",
-        f"torch intra-op threads: {backend.describe()['threads']}; load average before/after "
+        f"{backend.name} intra-op threads: {backend.describe()['threads']}; load average before/after "
         f"{load_before[0]:.1f}/{load_after[0]:.1f} (a shared machine inflates and spreads timings).",
     ]
     report.write(out)
     return report
+
+
+def _load_backend(kind: str, model: Path | None, threads: int | None) -> Any:
+    if kind == "onnx":
+        from egovlm.edge.backends.onnx_backend import OnnxBackend
+
+        if model is None:
+            raise ValueError("--backend onnx needs --model EXPORT_DIR (egovlm export --model M --out DIR)")
+        return OnnxBackend.load(model, threads=threads)
+    if kind != "torch":
+        raise ValueError(f"unknown backend {kind!r}; choose torch or onnx")
+    from egovlm.edge.backends.torch_backend import TorchBackend
+    from egovlm.models.build import build_model
+
+    with tempfile.TemporaryDirectory(prefix="egovlm-latency-") as tmp:
+        path = model or build_model("small", Path(tmp) / "small", seed=0)
+        return TorchBackend.load(path, threads=threads)
 
 
 def flops_per_token(dims: ModelDims, context: int) -> float:
@@ -232,13 +247,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench"))
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: build the small preset)")
+    ap.add_argument(
+        "--backend", choices=["torch", "onnx"], default="torch", help="onnx: --model is an export"
+    )
     ap.add_argument("--k", type=int, nargs="+", default=[1, 32], help="buffer sizes to compare")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--scratch-repeats", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: library default)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (0: library default)")
     a = ap.parse_args(argv)
-    report = run(a.out, a.model, a.k, a.repeats, a.scratch_repeats, a.max_new_tokens, a.threads or None)
+    report = run(
+        a.out,
+        a.model,
+        a.k,
+        a.repeats,
+        a.scratch_repeats,
+        a.max_new_tokens,
+        a.threads or None,
+        backend_kind=a.backend,
+    )
     print(report.markdown())
 
 

@@ -301,3 +301,31 @@ def test_runtime_and_cli_select_the_backend(fp32_dir: Path, sharp_model_dir: Pat
             app, ["edge", "run", "--source", "test://", "--backend", backend, "--model", str(model)]
         )
         assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_latency_benchmark_runs_an_export(fp32_dir: Path, tmp_path: Path) -> None:
+    from egovlm.benchmarks.latency import run
+
+    report = run(
+        tmp_path,
+        fp32_dir,
+        ks=(1, 2),
+        repeats=1,
+        scratch_repeats=1,
+        max_new_tokens=3,
+        warmup=0,
+        backend_kind="onnx",
+    )
+    assert report.params["backend"]["backend"] == "onnx"
+    rows = {(r["k"], r["mode"]): r for r in report.rows}
+    assert set(rows) == {(1, "cached"), (1, "scratch"), (2, "cached"), (2, "scratch")}
+    assert all(r["greedy_tokens_identical"] for r in report.rows)
+    for k in (1, 2):  # cached prefills the question only; scratch the whole prompt
+        assert (
+            rows[k, "cached"]["prefill_tokens"]
+            < rows[k, "scratch"]["prefill_tokens"]
+            == rows[k, "scratch"]["prompt_tokens"]
+        )
+    assert (tmp_path / "latency.json").is_file()
+    with pytest.raises(ValueError, match="--backend onnx needs --model EXPORT_DIR"):
+        run(tmp_path, None, backend_kind="onnx")
