@@ -193,7 +193,7 @@ def test_edge_ask_cli(live_url: str, tiny_runtime: EdgeRuntime) -> None:
 
 
 def test_edge_ask_without_a_server_says_how_to_start_one() -> None:
-    from edge_fakes import free_port
+    from tests.edge.edge_fakes import free_port
 
     from egovlm.cli import app
 
