@@ -80,10 +80,17 @@ class ExportBackend(Backend):
     name = "export"
     supports_prefix_reuse = True
 
-    def __init__(self, runner: VLMRunner, export_dir: Path, info: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        runner: VLMRunner,
+        export_dir: Path,
+        info: Mapping[str, Any] | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.runner = runner
         self.export_dir = export_dir
         self.info = dict(info or {})
+        self.config_path = config_path or export_dir / "processor" / "config.json"
         self.processor = runner.processor
         self.tokenizer = runner.processor.tokenizer
         self.dims = runner.dims
@@ -100,10 +107,9 @@ class ExportBackend(Backend):
         and the latency benchmark read its sizes."""
         import json
 
-        path = self.export_dir / "processor" / "config.json"
-        if not path.is_file():
-            raise BackendError(f"{path}: missing (the export ships the model config there)")
-        return dict(json.loads(path.read_text()))
+        if not self.config_path.is_file():
+            raise BackendError(f"{self.config_path}: missing (the export ships the model config there)")
+        return dict(json.loads(self.config_path.read_text()))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -202,7 +208,10 @@ class ExportBackend(Backend):
 
     def _cut(self, kv: KVState, ids: np.ndarray, n: int) -> KVState:
         """The state after the first ``n`` tokens of ``kv``: a contiguous copy of its leading KV
-        (the old state stays intact) and the M-RoPE position that follows token n-1."""
+        (the old state stays intact) and the M-RoPE position that follows token n-1. All of it:
+        the same state, shared (states are never written)."""
+        if n == kv.length:
+            return KVState(past=kv.past, length=n, next_position=kv.next_position)
         images = int(np.count_nonzero(ids[:n] == self.dims.image_token_id)) // self.dims.tokens_per_keyframe
         _, next_position = mrope_positions(
             ids[:n], self.dims.image_token_id, [self.dims.merged_grid] * images

@@ -27,7 +27,8 @@ Provider = str | tuple[str, dict[str, Any]]
 
 GPU_HINT = (
     "install onnxruntime-gpu in place of onnxruntime on a machine with CUDA "
-    "(pip uninstall onnxruntime && pip install -e '.[gpu]'; never both in one environment), "
+    "(pip uninstall onnxruntime && pip install onnxruntime-gpu, as the `gpu` extra does; never both in "
+    "one environment), "
     "or run with --device cpu"
 )
 
@@ -114,7 +115,7 @@ class OnnxBackend(ExportBackend):
             "precision": manifest.precision,
             "target": manifest.target,
         }
-        return cls(runner, Path(export_dir), info)
+        return cls(runner, Path(export_dir), info, manifest.processor_dir / "config.json")
 
 
 def load_onnx_backend(

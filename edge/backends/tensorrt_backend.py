@@ -323,7 +323,7 @@ class TensorRTBackend(ExportBackend):
             "target": manifest.target,
             "profiles": [r.__dict__ for r in graphs.ranges],
         }
-        return cls(runner, Path(manifest.root), info)
+        return cls(runner, Path(manifest.root), info, manifest.processor_dir / "config.json")
 
 
 def load_tensorrt_backend(export_dir: str | Path, device: str = "cuda") -> TensorRTBackend:
