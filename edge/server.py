@@ -10,6 +10,8 @@ Routes (bearer token required on /v1/* and /metrics when the server has one):
   too, so the official ``openai`` client works unchanged; the full answer rides along in an
   extra ``egovlm`` field;
 * ``GET /healthz`` (no token: liveness probes), ``GET /metrics`` (Prometheus text format);
+* ``POST /v1/ask/audio``, ``GET /v1/voice``, ``POST /v1/voice/ptt|stop``: spoken questions
+  (:mod:`egovlm.edge.voice.routes`; answered 503 unless the app was given a voice assistant);
 * ``GET /``: the web page (edge/web/), a static HTML + JS file, no build step.
 
 The model answers one question at a time (the engine's lock); answers run on worker threads so
@@ -167,8 +169,9 @@ def sse(data: BaseModel | str, event: str | None = None) -> str:
 # --- the app ------------------------------------------------------------------------------------
 
 
-def create_app(runtime: EdgeRuntime, token: str | None = None) -> FastAPI:
-    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer``."""
+def create_app(runtime: EdgeRuntime, token: str | None = None, voice: Any = None) -> FastAPI:
+    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer``.
+    ``voice``: an :class:`egovlm.edge.voice.pipeline.VoiceAssistant` for spoken questions."""
     app = FastAPI(title="egovlm edge", version="1", docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
 
@@ -304,6 +307,10 @@ def create_app(runtime: EdgeRuntime, token: str | None = None) -> FastAPI:
             yield sse("[DONE]")
 
         return EventSourceResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    from egovlm.edge.voice.routes import add_voice_routes
+
+    add_voice_routes(app, runtime, voice, guarded)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

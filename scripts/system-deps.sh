@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-alsa
   libgirepository1.0-dev libcairo2-dev pkg-config
   espeak-ng sox cmake
   chromium chromium-driver
