@@ -49,3 +49,17 @@ def latency(
     repeats, scratch = (5, 2) if quick else (11, 5)
     report = part.run(out, model, k, repeats=repeats, scratch_repeats=scratch, threads=threads or None)
     typer.echo(report.markdown())
+
+
+@app.command()
+def voice(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    model: Path = typer.Option(None, help="Model folder (default: build the offline tiny model)"),
+    repeats: int = typer.Option(5, min=1, help="Spoken questions per mode (medians over them)"),
+    quick: bool = typer.Option(False, help="2 repeats, upload mode only"),
+) -> None:
+    """Spoken question (espeak-ng) → transcript → first answer token → spoken answer, per stage."""
+    from egovlm.benchmarks import voice as part
+
+    report = part.run(out, model, repeats=2 if quick else repeats, live=not quick)
+    typer.echo(report.markdown())
