@@ -193,9 +193,8 @@ def test_edge_ask_cli(live_url: str, tiny_runtime: EdgeRuntime) -> None:
 
 
 def test_edge_ask_without_a_server_says_how_to_start_one() -> None:
-    from tests.edge.edge_fakes import free_port
-
     from egovlm.cli import app
+    from tests.edge.edge_fakes import free_port
 
     r = CliRunner().invoke(app, ["edge", "ask", "q", "--url", f"http://127.0.0.1:{free_port()}"])
     assert r.exit_code == 1 and "egovlm edge run" in r.output
