@@ -41,13 +41,18 @@ def latency(
     model: Path = typer.Option(None, help="Model folder (default: build the offline small model)"),
     k: list[int] = typer.Option([1, 4, 8, 16, 32], help="Buffer sizes K (repeat the option)"),
     quick: bool = typer.Option(False, help="Fewer repeats"),
-    threads: int = typer.Option(1, help="torch intra-op threads (0: library default)"),
+    threads: int = typer.Option(1, help="torch / ONNX Runtime intra-op threads (0: library default)"),
+    backend: str = typer.Option(
+        "torch", help="torch (model folder) or onnx (export folder from `egovlm export`)"
+    ),
 ) -> None:
     """Time to first token and decode tokens/s vs K: cached prefix vs from-scratch re-encoding."""
     from egovlm.benchmarks import latency as part
 
     repeats, scratch = (5, 2) if quick else (11, 5)
-    report = part.run(out, model, k, repeats=repeats, scratch_repeats=scratch, threads=threads or None)
+    report = part.run(
+        out, model, k, repeats=repeats, scratch_repeats=scratch, threads=threads or None, backend_kind=backend
+    )
     typer.echo(report.markdown())
 
 
