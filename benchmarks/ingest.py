@@ -120,4 +120,7 @@ def run(out: Path, quick: bool = False) -> Report:
             }
         )
     report.write(out)
+    from egovlm.benchmarks.plots import write_plots
+
+    write_plots(report, out)
     return report

@@ -123,4 +123,7 @@ def run(out: Path, dataset: Path, budgets: Sequence[int] = BUDGETS, max_clips: i
             }
         )
     report.write(out)
+    from egovlm.benchmarks.plots import write_plots
+
+    write_plots(report, out)
     return report

@@ -157,6 +157,9 @@ def run(
         f"{load_before[0]:.1f}/{load_after[0]:.1f} (a shared machine inflates and spreads timings).",
     ]
     report.write(out)
+    from egovlm.benchmarks.plots import write_plots
+
+    write_plots(report, out)
     return report
 
 

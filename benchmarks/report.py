@@ -170,3 +170,18 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
     body = ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join([head, *body])
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save a matplotlib figure as PNG atomically (temp file + rename) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from egovlm.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

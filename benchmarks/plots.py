@@ -1,0 +1,122 @@
+"""One PNG per benchmark part, drawn from its report rows (matplotlib, Agg: no display needed).
+
+``write_plots(report, out)`` picks the part's plot; each is saved atomically as
+``out/<part>.png`` so a reader of the Markdown table can see the trend at a glance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from egovlm.benchmarks.report import Report, save_figure
+
+
+def _figure(ncols: int = 1) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4))
+    return fig, axes
+
+
+def plot_latency(report: Report, out: Path) -> Path:
+    """TTFT vs K, cached prefix vs from scratch (log y: the gap is the point)."""
+    fig, ax = _figure()
+    for mode in ("cached", "scratch"):
+        rows = sorted((r for r in report.rows if r["mode"] == mode), key=lambda r: r["k"])
+        ax.plot([r["k"] for r in rows], [r["ttft_ms_median"] for r in rows], "o-", label=mode)
+    ax.set(
+        xlabel="keyframes in buffer (K)", ylabel="TTFT median (ms)", yscale="log", title="Time to first token"
+    )
+    ax.legend()
+    return save_figure(fig, out / "latency.png")
+
+
+def plot_keyframes(report: Report, out: Path) -> Path:
+    """Event recall vs budget K, one line per method."""
+    fig, ax = _figure()
+    for method in dict.fromkeys(r["method"] for r in report.rows):
+        rows = sorted((r for r in report.rows if r["method"] == method), key=lambda r: r["K"])
+        ax.plot([r["K"] for r in rows], [r["recall"] for r in rows], "o-", label=method)
+    ax.set(xlabel="keyframes kept (K)", ylabel="event recall", ylim=(0, 1.05), title="Keyframe recall")
+    ax.legend()
+    return save_figure(fig, out / "keyframes.png")
+
+
+def plot_ingest(report: Report, out: Path) -> Path:
+    """Microseconds per frame per implementation, grouped by resolution (log y)."""
+    import numpy as np
+
+    fig, ax = _figure()
+    resolutions = list(dict.fromkeys(r["resolution"] for r in report.rows))
+    impls = list(dict.fromkeys(r["impl"] for r in report.rows))
+    width = 0.8 / len(impls)
+    for i, impl in enumerate(impls):
+        vals = {r["resolution"]: r["us_per_frame_p50"] for r in report.rows if r["impl"] == impl}
+        xs = np.arange(len(resolutions)) + i * width
+        ax.bar(xs, [vals.get(res, 0.0) for res in resolutions], width, label=impl)
+    ax.set_xticks(np.arange(len(resolutions)) + 0.4 - width / 2, resolutions)
+    ax.set(ylabel="µs per frame (median)", yscale="log", title="Ingest cost per frame")
+    ax.legend(fontsize="small")
+    return save_figure(fig, out / "ingest.png")
+
+
+def plot_export(report: Report, out: Path) -> Path:
+    """Decoder size and ms/token per implementation, side by side."""
+    fig, (left, right) = _figure(2)
+    names = [r["impl"] for r in report.rows]
+    left.bar(names, [r["decoder_mb"] for r in report.rows], color="tab:blue")
+    left.set(ylabel="decoder MB", title="Decoder size")
+    right.bar(names, [r["ms_per_token_p50"] for r in report.rows], color="tab:orange")
+    right.set(ylabel="ms per token (median)", title="Decode step")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=20)
+    return save_figure(fig, out / "export.png")
+
+
+def plot_train(report: Report, out: Path) -> Path:
+    """Per-step time split: generation vs the rest (scoring + loss + optimiser), per step."""
+    fig, ax = _figure()
+    steps = [r for r in report.rows if "step" in r]
+    xs = [r["step"] for r in steps]
+    gen = [r["generate_s"] for r in steps]
+    rest = [r["step_s"] - r["generate_s"] for r in steps]
+    ax.bar(xs, gen, label="generation")
+    ax.bar(xs, rest, bottom=gen, label="scoring + optimisation")
+    ax.set(xlabel="GRPO step", ylabel="seconds", title="GRPO step time")
+    ax.legend()
+    return save_figure(fig, out / "train.png")
+
+
+def plot_voice(report: Report, out: Path) -> Path:
+    """Median milliseconds per numeric column of the voice rows (stages of a spoken question)."""
+    fig, ax = _figure()
+    labels, values = [], []
+    for i, r in enumerate(report.rows):
+        for key, v in r.items():
+            if key.endswith("_ms") or key.endswith("_ms_median"):
+                labels.append(f"{r.get('mode', i)}:{key}")
+                values.append(float(v))
+    ax.barh(labels, values)
+    ax.set(xlabel="ms", title="Voice round trip stages")
+    return save_figure(fig, out / "voice.png")
+
+
+PLOTS: dict[str, Callable[[Report, Path], Path]] = {
+    "latency": plot_latency,
+    "keyframes": plot_keyframes,
+    "ingest": plot_ingest,
+    "export": plot_export,
+    "train": plot_train,
+    "voice": plot_voice,
+}
+
+
+def write_plots(report: Report, out: Path) -> Path | None:
+    """The part's PNG, or None for a part without a plot."""
+    plot = PLOTS.get(report.part)
+    return plot(report, out) if plot else None
