@@ -137,14 +137,18 @@ async function readEvents(res, onEvent) {
   }
 }
 
+function resetAnswer() {
+  delete document.body.dataset.answered;
+  for (const id of ["answer-main", "answer-stream", "think", "latency", "error"]) $(id).textContent = "";
+  $("cited").replaceChildren();
+}
+
 async function ask(ev) {
   ev.preventDefault();
   const question = $("question").value.trim();
   if (!question) return;
   $("ask-button").disabled = true;
-  delete document.body.dataset.answered;
-  for (const id of ["answer-main", "answer-stream", "think", "latency", "error"]) $(id).textContent = "";
-  $("cited").replaceChildren();
+  resetAnswer();
   try {
     const res = await api("/v1/ask", {
       method: "POST",
@@ -163,6 +167,100 @@ async function ask(ev) {
   }
 }
 
+// --- voice: spoken questions (the device's microphone or this browser's) -------------------
+// The server's /v1/voice reports the assistant's state and its recent spoken turns; a new turn
+// (heard by the device's microphone, or uploaded) shows its transcript and answer here.
+let lastTurnId = null;
+let recorder = null;
+
+function voiceLatencyText(v) {
+  const waited = v.endpoint_ms > 0 ? `silence wait ${v.endpoint_ms.toFixed(0)} ms, ` : "";
+  return `end of speech → transcript ${v.transcript_ms.toFixed(0)} ms (${waited}ASR ${v.asr_ms.toFixed(0)} ms) → ` +
+    `first token ${v.first_token_ms.toFixed(0)} ms` +
+    (v.spoken_ms != null ? ` → answer spoken ${v.spoken_ms.toFixed(0)} ms` : "");
+}
+
+function showTurn(t) {
+  $("voice-transcript").textContent = t.transcript ? `You said: “${t.transcript.text}”` : "";
+  $("voice-note").textContent = t.ignored ? `Not a question: ${t.ignored}` : (t.error ? `Error: ${t.error}` : "");
+  $("voice-latency").textContent = t.voice_latency ? voiceLatencyText(t.voice_latency) : "";
+  if (t.answer) {
+    resetAnswer();
+    $("answer-stream").textContent = t.answer.text;
+    showAnswer(t.answer);
+  }
+}
+
+async function refreshVoice() {
+  try {
+    const v = await (await api("/v1/voice")).json();
+    $("voice").hidden = !v.enabled;
+    if (!v.enabled) return;
+    $("talk-button").hidden = !v.source;
+    $("record-button").hidden = !(navigator.mediaDevices && window.MediaRecorder);
+    $("talk-button").classList.toggle("on", v.ptt_pressed);
+    const mic = v.source ? ` · mic ${v.source.state}, ${v.source.level_dbfs.toFixed(0)} dBFS` : "";
+    const wake = v.wake_phrase ? ` · start with “${v.wake_phrase}”` : "";
+    $("voice-state").textContent = `${v.state}${v.speaking ? " (speaking)" : ""}${mic}${wake}`;
+    const turn = v.turns[0];
+    if (turn && turn.id !== lastTurnId) {
+      lastTurnId = turn.id;
+      showTurn(turn);
+    }
+  } catch (e) { /* refreshStrip reports connection problems */ }
+}
+
+async function toggleTalk() {
+  const pressed = !$("talk-button").classList.contains("on");
+  $("talk-button").classList.toggle("on", pressed);
+  $("talk-button").textContent = pressed ? "Done" : "Talk";
+  try {
+    await api("/v1/voice/ptt", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pressed }),
+    });
+  } catch (e) { $("voice-note").textContent = e.message; }
+}
+
+async function toggleRecord() {
+  const button = $("record-button");
+  if (recorder) { recorder.stop(); return; }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (e) { $("voice-note").textContent = `microphone: ${e.message}`; return; }
+  const chunks = [];
+  recorder = new MediaRecorder(stream);
+  recorder.ondataavailable = (ev) => chunks.push(ev.data);
+  recorder.onstop = async () => {
+    stream.getTracks().forEach((track) => track.stop());
+    recorder = null;
+    button.classList.remove("on");
+    button.textContent = "Ask by voice";
+    const blob = new Blob(chunks, { type: chunks[0] ? chunks[0].type : "audio/webm" });
+    const options = parseOptions($("options").value);
+    const query = options ? `?options=${encodeURIComponent(JSON.stringify(options))}` : "";
+    resetAnswer();
+    $("voice-note").textContent = "transcribing…";
+    try {
+      const a = await (await api(`/v1/ask/audio${query}`, {
+        method: "POST", headers: { "Content-Type": blob.type || "audio/webm" }, body: blob,
+      })).json();
+      showTurn({ transcript: a.transcript, voice_latency: a.voice_latency, answer: a });
+    } catch (e) {
+      $("voice-note").textContent = e.message;
+    }
+  };
+  recorder.start();
+  button.classList.add("on");
+  button.textContent = "Stop and ask";
+}
+
+$("talk-button").addEventListener("click", toggleTalk);
+$("record-button").addEventListener("click", toggleRecord);
+$("hush-button").addEventListener("click", () => api("/v1/voice/stop", { method: "POST" }).catch(() => {}));
+
 $("ask-form").addEventListener("submit", ask);
 refreshStrip();
 setInterval(refreshStrip, 1000);
+refreshVoice();
+setInterval(refreshVoice, 1000);
