@@ -27,11 +27,12 @@ def keyframes(
         ..., help="EgoSynth folder (events.jsonl + videos/), e.g. from `egovlm data synth`"
     ),
     max_clips: int = typer.Option(None, help="Use only the first N clips"),
+    quick: bool = typer.Option(False, help="Only the first 2 clips (unless --max-clips is given)"),
 ) -> None:
     """Recall of ground-truth event frames: our selector vs uniform vs PySceneDetect, K in {8, 16, 32}."""
     from egovlm.benchmarks import keyframes as part
 
-    report = part.run(out, data, max_clips=max_clips)
+    report = part.run(out, data, max_clips=max_clips or (2 if quick else None))
     typer.echo(report.markdown())
 
 
@@ -68,3 +69,52 @@ def voice(
 
     report = part.run(out, model, repeats=2 if quick else repeats, live=not quick)
     typer.echo(report.markdown())
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    model: Path = typer.Option(
+        None, help="Model folder (default: the offline small model; tiny with --quick)"
+    ),
+    quick: bool = typer.Option(False, help="Tiny model, fewer repeats and parity prompts"),
+    threads: int = typer.Option(1, min=1, help="torch / ONNX Runtime intra-op threads"),
+) -> None:
+    """PyTorch vs ONNX Runtime fp32 / int8 / int4: decoder size, ms/token, prefill, parity."""
+    from egovlm.benchmarks import export as part
+
+    report = part.run(out, model, quick=quick, threads=threads)
+    typer.echo(report.markdown())
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    steps: int = typer.Option(6, min=1, help="GRPO steps timed (plus one warm-up step)"),
+    quick: bool = typer.Option(False, help="3 timed steps"),
+    override: list[str] = typer.Option([], help="Recipe override key=value (repeat the option)"),
+) -> None:
+    """GRPO steps/s and samples/s on the tiny recipe; generation vs scoring vs optimisation time."""
+    from egovlm.benchmarks import train as part
+
+    report = part.run(out, steps=steps, quick=quick, overrides=override)
+    typer.echo(report.markdown())
+
+
+@app.command("all")
+def all_parts(
+    out: Path = typer.Option(Path("bench"), help="Output folder (summary.md + every part's files)"),
+    quick: bool = typer.Option(False, help="Quick settings for every part (under 10 minutes on 2 cores)"),
+    part: list[str] = typer.Option([], help="Run only these parts (repeat the option)"),
+) -> None:
+    """Every part in turn, all tables in DIR/summary.md; a failing part is recorded, the others run.
+
+    The exit code is 1 when any part failed."""
+    from egovlm.benchmarks.all import run_all
+
+    outcomes = run_all(out, quick=quick, only=part or None, echo=typer.echo)
+    typer.echo((out / "summary.md").read_text())
+    failed = [o.part for o in outcomes if not o.ok]
+    if failed:
+        typer.echo(f"failed: {', '.join(failed)} (see {out / 'summary.md'})", err=True)
+        raise typer.Exit(1)
