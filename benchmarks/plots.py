@@ -93,16 +93,12 @@ def plot_train(report: Report, out: Path) -> Path:
 
 
 def plot_voice(report: Report, out: Path) -> Path:
-    """Median milliseconds per numeric column of the voice rows (stages of a spoken question)."""
+    """Median milliseconds per stage of a spoken question, one bar per (mode, stage)."""
     fig, ax = _figure()
-    labels, values = [], []
-    for i, r in enumerate(report.rows):
-        for key, v in r.items():
-            if key.endswith("_ms") or key.endswith("_ms_median"):
-                labels.append(f"{r.get('mode', i)}:{key}")
-                values.append(float(v))
-    ax.barh(labels, values)
-    ax.set(xlabel="ms", title="Voice round trip stages")
+    rows = [r for r in report.rows if "ms_p50" in r]
+    ax.barh([f"{r.get('mode', '')}: {r.get('stage', '')}" for r in rows], [float(r["ms_p50"]) for r in rows])
+    ax.invert_yaxis()
+    ax.set(xlabel="ms (median)", title="Voice round trip, per stage")
     return save_figure(fig, out / "voice.png")
 
 

@@ -82,7 +82,13 @@ def _fake_reports() -> dict[str, Report]:
             ],
         ),
         "train": Report("train", rows=[{"step": i, "step_s": 1.5, "generate_s": 0.5} for i in range(1, 4)]),
-        "voice": Report("voice", rows=[{"mode": "upload", "asr_ms": 120.0, "ttft_ms_median": 40.0}]),
+        "voice": Report(
+            "voice",
+            rows=[
+                {"mode": "upload", "stage": st, "ms_p50": v, "ms_p95": v}
+                for st, v in (("asr", 120.0), ("ttft", 40.0))
+            ],
+        ),
     }
 
 
