@@ -238,8 +238,9 @@ class Segmenter:
                 windows.append(self._carry)
                 self._carry = np.zeros(0, np.float32)
             audio = np.concatenate(windows) if windows else np.zeros(0, np.float32)
-            if self.vad is not None and hasattr(self.vad, "reset"):
-                self.vad.reset()
+            reset = getattr(self.vad, "reset", None)
+            if reset is not None:  # the model skipped the held audio: its state is stale
+                reset()
             return Utterance(
                 audio=audio,
                 start_s=self._ptt_start_s,
