@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,12 +39,32 @@ class Outcome:
 
 
 def synth_data(out: Path, clips: int = QUICK_CLIPS, duration_s: float = QUICK_CLIP_S) -> Path:
-    """An EgoSynth test split in ``out`` (generated once; reused when events.jsonl exists)."""
+    """An EgoSynth test split in ``out`` (generated once; reused when events.jsonl exists).
+
+    Rendered by ``egovlm data synth`` in a fresh process: its worker pool forks, and forking this
+    process after torch / OpenCV / PyAV started their thread pools deadlocks the workers."""
     if (out / "events.jsonl").is_file():
         return out
-    from egovlm.synth.generate import SynthConfig, synthesize
-
-    synthesize(out, clips, seed=0, split="test", config=SynthConfig(duration=duration_s), workers=2)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from egovlm.cli import app; app()",
+        "data",
+        "synth",
+        "--out",
+        str(out),
+        "--clips",
+        str(clips),
+        "--split",
+        "test",
+        "--duration",
+        str(duration_s),
+        "--workers",
+        "2",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"egovlm data synth failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return out
 
 
