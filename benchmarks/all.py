@@ -185,6 +185,6 @@ def summary_markdown(
         if o.report is None:
             lines += ["FAILED:", "", "```", str(o.error), "```"]
             continue
-        body = o.report.markdown().splitlines()
-        lines += [ln for ln in body if not ln.startswith(("# ", "Machine: "))]
+        body = o.report.markdown().splitlines()[4:]  # without its title and machine lines
+        lines += body
     return "\n".join(lines).rstrip() + "\n"
