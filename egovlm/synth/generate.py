@@ -16,6 +16,7 @@ so the ground-truth files are byte-identical across runs, machines and worker co
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -264,7 +265,10 @@ def synthesize(
         _init_worker()
         outputs = [render_clip(out, split, seed, i, cfg, preview) for i in range(clips)]
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # spawn, not fork: a forked child of a process whose torch/OpenCV thread pools are running
+        # can deadlock on a lock held by a thread that does not exist in the child.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=ctx) as pool:
             futures = [pool.submit(render_clip, out, split, seed, i, cfg, preview) for i in range(clips)]
             outputs = [f.result() for f in futures]
     drafts = [d for o in outputs for d in o.drafts]
