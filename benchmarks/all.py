@@ -95,11 +95,8 @@ def _export(out: Path, quick: bool) -> Report:
 
 def _voice(out: Path, quick: bool) -> Report:
     from egovlm.benchmarks import voice
-    from egovlm.benchmarks.plots import write_plots
 
-    report = voice.run(out, None, repeats=2 if quick else 5, live=not quick)
-    write_plots(report, out)
-    return report
+    return voice.run(out, None, repeats=2 if quick else 5, live=not quick)
 
 
 def _train(out: Path, quick: bool) -> Report:

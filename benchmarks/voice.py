@@ -166,5 +166,8 @@ def run(
         f"The spoken question is {clip.size / 16000:.2f} s of espeak-ng speech; run took "
         f"{time.perf_counter() - t0:.0f} s.",
     ]
+    from egovlm.benchmarks.plots import write_plots
+
     report.write(out)
+    write_plots(report, out)
     return report
