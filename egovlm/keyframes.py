@@ -32,16 +32,19 @@ slows to a stop at the object (grasp or release), then moves on. A frame becomes
 
 :class:`KeyframeSelector` is the online form (one frame at a time, O(bank) per frame; the edge
 buffer then evicts by redundancy, :func:`redundancy_victim`: on a sharpness tie ``settled``
-frames outlive other changes, which outlive coverage frames). :func:`select_keyframes` is the offline form for a whole
-clip with a budget of ``k`` frames: it runs the same online rule, scores every frame
-(:func:`frame_utility`: interaction stops by how clearly the hand stopped between two movements,
-new views a little, blurry frames negative) and picks the ``k`` frames of highest total score
-whose gaps stay within a bound (:func:`spread_select`): ``coverage_s`` when ``k`` frames can
-cover the clip that densely (no moment is then further than ``coverage_s / 2`` from a keyframe),
-else ``max_interval_s`` or twice the even spacing.
+frames outlive other changes, which outlive coverage frames). :func:`select_keyframes` is the
+offline form for a whole clip with a budget of ``k`` frames: it runs the same online rule,
+scores every frame (:func:`frame_utility`: interaction stops by how clearly the hand stopped
+between two movements, new views a little, blurry frames negative) and picks the ``k`` frames of
+highest total score whose gaps stay within a bound (:func:`spread_select`): ``coverage_s`` when
+``k`` frames can cover the clip that densely (no moment is then further than ``coverage_s / 2``
+from a keyframe), else ``max_interval_s`` or twice the even spacing.
 
-Measured with ``benchmarks/keyframes.py`` (event recall within 0.5 s on EgoSynth; defaults tuned
-on a train split, reported on a test split) — see that benchmark for the numbers.
+Measured with ``benchmarks/keyframes.py`` (event recall within 0.5 s, K = 8 / 16 / 32) on 12
+EgoSynth test clips of 30 s (``--split test --seed 1``; defaults tuned on ``--split train --seed
+100``): 0.74 / 0.99 / 1.00, where uniform sampling gets 0.27 / 0.63 / 1.00 and PySceneDetect's
+AdaptiveDetector 0.25 / 0.50 / 0.98 (the previous global-MAD rule: 0.36 / 0.50 / 0.78).
+Descriptor + online selection: about 0.55 ms per 1280x720 frame on one core.
 """
 
 from __future__ import annotations
