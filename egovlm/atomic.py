@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,3 +44,36 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def _aside(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.old"
+
+
+def recover_dir(dest: Path) -> bool:
+    """Put back a folder that :func:`replace_dir` had moved aside when it was interrupted between
+    its two renames (``dest`` missing, ``.dest.old`` present). Returns whether it did."""
+    old = _aside(dest)
+    if not dest.exists() and old.is_dir():
+        old.rename(dest)
+        return True
+    return False
+
+
+def replace_dir(new: Path, dest: Path) -> Path:
+    """Swap a completely written folder ``new`` in as ``dest`` (same file system).
+
+    POSIX has no atomic exchange of two non-empty folders, so the old ``dest`` is first renamed
+    aside (``.dest.old``), ``new`` renamed in, and only then is the old one deleted: at every
+    instant a complete folder exists, under ``dest`` or under the aside name, and
+    :func:`recover_dir` (run here first) puts the aside one back after a crash between the renames.
+    """
+    recover_dir(dest)
+    old = _aside(dest)
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest

@@ -17,10 +17,13 @@ camera; that is why its budget fraction is the smallest.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from egovlm.atomic import replace_dir
 from egovlm.export.targets import ExportConfigError, Target
 
 MiB = 1024**2
@@ -223,16 +226,24 @@ def build_engines(export_dir: Path) -> dict[str, str]:
         )
     trt_block = dict(manifest.data["tensorrt"])
     engines: dict[str, str] = {}
-    for name, profiles in trt_block["profiles"].items():
-        rel = f"engines/{name}.plan"
-        profiles_t = {k: {n: tuple(s) for n, s in v.items()} for k, v in profiles.items()}
-        build_engine(
-            manifest.graph_path(name),
-            export_dir / rel,
-            profiles_t,
-            int(trt_block["plan"]["workspace_bytes"]),
-        )
-        engines[name] = rel
+    # Engines are built into a staging folder beside the export (builds take minutes; a crash, a
+    # full disk or Ctrl-C there must leave the previous engines and manifest as they were), then
+    # swapped in as a whole just before the manifest that hashes them is re-written.
+    staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.engines-", dir=export_dir.parent))
+    try:
+        for name, profiles in trt_block["profiles"].items():
+            profiles_t = {k: {n: tuple(s) for n, s in v.items()} for k, v in profiles.items()}
+            build_engine(
+                manifest.graph_path(name),
+                staging / f"{name}.plan",
+                profiles_t,
+                int(trt_block["plan"]["workspace_bytes"]),
+            )
+            engines[name] = f"engines/{name}.plan"
+        staging.chmod(0o755)
+        replace_dir(staging, export_dir / "engines")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     body = {
         k: v
         for k, v in manifest.data.items()

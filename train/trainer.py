@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from egovlm.atomic import atomic_write_text
+from egovlm.atomic import atomic_write_text, replace_dir
 from egovlm.train import preflight
 from egovlm.train.config import TrainConfig
 from egovlm.train.generation import suppress_vision_tokens
@@ -266,10 +266,54 @@ def _check_same_recipe(cfg: TrainConfig, run_dir: Path) -> None:
     atomic_write_text(saved, yaml.safe_dump(now, sort_keys=False))
 
 
-def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a ``checkpoint-N`` folder cannot be resumed from, or None when it is complete.
 
-    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    transformers writes a checkpoint in place, weights first and ``trainer_state.json`` last, and
+    its ``get_last_checkpoint`` takes the highest step whatever is inside: a crash, SIGKILL or a
+    full disk during a save leaves a torn folder that a restart would then fail (or worse, half)
+    load. Complete means: a parseable ``trainer_state.json`` and every weight file readable."""
+    from safetensors import safe_open
+
+    state = ckpt / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"{state.name} missing or torn ({e.__class__.__name__})"
+    weights = sorted(ckpt.glob("*.safetensors"))
+    if not weights and not any(ckpt.glob("global_step*")):  # DeepSpeed ZeRO keeps its own shards
+        return "no .safetensors weights"
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for torn headers
+            return f"{w.name} unreadable ({e})"
+    return None
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    """The newest *complete* checkpoint; torn ones (see :func:`checkpoint_problem`) are renamed
+    aside to ``.torn-checkpoint-N`` (kept for inspection, never resumed from or rotated)."""
+    import re
+
+    if not run_dir.is_dir():
+        return None
+    found = [
+        (int(m.group(1)), p) for p in run_dir.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    ]
+    for _, ckpt in sorted(found, reverse=True):
+        problem = checkpoint_problem(ckpt) if ckpt.is_dir() else "not a folder"
+        if problem is None:
+            return str(ckpt)
+        aside = ckpt.with_name(f".torn-{ckpt.name}")
+        if aside.exists():
+            shutil.rmtree(aside)
+        ckpt.rename(aside)
+        log.warning(
+            "checkpoint %s is incomplete (%s): moved to %s, resuming from an older one", ckpt, problem, aside
+        )
+    return None
 
 
 def save_final(trainer: Any, run_dir: Path) -> Path:
@@ -284,9 +328,7 @@ def save_final(trainer: Any, run_dir: Path) -> Path:
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(str(tmp))
         _write_meta(trainer, tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        replace_dir(tmp, final)
     return final
 
 

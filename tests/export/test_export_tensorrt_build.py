@@ -197,3 +197,32 @@ def test_build_flow_is_strongly_typed_and_republishes_the_manifest(
     assert manifest.data["tensorrt"]["status"] == "built"
     assert manifest.engine_path("decoder") == root / "engines" / "decoder.plan"
     assert "engines/decoder.plan" in json.loads((root / "manifest.json").read_text())["files"]
+
+
+def test_interrupted_rebuild_keeps_the_previous_engines_and_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = _Recorder()
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    monkeypatch.setattr(tb, "tensorrt_status", lambda: (True, "TensorRT 10.99-fake"))
+    root = tmp_path / "e"
+    _trt_export(root)
+    tb.build_engines(root)
+    before = (root / "manifest.json").read_text()
+    plans = {p.name: p.read_bytes() for p in (root / "engines").iterdir()}
+    built: list[str] = []
+
+    def build_then_fill_the_disk(onnx: Path, engine: Path, *args: Any) -> None:
+        if built:
+            raise OSError(28, "No space left on device")  # the second engine of the rebuild
+        engine.write_bytes(b"new plan")
+        built.append(engine.name)
+
+    monkeypatch.setattr(tb, "build_engine", build_then_fill_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        tb.build_engines(root)
+    assert built  # one new engine was written before the failure...
+    assert {p.name: p.read_bytes() for p in (root / "engines").iterdir()} == plans  # ...but not published
+    assert (root / "manifest.json").read_text() == before
+    load_manifest(root)  # hashes still verify
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no staging folder left
