@@ -1,0 +1,166 @@
+"""The base stage (egovlm.train.pretrain): descriptions only, never the QA; a few steps lower the loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from egovlm.contract import SYSTEM_PROMPT
+from egovlm.frames import Frame
+from egovlm.models.tokenizer import ANSWER_TAGS
+from egovlm.schema import read_jsonl
+from egovlm.train.config import ConfigError
+from egovlm.train.pretrain_data import (
+    TASKS,
+    WRAP_TAGS,
+    ClipTruth,
+    build_examples,
+    describe,
+    draw_blocks,
+    held_at,
+    instructions,
+    load_truth,
+    target_text,
+    visible_objects,
+)
+
+
+@pytest.fixture(scope="module")
+def synth_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three short EgoSynth clips (train split, seed 1: the pre-training seed range)."""
+    from egovlm.synth.generate import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("egosynth_pre")
+    synthesize(out, 3, 1, "train", SynthConfig(size=(160, 120), fps=5, duration=8.0))
+    return out
+
+
+def _frame(i: int, t: float) -> Frame:
+    return Frame(i, t, np.zeros((84, 112, 3), np.uint8))
+
+
+def test_held_at_follows_pick_and_put() -> None:
+    events = [
+        {"t": 1.0, "action": "pick_up", "object": "red cup", "hand": "right"},
+        {"t": 2.0, "action": "pick_up", "object": "blue book", "hand": "left"},
+        {"t": 3.0, "action": "put_down", "object": "red cup", "hand": "right"},
+    ]
+    assert held_at(events, 0.5) == {}
+    assert held_at(events, 1.0) == {"right": "red cup"}  # from the pick-up frame on
+    assert held_at(events, 2.5) == {"right": "red cup", "left": "blue book"}
+    assert held_at(events, 3.5) == {"left": "blue book"}
+
+
+def test_descriptions_cite_the_nearest_frame() -> None:
+    clip = ClipTruth(
+        "c",
+        Path("v.mp4"),
+        6.0,
+        [
+            {"start": 0.0, "end": 0.0, "text": "At the start, the red cup is on the shelf."},
+            {
+                "start": 2.4,
+                "end": 2.9,
+                "text": "At 2.4 s the right hand picks up the red cup from the shelf.",
+            },
+            {"start": 6.0, "end": 6.0, "text": "By 6.0 s the red cup is in the sink."},
+        ],
+        [{"t": 2.4, "action": "pick_up", "object": "red cup", "hand": "right"}],
+    )
+    frames = [_frame(1, 0.5), _frame(2, 2.0), _frame(3, 3.5), _frame(4, 5.0)]
+    assert describe(clip, frames, "event_frames") == "2"
+    assert describe(clip, frames, "events").endswith("from the shelf (frame 2).")
+    assert describe(clip, frames, "hands").splitlines()[2] == (
+        "Frame 3: the right hand holds the red cup."
+    )
+    blocks = [("scene", "notes"), ("event_frames", "list")]
+    assert target_text(clip, frames, blocks).startswith("<notes>At the start,")
+    assert target_text(clip, frames, blocks).endswith("<list>2</list>")
+    assert "inside <notes></notes>, then the numbers" in instructions(blocks)
+
+
+def test_blocks_never_use_the_answer_grammar() -> None:
+    rng = np.random.default_rng(0)
+    grammar = {t.strip("</>") for t in ANSWER_TAGS}
+    assert not grammar & set(WRAP_TAGS)
+    letters = set()
+    for _ in range(300):
+        blocks = draw_blocks(rng, list(TASKS))
+        assert 1 <= len(blocks) <= 3
+        assert len({t for t, _ in blocks}) == len(blocks) == len({g for _, g in blocks})
+        letters |= {t.partition(":")[2] for t, _ in blocks if t.startswith("letter:")}
+    assert len(letters) > 15  # any of the 26 capitals, not the five option letters
+    assert "the capital letter Q inside <log></log>" in instructions([("letter:Q", "log")])
+
+
+def test_visible_objects_come_from_the_renderer(synth_slice: Path) -> None:
+    clips = load_truth(synth_slice)
+    names = {
+        o["name"]
+        for row in (synth_slice / "clips.jsonl").read_text().splitlines()
+        for o in json.loads(row)["objects"]
+    }
+    seen = [n for c in clips for t in np.linspace(0.2, 7.8, 12) for n in visible_objects(c, float(t))]
+    assert seen and set(seen) <= names
+    assert len(set(seen)) >= 3
+
+
+def test_examples_contain_no_question_option_letter_or_grammar(synth_slice: Path) -> None:
+    examples = build_examples(synth_slice, 4, 2, (112, 84), seed=0, per_set=3)
+    assert len(examples) == 3 * 2 * 3
+    questions = {item.question for item in read_jsonl(synth_slice / "qa.jsonl")}
+    for ex in examples:
+        texts = [ex.target] + [c.get("text") or "" for m in ex.prompt() for c in m["content"]]
+        joined = "\n".join(texts)
+        assert not any(tag in joined for tag in ANSWER_TAGS)
+        assert SYSTEM_PROMPT not in joined
+        assert not any(q in joined for q in questions)
+        assert "Options:" not in joined
+        assert [f.index for f in ex.frames] == [1, 2, 3, 4]
+        assert [f.image.shape for f in ex.frames] == [(84, 112, 3)] * 4
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    from egovlm.train.pretrain import load_pretrain_config
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("run: {output_dir: x}\ndata: {train: y}\noptim: {stepz: 3}\n")
+    with pytest.raises(ConfigError, match="stepz"):
+        load_pretrain_config(cfg)
+    cfg.write_text("run: {output_dir: x}\ndata: {train: y}\n")
+    assert load_pretrain_config(cfg, ["optim.steps=7"]).optim.steps == 7
+
+
+def test_pretrain_runs_and_lowers_the_loss(synth_slice: Path, tmp_path: Path) -> None:
+    from egovlm.models.loading import load_model
+    from egovlm.train.pretrain import load_pretrain_config, pretrain
+
+    cfg = tmp_path / "pretrain.yaml"
+    cfg.write_text(
+        f"run: {{output_dir: {tmp_path / 'run'}, threads: 1, log_every: 2}}\n"
+        "model: {build: tiny, seed: 0}\n"
+        f"data: {{train: {synth_slice}, val: {synth_slice}, frames: 4, frame_sets: 1, per_set: 2, val_clips: 2}}\n"
+        "optim: {steps: 12, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 100}\n"
+    )
+    summary = pretrain(load_pretrain_config(cfg))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert len(val) == 2  # before the first step and after the last
+    assert val[-1] < 0.8 * val[0]
+    final = Path(summary["final_dir"])
+    meta = json.loads((final / "egovlm.json").read_text())
+    assert meta["stage"] == "pretrain" and meta["preset"] == "tiny"
+    loaded = load_model(final)  # safetensors + processor with the wrapper tags as single tokens
+    tok = loaded.tokenizer
+    assert len(tok.tokenize("<notes>")) == 1
+    emb = loaded.model.get_input_embeddings().weight.detach()
+    assert emb.shape[0] >= len(tok)
+    # the answer tags were set to "a tag" (mean of the wrapper tags of their kind), not left random
+    opening = emb[[tok.convert_tokens_to_ids(f"<{t}>") for t in WRAP_TAGS]].mean(0)
+    think = emb[tok.convert_tokens_to_ids("<think>")]
+    assert float(think @ opening) / float(think.norm() * opening.norm()) > 0.5
+    assert meta["pretrain"]["answer_tags_initialised"] == list(ANSWER_TAGS)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0

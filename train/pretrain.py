@@ -1,0 +1,480 @@
+"""The base-model stage: supervised next-token training on EgoSynth *descriptions* with frames.
+
+GRPO in the paper starts from Qwen2.5-VL, a model that already connects images to words. The
+offline-built models start from random weights, so on CPU this stage stands in for that
+pre-training: frames enter through the contract's layout (:mod:`egovlm.train.pretrain_data`),
+the target is a description written from EgoSynth's ground truth, and the loss is plain
+cross-entropy on the target tokens only. It never sees the multiple-choice questions, options,
+answer letters or the answer grammar, so whatever the model later gains on QA comes from RL.
+
+A plain torch loop (AdamW, warm-up + cosine), written out rather than through ``Trainer``:
+the images need a custom collator anyway, and the loop is short enough to read in one go.
+Outputs in ``run.output_dir``: ``final/`` (model + processor + ``egovlm.json``, swapped in
+atomically), ``log.jsonl`` (train loss; validation loss with the right frames and with frames
+of another clip, whose gap shows whether the model looks at the images), ``curves.png``,
+``run.json``. ``egovlm train pretrain --config configs/mini/pretrain.yaml [key=value …]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+from pydantic.dataclasses import dataclass
+
+from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
+from egovlm.train.config import STRICT, ConfigError, apply_override, parse_override
+from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
+
+log = logging.getLogger("egovlm.train.pretrain")
+IGNORE = -100  # label of tokens without loss (prompt, padding)
+
+
+@dataclass(config=STRICT)
+class PretrainRun:
+    output_dir: str
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
+    log_every: int = 10
+
+
+@dataclass(config=STRICT)
+class PretrainModel:
+    build: str = "nano"  # egovlm.models preset, random init (saved in <output_dir>/init)
+    seed: int = 0
+    center_visual: bool = True  # data-dependent init of the merger output (center_visual_features)
+
+
+@dataclass(config=STRICT)
+class PretrainData:
+    train: str  # EgoSynth folder (captions.jsonl, events.jsonl, videos/)
+    val: str | None = None  # EgoSynth folder for the validation loss
+    frames: int = 8
+    frame_sets: int = 3  # per clip: the uniform set + (frame_sets - 1) jittered ones
+    per_set: int = 3  # examples (random description blocks) per frame set
+    max_clips: int | None = None
+    val_clips: int = 12
+    tasks: list[str] | None = None  # description tasks (egovlm.train.pretrain_data.TASKS by default)
+    seed: int = 0
+
+
+@dataclass(config=STRICT)
+class PretrainOptim:
+    steps: int = 500
+    batch_size: int = 8
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr x this
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    vision_lr_scale: float = 1.0  # the vision tower's (ViT + merger) learning rate = lr x this
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 100
+
+
+@dataclass(config=STRICT)
+class PretrainConfig:
+    run: PretrainRun
+    data: PretrainData
+    model: PretrainModel = field(default_factory=PretrainModel)
+    optim: PretrainOptim = field(default_factory=PretrainOptim)
+
+
+def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -> PretrainConfig:
+    """YAML + dotted overrides, like the GRPO recipes; unknown keys are errors naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for text in overrides or []:
+        parts, value = parse_override(text, f" (on top of {path})")
+        apply_override(tree, parts, value, f"override {text!r} (on top of {path})")
+    try:
+        cfg = PretrainConfig(**tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+        what = "unknown key" if err["type"] == "unexpected_keyword_argument" else err["msg"]
+        raise ConfigError(f"{path}: {where}: {what}") from None
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if cfg.data.frames < 1 or cfg.data.frame_sets < 1 or cfg.optim.steps < 1 or cfg.optim.batch_size < 1:
+        raise ConfigError(f"{path}: data.frames, data.frame_sets, optim.steps, optim.batch_size must be >= 1")
+    return cfg
+
+
+def encode(processor: Any, ex: Example, frames: list[Any] | None = None) -> dict[str, Any]:
+    """Token ids, masks and image tensors of one example; labels only on the target (+ end token).
+
+    The prompt goes through the processor (it expands each image placeholder to the frame's
+    visual tokens); the target is tokenised on its own and appended, so the boundary is exact."""
+    import torch
+
+    frames = frames if frames is not None else ex.frames
+    text = processor.apply_chat_template(ex.prompt(), add_generation_prompt=True, tokenize=False)
+    prompt = processor(text=[text], images=[[f.pil() for f in frames]], return_tensors="pt")
+    target = processor.tokenizer(ex.target + "<|im_end|>\n", add_special_tokens=False, return_tensors="pt")
+    ids_t = target["input_ids"][0]
+    ids = torch.cat([prompt["input_ids"][0], ids_t])
+    labels = torch.cat([torch.full_like(prompt["input_ids"][0], IGNORE), ids_t])
+    mm = torch.cat([prompt["mm_token_type_ids"][0], torch.zeros_like(ids_t)])
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "mm_token_type_ids": mm,
+        "pixel_values": prompt["pixel_values"],
+        "image_grid_thw": prompt["image_grid_thw"],
+    }
+
+
+def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-padded batch (padding has attention 0 and label IGNORE); images concatenated in order."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+
+    def pad(key: str, value: int) -> Any:
+        return torch.stack(
+            [torch.nn.functional.pad(r[key], (0, width - len(r[key])), value=value) for r in rows]
+        )
+
+    lengths = torch.tensor([len(r["input_ids"]) for r in rows])
+    return {
+        "input_ids": pad("input_ids", pad_id),
+        "labels": pad("labels", IGNORE),
+        "mm_token_type_ids": pad("mm_token_type_ids", 0),
+        "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
+        "pixel_values": torch.cat([r["pixel_values"] for r in rows]),
+        "image_grid_thw": torch.cat([r["image_grid_thw"] for r in rows]),
+    }
+
+
+def lr_at(step: int, o: PretrainOptim) -> float:
+    """Linear warm-up, then cosine down to ``lr x min_lr_ratio`` at the last step."""
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def mean_loss(model: Any, processor: Any, examples: list[Example], shuffled: bool, batch: int = 8) -> float:
+    """Mean target-token loss; ``shuffled`` shows each example the frames of the next clip's example
+    (same task and text), so ``shuffled - matched`` is what the images are worth to the model."""
+    import torch
+
+    pad_id = processor.tokenizer.pad_token_id
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(examples), batch):
+            rows = []
+            for j, ex in enumerate(examples[i : i + batch], start=i):
+                other = _other_clip(examples, j) if shuffled else ex
+                rows.append(encode(processor, ex, other.frames))
+            b = collate(rows, pad_id)
+            out = model(**b)
+            n = int((b["labels"][:, 1:] != IGNORE).sum())
+            total += float(out.loss) * n
+            count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def _other_clip(examples: list[Example], j: int) -> Example:
+    """The next example (cyclically) from a different clip with the same frame count."""
+    n = len(examples)
+    for k in range(1, n):
+        cand = examples[(j + k) % n]
+        if cand.clip_id != examples[j].clip_id and len(cand.frames) == len(examples[j].frames):
+            return cand
+    return examples[j]
+
+
+def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[Example]:
+    if cfg.data.val is None:
+        return []
+    d = cfg.data
+    # the uniform frame set only (the QA prompts' times); one example per (clip, task)
+    return build_examples(Path(d.val), d.frames, 1, size, d.seed + 1, 2, d.val_clips, d.tasks)
+
+
+def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
+    from egovlm.models.build import build_model
+
+    init = run_dir / "init"
+    if not (init / "config.json").is_file():
+        if init.exists():
+            shutil.rmtree(init)
+        build_model(cfg.model.build, init, seed=cfg.model.seed)
+    return init
+
+
+def center_visual_features(
+    model: Any, processor: Any, examples: list[Example], frames: int = 128
+) -> dict[str, float]:
+    """Data-dependent init of the vision merger's last layer: its outputs centred and scaled.
+
+    A random-init ViT maps every 28x28 region of these frames (mostly table, wall or counter)
+    to nearly the same vector: the part that differs between regions is ~5% of the norm, so
+    after the language model's RMSNorm all visual tokens look alike and the model learns to
+    ignore them (measured: validation loss with another clip's frames equal to the loss with
+    the right ones after 300 steps). Subtracting the mean output over real frames (through
+    the last Linear's bias) and scaling it so the centred outputs have the norm of a text
+    embedding makes the differences the whole signal, as data-dependent initialisation
+    (weight normalisation, LSUV) does for any layer. Same architecture, only weights change."""
+    import torch
+
+    merger_out = model.model.visual.merger.mlp[-1]
+    sample = [ex for ex in examples[:: max(1, len(examples) // 64)]]
+    images = [f.pil() for ex in sample for f in ex.frames][:frames]
+    inputs = processor.image_processor(images=images, return_tensors="pt")
+    with torch.no_grad():
+        feats = model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+        mean = feats.mean(0)
+        spread = (feats - mean).norm(dim=-1).mean()
+        target = model.get_input_embeddings().weight.norm(dim=-1).mean()
+        scale = target / spread
+        merger_out.weight.mul_(scale)
+        merger_out.bias.copy_((merger_out.bias - mean) * scale)
+    return {
+        "scale": float(scale),
+        "mean_norm": float(mean.norm()),
+        "spread": float(spread),
+        "target": float(target),
+    }
+
+
+def init_answer_tags(model: Any, tokenizer: Any) -> list[str]:
+    """Give the answer grammar's six tag tokens the embedding of *a tag*, as a vocabulary extension would.
+
+    The tags never occur in this stage, so their (tied) embeddings stay at random init: a logit
+    near zero against trained tokens', about 1e-5 per position, and a model that never samples a
+    tag gives GRPO no advantage signal at all (measured: 0 of 96 rollouts). Like the usual
+    initialisation of newly added tokens (transformers' ``mean_resizing``: the mean of the
+    existing embeddings), each is set to the mean embedding of the tokens of its kind, the
+    opening wrapper tags for ``<think>``/``<keyframes>``/``<answer>`` and the closing ones for
+    the others, plus its own random init so they stay distinguishable. The model thereby learns
+    nothing about the grammar (which tag comes first, what goes inside, the option letter):
+    that is left to GRPO. Returns the tags that were set."""
+    import torch
+
+    from egovlm.models.tokenizer import ANSWER_TAGS
+    from egovlm.train.pretrain_data import WRAP_TAGS
+
+    ids = tokenizer.convert_tokens_to_ids
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        opening = emb[[ids(f"<{t}>") for t in WRAP_TAGS]].mean(0)
+        closing = emb[[ids(f"</{t}>") for t in WRAP_TAGS]].mean(0)
+        head = model.get_output_embeddings().weight
+        for tag in ANSWER_TAGS:
+            emb[ids(tag)] += closing if tag.startswith("</") else opening
+            if head.data_ptr() != emb.data_ptr():  # an untied head: the same for the output row
+                head[ids(tag)] += closing if tag.startswith("</") else opening
+    return list(ANSWER_TAGS)
+
+
+def save_model(model: Any, processor: Any, init: Path, out: Path, info: dict[str, Any]) -> Path:
+    """Weights (safetensors) + processor + egovlm.json, written beside ``out`` and renamed into place."""
+    from egovlm.models.build import EGOVLM_META
+
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    meta = json.loads((init / EGOVLM_META).read_text())
+    meta.update(trained=True, stage="pretrain", pretrain=info)
+    (tmp / EGOVLM_META).write_text(json.dumps(meta, indent=2) + "\n")
+    return replace_dir(tmp, out)
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run the stage end to end; returns the run summary (also written to ``run.json``)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from egovlm.models.loading import keyframe_size_of
+
+    t0 = time.perf_counter()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = Path(cfg.run.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    init = _init_model(cfg, run_dir)
+    processor = AutoProcessor.from_pretrained(str(init))
+    model = AutoModelForImageTextToText.from_pretrained(str(init), dtype=torch.float32, use_safetensors=True)
+    if add_wrap_tokens(processor.tokenizer):  # the instruction-following tags (pretrain_data docstring)
+        model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    size = keyframe_size_of(init)
+    d = cfg.data
+    train_set = build_examples(
+        Path(d.train), d.frames, d.frame_sets, size, d.seed, d.per_set, d.max_clips, d.tasks
+    )
+    if not train_set:
+        raise ValueError(f"{d.train}: no clips to pre-train on")
+    val_set = _val_examples(cfg, size)
+    if cfg.model.center_visual:
+        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
+    log.info(
+        "%d training examples, %d validation examples (%.1f s)",
+        len(train_set),
+        len(val_set),
+        time.perf_counter() - t0,
+    )
+    history = train_loop(model, processor, train_set, val_set, cfg, run_dir / "log.jsonl")
+    info = {
+        "steps": cfg.optim.steps,
+        "examples": len(train_set),
+        "data": d.train,
+        "final_train_loss": history["train"][-1][1] if history["train"] else None,
+        **({k: v for k, v in history["val"][-1].items() if k != "step"} if history["val"] else {}),
+    }
+    info["answer_tags_initialised"] = init_answer_tags(model, processor.tokenizer)
+    save_model(model, processor, init, run_dir / "final", info)
+    summary = {**info, "wall_time_s": round(time.perf_counter() - t0, 1), "final_dir": str(run_dir / "final")}
+    atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+    plot_pretrain(run_dir / "log.jsonl", run_dir / "curves.png")
+    return summary
+
+
+def train_loop(
+    model: Any,
+    processor: Any,
+    train_set: list[Example],
+    val_set: list[Example],
+    cfg: PretrainConfig,
+    log_path: Path,
+) -> dict[str, Any]:
+    """AdamW steps over shuffled batches; validation before the first step, every ``eval_every``
+    steps and at the end."""
+    import torch
+
+    o = cfg.optim
+    torch.manual_seed(o.seed)
+    rng = np.random.default_rng(o.seed)
+    opt = _optimizer(model, o)
+    pad_id = processor.tokenizer.pad_token_id
+    history: dict[str, Any] = {"train": [], "val": []}
+    log_path.unlink(missing_ok=True)
+    if val_set:
+        _validate(model, processor, val_set, 0, history, log_path)
+    order = rng.permutation(len(train_set))
+    cursor, running, t_start = 0, [], time.perf_counter()
+    model.train()
+    for step in range(o.steps):
+        if cursor + o.batch_size > len(order):
+            order, cursor = rng.permutation(len(train_set)), 0
+        rows = [encode(processor, train_set[i]) for i in order[cursor : cursor + o.batch_size]]
+        cursor += o.batch_size
+        running.append(_step(model, opt, collate(rows, pad_id), lr_at(step, o), o.grad_clip))
+        last = step + 1 == o.steps
+        if (step + 1) % cfg.run.log_every == 0 or last:
+            row = {"step": step + 1, "loss": float(np.mean(running)), "lr": lr_at(step, o)}
+            row["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+            history["train"].append((step + 1, row["loss"]))
+            _append(log_path, row)
+            log.info("step %d loss %.3f", step + 1, row["loss"])
+            running = []
+        if val_set and ((step + 1) % o.eval_every == 0 or last):
+            _validate(model, processor, val_set, step + 1, history, log_path)
+    return history
+
+
+def _optimizer(model: Any, o: PretrainOptim) -> Any:
+    """AdamW; no weight decay on embeddings, norms and biases; the vision tower at
+    ``lr x vision_lr_scale`` (each group's ``scale`` multiplies the scheduled lr)."""
+    import torch
+
+    groups = []
+    for vision in (False, True):
+        named = [(n, p) for n, p in model.named_parameters() if (".visual." in f".{n}") == vision]
+        decay = [p for n, p in named if p.ndim >= 2 and "embed" not in n]
+        rest = [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)]
+        scale = o.vision_lr_scale if vision else 1.0
+        groups += [
+            {"params": decay, "weight_decay": o.weight_decay, "scale": scale},
+            {"params": rest, "weight_decay": 0.0, "scale": scale},
+        ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr)
+
+
+def _step(model: Any, opt: Any, batch: dict[str, Any], lr: float, grad_clip: float) -> float:
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr * group["scale"]
+    loss = model(**batch).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def _validate(
+    model: Any, processor: Any, val_set: list[Example], step: int, history: dict[str, Any], log_path: Path
+) -> None:
+    val = {
+        "step": step,
+        "val_loss": mean_loss(model, processor, val_set, shuffled=False),
+        "val_loss_shuffled_frames": mean_loss(model, processor, val_set, shuffled=True),
+    }
+    history["val"].append(val)
+    _append(log_path, val)
+    log.info(
+        "step %d val %.3f (another clip's frames %.3f)",
+        step,
+        val["val_loss"],
+        val["val_loss_shuffled_frames"],
+    )
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def plot_pretrain(log_path: Path, out: Path) -> Path:
+    """Training loss and the two validation losses over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    val = [r for r in rows if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train", linewidth=1)
+    if val:
+        steps = [r["step"] for r in val]
+        ax.plot(steps, [r["val_loss"] for r in val], marker="o", label="val (its frames)")
+        ax.plot(
+            steps,
+            [r["val_loss_shuffled_frames"] for r in val],
+            marker="x",
+            label="val (another clip's frames)",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (target tokens)")
+    ax.set_title("base stage: descriptions of EgoSynth frames")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out

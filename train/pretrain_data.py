@@ -1,0 +1,341 @@
+"""Pre-training examples: EgoSynth frame sets paired with descriptions of what the frames show.
+
+This is the base-model stage's data (:mod:`egovlm.train.pretrain`), standing in for the
+image-text pre-training and instruction tuning a real VLM brings. Every target is a
+*description* written from the clip's exact ground truth (``captions.jsonl``, ``events.jsonl``):
+what each hand holds in each frame, which object is picked up or put down where and when (and the
+nearest prompt frame), which frames show such a moment, where the objects are at the start and
+at the end. Never the questions, options, answer letters, nor the answer grammar's tags
+(``<think>``/``<keyframes>``/``<answer>``): a later gain on the multiple-choice QA has to come
+from reinforcement learning.
+
+Instruction following. The system prompt asks for one to three descriptions, each inside a pair
+of tags it names (``Write what each hand holds in each frame inside <hands></hands>, then ...``),
+drawn at random from :data:`WRAP_TAGS`, and the target wraps each description in its tags, in
+the order asked. The tags are single tokens added to the tokenizer (:func:`add_wrap_tokens`),
+like the answer tags are, and the pairing of tags to contents is random, so the one thing to
+learn is "write the tags the instructions name, in their order". That is the part of an
+instruction-tuned model (Qwen2.5-VL-*Instruct*) GRPO relies on: without it a model that has never
+seen a tag essentially never samples one, every rollout of a group scores the same, and GRPO
+has no advantage to learn from (measured: 0 of 96 rollouts at temperature 1 or 1.5 contained a
+tag after description-only pre-training).
+
+Frames reach the model exactly as in the QA prompts: the contract's ``frame_content`` layout
+(``Frame 3 (t=12.4 s): <image>``), keyframes resized to the model's keyframe size, timestamps of
+the decoded frames. Each clip gives several frame sets: the uniform set (the times QA prompts use)
+and ``frame_sets - 1`` jittered ones (one random time inside each segment), so the model also
+meets irregular keyframe times like the edge buffer's.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from egovlm.contract import Message, frame_content
+from egovlm.frames import Frame, resize_for_model
+from egovlm.video import VideoReader, uniform_times
+
+SYSTEM_INTRO = "You watch keyframes from a head-mounted camera and describe what they show."
+REQUEST = "Describe these frames."
+
+# description task -> how the instructions name it
+TASKS: dict[str, str] = {
+    "visible": "the objects visible in each frame",
+    "hands": "what each hand holds in each frame",
+    "events": "when each object is picked up or put down, with the nearest frame",
+    "event_frames": "the numbers of the frames nearest to a pick-up or put-down",
+    "scene": "where the objects are at the start and at the end",
+    "moved": "the objects that are picked up, in the order of their first pick-up",
+    "first_held": "the number of the first frame in which a hand holds an object",
+    "letter": "the capital letter {letter}",  # drawn per block (task id "letter:K"): see module docstring
+}
+# Wrapper tag names; none is a tag of the answer grammar (think, keyframes, answer).
+WRAP_TAGS: tuple[str, ...] = (
+    "hands",
+    "events",
+    "scene",
+    "frames",
+    "objects",
+    "places",
+    "moves",
+    "list",
+    "notes",
+    "summary",
+    "timeline",
+    "items",
+    "record",
+    "report",
+    "log",
+    "desc",
+    "start",
+    "end",
+    "story",
+    "facts",
+    "view",
+    "moments",
+    "state",
+    "what",
+)
+MAX_BLOCKS = 3
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # the letter task draws from all 26, uniformly
+
+
+def wrap_tokens() -> list[str]:
+    return [t for name in WRAP_TAGS for t in (f"<{name}>", f"</{name}>")]
+
+
+def add_wrap_tokens(tokenizer: Any) -> int:
+    """Add the wrapper tags as single (non-special) tokens; returns how many were new."""
+    return int(tokenizer.add_tokens(wrap_tokens()))
+
+
+def task_phrase(task: str) -> str:
+    """How the instructions name a task id (``letter:K`` names its letter)."""
+    name, _, arg = task.partition(":")
+    if name not in TASKS:
+        raise PretrainDataError(f"unknown description task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name].format(letter=arg)
+
+
+def instructions(blocks: Sequence[tuple[str, str]]) -> str:
+    """``Write A inside <a></a>, then B inside <b></b>.`` for (task, tag) blocks."""
+    parts = [f"{task_phrase(task)} inside <{tag}></{tag}>" for task, tag in blocks]
+    return f"{SYSTEM_INTRO} Write " + ", then ".join(parts) + "."
+
+
+class PretrainDataError(ValueError):
+    """An EgoSynth folder that cannot be turned into pre-training examples (names file and row)."""
+
+
+@dataclass(frozen=True)
+class ClipTruth:
+    """What the descriptions are written from: one clip's ground-truth rows."""
+
+    clip_id: str
+    video: Path
+    duration_s: float
+    captions: list[dict[str, Any]]  # captions.jsonl entries {start, end, text}
+    events: list[dict[str, Any]]  # events.jsonl rows of this clip, in time order
+    render: tuple[str, int, int, tuple[int, int], float] | None = None  # split, seed, index, size, fps
+
+
+@dataclass
+class Example:
+    """One frame set and a request for one to three wrapped descriptions (``blocks``: task, tag)."""
+
+    clip_id: str
+    blocks: list[tuple[str, str]]
+    frames: list[Frame]
+    target: str
+
+    def prompt(self) -> list[Message]:
+        user = [*frame_content(self.frames), {"type": "text", "text": REQUEST}]
+        return [
+            {"role": "system", "content": [{"type": "text", "text": instructions(self.blocks)}]},
+            {"role": "user", "content": user},
+        ]
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise PretrainDataError(f"{path} not found (an EgoSynth folder: egovlm data synth --out ...)")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise PretrainDataError(f"{path}:{n}: not valid JSON: {e}") from None
+    return rows
+
+
+def load_truth(folder: Path) -> list[ClipTruth]:
+    """The clips of an EgoSynth folder with their captions, events and how they were rendered."""
+    events: dict[str, list[dict[str, Any]]] = {}
+    for n, e in enumerate(_read_rows(folder / "events.jsonl"), 1):
+        try:
+            events.setdefault(str(e["clip_id"]), []).append(e)
+        except KeyError:
+            raise PretrainDataError(f"{folder / 'events.jsonl'}:{n}: missing field clip_id") from None
+    looks = {str(r.get("id")): r for r in _read_rows(folder / "clips.jsonl")}
+    clips = []
+    for n, row in enumerate(_read_rows(folder / "captions.jsonl"), 1):
+        try:
+            cid, video, duration, caps = row["id"], row["video"], row["duration_s"], row["captions"]
+            look, meta = looks.get(cid), row["meta"]
+            render = None
+            if look is not None:
+                size = (int(look["size"][0]), int(look["size"][1]))
+                render = (str(meta["split"]), int(meta["seed"]), int(meta["index"]), size, float(look["fps"]))
+        except KeyError as e:
+            raise PretrainDataError(f"{folder / 'captions.jsonl'}:{n}: missing field {e.args[0]}") from None
+        evs = sorted(events.get(cid, []), key=lambda e: float(e["t"]))
+        clips.append(ClipTruth(cid, folder / video, float(duration), list(caps), evs, render))
+    return clips
+
+
+@functools.lru_cache(maxsize=4)
+def _planned(split: str, seed: int, index: int, size: tuple[int, int], fps: float, duration: float) -> Any:
+    from egovlm.synth.generate import SynthConfig, build_clip
+
+    return build_clip(split, seed, index, SynthConfig(size=size, fps=fps, duration=duration))
+
+
+def visible_objects(clip: ClipTruth, t: float, min_px: int = 4) -> list[str]:
+    """Objects whose box (resting or held) lies at least ``min_px`` x ``min_px`` inside the frame
+    at ``t``, from EgoSynth's renderer (re-planned from the clip's seed; nothing is drawn)."""
+    if clip.render is None:
+        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so visibility is unknown")
+    planned = _planned(*clip.render, clip.duration_s)
+    out = []
+    for obj in planned.script.objects:
+        x0, y0, x1, y1 = planned.renderer.object_box(obj.name, t)
+        if x1 - x0 >= min_px and y1 - y0 >= min_px:
+            out.append(obj.name)
+    return out
+
+
+def visible_line(clip: ClipTruth, frame: Frame) -> str:
+    names = [f"the {n}" for n in visible_objects(clip, frame.timestamp_s)]
+    return f"Frame {frame.index}: " + (" and ".join(names) if names else "no object") + "."
+
+
+def frame_times(duration_s: float, n: int, rng: np.random.Generator | None) -> list[float]:
+    """Uniform segment centres (``rng`` None: the QA prompts' times) or one jittered time per segment."""
+    if rng is None:
+        return uniform_times(duration_s, n)
+    seg = duration_s / n
+    return [seg * (i + float(rng.uniform(0.1, 0.9))) for i in range(n)]
+
+
+def nearest_frame(frames: Sequence[Frame], t: float) -> int:
+    return min(frames, key=lambda f: (abs(f.timestamp_s - t), f.index)).index
+
+
+def held_at(events: Sequence[dict[str, Any]], t: float) -> dict[str, str]:
+    """hand -> object it holds at time ``t`` (picked up at or before t and not yet put down)."""
+    held: dict[str, str] = {}
+    for e in events:
+        if float(e["t"]) > t + 1e-6:
+            break
+        if e["action"] == "pick_up":
+            held[e["hand"]] = e["object"]
+        elif held.get(e["hand"]) == e["object"]:
+            del held[e["hand"]]
+    return held
+
+
+def hands_line(frame: Frame, events: Sequence[dict[str, Any]]) -> str:
+    held = held_at(events, frame.timestamp_s)
+    if not held:
+        return f"Frame {frame.index}: nothing in hand."
+    parts = [f"the {h} hand holds the {held[h]}" for h in ("right", "left") if h in held]
+    return f"Frame {frame.index}: " + " and ".join(parts) + "."
+
+
+def _is_event_sentence(text: str) -> bool:
+    return " picks up " in text or " puts the " in text
+
+
+def event_moments(clip: ClipTruth) -> list[tuple[float, str]]:
+    """(time, caption sentence) of every pick-up and put-down inside the clip."""
+    out = []
+    for c in clip.captions:
+        start, text = float(c["start"]), str(c["text"])
+        if 0.0 < start < clip.duration_s and _is_event_sentence(text):
+            out.append((start, text))
+    return out
+
+
+def _layout(clip: ClipTruth) -> str:
+    return next((str(c["text"]) for c in clip.captions if str(c["text"]).startswith("At the start,")), "")
+
+
+def _summary(clip: ClipTruth) -> str:
+    return next((str(c["text"]) for c in clip.captions if str(c["text"]).startswith("By ")), "")
+
+
+def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
+    """The description ``task`` (a key of :data:`TASKS`, or ``letter:K``) of this frame set."""
+    if task.startswith("letter:"):
+        return task.partition(":")[2]
+    if task == "visible":
+        return "\n".join(visible_line(clip, f) for f in frames)
+    if task == "hands":
+        return "\n".join(hands_line(f, clip.events) for f in frames)
+    if task == "events":
+        lines = [f"{text[:-1]} (frame {nearest_frame(frames, t)})." for t, text in event_moments(clip)]
+        return "\n".join(lines) or "Nothing is picked up or put down."
+    if task == "event_frames":
+        near = sorted({nearest_frame(frames, t) for t, _ in event_moments(clip)})
+        return ", ".join(str(i) for i in near) or "none"
+    if task == "scene":
+        return "\n".join(x for x in (_layout(clip), _summary(clip)) if x)
+    if task == "moved":
+        names = list(dict.fromkeys(str(e["object"]) for e in clip.events if e["action"] == "pick_up"))
+        return ", ".join(f"the {n}" for n in names) or "none"
+    if task == "first_held":
+        return next((str(f.index) for f in frames if held_at(clip.events, f.timestamp_s)), "none")
+    raise PretrainDataError(f"unknown description task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def target_text(clip: ClipTruth, frames: Sequence[Frame], blocks: Sequence[tuple[str, str]]) -> str:
+    """Each block's description inside its tags, in the order the instructions ask."""
+    return "\n".join(f"<{tag}>{describe(clip, frames, task)}</{tag}>" for task, tag in blocks)
+
+
+def draw_blocks(rng: np.random.Generator, tasks: Sequence[str]) -> list[tuple[str, str]]:
+    """One to MAX_BLOCKS distinct tasks in random order, each with a distinct random tag."""
+    k = int(rng.integers(1, min(MAX_BLOCKS, len(tasks)) + 1))
+    chosen = [tasks[int(i)] for i in rng.permutation(len(tasks))[:k]]
+    chosen = [f"letter:{LETTERS[int(rng.integers(len(LETTERS)))]}" if t == "letter" else t for t in chosen]
+    tags = [WRAP_TAGS[int(i)] for i in rng.permutation(len(WRAP_TAGS))[:k]]
+    return list(zip(chosen, tags, strict=True))
+
+
+def decode_frame_sets(
+    clip: ClipTruth, n: int, sets: int, size: tuple[int, int], rng: np.random.Generator
+) -> list[list[Frame]]:
+    """``sets`` frame sets of ``n`` frames (the first uniform, the others jittered), one decode pass."""
+    reader = VideoReader(clip.video)
+    wanted = [frame_times(clip.duration_s, n, None if k == 0 else rng) for k in range(sets)]
+    flat = reader.frames_at([t for times in wanted for t in times])
+    out = []
+    for k in range(sets):
+        timed = sorted(flat[k * n : (k + 1) * n], key=lambda x: x[0])
+        out.append([Frame(i + 1, float(t), resize_for_model(img, size)) for i, (t, img) in enumerate(timed)])
+    return out
+
+
+def build_examples(
+    folder: Path,
+    n_frames: int,
+    frame_sets: int,
+    size: tuple[int, int],
+    seed: int,
+    per_set: int = 3,
+    max_clips: int | None = None,
+    tasks: Sequence[str] | None = None,
+) -> list[Example]:
+    """``per_set`` examples (random blocks, :func:`draw_blocks`) for each of ``frame_sets`` frame
+    sets of every clip of an EgoSynth folder (``tasks`` None: all of :data:`TASKS`)."""
+    tasks = list(tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise PretrainDataError(f"unknown description task(s) {unknown}; choose from {', '.join(TASKS)}")
+    rng = np.random.default_rng(seed)
+    clips = load_truth(folder)[:max_clips] if max_clips else load_truth(folder)
+    examples = []
+    for clip in clips:
+        for frames in decode_frame_sets(clip, n_frames, frame_sets, size, rng):
+            for _ in range(per_set):
+                blocks = draw_blocks(rng, tasks)
+                examples.append(Example(clip.clip_id, blocks, frames, target_text(clip, frames, blocks)))
+    return examples
