@@ -114,6 +114,7 @@ class RewardWeights:
 class RewardsSection:
     weights: RewardWeights = dataclasses.field(default_factory=RewardWeights)
     format_partial: float = 0.5  # credit for a completion with all blocks but not the exact grammar
+    format_tag_share: float = 0.5  # share of that partial credit paid for tags alone (0: valid blocks only)
     keyframe_tolerance_s: float | None = None  # None: each salient time maps to its nearest frame
     keyframe_requires_correct: bool = False  # pay the keyframe F1 only with a correct answer
     max_tokens: int | None = None  # length shaping (DAPO soft overlong): hard limit in tokens
@@ -258,6 +259,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"{src}: rewards.weights.keyframe ({w.keyframe}) exceeds rewards.weights.accuracy "
             f"({w.accuracy}): citing frames must never pay more than a correct answer"
+        )
+    if not 0.0 <= cfg.rewards.format_tag_share <= 1.0:
+        raise ConfigError(
+            f"{src}: rewards.format_tag_share must be in [0, 1], got {cfg.rewards.format_tag_share}"
         )
     if not 0.0 <= cfg.rewards.format_partial <= 1.0:
         raise ConfigError(

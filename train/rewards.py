@@ -10,12 +10,14 @@ Definitions (this project's; the paper's exact formulas are not published):
 
 * **format** — 1.0 when the completion is exactly ``<think>…</think> <keyframes>i, j</keyframes>
   <answer>L</answer>`` (:func:`egovlm.contract.parse_answer` ``format_ok``). Otherwise partial
-  credit ``format_partial × (tags / 6 + blocks / 3) / 2``, where ``tags`` counts which of the six
-  tags (``<think>``, ``</think>``, ``<keyframes>``, …) occur at least once and ``blocks`` how many
-  of the three blocks parse validly. So three valid blocks out of order or wrapped in extra text
-  get ``format_partial`` (0.5 by default), stray tags get a little, empty text gets 0; repeating
-  a tag pays nothing more. The tag term gives a model that has never seen the grammar (the
-  R1-Zero start; the offline tiny models) a gradient toward it.
+  credit ``format_partial × (s × tags / 6 + (1 - s) × blocks / 3)`` with ``s`` =
+  ``format_tag_share`` (0.5 by default), where ``tags`` counts which of the six tags
+  (``<think>``, ``</think>``, ``<keyframes>``, …) occur at least once and ``blocks`` how many of
+  the three blocks parse validly. So three valid blocks out of order or wrapped in extra text get
+  ``format_partial`` (0.5 by default), stray tags get a little, empty text gets 0; repeating a tag
+  pays nothing more. The tag term gives a model that has never seen the grammar (the R1-Zero
+  start; the offline tiny models) a gradient toward it; it can also be farmed by "tag soup"
+  (every tag, no content), which ``format_tag_share: 0`` rules out (docs/mini_experiment).
 * **accuracy** — 1.0 when the parsed ``<answer>`` letter equals the ground-truth letter, else 0.
   The letter is read wherever the block stands (format is paid separately). Rows without a
   public answer get ``None``.
@@ -76,10 +78,11 @@ def tags_present(text: str) -> int:
     return len({(m.group(1), m.group(2).lower()) for m in _TAG_RE.finditer(text)})
 
 
-def format_score(text: str, parsed: ParsedAnswer, partial: float) -> float:
+def format_score(text: str, parsed: ParsedAnswer, partial: float, tag_share: float = 0.5) -> float:
     if parsed.format_ok:
         return 1.0
-    return partial * (tags_present(text) / len(TAGS) + parsed.parts_ok / 3.0) / 2.0
+    tags = tags_present(text) / len(TAGS)
+    return partial * (tag_share * tags + (1.0 - tag_share) * parsed.parts_ok / 3.0)
 
 
 def f1(cited: Sequence[int], salient: Sequence[int]) -> float:
@@ -139,8 +142,9 @@ class FormatReward:
 
     __name__ = "format"
 
-    def __init__(self, partial: float = 0.5) -> None:
+    def __init__(self, partial: float = 0.5, tag_share: float = 0.5) -> None:
         self.partial = partial
+        self.tag_share = tag_share
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
@@ -150,7 +154,7 @@ class FormatReward:
         log_metric = columns.get("log_metric")
         if log_metric is not None and parsed:
             log_metric("format_failure_rate", sum(not p.format_ok for p in parsed) / len(parsed))
-        return [format_score(t, p, self.partial) for t, p in zip(texts, parsed, strict=True)]
+        return [format_score(t, p, self.partial, self.tag_share) for t, p in zip(texts, parsed, strict=True)]
 
 
 class AccuracyReward:
@@ -218,7 +222,7 @@ def build_rewards(rewards_cfg: Any) -> tuple[list[RewardFn], list[float]]:
     """Reward callables and their weights from a recipe's ``rewards`` section (length only when weighted)."""
     w = rewards_cfg.weights
     funcs: list[RewardFn] = [
-        FormatReward(rewards_cfg.format_partial),
+        FormatReward(rewards_cfg.format_partial, rewards_cfg.format_tag_share),
         AccuracyReward(),
         KeyframeReward(rewards_cfg.keyframe_tolerance_s, rewards_cfg.keyframe_requires_correct),
     ]

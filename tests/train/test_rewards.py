@@ -190,3 +190,14 @@ def test_a_correct_answer_outpays_any_keyframe_citation() -> None:
     scores = [call(f, [right_no_cite, wrong_perfect_cite], **cols) for f in funcs]
     totals = [sum(w * (s[i] or 0.0) for w, s in zip(weights, scores, strict=True)) for i in range(2)]
     assert totals[0] > totals[1]
+
+
+def test_tag_share_zero_stops_paying_for_tag_soup() -> None:
+    soup = "<think><answer></answer><answer></keyframes></answer></think></think>"
+    soup_answer = "<think>the cup</think><answer>B</answer>"  # two valid blocks, no keyframes
+    default, blocks_only = FormatReward(0.5, tag_share=0.5), FormatReward(0.5, tag_share=0.0)
+    # the soup's only valid block is its <think> (anything may stand inside one): 1 of 3 blocks
+    assert call(blocks_only, [soup])[0] == pytest.approx(0.5 / 3)
+    assert (call(default, [soup])[0] or 0.0) > 0.5 / 3 + 0.05  # the default also pays its 5 of 6 tags
+    assert call(blocks_only, [soup_answer])[0] == pytest.approx(2 * 0.5 / 3)  # an answer pays more
+    assert call(blocks_only, [GOOD]) == [1.0]

@@ -1,0 +1,211 @@
+"""``make repro-mini``: the miniature EgoVLM experiment end to end, on CPU, with the project's commands.
+
+Stages (each prints the exact ``egovlm`` command it runs; a stage whose output exists is skipped,
+so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
+
+1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
+             val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
+2. pretrain  ``egovlm train pretrain --config configs/mini/pretrain.yaml`` (descriptions, never QA)
+3. GRPO      ``egovlm train --config configs/mini/grpo_{a,b}.yaml`` x seeds 0, 1, 2
+4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
+             question's own frames and once with another clip's frames (what the text alone is worth),
+             and of the six GRPO models on the val split (to choose the demo's model)
+5. report    ``scripts/repro_mini_report.py``: docs/mini_experiment/results.md, results.json, curves.png
+6. publish   the GRPO model with the best *val* accuracy (never the test split's) is copied to
+             ``models/egovlm-mini`` with a model card (``--no-publish`` skips this)
+
+Jobs (GRPO runs, evals) run ``--jobs`` at a time with ``OMP_NUM_THREADS=--threads``: on the 2-core
+machine two one-thread jobs finish sooner than one two-thread job after another, and a one-thread
+job degrades far less when other work shares the cores. Wall time and load average of every
+stage go to ``<runs>/timings.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EGOVLM = str(ROOT / ".venv" / "bin" / "egovlm")
+PYTHON = sys.executable
+SEEDS = (0, 1, 2)
+ARMS = ("a", "b")
+LOOK = ["--size", "224x168", "--fps", "10", "--duration", "12"]  # resized to 112x84 keyframes anyway
+# folder -> (split, base seed, clips)
+DATA = {
+    "pretrain": ("train", 1, 150),
+    "rl_train": ("train", 0, 60),
+    "val": ("val", 0, 30),
+    "test": ("test", 0, 30),
+}
+EVAL = ["--frames", "8", "--batch-size", "8", "--max-new-tokens", "64", "--device", "cpu"]
+
+
+def load1() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0]) if Path("/proc/loadavg").is_file() else 0.0
+
+
+def run(cmd: list[str], threads: int, log: Path | None = None) -> None:
+    """Run one command (printed first); its output goes to ``log`` when given."""
+    print("$ " + shlex.join(cmd), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    if log is None:
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as f:
+        done = subprocess.run(cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"command failed ({done.returncode}), see {log}: {shlex.join(cmd)}")
+
+
+def stage(runs: Path, name: str, body: Callable[[], None]) -> None:
+    """Time a stage and record it with the machine's load average before and after."""
+    t0, l0 = time.perf_counter(), load1()
+    body()
+    row = {
+        "stage": name,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_start": l0,
+        "load_end": load1(),
+    }
+    with (runs / "timings.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"== {name}: {row['seconds'] / 60:.1f} min (load {l0:.1f} -> {row['load_end']:.1f})", flush=True)
+
+
+def parallel(jobs: list[Callable[[], None]], n: int) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
+        for f in [pool.submit(j) for j in jobs]:
+            f.result()
+
+
+def make_data(runs: Path) -> None:
+    for name, (split, seed, clips) in DATA.items():
+        out = runs / "data" / name
+        if not (out / "qa.jsonl").is_file():
+            cmd = [EGOVLM, "data", "synth", "--out", str(out), "--clips", str(clips), "--seed", str(seed)]
+            run([*cmd, "--split", split, *LOOK, "--workers", "2"], threads=1)
+    write_otherclip(runs / "data" / "test" / "qa.jsonl", runs / "data" / "test" / "qa_otherclip.jsonl")
+    warm_frame_cache(runs)
+
+
+def warm_frame_cache(runs: Path) -> None:
+    """Decode the RL clips' frame sets once, before parallel GRPO runs would each decode them."""
+    from egovlm.models.presets import PRESETS
+    from egovlm.train.dataset import FrameSpec, load_items, prepare_items
+
+    data = runs / "data" / "rl_train" / "qa.jsonl"
+    spec = FrameSpec(8, "uniform", PRESETS["nano"].keyframe_size)
+    prepare_items(load_items(data, answered_only=True), data.parent, spec, runs / "frame_cache")
+
+
+def write_otherclip(src: Path, dst: Path) -> None:
+    """The test questions, each pointing at the next clip's video (same folder, so paths stay valid):
+    accuracy on it is what a model gets without the right frames."""
+    from egovlm.schema import read_jsonl, write_jsonl
+
+    items = read_jsonl(src)
+    videos = list(dict.fromkeys(i.video for i in items if i.video))
+    shift = {v: videos[(k + 1) % len(videos)] for k, v in enumerate(videos)}
+    write_jsonl(dst, [i.model_copy(update={"video": shift[i.video]}) if i.video else i for i in items])
+
+
+def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None]:
+    out = runs / f"grpo_{arm}" / f"seed{seed}"
+
+    def job() -> None:
+        if (out / "final" / "config.json").is_file():
+            return
+        cfg = f"configs/mini/grpo_{arm}.yaml"
+        paths = [
+            f"run.output_dir={out}",
+            f"model.path={runs / 'pretrain' / 'final'}",
+            f"data.train={runs / 'data' / 'rl_train' / 'qa.jsonl'}",
+            f"data.cache_dir={runs / 'frame_cache'}",
+        ]
+        run([EGOVLM, "train", "--config", cfg, *paths, f"grpo.seed={seed}"], threads, out / "train.log")
+
+    return job
+
+
+def eval_job(
+    runs: Path, name: str, model: Path, threads: int, other: bool, split: str = "test"
+) -> Callable[[], None]:
+    data = runs / "data" / split / ("qa_otherclip.jsonl" if other else "qa.jsonl")
+    folder = "eval" if split == "test" else f"eval_{split}"
+    out = runs / folder / (f"{name}-otherclip" if other else name)
+
+    def job() -> None:
+        if (out / "metrics.json").is_file():
+            return
+        cmd = [EGOVLM, "eval", "--model", str(model), "--data", str(data), "--out", str(out), *EVAL]
+        run(cmd, threads, out / "eval.log")
+
+    return job
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Miniature EgoVLM experiment (see module docstring).")
+    ap.add_argument("--runs", type=Path, default=Path("runs/mini"))
+    ap.add_argument("--docs", type=Path, default=Path("docs/mini_experiment"))
+    ap.add_argument("--jobs", type=int, default=2, help="GRPO runs / evals at once")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    ap.add_argument("--fresh", action="store_true", help="delete --runs first (a full, timed run)")
+    ap.add_argument("--models", type=Path, default=Path("models/egovlm-mini"), help="where to publish")
+    ap.add_argument("--no-publish", action="store_true", help="do not replace --models")
+    args = ap.parse_args()
+    runs = (ROOT / args.runs).resolve() if not args.runs.is_absolute() else args.runs
+    if args.fresh and runs.exists():
+        shutil.rmtree(runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    t0, l0 = time.perf_counter(), load1()
+    base = runs / "pretrain" / "final"
+    stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
+    pre = [
+        EGOVLM,
+        "train",
+        "pretrain",
+        "--config",
+        "configs/mini/pretrain.yaml",
+        f"run.output_dir={runs / 'pretrain'}",
+    ]
+    pre += [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
+    stage(
+        runs, "base stage (pre-training)", lambda: None if (base / "config.json").is_file() else run(pre, 2)
+    )
+    grpo = [grpo_job(runs, arm, s, args.threads) for arm in ARMS for s in SEEDS]
+    stage(runs, f"GRPO ({len(grpo)} runs, {args.jobs} at a time)", lambda: parallel(grpo, args.jobs))
+    models = {
+        "base": base,
+        **{f"grpo_{a}-seed{s}": runs / f"grpo_{a}" / f"seed{s}" / "final" for a in ARMS for s in SEEDS},
+    }
+    evals = [eval_job(runs, n, m, args.threads, other) for n, m in models.items() for other in (False, True)]
+    evals += [eval_job(runs, n, m, args.threads, False, "val") for n, m in models.items() if n != "base"]
+    stage(runs, f"eval ({len(evals)} evals, {args.jobs} at a time)", lambda: parallel(evals, args.jobs))
+    report = [PYTHON, "scripts/repro_mini_report.py", "--runs", str(runs), "--out", str(args.docs)]
+    total = {
+        "stage": "total",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_start": l0,
+        "load_end": load1(),
+    }
+    with (runs / "timings.jsonl").open("a") as f:
+        f.write(json.dumps(total) + "\n")
+    run(report, 1)
+    if not args.no_publish:
+        publish = [PYTHON, "scripts/repro_mini_publish.py", "--runs", str(runs), "--out", str(args.models)]
+        run([*publish, "--results", str(args.docs / "results.json")], 1)
+
+
+if __name__ == "__main__":
+    main()

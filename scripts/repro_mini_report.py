@@ -1,0 +1,232 @@
+"""The miniature EgoVLM experiment's table and plot, from the runs ``scripts/repro_mini.py`` made.
+
+Reads ``<runs>/eval/<model>/metrics.json`` (``egovlm eval`` on the held-out test split; also
+``<model>-otherclip`` evals, where each question is shown another clip's frames), each GRPO run's
+TensorBoard curves and ``<runs>/timings.jsonl``; writes ``results.md`` (the tables), ``results.json``
+(every number) and ``curves.png`` (reward curves, mean and min-max over seeds) into ``--out``.
+
+    .venv/bin/python scripts/repro_mini_report.py --runs runs/mini --out docs/mini_experiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from egovlm.atomic import atomic_path, atomic_write_text
+
+CHANCE = 0.2  # five options
+ARMS = {"a": "GRPO (a): format + accuracy", "b": "GRPO (b): format + accuracy + keyframe"}
+CURVES = [
+    ("accuracy reward", "train/rewards/accuracy/mean"),
+    ("format reward", "train/rewards/format/mean"),
+    ("keyframe F1 (paid in b only)", "train/rewards/keyframe/mean"),
+    ("format-failure rate", "train/format_failure_rate"),
+]
+
+
+def _metrics(path: Path) -> dict[str, Any] | None:
+    f = path / "metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample std (0 for one value), min and max."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def collect(runs: Path) -> dict[str, Any]:
+    """Every eval's metrics, grouped: base, and per arm a list over seeds."""
+    ev = runs / "eval"
+    out: dict[str, Any] = {"base": _metrics(ev / "base"), "base_otherclip": _metrics(ev / "base-otherclip")}
+    for arm in ARMS:
+        seeds = sorted(p.name for p in ev.glob(f"grpo_{arm}-seed*") if not p.name.endswith("-otherclip"))
+        out[arm] = {s: _metrics(ev / s) for s in seeds}
+        out[f"{arm}_otherclip"] = {s: _metrics(ev / f"{s}-otherclip") for s in seeds}
+    return out
+
+
+def _num(m: dict[str, Any] | None, key: str) -> float | None:
+    return None if m is None or m.get(key) is None else float(m[key])
+
+
+def arm_stats(per_seed: dict[str, Any], key: str) -> dict[str, float] | None:
+    vals = [v for v in (_num(m, key) for m in per_seed.values()) if v is not None]
+    return spread(vals) if vals else None
+
+
+def pct(s: dict[str, float] | float | None, digits: int = 1) -> str:
+    if s is None:
+        return "n/a"
+    if isinstance(s, float | int):
+        return f"{100 * s:.{digits}f}%"
+    lo, hi = 100 * s["min"], 100 * s["max"]
+    return f"{100 * s['mean']:.{digits}f}% ± {100 * s['std']:.{digits}f} ({lo:.0f}–{hi:.0f})"
+
+
+def f1s(s: dict[str, float] | float | None) -> str:
+    if s is None:
+        return "n/a"
+    if isinstance(s, float | int):
+        return f"{s:.3f}"
+    return f"{s['mean']:.3f} ± {s['std']:.3f} ({s['min']:.3f}–{s['max']:.3f})"
+
+
+def main_table(data: dict[str, Any]) -> list[str]:
+    base, base_o = data["base"], data["base_otherclip"]
+    n = base["answered_items"] if base else "?"
+    rows = [
+        f"Held-out EgoSynth test split ({n} questions, 5 options). Mean ± std over seeds (min–max).",
+        "",
+        "| model | accuracy | accuracy, another clip's frames | format failures | no answer letter "
+        "| keyframe F1 |",
+        "|---|---|---|---|---|---|",
+        f"| chance | {pct(CHANCE)} | {pct(CHANCE)} | – | – | – |",
+        "| base (description pre-training only) | "
+        + " | ".join(
+            [
+                pct(_num(base, "accuracy")),
+                pct(_num(base_o, "accuracy")),
+                pct(_num(base, "format_failure_rate")),
+                pct(_num(base, "no_answer_rate")),
+                f1s(_num(base, "keyframe_f1")),
+            ]
+        )
+        + " |",
+    ]
+    for arm, label in ARMS.items():
+        seeds = data[arm]
+        if not seeds:
+            continue
+        rows.append(
+            f"| {label} ({len(seeds)} seeds) | "
+            + " | ".join(
+                [
+                    pct(arm_stats(seeds, "accuracy")),
+                    pct(arm_stats(data[f"{arm}_otherclip"], "accuracy")),
+                    pct(arm_stats(seeds, "format_failure_rate")),
+                    pct(arm_stats(seeds, "no_answer_rate")),
+                    f1s(arm_stats(seeds, "keyframe_f1")),
+                ]
+            )
+            + " |"
+        )
+    return rows
+
+
+def type_table(data: dict[str, Any]) -> list[str]:
+    base = data["base"] or {}
+    types = sorted((base.get("per_question_type") or {}).keys())
+    if not types:
+        return []
+    head = "| question type | items | base | " + " | ".join(ARMS[a].split(":")[0] for a in ARMS) + " |"
+    rows = ["Accuracy per question type (mean over seeds):", "", head, "|---|---|---|" + "---|" * len(ARMS)]
+    for t in types:
+        cells = [t, str(base["per_question_type"][t]["items"]), pct(base["per_question_type"][t]["accuracy"])]
+        for arm in ARMS:
+            vals = [
+                m["per_question_type"][t]["accuracy"]
+                for m in data[arm].values()
+                if m and t in m.get("per_question_type", {})
+            ]
+            cells.append(pct(statistics.fmean(vals)) if vals else "n/a")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def timing_table(runs: Path) -> list[str]:
+    path = runs / "timings.jsonl"
+    if not path.is_file():
+        return []
+    rows = ["| stage | wall time | load average (1 min) at start → end |", "|---|---|---|"]
+    for line in path.read_text().splitlines():
+        t = json.loads(line)
+        rows.append(
+            f"| {t['stage']} | {t['seconds'] / 60:.1f} min | {t['load_start']:.1f} → {t['load_end']:.1f} |"
+        )
+    return rows
+
+
+def plot_curves(runs: Path, out: Path) -> Path | None:
+    """Reward curves per arm: mean over seeds, shaded min-max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from egovlm.train.plot import PlotError, read_scalars
+
+    series: dict[str, list[dict[str, list[tuple[int, float]]]]] = {}
+    for arm in ARMS:
+        for run in sorted((runs / f"grpo_{arm}").glob("seed*")):
+            try:
+                series.setdefault(arm, []).append(read_scalars(run))
+            except PlotError:
+                continue
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.2))
+    for ax, (title, tag) in zip(axes, CURVES, strict=True):
+        for arm, runs_scalars in series.items():
+            curves = [dict(s[tag]) for s in runs_scalars if tag in s]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            vals = np.array([[c[s] for s in steps] for c in curves])
+            ax.plot(steps, vals.mean(0), label=f"({arm}) {len(curves)} seeds")
+            ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("GRPO step", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label="chance")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("miniature EgoVLM: GRPO training rewards (mean over seeds, min–max shaded)", fontsize=11)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs/mini"))
+    ap.add_argument("--out", type=Path, default=Path("docs/mini_experiment"))
+    args = ap.parse_args()
+    data = collect(args.runs)
+    if data["base"] is None:
+        raise SystemExit(f"{args.runs}/eval/base/metrics.json missing: run scripts/repro_mini.py first")
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot = plot_curves(args.runs, args.out / "curves.png")
+    lines = ["# Miniature EgoVLM: results (generated by scripts/repro_mini_report.py)", ""]
+    lines += [*main_table(data), "", *type_table(data), ""]
+    timing = timing_table(args.runs)
+    if timing:
+        lines += ["Wall time per stage (this run):", "", *timing, ""]
+    if plot:
+        lines += [f"![reward curves]({plot.name})", ""]
+    atomic_write_text(args.out / "results.md", "\n".join(lines))
+    summary = {
+        "chance": CHANCE,
+        "evals": data,
+        "arms": {
+            arm: {k: arm_stats(data[arm], k) for k in ("accuracy", "format_failure_rate", "keyframe_f1")}
+            for arm in ARMS
+        },
+    }
+    atomic_write_text(args.out / "results.json", json.dumps(summary, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
