@@ -14,12 +14,16 @@ One :class:`Ingest` runs one source (see :mod:`egovlm.edge.sources`) in a superv
   segment continues from the last timestamp plus the wall-clock outage;
 * ``synth://`` sources are fed by a thread that pushes EgoSynth frames into ``appsrc`` with
   their own timestamps as PTS, so the synthetic stream goes through the same GStreamer path as
-  a camera.
+  a camera. A frame generator that raises is a source error like a camera's (reported at once,
+  not after the stall timeout): the frames already pushed are delivered, then the source is
+  rebuilt with backoff, continuing the same iterator, or calling the factory again when the
+  iterator was a generator (a generator that raised is finished).
 """
 
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import threading
 import time
@@ -45,6 +49,10 @@ log = logging.getLogger("egovlm.edge.ingest")
 
 FrameCallback = Callable[[float, np.ndarray], Any]
 SynthFactory = Callable[[SourceSpec], Iterator[tuple[float, np.ndarray, Any]]]
+
+# A failed synth feeder ends its stream with EOS so the frames it already pushed are delivered
+# first; should that EOS not come through (a wedged pipeline), the failure is acted on anyway.
+_FEEDER_EOS_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,11 @@ def default_synth_frames(spec: SourceSpec) -> Iterator[tuple[float, np.ndarray, 
 class _SynthFeeder:
     """Pushes generator frames into ``appsrc`` with PTS = the frame's own timestamp, paced to
     real time when the source asks for it. Runs for one pipeline instance; the generator
-    outlives restarts so the synthetic world continues rather than starting over."""
+    outlives restarts so the synthetic world continues rather than starting over.
+
+    An exception from the generator (or a frame it cannot push) ends this instance's stream:
+    ``error`` names it and ``failed_at`` says when, then ``end-of-stream`` flushes the frames
+    already pushed; the supervisor reports the EOS as a source error."""
 
     def __init__(
         self, appsrc: Any, frames: Iterator[tuple[float, np.ndarray, Any]], spec: SourceSpec
@@ -199,6 +211,12 @@ class _SynthFeeder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="egovlm-synth-feeder", daemon=True)
         self.events: collections.deque[tuple[float, Any]] = collections.deque(maxlen=256)
+        self.error: str | None = None
+        self.failed_at: float | None = None  # time.monotonic() of the failure
+
+    @property
+    def frames(self) -> Iterator[tuple[float, np.ndarray, Any]]:
+        return self._frames
 
     def start(self) -> None:
         self._thread.start()
@@ -208,6 +226,17 @@ class _SynthFeeder:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        try:
+            self._feed()
+        except Exception as e:  # the generator (or a malformed frame) failed: a source error
+            if self._stop.is_set():
+                return  # torn down meanwhile: nothing to report
+            log.debug("synth frames failed", exc_info=True)
+            self.failed_at = time.monotonic()  # before error: the supervisor reads error first
+            self.error = f"synth frames failed: {type(e).__name__}: {e}"
+            self._src.emit("end-of-stream")
+
+    def _feed(self) -> None:
         g = gst()
         assert self._spec.fps is not None and self._spec.width is not None
         duration = int(1e9 / self._spec.fps)
@@ -262,6 +291,7 @@ class Ingest:
         self._synth_factory = synth_frames
         self._synth_iter: Iterator[tuple[float, np.ndarray, Any]] | None = None
         self._feeder: _SynthFeeder | None = None
+        self._waits: collections.deque[tuple[str, float]] = collections.deque(maxlen=64)
         lossless = self.spec.kind == "file" and not self.spec.realtime
         self._mailbox = _Mailbox(self.options.mailbox, lossless)
         self._stop = threading.Event()
@@ -340,6 +370,13 @@ class Ingest:
                 self._delivered >= n
             )
 
+    def reconnect_waits(self) -> list[tuple[str, float]]:
+        """The most recent restarts (up to 64), oldest first: why the source went down
+        (``error``, ``eos``, ``stall``, ``start failure``, ``no pipeline``) and the backoff
+        waited before rebuilding it, in seconds."""
+        with self._lock:
+            return list(self._waits)
+
     def synth_events(self) -> list[tuple[float, Any]]:
         """Ground-truth events the synthetic source emitted so far (empty for real sources)."""
         return list(self._feeder.events) if self._feeder is not None else []
@@ -364,7 +401,11 @@ class Ingest:
         sink.connect("new-sample", self._on_sample)
         if self.spec.kind == "synth":
             if self._synth_iter is None:
-                self._synth_iter = self._synth_factory(self.spec)
+                try:
+                    self._synth_iter = iter(self._synth_factory(self.spec))
+                except Exception as e:
+                    pipeline.set_state(g.State.NULL)
+                    raise SourceError(f"{self.spec.uri}: synth frames could not start: {e!r}") from e
             self._feeder = _SynthFeeder(pipeline.get_by_name("src"), self._synth_iter, self.spec)
         return pipeline
 
@@ -382,7 +423,12 @@ class Ingest:
         backoff = self.options.backoff_initial_s
         while not self._stop.is_set():
             delivered_before = self._delivered
-            outcome = self._run_once(pipeline)
+            try:
+                outcome = self._run_once(pipeline)
+            except Exception as e:  # a bug on the frame path must not end ingest for good
+                log.exception("%s: ingest failed", self.spec.uri)
+                self._note_error(f"ingest failed: {type(e).__name__}: {e}")
+                outcome = "error"
             if self._stop.is_set():
                 break
             if outcome == "eos" and not self.spec.live and not self.spec.loop:
@@ -401,6 +447,8 @@ class Ingest:
                 return
             self._state = "reconnecting"
             log.warning("%s: %s; restarting in %.1f s", self.spec.uri, outcome, backoff)
+            with self._lock:
+                self._waits.append((outcome, backoff))
             if self._stop.wait(backoff):
                 break
             backoff = min(max(backoff * 2, self.options.backoff_initial_s), self.options.backoff_max_s)
@@ -421,19 +469,33 @@ class Ingest:
         bus = pipeline.get_bus()
         self._offset = None
         if pipeline.set_state(g.State.PLAYING) == g.StateChangeReturn.FAILURE:
-            self._note_error("pipeline refused to start (device busy or unreachable?)")
+            # The element that refused posted why (a file gone, a device busy): report that.
+            msg = bus.pop_filtered(g.MessageType.ERROR)
+            reason = "device busy or unreachable?"
+            if msg is not None:
+                err, debug = msg.parse_error()
+                reason = f"{msg.src.get_name()}: {err.message}"
+                log.debug("%s", debug)
+            self._note_error(f"pipeline refused to start ({reason})")
             self._teardown(pipeline, bus)
             return "start failure"
         if self._feeder is not None:
             self._feeder.start()
         last_frame = time.monotonic()
         outcome = "stopped"
+        feeder = self._feeder
         try:
             while not self._stop.is_set():
                 sample = self._mailbox.get(timeout=0.05)
                 if sample is not None:
                     last_frame = time.monotonic()
                     self._deliver(sample)
+                if feeder is not None and feeder.error is not None:
+                    failed_at = feeder.failed_at or 0.0
+                    if time.monotonic() - failed_at > _FEEDER_EOS_GRACE_S:
+                        self._note_error(feeder.error)
+                        outcome = "error"
+                        break
                 msg = bus.pop_filtered(g.MessageType.ERROR | g.MessageType.EOS)
                 if msg is not None and msg.type == g.MessageType.ERROR:
                     err, debug = msg.parse_error()
@@ -444,7 +506,11 @@ class Ingest:
                 if msg is not None and msg.type == g.MessageType.EOS:
                     while (sample := self._mailbox.get(timeout=0)) is not None:
                         self._deliver(sample)
-                    outcome = "eos"
+                    if feeder is not None and feeder.error is not None:
+                        self._note_error(feeder.error)  # the generator raised: not a clean end
+                        outcome = "error"
+                    else:
+                        outcome = "eos"
                     break
                 if time.monotonic() - last_frame > self.options.stall_timeout_s:
                     self._note_error(f"no frame for {self.options.stall_timeout_s:.0f} s")
@@ -455,11 +521,16 @@ class Ingest:
         return outcome
 
     def _teardown(self, pipeline: Any, bus: Any) -> None:
-        if self._feeder is not None:
-            self._feeder.stop()
+        feeder = self._feeder
+        if feeder is not None:
+            feeder.stop()
         self._mailbox.close()
         pipeline.set_state(gst().State.NULL)
         self._mailbox.reset()
+        if feeder is not None and feeder.error is not None and _finished(feeder.frames):
+            # A generator that raised cannot continue: the next pipeline starts a new one.
+            log.info("%s: the frame generator cannot resume; starting a new one", self.spec.uri)
+            self._synth_iter = None
 
     def _deliver(self, sample: Any) -> None:
         rgb, pts = sample_to_rgb(sample)
@@ -500,3 +571,8 @@ class Ingest:
         with self._lock:
             self._errors += 1
             self._last_error = message
+
+
+def _finished(frames: Iterator[Any]) -> bool:
+    """A generator that raised is closed for good; other iterators may carry on."""
+    return inspect.isgenerator(frames) and inspect.getgeneratorstate(frames) == inspect.GEN_CLOSED

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats, SynthFactory, default_synth_frames
+from egovlm.edge.memory import limit_malloc_arenas
 from egovlm.edge.sources import SourceSpec
 
 log = logging.getLogger("egovlm.edge.runtime")
@@ -38,6 +39,15 @@ class BusyError(RuntimeError):
     """Too many questions are already waiting for the model."""
 
 
+class StoppingError(RuntimeError):
+    """The runtime is stopping: the question was refused, or cancelled mid-answer."""
+
+
+# How long stop() waits for questions in flight to notice the cancellation (each stops at its
+# next piece of text) before stopping the engine regardless.
+_CANCEL_WAIT_S = 5.0
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     ingest: IngestOptions = field(default_factory=IngestOptions)
@@ -45,6 +55,7 @@ class RuntimeOptions:
     jpeg_quality: int = 85
     jpeg_cache: int = 512  # thumbnails kept (buffer + recently cited keyframes)
     status_log_s: float = 0.0  # >0: log a one-line status this often (``edge run``)
+    malloc_arenas: int | None = 2  # glibc arena cap for a flat RSS over hours (egovlm.edge.memory)
 
 
 class _JpegCache:
@@ -157,7 +168,7 @@ class EdgeRuntime:
         self.ingest = Ingest(source, self._on_frame, self.options.ingest, synth_frames) if source else None
         self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality)
         self._pending = 0
-        self._pending_lock = threading.Lock()
+        self._pending_lock = threading.Condition()  # guards _pending; notified when it drops
         self._stop = threading.Event()
         self._status_thread: threading.Thread | None = None
         self.registry = CollectorRegistry()
@@ -182,6 +193,9 @@ class EdgeRuntime:
 
     def start(self) -> EdgeRuntime:
         """Start the engine's worker, then the source (which raises SourceError when it cannot run)."""
+        self._stop.clear()
+        if self.options.malloc_arenas:
+            limit_malloc_arenas(self.options.malloc_arenas)  # before the worker threads allocate
         self.engine.start()
         if self.ingest is not None:
             try:
@@ -195,9 +209,14 @@ class EdgeRuntime:
         return self
 
     def stop(self) -> None:
+        """Stop the source, cancel the questions in flight (an answer stops at its next piece of
+        text, so a long answer cannot hold up a shutdown), then stop the engine."""
         self._stop.set()
         if self.ingest is not None:
             self.ingest.stop()
+        with self._pending_lock:
+            if not self._pending_lock.wait_for(lambda: self._pending == 0, _CANCEL_WAIT_S):
+                log.warning("stopping with %d question(s) still running", self._pending)
         self.engine.stop()
 
     def __enter__(self) -> EdgeRuntime:
@@ -244,21 +263,35 @@ class EdgeRuntime:
         use_cache: bool = True,
     ) -> Any:
         """Answer a question (blocking; the server calls it from a worker thread). Raises
-        :class:`BusyError` when ``max_pending`` questions are already waiting."""
+        :class:`BusyError` when ``max_pending`` questions are already waiting, and
+        :class:`StoppingError` when the runtime is stopping (before or during the answer)."""
         with self._pending_lock:
+            if self._stop.is_set():
+                raise StoppingError("the runtime is stopping")
             if self._pending >= self.options.max_pending:
                 raise BusyError(f"{self._pending} questions already waiting for the model; retry shortly")
             self._pending += 1
+
+        def text(piece: str) -> None:  # the model's only callback: where a stop can interrupt it
+            if self._stop.is_set():
+                raise StoppingError("the runtime is stopping: answer cancelled")
+            if on_text is not None:
+                on_text(piece)
+
         try:
             answer = self.engine.ask(
-                question, options, max_new_tokens=max_new_tokens, on_text=on_text, use_cache=use_cache
+                question, options, max_new_tokens=max_new_tokens, on_text=text, use_cache=use_cache
             )
+        except StoppingError:
+            self._m_questions.labels("cancelled").inc()
+            raise
         except Exception:
             self._m_questions.labels("error").inc()
             raise
         finally:
             with self._pending_lock:
                 self._pending -= 1
+                self._pending_lock.notify_all()
         self._record(answer)
         for cited in answer.cited:  # keep cited thumbnails servable after eviction
             self._jpegs.put(cited.keyframe_id, answer.keyframes[cited.index - 1].image)

@@ -8,8 +8,9 @@ and a question that takes a known, long time (ingest must keep running meanwhile
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,16 +104,122 @@ class ScriptedBackend(Backend):
         return self._answer(len(keyframes), params, on_text)
 
 
-def scripted_engine(capacity: int = 6, token_delay_s: float = 0.0, max_new_tokens: int = 256) -> Any:
-    """A real Engine (selector, buffer, worker) around the scripted backend."""
+class FailingBackend(ScriptedBackend):
+    """The scripted backend, except that while ``failures`` > 0 a question fails mid-answer: a
+    couple of text pieces stream out, then ``generate`` raises ``RuntimeError(message)`` (an
+    out-of-memory, a driver fault). Each failure uses one up; then it answers normally again."""
+
+    name = "failing"
+
+    def __init__(self, failures: int = 0, message: str = "boom", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failures = failures
+        self.message = message
+        self.raised = 0
+
+    def _answer(self, n_frames: int, params: GenerationParams, on_text: TokenCallback | None) -> Generation:
+        if self.failures <= 0:
+            return super()._answer(n_frames, params, on_text)
+        self.failures -= 1
+        self.raised += 1
+        for piece in ("<thi", "nk>"):
+            if on_text is not None:
+                on_text(piece)
+        raise RuntimeError(self.message)
+
+
+def scripted_engine(
+    capacity: int = 6, token_delay_s: float = 0.0, max_new_tokens: int = 256, backend: Backend | None = None
+) -> Any:
+    """A real Engine (selector, buffer, worker) around the scripted backend (or ``backend``)."""
     from egovlm.edge.buffer import KeyframeBuffer
     from egovlm.edge.engine import Engine, EngineParams
 
     return Engine(
-        ScriptedBackend(token_delay_s=token_delay_s),
+        backend or ScriptedBackend(token_delay_s=token_delay_s),
         KeyframeBuffer(capacity, None),
         EngineParams(max_new_tokens=max_new_tokens, debounce_s=0.01),
     )
+
+
+class FlakyFrames:
+    """A ``synth_frames`` factory (and the iterator it returns) for a camera that glitches and
+    then carries on: frames come from ``inner`` (default: EgoSynth's live generator) until
+    ``fail_at`` frames went out (None: until :meth:`fail_now`); then the next ``failures`` reads
+    fail (None: every read fails until :meth:`restore`), after which frames continue where they
+    stopped. A failing read
+    raises ``RuntimeError`` or, with ``end=True``, ends the stream (the camera hangs up).
+
+    It is one object rather than a generator because a generator that raised is finished;
+    ``factory_calls`` shows whether ingest kept the iterator across restarts."""
+
+    def __init__(
+        self,
+        fail_at: int | None = None,
+        failures: int | None = 1,
+        end: bool = False,
+        inner: Any = None,
+    ) -> None:
+        self.fail_at = fail_at
+        self.end = end
+        self._left = failures
+        self._inner_factory = inner
+        self._inner: Iterator[tuple[float, np.ndarray, Any]] | None = None
+        self._restored = threading.Event()
+        self._lock = threading.Lock()
+        self.frames = 0  # frames handed out
+        self.factory_calls = 0
+        self.failure_times: list[float] = []  # time.monotonic() of each failed read
+        self.first_frame_after: float | None = None  # time.monotonic() of the first frame after them
+
+    def __call__(self, spec: Any) -> FlakyFrames:
+        from egovlm.edge.ingest import default_synth_frames
+
+        with self._lock:
+            self.factory_calls += 1
+            if self._inner is None:
+                self._inner = iter((self._inner_factory or default_synth_frames)(spec))
+        return self
+
+    def fail_now(self) -> None:
+        """Fail from the next read on."""
+        with self._lock:
+            self.fail_at = self.frames
+
+    def restore(self) -> None:
+        """The camera is back (for ``failures=None``)."""
+        self._restored.set()
+
+    @property
+    def failed(self) -> int:
+        with self._lock:
+            return len(self.failure_times)
+
+    def __iter__(self) -> FlakyFrames:
+        return self
+
+    def __next__(self) -> tuple[float, np.ndarray, Any]:
+        with self._lock:
+            if self.fail_at is not None and self.frames >= self.fail_at and self._failing():
+                self.failure_times.append(time.monotonic())
+                n = len(self.failure_times)
+                if self.end:
+                    raise StopIteration
+                raise RuntimeError(f"camera glitch #{n} after frame {self.frames}")
+            assert self._inner is not None, "call the factory first"
+            item = next(self._inner)
+            self.frames += 1
+            if self.failure_times and self.first_frame_after is None:
+                self.first_frame_after = time.monotonic()
+            return item
+
+    def _failing(self) -> bool:
+        if self._left is None:
+            return not self._restored.is_set()
+        if self._left > 0:
+            self._left -= 1
+            return True
+        return False
 
 
 def free_port() -> int:

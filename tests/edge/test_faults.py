@@ -1,0 +1,429 @@
+"""Faults, each a test (the reliability issue): a source that raises, disappears or ends
+mid-stream is reconnected with backoff while the keyframe buffer is kept and questions are
+still answered from it; a backend exception fails that one request with a clear 5xx and the
+runtime stays up; SIGTERM during an answer being streamed stops the process cleanly, in bounded
+time.
+
+The sources are real GStreamer pipelines (``synth://`` through appsrc, ``file://`` through
+filesrc/decodebin); faults come from :class:`FlakyFrames` (a frame iterator that fails on cue)
+or from the file being moved away. The model is the scripted backend inside the real Engine,
+except in the SIGTERM test, which runs ``egovlm edge run`` with the tiny model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from egovlm.edge.gst import gst
+from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats
+from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, StoppingError
+from egovlm.edge.server import create_app
+from egovlm.edge.sources import SourceSpec
+from tests.edge.edge_fakes import FailingBackend, FlakyFrames, free_port, scripted_engine
+from tests.edge.test_ingest import Collector
+
+SYNTH = "synth://?fps=20&size=160x120&seed=2"
+STALL_S = 10.0  # the default stall timeout: recovery must come from the fault path, well before it
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+def faulty_runtime(
+    frames: FlakyFrames, backoff_initial_s: float, backoff_max_s: float = 10.0, backend: Any = None
+) -> EdgeRuntime:
+    ingest = IngestOptions(
+        backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s, stall_timeout_s=STALL_S
+    )
+    # capacity 200: nothing is evicted during a test, so every keyframe taken must stay
+    engine = scripted_engine(capacity=200, backend=backend)
+    return EdgeRuntime(engine, SYNTH, RuntimeOptions(ingest=ingest), synth_frames=frames)
+
+
+def ask_ok(client: TestClient, question: str = "What did I just pick up?") -> dict[str, Any]:
+    r = client.post("/v1/ask", json={"question": question, "options": {"A": "a cup", "B": "a plate"}})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["answer"] == "B" and body["format_ok"] and body["frames"]
+    return body
+
+
+def keyframe_ids(rt: EdgeRuntime) -> list[int]:
+    return [k.id for k in rt.snapshot().keyframes]
+
+
+def stats(rt: EdgeRuntime) -> IngestStats:
+    st = rt.ingest_stats()
+    assert st is not None
+    return st
+
+
+def state(rt: EdgeRuntime) -> str:
+    return stats(rt).state
+
+
+def outage(rt: EdgeRuntime, frames: FlakyFrames, client: TestClient) -> tuple[list[int], int]:
+    """Make the source fail mid-stream; check a question is answered meanwhile from the buffer as
+    it was. Returns the keyframe ids and frames delivered when the source went down."""
+    assert rt.wait_for_keyframes(2, timeout=30), rt.status_line()
+    frames.fail_now()
+    assert wait_until(lambda: frames.failed >= 1 and state(rt) == "reconnecting", 30), rt.status_line()
+    delivered = stats(rt).frames_delivered
+    before = keyframe_ids(rt)
+    assert len(before) >= 2
+    body = ask_ok(client)  # asked while the source is down
+    assert {f["id"] for f in body["frames"]} <= set(before)
+    return before, delivered
+
+
+def recovered(
+    rt: EdgeRuntime, frames: FlakyFrames, delivered: int, before: list[int], client: TestClient
+) -> None:
+    """The source is back: new frames, state running, no keyframe lost, questions answered."""
+    assert wait_until(
+        lambda: state(rt) == "running" and stats(rt).frames_delivered > delivered + 5,
+        timeout=STALL_S - 2,
+    ), f"no recovery before the stall timeout: {rt.status_line()}"
+    assert frames.factory_calls == 1  # the same stream continued: no new synthetic world
+    after = keyframe_ids(rt)
+    assert set(before) <= set(after), "keyframes taken before the outage were lost"
+    ask_ok(client)
+
+
+def test_source_that_raises_mid_stream_reconnects_within_the_backoff() -> None:
+    frames = FlakyFrames()  # one read raises, then it carries on
+    rt = faulty_runtime(frames, backoff_initial_s=1.0)
+    rt.start()
+    try:
+        with TestClient(create_app(rt, token=None, voice=None)) as client:
+            before, delivered = outage(rt, frames, client)
+            recovered(rt, frames, delivered, before, client)
+            st = rt.ingest_stats()
+    finally:
+        rt.stop()
+    assert st is not None
+    assert st.errors == 1 and st.restarts == 1
+    assert st.last_error is not None and "RuntimeError: camera glitch #1 after frame" in st.last_error
+    assert rt.ingest is not None and rt.ingest.reconnect_waits() == [("error", 1.0)]
+    # the feeder was back reading frames after the backoff, not after the stall timeout
+    assert frames.first_frame_after is not None
+    gap = frames.first_frame_after - frames.failure_times[0]
+    assert 0.9 < gap < 4.0, gap
+
+
+def test_source_that_disappears_is_retried_with_growing_backoff() -> None:
+    frames = FlakyFrames(failures=None)  # every read fails until restore()
+    rt = faulty_runtime(frames, backoff_initial_s=0.2, backoff_max_s=0.8)
+    rt.start()
+    try:
+        with TestClient(create_app(rt, token=None, voice=None)) as client:
+            before, delivered = outage(rt, frames, client)
+            version = rt.snapshot().version
+            assert rt.ingest is not None
+            # down for a while: each reconnect fails at once, waiting longer each time (capped)
+            deadline = time.monotonic() + STALL_S
+            while len(rt.ingest.reconnect_waits()) < 5:
+                assert time.monotonic() < deadline, rt.ingest.reconnect_waits()
+                assert state(rt) == "reconnecting", rt.status_line()
+                body = ask_ok(client)
+                assert {f["id"] for f in body["frames"]} <= set(before)
+                h = client.get("/healthz")
+                assert h.status_code == 200 and h.json()["ingest_state"] == "reconnecting"
+                time.sleep(0.1)
+            waits = rt.ingest.reconnect_waits()
+            assert [delay for _, delay in waits[:5]] == [0.2, 0.4, 0.8, 0.8, 0.8]
+            assert {why for why, _ in waits} == {"error"}
+            st = rt.ingest_stats()
+            assert st is not None and st.errors >= 5 and st.restarts >= 4
+            assert keyframe_ids(rt) == before and rt.snapshot().version == version  # buffer untouched
+            frames.restore()
+            t_restore = time.monotonic()
+            recovered(rt, frames, delivered, before, client)
+            assert frames.first_frame_after is not None
+            assert frames.first_frame_after - t_restore < 0.8 + 3.0  # at most one capped backoff away
+            waits_after = len(rt.ingest.reconnect_waits())
+            time.sleep(0.5)
+            assert len(rt.ingest.reconnect_waits()) == waits_after  # running: no more reconnects
+            st = rt.ingest_stats()
+    finally:
+        rt.stop()
+    assert st is not None and st.state == "running" and st.errors == frames.failed
+
+
+def test_source_that_ends_mid_stream_keeps_answering_while_reconnecting() -> None:
+    frames = FlakyFrames(end=True)  # the camera hangs up once (EOS), then is back
+    rt = faulty_runtime(frames, backoff_initial_s=1.0)
+    rt.start()
+    try:
+        with TestClient(create_app(rt, token=None, voice=None)) as client:
+            before, delivered = outage(rt, frames, client)
+            recovered(rt, frames, delivered, before, client)
+            st = rt.ingest_stats()
+    finally:
+        rt.stop()
+    assert st is not None and st.restarts == 1
+    assert st.errors == 0 and st.last_error is None  # an end of stream is not an error
+    assert rt.ingest is not None and rt.ingest.reconnect_waits() == [("eos", 1.0)]
+
+
+def test_a_frame_generator_that_raises_is_replaced_and_pushed_frames_are_kept() -> None:
+    """A generator that raised is finished: ingest reports the error at once, delivers the frames
+    already pushed, then asks the factory for a new generator."""
+    calls: list[float] = []
+
+    def factory(spec: SourceSpec) -> Iterator[tuple[float, np.ndarray, Any]]:
+        calls.append(time.monotonic())
+        first = len(calls) == 1
+        assert spec.fps is not None and spec.width is not None and spec.height is not None
+        for k in itertools.count():
+            if first and k == 10:
+                raise RuntimeError("decoder crashed")
+            yield k / spec.fps, np.full((spec.height, spec.width, 3), k + (0 if first else 100), np.uint8), ()
+
+    got = Collector()
+    opts = IngestOptions(backoff_initial_s=0.1, stall_timeout_s=STALL_S)
+    ing = Ingest("synth://?fps=50&size=32x24", got, opts, synth_frames=factory)
+    t0 = time.monotonic()
+    with ing:
+        assert ing.wait_for_frames(25, timeout=STALL_S - 2), ing.stats()
+        stats = ing.stats()
+    assert time.monotonic() - t0 < STALL_S - 2
+    values = [v for _, _, v in got.frames]
+    assert values[:10] == list(range(10))  # every frame pushed before the failure was delivered
+    assert values[10:15] == list(range(100, 105))  # then the new generator, from its start
+    assert all(b >= a for a, b in itertools.pairwise(got.times))  # time kept running forward
+    assert len(calls) == 2 and stats.errors == 1 and stats.restarts == 1
+    assert stats.last_error == "synth frames failed: RuntimeError: decoder crashed"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s of MJPEG in Matroska (20 frames at 20 fps), written by GStreamer itself."""
+    path = tmp_path_factory.mktemp("clips") / "clip.mkv"
+    g = gst()
+    p = g.parse_launch(
+        "videotestsrc num-buffers=20 pattern=ball ! video/x-raw,width=160,height=120,framerate=20/1 ! "
+        f"jpegenc ! matroskamux ! filesink location={path}"
+    )
+    p.set_state(g.State.PLAYING)
+    msg = p.get_bus().timed_pop_filtered(10 * g.SECOND, g.MessageType.EOS | g.MessageType.ERROR)
+    p.set_state(g.State.NULL)
+    assert msg is not None and msg.type == g.MessageType.EOS
+    return path
+
+
+def test_file_that_disappears_mid_stream_is_retried_until_it_is_back(clip: Path) -> None:
+    got = Collector()
+    opts = IngestOptions(backoff_initial_s=0.2, backoff_max_s=0.8, stall_timeout_s=STALL_S)
+    moved = clip.with_name("moved.mkv")
+    ing = Ingest(f"file://{clip}?loop=1", got, opts)  # real time: one loop per second
+    ing.start()
+    try:
+        assert ing.wait_for_frames(5, timeout=15)
+        clip.rename(moved)  # gone mid-play: this pass may finish, the next one cannot open it
+        assert wait_until(lambda: len(ing.reconnect_waits()) >= 4, timeout=15), ing.stats()
+        down = ing.stats()
+        assert down.state == "reconnecting" and down.errors >= 3
+        assert down.last_error is not None and "not found" in down.last_error.lower(), down.last_error
+        failed = [delay for why, delay in ing.reconnect_waits() if why != "eos"]
+        assert failed[:3] == [0.2, 0.4, 0.8]  # backoff grew while the file was missing
+        moved.rename(clip)
+        n = ing.stats().frames_delivered
+        assert wait_until(lambda: ing.stats().frames_delivered > n + 5, timeout=STALL_S - 2), ing.stats()
+        up = ing.stats()
+    finally:
+        ing.stop()
+        if moved.exists():
+            moved.rename(clip)
+    assert up.state == "running"
+    assert all(b >= a for a, b in itertools.pairwise(got.times))
+
+
+# --- a backend that fails -------------------------------------------------------------------------
+
+
+def metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ")[-1])
+    return 0.0
+
+
+def sse_events(client: TestClient, body: dict[str, Any]) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    with client.stream("POST", "/v1/ask", json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        event = ""
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                events.append((event, json.loads(line[5:])))
+    return events
+
+
+def test_backend_exception_fails_one_request_and_the_runtime_stays_up() -> None:
+    backend = FailingBackend()
+    rt = EdgeRuntime(scripted_engine(capacity=50, backend=backend), SYNTH)
+    rt.start()
+    errors = 'egovlm_questions_total{outcome="error"}'
+    try:
+        with TestClient(create_app(rt, token=None, voice=None)) as client:
+            assert rt.wait_for_keyframes(2, timeout=30), rt.status_line()
+            ask_ok(client)
+            assert metric(client, errors) == 0
+
+            backend.failures = 1
+            r = client.post("/v1/ask", json={"question": "What is on the table?"})
+            assert r.status_code == 500 and r.json() == {"detail": "RuntimeError: boom"}
+
+            backend.failures = 1
+            events = sse_events(client, {"question": "What is on the table?"})
+            assert [k for k, _ in events] == ["token", "token", "error"]
+            assert events[-1][1] == {"detail": "RuntimeError: boom"}
+
+            backend.failures = 1
+            r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 500 and r.json() == {"detail": "RuntimeError: boom"}
+
+            assert backend.raised == 3 and rt.pending == 0  # no admission slot leaked
+            received = stats(rt).frames_received
+            body = ask_ok(client)  # healthy again: the next question is answered
+            assert body["latency"]["n_new_tokens"] > 0
+            h = client.get("/healthz")
+            assert h.status_code == 200 and h.json()["status"] == "ok", h.text
+            assert h.json()["ingest_state"] == "running"
+            assert metric(client, errors) == 3
+            assert metric(client, 'egovlm_questions_total{outcome="format_ok"}') == 2
+            assert wait_until(lambda: stats(rt).frames_received > received, 10)  # ingest still running
+    finally:
+        rt.stop()
+
+
+# --- shutdown during an answer --------------------------------------------------------------------
+
+
+def test_stopping_the_runtime_cancels_the_answer_in_flight() -> None:
+    """A stop must not wait for a long answer: the question in flight is cancelled at its next
+    piece of text (whatever the caller: a streamed or a blocking request), new ones are refused."""
+    rt = EdgeRuntime(scripted_engine(capacity=50, token_delay_s=0.5), SYNTH)  # ~25 pieces: 12 s
+    rt.start()
+    outcome: list[Exception | None] = []
+    pieces: list[str] = []
+
+    def ask() -> None:
+        try:
+            rt.ask("What is on the table?", on_text=pieces.append)
+        except Exception as e:  # recorded for the assertion
+            outcome.append(e)
+        else:
+            outcome.append(None)
+
+    try:
+        assert rt.wait_for_keyframes(2, timeout=30), rt.status_line()
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        assert wait_until(lambda: len(pieces) >= 1, 10)
+    finally:
+        t0 = time.monotonic()
+        rt.stop()
+        stop_s = time.monotonic() - t0
+    asker.join(5)
+    assert not asker.is_alive() and stop_s < 3.0, stop_s
+    assert len(outcome) == 1 and isinstance(outcome[0], StoppingError), outcome
+    assert 1 <= len(pieces) < 10 and rt.pending == 0
+    with pytest.raises(StoppingError):
+        rt.ask("anything else?")
+    assert 'egovlm_questions_total{outcome="cancelled"} 1.0' in rt.metrics_text().decode()
+
+
+# The graceful-shutdown bound `egovlm edge run` should keep with an answer in flight.
+SIGTERM_BOUND_S = 20.0
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).json()["status"] == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not become healthy")
+
+
+def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "egovlm.cli", "edge", "run", "--model", str(tiny_model_dir),
+         "--source", "synth://?fps=10&size=160x120", "--port", str(port), "--status-every", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    streamed: list[str] = []
+    first_token = threading.Event()
+    done = threading.Event()
+
+    def ask() -> None:  # an answer far longer than the bound: the process must not wait for it
+        body = {"question": "Describe everything you saw.", "stream": True, "max_new_tokens": 4096}
+        try:
+            with httpx.stream("POST", f"{url}/v1/ask", json=body, timeout=120) as r:
+                for line in r.iter_lines():
+                    streamed.append(line)
+                    if line.startswith("event: token"):
+                        first_token.set()
+        except httpx.HTTPError as e:
+            streamed.append(f"client: {e!r}")
+        finally:
+            done.set()
+
+    out = ""
+    try:
+        wait_healthy(url, proc)
+        threading.Thread(target=ask, daemon=True).start()
+        assert wait_until(lambda: first_token.is_set() or done.is_set(), 60, 0.1), streamed
+        assert first_token.is_set(), streamed
+        time.sleep(0.5)
+        assert not done.is_set(), "the answer ended before SIGTERM: make it longer"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=SIGTERM_BOUND_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail(
+                f"SIGTERM with an answer in flight: still running after {SIGTERM_BOUND_S:.0f} s\n{out}"
+            )
+        stop_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert stop_s < SIGTERM_BOUND_S
+    assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out
+    assert done.wait(5), "the client was left hanging"
