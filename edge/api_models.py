@@ -9,11 +9,22 @@ and thumbnails, the latency breakdown), and an OpenAI-compatible subset of
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _LETTER = re.compile(r"^[A-Z]$")
+
+# Field bounds (422 beyond them; the whole body is capped too: egovlm.edge.server.MAX_JSON_BODY_BYTES).
+MAX_QUESTION_CHARS = 4000
+MAX_OPTIONS = 26  # one per capital letter
+MAX_OPTION_CHARS = 1000
+MAX_MESSAGES = 128
+MAX_MESSAGE_CHARS = 16_000
+MAX_CONTENT_PARTS = 64
+MAX_NAME_CHARS = 256
+
+OptionText = Annotated[str, Field(max_length=MAX_OPTION_CHARS)]
 
 
 class AskRequest(BaseModel):
@@ -22,8 +33,10 @@ class AskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(min_length=1, max_length=4000)
-    options: dict[str, str] | None = None
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    options: dict[str, OptionText] | None = Field(
+        default=None, max_length=MAX_OPTIONS, description='letters → text, e.g. {"A": "a red cup"}'
+    )
     max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
     stream: bool = False
     use_cache: bool = True
@@ -149,15 +162,19 @@ class HealthResponse(BaseModel):
 class ChatContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    type: str
-    text: str | None = None
+    type: str = Field(max_length=MAX_NAME_CHARS)
+    text: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ChatContentPart] | None = None
+    content: (
+        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+        | Annotated[list[ChatContentPart], Field(max_length=MAX_CONTENT_PARTS)]
+        | None
+    ) = None
 
 
 class ChatCompletionRequest(BaseModel):
@@ -166,8 +183,8 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)

@@ -28,6 +28,10 @@ SOURCE_HELP = (
     "synth://?fps=10&size=640x480&seed=0, test://"
 )
 TOKEN_ENV = "EGOVLM_TOKEN"
+GRACEFUL_SHUTDOWN_S = 5  # how long a stopping server lets open requests finish
+# The demo's built-in model: the miniature EgoVLM experiment's published checkpoint
+# (docs/mini_experiment; models/egovlm-mini/README.md is its card). Synthetic footage only.
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "egovlm-mini"
 
 
 def is_loopback(host: str) -> bool:
@@ -37,6 +41,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name: may resolve anywhere
+
+
+class UnsafeBindError(ValueError):
+    """Binding beyond loopback without a bearer token: the camera and the model would be open to
+    the network."""
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a bind that is not loopback unless a bearer token protects the API."""
+    if not is_loopback(host) and not (token and token.strip()):
+        raise UnsafeBindError(
+            f"binding {host or '(all interfaces)'} exposes the camera and the model to the network: "
+            f"pass --token (or ${TOKEN_ENV})"
+        )
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -145,10 +163,10 @@ def run(
         if mic_description:
             typer.echo(mic_description)
         return
-    if not is_loopback(host) and not token:
-        _fail(
-            f"binding {host} exposes the camera and the model to the network: pass --token (or ${TOKEN_ENV})"
-        )
+    try:
+        check_bind(host, token)  # before the (slow) model load; serve() checks again where it binds
+    except UnsafeBindError as e:
+        _fail(str(e))
     if model is None:
         _fail("--model is required (build a test model with: egovlm model tiny --out runs/models/tiny)")
     try:
@@ -235,12 +253,19 @@ def serve(
     mic: str | None = None,
     ptt_key: bool = True,
 ) -> None:
-    """Start the runtime, serve it until Ctrl-C/SIGTERM, stop everything."""
+    """Start the runtime, serve it until Ctrl-C/SIGTERM, stop everything.
+
+    The one place that binds, so the access rules are enforced here for every caller (``edge
+    run``, the demo, scripts): a host other than loopback needs ``token`` (:class:`UnsafeBindError`
+    before anything starts), and a loopback bind answers only loopback ``Host`` names."""
     import uvicorn
 
-    from egovlm.edge.server import create_app
+    from egovlm.edge.http_guards import host_name
+    from egovlm.edge.server import LOOPBACK_HOSTS, create_app
     from egovlm.edge.sources import SourceError
 
+    check_bind(host, token)
+    token = token if token and token.strip() else None
     log = logging.getLogger("egovlm.edge")
     try:
         runtime.start()
@@ -250,18 +275,27 @@ def serve(
         if voice is not None and mic:
             _listen(voice, mic, ptt_key)
         where = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        loopback = is_loopback(host)
+        hosts = LOOPBACK_HOSTS | {host_name(host)} if loopback else None  # 127.0.0.2 is loopback too
         if token:
             log.info("bearer token required on /v1/* and /metrics (bound to %s)", host)
             log.info("web UI: %s#token=<your token>", where)
         else:
             log.info("web UI: %s  (API: POST %sv1/ask, OpenAI: %sv1)", where, where, where)
+        if not loopback:
+            log.warning(
+                "bound to %s: reachable from the network; every API call needs the bearer token", host
+            )
         config = uvicorn.Config(
-            create_app(runtime, token, voice=voice),
+            create_app(runtime, token, voice=voice, allowed_hosts=hosts),
             host=host,
             port=port,
             log_level=log_level,
             access_log=False,
             log_config=None,
+            # uvicorn otherwise waits for every open connection, so a long streamed answer would
+            # hold up SIGTERM; the runtime's stop() cancels answers still running after this.
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
         _server_class()(config).run()  # returns on SIGINT/SIGTERM after a graceful shutdown
     finally:
@@ -285,10 +319,27 @@ def _listen(voice: Any, mic: str, ptt_key: bool) -> None:
         start_keyboard_ptt(voice, sys.stdin)
 
 
+def _demo_model() -> Path:
+    """The published miniature EgoVLM when there is one, else a tiny random-init model (built here)."""
+    if (DEMO_MODEL / "config.json").is_file():
+        typer.echo(f"model: {DEMO_MODEL.name}, trained on EgoSynth only (card: {DEMO_MODEL / 'README.md'})")
+        return DEMO_MODEL
+    fallback = Path("runs/models/tiny")
+    if not (fallback / "config.json").is_file():
+        from egovlm.models.build import build_model
+
+        typer.echo(f"building a tiny random-init Qwen2.5-VL in {fallback} (offline, seconds)")
+        build_model("tiny", fallback, seed=0)
+    typer.echo("model: tiny, random-init (no trained demo model is published yet): answers are noise")
+    return fallback
+
+
 @app.command()
 def demo(
-    model: Path = typer.Option(
-        Path("runs/models/tiny"), help="Model folder; a tiny offline model is built here if absent."
+    model: Path | None = typer.Option(
+        None,
+        help="Model folder (default: models/egovlm-mini, the miniature EgoVLM trained on EgoSynth only, "
+        "when published; else a tiny random-init model built in runs/models/tiny).",
     ),
     interactive: bool = typer.Option(
         False, help="Keep serving the web page after the questions (Ctrl-C stops)."
@@ -300,11 +351,10 @@ def demo(
     cited keyframes and latency (TTFT, tokens/s)."""
     from egovlm.edge.demo import run_demo
 
-    if not model.exists():
-        from egovlm.models.build import build_model
-
-        typer.echo(f"building a tiny random-init Qwen2.5-VL in {model} (offline, seconds)")
-        build_model("tiny", model, seed=0)
+    if model is None:
+        model = _demo_model()
+    elif not model.exists():
+        _fail(f"model folder {model} not found (build one: egovlm model tiny --out {model})")
     _logging("warning")
     run_demo(model, profile=profile, interactive=interactive, port=port, out=typer.echo)
 

@@ -14,6 +14,12 @@ Routes (bearer token required on /v1/* and /metrics when the server has one):
   (:mod:`egovlm.edge.voice.routes`; answered 503 unless the app was given a voice assistant);
 * ``GET /``: the web page (edge/web/), a static HTML + JS file, no build step.
 
+Bad input is refused early and by name: a JSON body over :data:`MAX_JSON_BODY_BYTES` gets 413
+before the route reads it (by ``Content-Length``, or while a chunked body arrives; audio uploads
+keep their own, larger limit), fields over their bounds (:mod:`egovlm.edge.api_models`) 422.
+No CORS headers are sent (a page on another origin cannot read the API), and an app made for a
+loopback bind answers only requests whose ``Host`` is a loopback name (DNS rebinding).
+
 The model answers one question at a time (the engine's lock); answers run on worker threads so
 the event loop, ingest and the keyframe strip stay live meanwhile.
 """
@@ -33,6 +39,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.sse import EventSourceResponse
 from fastapi.staticfiles import StaticFiles
@@ -57,10 +64,19 @@ from egovlm.edge.api_models import (
     TokenEvent,
     Usage,
 )
-from egovlm.edge.runtime import BusyError, EdgeRuntime
+from egovlm.edge.http_guards import BodyLimit, HostCheck, invalid_request
+from egovlm.edge.runtime import BusyError, EdgeRuntime, StoppingError
 
 WEB_DIR = Path(__file__).parent / "web"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+# Request bodies: a question with options or a chat history is a few KB; 1 MiB leaves room for a
+# long conversation and refuses a runaway client before anything is parsed.
+MAX_JSON_BODY_BYTES = 1 << 20
+BODY_TIMEOUT_S = 30.0  # longest pause allowed between the chunks of a request body
+# Routes with their own body limit, enforced while the body arrives (audio: voice.routes).
+BODY_LIMIT_EXEMPT = frozenset({"/v1/ask/audio"})
+# The Host names a loopback-bound server answers to (anything else: a DNS-rebinding page).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 # --- conversions ------------------------------------------------------------------------------
@@ -169,11 +185,31 @@ def sse(data: BaseModel | str, event: str | None = None) -> str:
 # --- the app ------------------------------------------------------------------------------------
 
 
-def create_app(runtime: EdgeRuntime, token: str | None = None, voice: Any = None) -> FastAPI:
-    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer``.
-    ``voice``: an :class:`egovlm.edge.voice.pipeline.VoiceAssistant` for spoken questions."""
+def create_app(
+    runtime: EdgeRuntime,
+    token: str | None = None,
+    voice: Any = None,
+    allowed_hosts: frozenset[str] | None = None,
+    max_body_bytes: int = MAX_JSON_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+) -> FastAPI:
+    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer``
+    (compared in constant time). ``voice``: an :class:`egovlm.edge.voice.pipeline.VoiceAssistant`
+    for spoken questions. ``allowed_hosts``: the ``Host`` names to answer (``serve`` passes
+    :data:`LOOPBACK_HOSTS` for a loopback bind); None: any. ``max_body_bytes``: the request body
+    limit of every route but the audio upload; ``body_timeout_s``: how long its chunks may stall.
+    No CORS middleware: cross-origin pages get no ``Access-Control-Allow-*`` headers and
+    preflight requests are refused."""
+    if token is not None and not token.strip():
+        raise ValueError("the bearer token is blank: pass a real token, or None for no token")
     app = FastAPI(title="egovlm edge", version="1", docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_middleware(
+        BodyLimit, max_bytes=max_body_bytes, exempt=BODY_LIMIT_EXEMPT, timeout_s=body_timeout_s
+    )
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)  # added last: runs first
 
     def auth(request: Request) -> None:
         if token is None:
@@ -335,6 +371,8 @@ def _error_detail(exc: BaseException) -> tuple[int, str]:
         return exc.status_code, str(exc.detail)
     if isinstance(exc, BusyError):
         return 429, str(exc)
+    if isinstance(exc, StoppingError):
+        return 503, str(exc)
     if type(exc).__name__ == "EngineError":  # no keyframes yet, no model state: try again later
         return 503, str(exc)
     return 500, f"{type(exc).__name__}: {exc}"
@@ -367,7 +405,11 @@ async def _ask_streaming(
 
     def put(kind: str) -> Callable[[Any], None]:
         def send(value: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            except RuntimeError:  # the server's loop closed (shutdown): nobody is listening
+                if kind == "token":
+                    raise StoppingError("the server stopped: answer cancelled") from None
 
         return send
 

@@ -147,6 +147,78 @@ def choose_profile(seq: int, past: int, ranges: Sequence[ProfileRange]) -> Profi
     )
 
 
+# -- engine I/O against the manifest (pure: tested with a stand-in engine) ---------------------------
+
+# The manifest's dtype names (export/onnx_graphs.py) → TensorRT DataType member names.
+_TRT_DTYPE_NAMES = {
+    "float32": "FLOAT",
+    "float16": "HALF",
+    "bfloat16": "BF16",
+    "int64": "INT64",
+    "int32": "INT32",
+    "int8": "INT8",
+    "bool": "BOOL",
+}
+
+
+def _trt_dtype_name(trt: Any, dtype: Any) -> str:
+    """``trt.DataType.HALF`` → "HALF" (its ``name``, else the member it equals)."""
+    name = getattr(dtype, "name", None)
+    if isinstance(name, str):
+        return name
+    for member in dir(trt.DataType):
+        if not member.startswith("_") and getattr(trt.DataType, member) == dtype:
+            return member
+    return str(dtype)
+
+
+def check_engine_io(trt: Any, engine: Any, path: Path, graph: Mapping[str, Any]) -> None:
+    """The engine's I/O tensors against the manifest's graph spec (``graphs.<name>.inputs`` /
+    ``outputs``: name, shape, dtype): same names in the same roles, same dtypes, same rank, and
+    every fixed dimension equal (-1, TensorRT's dynamic dimension, matches the manifest's named
+    ones, and a fixed one too: the optimisation profiles bound it). A mismatch is an engine
+    built from another export (a stale engines/ folder, a copied plan) and raises
+    :class:`BackendError` naming the engine file, the tensor, and expected against found."""
+    expected: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for role in ("inputs", "outputs"):
+        for spec in graph.get(role) or []:
+            expected[str(spec["name"])] = (role[:-1], spec)
+    found: dict[str, str] = {}
+    for i in range(int(engine.num_io_tensors)):
+        name = engine.get_tensor_name(i)
+        found[name] = "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output"
+    where = f"tensorrt backend: engine {path}"
+    fix = f"rebuild the engines for this export: `egovlm export build-engines {path.parent.parent}`"
+    missing = [n for n in expected if n not in found]
+    extra = [n for n in found if n not in expected]
+    if missing or extra:
+        raise BackendError(
+            f"{where} does not match the manifest's {graph.get('file', 'graph')}: "
+            f"tensors expected but missing: {', '.join(missing) or 'none'}; "
+            f"unexpected tensors: {', '.join(extra) or 'none'}; {fix}"
+        )
+    for name, (role, spec) in expected.items():
+        if found[name] != role:
+            raise BackendError(f"{where}: tensor {name} is an {found[name]}, the manifest says {role}; {fix}")
+        want_dtype = str(spec["dtype"])
+        got_dtype = _trt_dtype_name(trt, engine.get_tensor_dtype(name))
+        if _TRT_DTYPE_NAMES.get(want_dtype, want_dtype.upper()) != got_dtype:
+            raise BackendError(
+                f"{where}: {role} {name} has dtype {got_dtype}, expected {want_dtype} "
+                f"({_TRT_DTYPE_NAMES.get(want_dtype, '?')}); {fix}"
+            )
+        want_shape = list(spec["shape"])
+        got_shape = [int(d) for d in engine.get_tensor_shape(name)]
+        same = len(got_shape) == len(want_shape) and all(
+            isinstance(w, str) or g == -1 or g == int(w) for w, g in zip(want_shape, got_shape, strict=True)
+        )
+        if not same:
+            raise BackendError(
+                f"{where}: {role} {name} has shape {got_shape}, expected {want_shape} "
+                f"(-1 and names are dynamic dimensions); {fix}"
+            )
+
+
 # -- engines (need TensorRT and a GPU) ---------------------------------------------------------------
 
 
@@ -180,16 +252,24 @@ class TrtEngine:
     A context is not thread-safe and the edge engine runs the prefix rebuild (worker thread) and
     questions (question thread) concurrently, so calls are serialised on a lock."""
 
-    def __init__(self, trt: Any, runtime: Any, path: Path, device: Any) -> None:
+    def __init__(
+        self, trt: Any, runtime: Any, path: Path, device: Any, graph: Mapping[str, Any] | None = None
+    ) -> None:
         import torch
 
         self.trt, self.path, self.device = trt, path, device
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        try:
+            self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        except OSError as e:
+            raise BackendError(f"tensorrt backend: cannot read engine {path}: {e}") from e
         if self.engine is None:
             raise BackendError(
-                f"tensorrt backend: TensorRT could not deserialise {path} (built by another TensorRT "
-                "version or for another GPU?); rebuild with `egovlm export build-engines` on this device"
+                f"tensorrt backend: TensorRT could not deserialise {path} (truncated, built by another "
+                "TensorRT version or for another GPU?); rebuild with `egovlm export build-engines` on "
+                "this device"
             )
+        if graph is not None:  # before any device memory is taken
+            check_engine_io(trt, self.engine, path, graph)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
@@ -300,6 +380,15 @@ class TensorRTBackend(ExportBackend):
         if problems:
             listed = " ".join(f"({i}) {p};" for i, p in enumerate(problems, 1))
             raise BackendError(f"tensorrt backend cannot start here: {listed.rstrip(';')}")
+        unhashed = [
+            rel for rel in manifest.data["tensorrt"]["engines"].values() if rel not in manifest.data["files"]
+        ]
+        if unhashed:  # load_export_manifest verified every listed file: only listed ones may load
+            raise BackendError(
+                f"tensorrt backend: {manifest.root}/manifest.json names engines {', '.join(unhashed)} but "
+                f"does not list them under 'files' (no sha256 to verify); rebuild them with "
+                f"`egovlm export build-engines {manifest.root}`, which re-publishes the manifest"
+            )
         return cls._open(manifest, device)
 
     @classmethod
@@ -311,7 +400,10 @@ class TensorRTBackend(ExportBackend):
 
         dev = torch.device(device if device.startswith("cuda") else "cuda")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engines = {name: TrtEngine(trt, runtime, manifest.engine_path(name), dev) for name in GRAPHS}
+        engines = {
+            name: TrtEngine(trt, runtime, manifest.engine_path(name), dev, manifest.graph(name))
+            for name in GRAPHS
+        }
         names = list(manifest.data["tensorrt"]["profiles"]["decoder"])
         graphs = TrtGraphs(engines, int(manifest.model["num_layers"]), names)
         runner = VLMRunner.with_backend(manifest, graphs)

@@ -6,11 +6,17 @@
 * the backend's non-TensorRT half (``TrtGraphs``: profile choice per call, KV kept as device-side
   torch tensors, present/past ordering) driven by the shared cached-prefix code, with each engine
   replaced by an ONNX Runtime session over the same export's graph: answers equal the onnx
-  backend's token for token.
+  backend's token for token;
+* engines that do not match their export (another model size, precision or layer count; a
+  truncated plan; a plan modified after its manifest was written; a plan the manifest does not
+  hash) are refused at load, naming the engine file and the tensor, before any GPU work; a fake
+  ``tensorrt`` module stands in for the TensorRT 10 engine-inspection API.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sys
 import types
@@ -234,3 +240,252 @@ def test_engine_half_answers_like_onnx_runtime(nano_dir: Path) -> None:
     # prefix, the two new keyframes, the question: prefill; each answer token after the first: decode
     assert profiles == [0, 0, 0] + [1] * 5 and seqs[3:] == [1] * 5
     assert decoder.torch_kv_inputs >= 6  # KV came back as the engine's own tensors, never via numpy
+
+
+# --- engines that do not match their export: refused at load, by name ---------------------------------
+
+_TRT_DTYPES = {"float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int64": "INT64", "int32": "INT32"}
+
+
+class _Member:
+    """A pybind11 enum member as TensorRT's bindings expose them: compared by identity, named."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+class FakeEngine:
+    """The ICudaEngine calls the I/O check makes (TensorRT 10: num_io_tensors, get_tensor_name,
+    get_tensor_mode, get_tensor_shape with -1 for dynamic dimensions, get_tensor_dtype)."""
+
+    def __init__(self, trt: Any, io: list[dict[str, Any]]) -> None:
+        self.trt, self.io = trt, {t["name"]: t for t in io}
+        self.num_io_tensors = len(io)
+        self.names = [t["name"] for t in io]
+
+    def get_tensor_name(self, i: int) -> str:
+        return self.names[i]
+
+    def get_tensor_mode(self, name: str) -> Any:
+        return getattr(self.trt.TensorIOMode, self.io[name]["mode"])
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.io[name]["shape"])
+
+    def get_tensor_dtype(self, name: str) -> Any:
+        return getattr(self.trt.DataType, self.io[name]["dtype"])
+
+    def create_execution_context(self) -> Any:
+        raise AssertionError("a mismatched engine must be refused before a context is made")
+
+
+def fake_tensorrt() -> Any:
+    """A ``tensorrt`` module whose "plans" are JSON lists of I/O tensors (anything else does not
+    deserialise: ``deserialize_cuda_engine`` returns None, as TensorRT does for a bad plan)."""
+    trt: Any = types.ModuleType("tensorrt")
+    trt.__version__ = "10.0-fake"
+    trt.DataType = types.SimpleNamespace(**{n: _Member(n) for n in (*_TRT_DTYPES.values(), "INT8", "BOOL")})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT=_Member("INPUT"), OUTPUT=_Member("OUTPUT"))
+    trt.deserialized = []
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            self.level = level
+
+    class Runtime:
+        def __init__(self, logger: Any) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data: bytes) -> Any:
+            trt.deserialized.append(data)
+            try:
+                return FakeEngine(trt, json.loads(data))
+            except ValueError:
+                return None
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    return trt
+
+
+def plan_for(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """The I/O an engine built from ``graph`` reports: its names and roles, -1 for named dims."""
+    return [
+        {
+            "name": t["name"],
+            "mode": "INPUT" if role == "inputs" else "OUTPUT",
+            "shape": [-1 if isinstance(d, str) else int(d) for d in t["shape"]],
+            "dtype": _TRT_DTYPES[t["dtype"]],
+        }
+        for role in ("inputs", "outputs")
+        for t in graph[role]
+    ]
+
+
+def _tensor(io: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(t for t in io if t["name"] == name)
+
+
+def _wider_visual_tokens(io: list[dict[str, Any]]) -> None:
+    _tensor(io, "visual_tokens")["shape"][-1] += 8  # built for another model size
+
+
+def _flat_embeds(io: list[dict[str, Any]]) -> None:
+    _tensor(io, "inputs_embeds")["shape"] = [-1, -1]
+
+
+def _fp32_kv(io: list[dict[str, Any]]) -> None:
+    _tensor(io, "past_key.0")["dtype"] = "FLOAT"  # built from the fp32 graphs
+
+
+def _renamed_input(io: list[dict[str, Any]]) -> None:
+    _tensor(io, "input_ids")["name"] = "ids"
+
+
+def _output_as_input(io: list[dict[str, Any]]) -> None:
+    _tensor(io, "logits")["mode"] = "INPUT"
+
+
+def _one_layer_less(io: list[dict[str, Any]]) -> None:
+    io[:] = [t for t in io if not t["name"].endswith(".1")]
+
+
+WRONG_ENGINES = {
+    "vision output wider": (
+        "vision",
+        _wider_visual_tokens,
+        r"output visual_tokens has shape \[\d+, \d+\], expected \[\d+, \d+\]",
+    ),
+    "decoder input rank": (
+        "decoder",
+        _flat_embeds,
+        r"input inputs_embeds has shape \[-1, -1\], expected \['batch', 'seq', \d+\]",
+    ),
+    "decoder kv dtype": ("decoder", _fp32_kv, r"input past_key.0 has dtype FLOAT, expected float16 \(HALF\)"),
+    "embed input renamed": ("embed", _renamed_input, r"missing: input_ids; unexpected tensors: ids"),
+    "decoder output as input": (
+        "decoder",
+        _output_as_input,
+        r"tensor logits is an input, the manifest says output",
+    ),
+    "decoder layer missing": (
+        "decoder",
+        _one_layer_less,
+        r"missing: past_key.1, past_value.1, present_key.1, present_value.1; unexpected tensors: none",
+    ),
+}
+
+
+def test_engines_matching_the_export_pass_the_io_check(nano_dir: Path) -> None:
+    from egovlm.edge.backends.tensorrt_backend import check_engine_io
+
+    trt = fake_tensorrt()
+    manifest = load_manifest(nano_dir, verify=False)
+    for name in ("vision", "embed", "decoder"):
+        graph = manifest.graph(name)
+        check_engine_io(trt, FakeEngine(trt, plan_for(graph)), nano_dir / f"engines/{name}.plan", graph)
+
+
+@pytest.mark.parametrize("case", list(WRONG_ENGINES))
+def test_a_wrong_engine_is_named_with_the_tensor_and_both_sides(nano_dir: Path, case: str) -> None:
+    from egovlm.edge.backends.tensorrt_backend import check_engine_io
+
+    graph_name, damage, expected = WRONG_ENGINES[case]
+    trt = fake_tensorrt()
+    graph = load_manifest(nano_dir, verify=False).graph(graph_name)
+    io = plan_for(graph)
+    damage(io)
+    path = nano_dir / "engines" / f"{graph_name}.plan"
+    with pytest.raises(BackendError) as info:
+        check_engine_io(trt, FakeEngine(trt, io), path, graph)
+    message = str(info.value)
+    assert message.startswith(f"tensorrt backend: engine {path}"), message
+    assert re.search(expected, message), message
+    assert f"egovlm export build-engines {nano_dir}" in message
+
+
+def _built_export(nano_dir: Path, root: Path, plans: dict[str, bytes], listed: bool = True) -> Path:
+    """A copy of the export as `build-engines` leaves it: engines/ written, manifest re-published."""
+    from egovlm.export.manifest import MANIFEST, write_manifest
+
+    shutil.copytree(nano_dir, root)
+    (root / "engines").mkdir()
+    for name, data in plans.items():
+        (root / "engines" / f"{name}.plan").write_bytes(data)
+    data = load_manifest(root, verify=False).data
+    body = {k: v for k, v in data.items() if k not in {"format", "format_version", "created_utc", "files"}}
+    body["tensorrt"] = {
+        **data["tensorrt"],
+        "status": "built",
+        "engines": {n: f"engines/{n}.plan" for n in plans},
+    }
+    write_manifest(root, body)
+    if not listed:
+        published = json.loads((root / MANIFEST).read_text())
+        published["files"] = {k: v for k, v in published["files"].items() if not k.startswith("engines/")}
+        (root / MANIFEST).write_text(json.dumps(published))
+    return root
+
+
+@pytest.fixture
+def on_a_device(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """TensorRT importable (the fake) and a CUDA device reported present."""
+    import egovlm.edge.backends.tensorrt_backend as tb
+
+    trt = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "_cuda_error", lambda: None)
+    return trt
+
+
+def _good_plans(nano_dir: Path) -> dict[str, bytes]:
+    manifest = load_manifest(nano_dir, verify=False)
+    return {n: json.dumps(plan_for(manifest.graph(n))).encode() for n in ("vision", "embed", "decoder")}
+
+
+def test_backend_refuses_a_wrong_shape_engine_before_touching_the_gpu(
+    nano_dir: Path, tmp_path: Path, on_a_device: Any
+) -> None:
+    plans = _good_plans(nano_dir)
+    io = json.loads(plans["vision"])
+    _wider_visual_tokens(io)
+    plans["vision"] = json.dumps(io).encode()
+    root = _built_export(nano_dir, tmp_path / "nano", plans)
+    with pytest.raises(BackendError) as info:
+        TensorRTBackend.load(root)  # FakeEngine.create_execution_context would fail the test
+    message = str(info.value)
+    assert f"engine {root / 'engines' / 'vision.plan'}: output visual_tokens has shape" in message, message
+
+
+def test_a_truncated_engine_is_named(nano_dir: Path, tmp_path: Path, on_a_device: Any) -> None:
+    plans = _good_plans(nano_dir)
+    plans["vision"] = plans["vision"][: len(plans["vision"]) // 2]  # hashed as written: a cut-short build
+    root = _built_export(nano_dir, tmp_path / "nano", plans)
+    with pytest.raises(
+        BackendError, match=rf"could not deserialise {root / 'engines' / 'vision.plan'} \(truncated"
+    ):
+        TensorRTBackend.load(root)
+
+
+def test_a_modified_engine_fails_its_hash_before_it_is_deserialised(
+    nano_dir: Path, tmp_path: Path, on_a_device: Any
+) -> None:
+    root = _built_export(nano_dir, tmp_path / "nano", _good_plans(nano_dir))
+    plan = root / "engines" / "decoder.plan"
+    plan.write_bytes(plan.read_bytes()[:-1] + b" ")  # same size, other bytes
+    with pytest.raises(BackendError, match=rf"{plan}: sha256 differs from the manifest"):
+        TensorRTBackend.load(root)
+    assert on_a_device.deserialized == []
+
+
+def test_engines_missing_from_the_manifests_file_table_are_refused(
+    nano_dir: Path, tmp_path: Path, on_a_device: Any
+) -> None:
+    root = _built_export(nano_dir, tmp_path / "nano", _good_plans(nano_dir), listed=False)
+    with pytest.raises(BackendError, match=r"does not list them under 'files' \(no sha256 to verify\)"):
+        TensorRTBackend.load(root)
+    assert on_a_device.deserialized == []
