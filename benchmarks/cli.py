@@ -101,6 +101,54 @@ def train(
     typer.echo(report.markdown())
 
 
+@app.command()
+def soak(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    minutes: float = typer.Option(30.0, min=0.05, help="Soak length, warm-up included (fractions allowed)"),
+    clients: int = typer.Option(4, min=1, help="Concurrent HTTP clients, one question in flight each"),
+    model: Path = typer.Option(None, help="Model folder (default: build the offline tiny model)"),
+    max_new_tokens: int = typer.Option(24, min=1, help="Answer length limit"),
+    think_s: tuple[float, float] = typer.Option(
+        (0.5, 2.0), help="Each client waits a random MIN MAX seconds between questions"
+    ),
+    warmup_minutes: float = typer.Option(None, min=0, help="Warm-up (default: min(5, minutes / 6))"),
+    rss_bound: float = typer.Option(
+        0.05, help="Fail when RSS grows by more than this fraction after warm-up"
+    ),
+    fd_bound: int = typer.Option(8, help="Fail when open file descriptors grow by more after warm-up"),
+    thread_bound: int = typer.Option(4, help="Fail when threads grow by more after warm-up"),
+    p95_bound: float = typer.Option(
+        1.5, help="Fail when p95 latency, 2nd / 1st half after warm-up, exceeds (0: off)"
+    ),
+    sample_s: float = typer.Option(5.0, min=0.1, help="Seconds between resource samples and health polls"),
+    window_s: float = typer.Option(60.0, min=1.0, help="Width of a report row in seconds"),
+    threads: int = typer.Option(1, help="torch intra-op threads (0: library default)"),
+) -> None:
+    """The runtime on the synthetic live stream under C clients for N minutes: RSS, fds, threads, latency.
+
+    The exit code is 1 on any error or when a growth / latency bound is exceeded."""
+    from egovlm.benchmarks import soak as part
+
+    report = part.run(
+        out,
+        model,
+        minutes=minutes,
+        clients=clients,
+        warmup_minutes=warmup_minutes,
+        max_new_tokens=max_new_tokens,
+        think_s=think_s,
+        sample_s=sample_s,
+        window_s=window_s,
+        bounds=part.Bounds(rss_bound, fd_bound, thread_bound, p95_bound),
+        threads=threads or None,
+        echo=typer.echo,
+    )
+    typer.echo(report.markdown())
+    if not report.passed:
+        typer.echo(f"soak failed: {'; '.join(report.reasons)} (see {out / 'soak.md'})", err=True)
+        raise typer.Exit(1)
+
+
 @app.command("all")
 def all_parts(
     out: Path = typer.Option(Path("bench"), help="Output folder (summary.md + every part's files)"),

@@ -102,6 +102,40 @@ def plot_voice(report: Report, out: Path) -> Path:
     return save_figure(fig, out / "voice.png")
 
 
+def plot_soak(report: Report, out: Path) -> Path:
+    """RSS, fds and threads over time, per-window latency p50/p95; a dashed line ends the warm-up.
+
+    Reads the raw resource samples when the report carries them (``SoakReport.samples``), else
+    the per-window rows."""
+    fig, (rss_ax, res_ax, lat_ax) = _figure(3)
+    window_min = float(report.params.get("window_s", 60.0)) / 60
+    samples = getattr(report, "samples", None) or [
+        {"t": r["minute"] * 60, "rss_mb": r["rss_mb"], "fds": r["fds"], "threads": r["threads"]}
+        for r in report.rows
+        if r.get("rss_mb") is not None
+    ]
+    minutes = [s["t"] / 60 for s in samples]
+    rss_ax.plot(minutes, [s["rss_mb"] for s in samples], ".-", color="tab:blue")
+    rss_ax.set(xlabel="minutes", ylabel="RSS (MB)", title="Resident memory")
+    res_ax.plot(minutes, [s["fds"] for s in samples], ".-", label="open fds")
+    res_ax.plot(minutes, [s["threads"] for s in samples], ".-", label="threads")
+    res_ax.set(xlabel="minutes", ylabel="count", title="File descriptors and threads")
+    res_ax.legend()
+    rows = [r for r in report.rows if r.get("p50_ms") is not None]
+    centres = [r["minute"] + window_min / 2 for r in rows]
+    lat_ax.plot(centres, [r["p50_ms"] for r in rows], "o-", label="p50")
+    lat_ax.plot(centres, [r["p95_ms"] for r in rows], "o-", label="p95")
+    lat_ax.set(xlabel="minutes", ylabel="request latency (ms)", title="Latency per window", ylim=(0, None))
+    lat_ax.legend()
+    warmup, total = report.params.get("warmup_minutes"), report.params.get("minutes")
+    for ax in (rss_ax, res_ax, lat_ax):
+        if warmup:
+            ax.axvline(float(warmup), color="grey", linestyle="--", linewidth=1)
+        if total:
+            ax.set_xlim(0, float(total))
+    return save_figure(fig, out / "soak.png")
+
+
 PLOTS: dict[str, Callable[[Report, Path], Path]] = {
     "latency": plot_latency,
     "keyframes": plot_keyframes,
@@ -109,6 +143,7 @@ PLOTS: dict[str, Callable[[Report, Path], Path]] = {
     "export": plot_export,
     "train": plot_train,
     "voice": plot_voice,
+    "soak": plot_soak,
 }
 
 

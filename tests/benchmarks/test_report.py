@@ -89,6 +89,21 @@ def _fake_reports() -> dict[str, Report]:
                 for st, v in (("asr", 120.0), ("ttft", 40.0))
             ],
         ),
+        "soak": Report(
+            "soak",
+            params={"warmup_minutes": 1.0, "window_s": 60.0},
+            rows=[
+                {
+                    "minute": float(m),
+                    "p50_ms": float(rng.uniform(50, 100)),
+                    "p95_ms": float(rng.uniform(100, 300)),
+                    "rss_mb": 800.0 + m,
+                    "fds": 40,
+                    "threads": 30,
+                }
+                for m in range(5)
+            ],
+        ),
     }
 
 
