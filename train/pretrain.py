@@ -201,9 +201,9 @@ def _other_clip(examples: list[Example], j: int) -> Example:
 
 
 def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[Example]:
-    if cfg.data.val is None:
-        return []
     d = cfg.data
+    if d.val is None:
+        return []
     # the uniform frame set only (the QA prompts' times); one example per (clip, task)
     return build_examples(Path(d.val), d.frames, 1, size, d.seed + 1, 2, d.val_clips, d.tasks)
 
