@@ -1,0 +1,71 @@
+"""The miniature experiment's publish step: chosen on val, refused when unfit, swapped in whole."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "repro_mini_publish.py"
+
+
+def _module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("repro_mini_publish", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _runs(tmp: Path, val: dict[str, tuple[float, float, float]]) -> Path:
+    """val: run name -> (accuracy, format failure rate, keyframe F1); each run gets a final/ model."""
+    runs = tmp / "runs"
+    for name, (acc, fail, kf) in val.items():
+        ev = runs / "eval_val" / name
+        ev.mkdir(parents=True)
+        metrics = {"accuracy": acc, "format_failure_rate": fail, "keyframe_f1": kf}
+        (ev / "metrics.json").write_text(json.dumps(metrics))
+        arm, _, seed = name.partition("-")
+        final = runs / arm / seed / "final"
+        final.mkdir(parents=True)
+        (final / "model.safetensors").write_text(name)
+        (final / "config.json").write_text("{}")
+        (final / "training_args.bin").write_text("pickle")  # never published
+    return runs
+
+
+def test_best_val_accuracy_is_published_with_a_card(tmp_path: Path) -> None:
+    mod = _module()
+    runs = _runs(
+        tmp_path,
+        {
+            "grpo_a-seed0": (0.40, 0.1, 0.2),
+            "grpo_b-seed1": (0.45, 0.2, 0.1),
+            "grpo_b-seed2": (0.45, 0.2, 0.3),
+        },
+    )
+    out = tmp_path / "models" / "egovlm-mini"
+    out.mkdir(parents=True)
+    (out / "model.safetensors").write_text("old")
+    assert mod.publish(runs, out, None) == out
+    assert (out / "model.safetensors").read_text() == "grpo_b-seed2"  # tie on accuracy: keyframe F1
+    assert not (out / "training_args.bin").exists()
+    assert "real footage" in (out / "README.md").read_text()
+    assert json.loads((out / "egovlm.json").read_text())["chosen_by"] == "val accuracy"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["egovlm-mini"]
+
+
+@pytest.mark.parametrize(
+    ("acc", "fail", "reason"),
+    [(0.0, 1.0, "grammar"), (0.2, 0.5, "not above chance")],
+)
+def test_unfit_models_are_not_published(tmp_path: Path, acc: float, fail: float, reason: str) -> None:
+    mod = _module()
+    runs = _runs(tmp_path, {"grpo_a-seed0": (acc, fail, 0.0)})
+    out = tmp_path / "models" / "egovlm-mini"
+    assert mod.publish(runs, out, None) is None
+    assert reason in (mod.unfit({"accuracy": acc, "format_failure_rate": fail}) or "")
+    assert not out.exists()
