@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from egovlm.edge.gst import gst
 from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, StoppingError
 from egovlm.edge.server import create_app
@@ -214,22 +213,6 @@ def test_a_frame_generator_that_raises_is_replaced_and_pushed_frames_are_kept() 
     assert all(b >= a for a, b in itertools.pairwise(got.times))  # time kept running forward
     assert len(calls) == 2 and stats.errors == 1 and stats.restarts == 1
     assert stats.last_error == "synth frames failed: RuntimeError: decoder crashed"
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """1 s of MJPEG in Matroska (20 frames at 20 fps), written by GStreamer itself."""
-    path = tmp_path_factory.mktemp("clips") / "clip.mkv"
-    g = gst()
-    p = g.parse_launch(
-        "videotestsrc num-buffers=20 pattern=ball ! video/x-raw,width=160,height=120,framerate=20/1 ! "
-        f"jpegenc ! matroskamux ! filesink location={path}"
-    )
-    p.set_state(g.State.PLAYING)
-    msg = p.get_bus().timed_pop_filtered(10 * g.SECOND, g.MessageType.EOS | g.MessageType.ERROR)
-    p.set_state(g.State.NULL)
-    assert msg is not None and msg.type == g.MessageType.EOS
-    return path
 
 
 def test_file_that_disappears_mid_stream_is_retried_until_it_is_back(clip: Path) -> None:

@@ -235,22 +235,6 @@ def test_slow_consumer_drops_oldest_frames_and_counts_them() -> None:
     assert float(np.median(np.diff(got.times))) > 1.5 / 60
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20 frames of MJPEG in Matroska, written by GStreamer itself."""
-    path = tmp_path_factory.mktemp("clips") / "clip.mkv"
-    g = gst()
-    p = g.parse_launch(
-        "videotestsrc num-buffers=20 pattern=ball ! video/x-raw,width=160,height=120,framerate=20/1 ! "
-        f"jpegenc ! matroskamux ! filesink location={path}"
-    )
-    p.set_state(g.State.PLAYING)
-    msg = p.get_bus().timed_pop_filtered(10 * g.SECOND, g.MessageType.EOS | g.MessageType.ERROR)
-    p.set_state(g.State.NULL)
-    assert msg is not None and msg.type == g.MessageType.EOS
-    return path
-
-
 def test_file_plays_once_then_ends(clip: Path) -> None:
     got = Collector()
     ing = Ingest(f"file://{clip}?realtime=0", got)

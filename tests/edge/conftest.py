@@ -1,0 +1,25 @@
+"""Fixtures shared by the edge tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from egovlm.edge.gst import gst
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s of MJPEG in Matroska (20 frames at 20 fps), written by GStreamer itself."""
+    path = tmp_path_factory.mktemp("clips") / "clip.mkv"
+    g = gst()
+    p = g.parse_launch(
+        "videotestsrc num-buffers=20 pattern=ball ! video/x-raw,width=160,height=120,framerate=20/1 ! "
+        f"jpegenc ! matroskamux ! filesink location={path}"
+    )
+    p.set_state(g.State.PLAYING)
+    msg = p.get_bus().timed_pop_filtered(10 * g.SECOND, g.MessageType.EOS | g.MessageType.ERROR)
+    p.set_state(g.State.NULL)
+    assert msg is not None and msg.type == g.MessageType.EOS
+    return path
