@@ -4,8 +4,9 @@ glibc gives each thread that meets a locked arena a new one, up to 8 per core, a
 their freed pages to the system. The runtime's threads (ingest, the engine's worker, uvicorn's
 and anyio's worker pools answering questions) each allocate and free tensors and request bodies,
 so the resident size creeps up for hours although nothing leaks (measured with ``egovlm bench
-soak``: about 8 MB per minute with 4 HTTP clients and no cap, about 1 MB per minute with two
-arenas). Two arenas is the usual setting for threaded Python servers. This is the one knob here
+soak``, 4 HTTP clients: about 8 MB per minute with no cap in a short run under load; 0.2 MB per
+minute and slowing over 30 minutes with two arenas). Two arenas is the usual setting for threaded
+Python servers. This is the one knob here
 that no library sets for us; ``MALLOC_ARENA_MAX`` in the environment, when present, wins.
 """
 
