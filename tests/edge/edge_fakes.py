@@ -8,11 +8,13 @@ and a question that takes a known, long time (ingest must keep running meanwhile
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import httpx
 import numpy as np
 
 from egovlm.contract import SYSTEM_PROMPT, format_answer
@@ -257,3 +259,19 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, object]:
+    """Poll ``/healthz`` of a server started as a subprocess until it is ok (its body), failing
+    with the process output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            body = httpx.get(f"{url}/healthz", timeout=2).json()
+            if body["status"] == "ok":
+                return body  # type: ignore[no-any-return]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not become healthy")

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from egovlm.cli import app
-from tests.edge.edge_fakes import free_port
+from tests.edge.edge_fakes import free_port, wait_healthy
 
 EGOVLM = [sys.executable, "-m", "egovlm.cli"]
 
@@ -58,20 +58,6 @@ def test_dry_run_prints_the_pipeline() -> None:
 def test_refusals_before_start(args: list[str], message: str) -> None:
     code, out = invoke("edge", "run", *args)
     assert code == 2 and message in out
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            body = httpx.get(f"{url}/healthz", timeout=2).json()
-            if body["status"] == "ok":
-                return body  # type: ignore[no-any-return]
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not become healthy")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -32,7 +32,7 @@ from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, StoppingError
 from egovlm.edge.server import create_app
 from egovlm.edge.sources import SourceSpec
-from tests.edge.edge_fakes import FailingBackend, FlakyFrames, free_port, scripted_engine
+from tests.edge.edge_fakes import FailingBackend, FlakyFrames, free_port, scripted_engine, wait_healthy
 from tests.edge.test_ingest import Collector
 
 SYNTH = "synth://?fps=20&size=160x120&seed=2"
@@ -342,19 +342,6 @@ def test_stopping_the_runtime_cancels_the_answer_in_flight() -> None:
 
 # The graceful-shutdown bound `egovlm edge run` should keep with an answer in flight.
 SIGTERM_BOUND_S = 20.0
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).json()["status"] == "ok":
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not become healthy")
 
 
 def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: Path) -> None:
