@@ -273,7 +273,7 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     its ``get_last_checkpoint`` takes the highest step whatever is inside: a crash, SIGKILL or a
     full disk during a save leaves a torn folder that a restart would then fail (or worse, half)
     load. Complete means: a parseable ``trainer_state.json`` and every weight file readable."""
-    from safetensors import safe_open
+    from egovlm.models.loading import ModelLoadError, check_safetensors
 
     state = ckpt / "trainer_state.json"
     try:
@@ -285,10 +285,9 @@ def checkpoint_problem(ckpt: Path) -> str | None:
         return "no .safetensors weights"
     for w in weights:
         try:
-            with safe_open(str(w), framework="pt") as f:
-                f.keys()
-        except Exception as e:  # safetensors raises its own error types for torn headers
-            return f"{w.name} unreadable ({e})"
+            check_safetensors(w)
+        except ModelLoadError as e:
+            return str(e)
     return None
 
 
