@@ -8,6 +8,7 @@ and a question that takes a known, long time (ingest must keep running meanwhile
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -275,3 +276,17 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> 
             pass
         time.sleep(0.3)
     raise AssertionError("server did not become healthy")
+
+
+def sse_events(client: Any, body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """POST a streamed question; the (event, data) pairs of its server-sent events."""
+    events: list[tuple[str, Any]] = []
+    with client.stream("POST", "/v1/ask", json={**body, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                events.append((event, json.loads(line[5:])))
+    return events

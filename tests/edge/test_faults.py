@@ -12,7 +12,6 @@ except in the SIGTERM test, which runs ``egovlm edge run`` with the tiny model."
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -32,7 +31,14 @@ from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, StoppingError
 from egovlm.edge.server import create_app
 from egovlm.edge.sources import SourceSpec
-from tests.edge.edge_fakes import FailingBackend, FlakyFrames, free_port, scripted_engine, wait_healthy
+from tests.edge.edge_fakes import (
+    FailingBackend,
+    FlakyFrames,
+    free_port,
+    scripted_engine,
+    sse_events,
+    wait_healthy,
+)
 from tests.edge.test_ingest import Collector
 
 SYNTH = "synth://?fps=20&size=160x120&seed=2"
@@ -250,19 +256,6 @@ def metric(client: TestClient, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split(" ")[-1])
     return 0.0
-
-
-def sse_events(client: TestClient, body: dict[str, Any]) -> list[tuple[str, Any]]:
-    events: list[tuple[str, Any]] = []
-    with client.stream("POST", "/v1/ask", json={**body, "stream": True}) as r:
-        assert r.status_code == 200
-        event = ""
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                events.append((event, json.loads(line[5:])))
-    return events
 
 
 def test_backend_exception_fails_one_request_and_the_runtime_stays_up() -> None:

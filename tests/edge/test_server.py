@@ -27,7 +27,7 @@ from egovlm.contract import parse_answer
 from egovlm.edge.api_models import AskResponse, ChatCompletionRequest, ChatMessage
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, build_runtime
 from egovlm.edge.server import create_app, question_from_chat
-from tests.edge.edge_fakes import ServerThread, scripted_engine
+from tests.edge.edge_fakes import ServerThread, scripted_engine, sse_events
 
 OPTIONS = {"A": "a yellow banana", "B": "a red cup", "C": "a blue book"}
 
@@ -97,15 +97,7 @@ def test_ask_over_http(client: TestClient, tiny_runtime: EdgeRuntime) -> None:
 
 
 def test_ask_streams_tokens_then_the_answer(client: TestClient, tiny_runtime: EdgeRuntime) -> None:
-    events: list[tuple[str, Any]] = []
-    with client.stream("POST", "/v1/ask", json={"question": "Where am I?", "stream": True}) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        event = ""
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                events.append((event, json.loads(line[5:])))
+    events = sse_events(client, {"question": "Where am I?"})
     kinds = [k for k, _ in events]
     assert kinds[-1] == "answer" and set(kinds[:-1]) <= {"token"} and len(kinds) >= 2
     a = check_answer(events[-1][1], tiny_runtime)
