@@ -34,13 +34,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from egovlm.contract import Message, frame_content
 from egovlm.frames import Frame, resize_for_model
 from egovlm.video import VideoReader, uniform_times
+
+if TYPE_CHECKING:
+    from egovlm.train.pretrain_perception import PerceptionExample
 
 SYSTEM_INTRO = "You watch keyframes from a head-mounted camera and describe what they show."
 REQUEST = "Describe these frames."
@@ -182,7 +185,9 @@ def load_truth(folder: Path) -> list[ClipTruth]:
 
 
 @functools.lru_cache(maxsize=4)
-def _planned(split: str, seed: int, index: int, size: tuple[int, int], fps: float, duration: float) -> Any:
+def planned_clip(
+    split: str, seed: int, index: int, size: tuple[int, int], fps: float, duration: float
+) -> Any:
     from egovlm.synth.generate import SynthConfig, build_clip
 
     return build_clip(split, seed, index, SynthConfig(size=size, fps=fps, duration=duration))
@@ -193,7 +198,7 @@ def visible_objects(clip: ClipTruth, t: float, min_px: int = 4) -> list[str]:
     at ``t``, from EgoSynth's renderer (re-planned from the clip's seed; nothing is drawn)."""
     if clip.render is None:
         raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so visibility is unknown")
-    planned = _planned(*clip.render, clip.duration_s)
+    planned = planned_clip(*clip.render, clip.duration_s)
     out = []
     for obj in planned.script.objects:
         x0, y0, x1, y1 = planned.renderer.object_box(obj.name, t)
@@ -323,19 +328,25 @@ def build_examples(
     per_set: int = 3,
     max_clips: int | None = None,
     tasks: Sequence[str] | None = None,
-) -> list[Example]:
+    perception_per_set: int = 0,
+) -> list[Example | PerceptionExample]:
     """``per_set`` examples (random blocks, :func:`draw_blocks`) for each of ``frame_sets`` frame
-    sets of every clip of an EgoSynth folder (``tasks`` None: all of :data:`TASKS`)."""
+    sets of every clip of an EgoSynth folder (``tasks`` None: all of :data:`TASKS`), plus
+    ``perception_per_set`` perception questions in the answer grammar
+    (:mod:`egovlm.train.pretrain_perception`)."""
+    from egovlm.train.pretrain_perception import perception_examples  # it builds on this module
+
     tasks = list(tasks or TASKS)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise PretrainDataError(f"unknown description task(s) {unknown}; choose from {', '.join(TASKS)}")
     rng = np.random.default_rng(seed)
     clips = load_truth(folder)[:max_clips] if max_clips else load_truth(folder)
-    examples = []
+    examples: list[Example | PerceptionExample] = []
     for clip in clips:
         for frames in decode_frame_sets(clip, n_frames, frame_sets, size, rng):
             for _ in range(per_set):
                 blocks = draw_blocks(rng, tasks)
                 examples.append(Example(clip.clip_id, blocks, frames, target_text(clip, frames, blocks)))
+            examples += perception_examples(clip, frames, perception_per_set, rng)
     return examples

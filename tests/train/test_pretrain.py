@@ -28,16 +28,6 @@ from egovlm.train.pretrain_data import (
 )
 
 
-@pytest.fixture(scope="module")
-def synth_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three short EgoSynth clips (train split, seed 1: the pre-training seed range)."""
-    from egovlm.synth.generate import SynthConfig, synthesize
-
-    out = tmp_path_factory.mktemp("egosynth_pre")
-    synthesize(out, 3, 1, "train", SynthConfig(size=(160, 120), fps=5, duration=8.0))
-    return out
-
-
 def _frame(i: int, t: float) -> Frame:
     return Frame(i, t, np.zeros((84, 112, 3), np.uint8))
 
