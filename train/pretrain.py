@@ -17,6 +17,7 @@ of another clip, whose gap shows whether the model looks at the images), ``curve
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import shutil
 import time
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import yaml
@@ -34,6 +35,9 @@ from pydantic.dataclasses import dataclass
 from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
 from egovlm.train.config import STRICT, ConfigError, apply_override, parse_override
 from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
+from egovlm.train.pretrain_perception import PerceptionExample
+
+TrainExample: TypeAlias = Example | PerceptionExample
 
 log = logging.getLogger("egovlm.train.pretrain")
 IGNORE = -100  # label of tokens without loss (prompt, padding)
@@ -63,6 +67,9 @@ class PretrainData:
     max_clips: int | None = None
     val_clips: int = 12
     tasks: list[str] | None = None  # description tasks (egovlm.train.pretrain_data.TASKS by default)
+    perception_per_set: int = (
+        0  # perception questions in the answer grammar per frame set (pretrain_perception)
+    )
     seed: int = 0
 
 
@@ -81,11 +88,24 @@ class PretrainOptim:
 
 
 @dataclass(config=STRICT)
+class PretrainVision:
+    """The dense object-label loss on the visual tokens (:mod:`egovlm.train.vision_aux`)."""
+
+    steps: int = 0  # vision-only steps (ViT + merger + heads) before the language steps
+    batch_frames: int = 32
+    lr: float = 1e-3
+    frames_per_clip: int = 16  # random-time frames per training clip for the vision-only steps
+    aux_weight: float = 0.0  # weight of the same loss during the language steps (0: off)
+    seed: int = 0
+
+
+@dataclass(config=STRICT)
 class PretrainConfig:
     run: PretrainRun
     data: PretrainData
     model: PretrainModel = field(default_factory=PretrainModel)
     optim: PretrainOptim = field(default_factory=PretrainOptim)
+    vision: PretrainVision = field(default_factory=PretrainVision)
 
 
 def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -> PretrainConfig:
@@ -113,7 +133,7 @@ def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -
     return cfg
 
 
-def encode(processor: Any, ex: Example, frames: list[Any] | None = None) -> dict[str, Any]:
+def encode(processor: Any, ex: TrainExample, frames: list[Any] | None = None) -> dict[str, Any]:
     """Token ids, masks and image tensors of one example; labels only on the target (+ end token).
 
     The prompt goes through the processor (it expands each image placeholder to the frame's
@@ -167,7 +187,9 @@ def lr_at(step: int, o: PretrainOptim) -> float:
     return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def mean_loss(model: Any, processor: Any, examples: list[Example], shuffled: bool, batch: int = 8) -> float:
+def mean_loss(
+    model: Any, processor: Any, examples: list[TrainExample], shuffled: bool, batch: int = 8
+) -> float:
     """Mean target-token loss; ``shuffled`` shows each example the frames of the next clip's example
     (same task and text), so ``shuffled - matched`` is what the images are worth to the model."""
     import torch
@@ -190,7 +212,7 @@ def mean_loss(model: Any, processor: Any, examples: list[Example], shuffled: boo
     return total / max(count, 1)
 
 
-def _other_clip(examples: list[Example], j: int) -> Example:
+def _other_clip(examples: list[TrainExample], j: int) -> TrainExample:
     """The next example (cyclically) from a different clip with the same frame count."""
     n = len(examples)
     for k in range(1, n):
@@ -200,12 +222,14 @@ def _other_clip(examples: list[Example], j: int) -> Example:
     return examples[j]
 
 
-def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[Example]:
+def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[TrainExample]:
     d = cfg.data
     if d.val is None:
         return []
     # the uniform frame set only (the QA prompts' times); one example per (clip, task)
-    return build_examples(Path(d.val), d.frames, 1, size, d.seed + 1, 2, d.val_clips, d.tasks)
+    return build_examples(
+        Path(d.val), d.frames, 1, size, d.seed + 1, 2, d.val_clips, d.tasks, min(d.perception_per_set, 2)
+    )
 
 
 def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
@@ -220,7 +244,7 @@ def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
 
 
 def center_visual_features(
-    model: Any, processor: Any, examples: list[Example], frames: int = 128
+    model: Any, processor: Any, examples: list[TrainExample], frames: int = 128
 ) -> dict[str, float]:
     """Data-dependent init of the vision merger's last layer: its outputs centred and scaled.
 
@@ -320,28 +344,49 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     size = keyframe_size_of(init)
     d = cfg.data
     train_set = build_examples(
-        Path(d.train), d.frames, d.frame_sets, size, d.seed, d.per_set, d.max_clips, d.tasks
+        Path(d.train),
+        d.frames,
+        d.frame_sets,
+        size,
+        d.seed,
+        d.per_set,
+        d.max_clips,
+        d.tasks,
+        d.perception_per_set,
     )
     if not train_set:
         raise ValueError(f"{d.train}: no clips to pre-train on")
     val_set = _val_examples(cfg, size)
-    if cfg.model.center_visual:
-        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
     log.info(
         "%d training examples, %d validation examples (%.1f s)",
         len(train_set),
         len(val_set),
         time.perf_counter() - t0,
     )
-    history = train_loop(model, processor, train_set, val_set, cfg, run_dir / "log.jsonl")
+    vis = cfg.vision
+    aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None
+    vision_log = []
+    if aux is not None and vis.steps:  # the vision tower first, then the merger's output is centred
+        from egovlm.train.vision_aux import train_vision
+
+        clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
+        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
+        vision_log = train_vision(model, processor, aux.head, clips, size, *args)
+    if cfg.model.center_visual:
+        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
+    history = train_loop(model, processor, train_set, val_set, cfg, run_dir / "log.jsonl", aux)
+    if aux is not None:
+        aux.remove()
     info = {
         "steps": cfg.optim.steps,
         "examples": len(train_set),
         "data": d.train,
         "final_train_loss": history["train"][-1][1] if history["train"] else None,
+        "vision": vision_log,
         **({k: v for k, v in history["val"][-1].items() if k != "step"} if history["val"] else {}),
     }
-    info["answer_tags_initialised"] = init_answer_tags(model, processor.tokenizer)
+    if not d.perception_per_set:  # the answer tags never occurred in training (init_answer_tags)
+        info["answer_tags_initialised"] = init_answer_tags(model, processor.tokenizer)
     save_model(model, processor, init, run_dir / "final", info)
     summary = {**info, "wall_time_s": round(time.perf_counter() - t0, 1), "final_dir": str(run_dir / "final")}
     atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
@@ -349,50 +394,105 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     return summary
 
 
+class _AuxLabels:
+    """The vision head (:mod:`egovlm.train.vision_aux`) and its labels per frame set, computed once."""
+
+    def __init__(self, model: Any, folder: Path, size: tuple[int, int]) -> None:
+        from egovlm.train.pretrain_data import load_truth
+        from egovlm.train.vision_aux import MERGE, VisionAux, object_names
+
+        self.names = object_names()
+        self.clips = {c.clip_id: c for c in load_truth(folder)}
+        self.size = size
+        self.head = VisionAux(model, len(self.names), (size[0] // MERGE) * (size[1] // MERGE))
+        self._cache: dict[tuple[str, tuple[float, ...]], tuple[Any, Any]] = {}
+
+    def labels(self, ex: TrainExample) -> tuple[Any, Any]:
+        import torch
+
+        from egovlm.train.vision_aux import frame_labels
+
+        key = (ex.clip_id, tuple(f.timestamp_s for f in ex.frames))
+        if key not in self._cache:
+            cells, held = frame_labels(self.clips[ex.clip_id], ex.frames, self.size)
+            self._cache[key] = (torch.from_numpy(cells.reshape(-1, len(self.names))), torch.from_numpy(held))
+        return self._cache[key]
+
+    def loss(self, batch: list[TrainExample]) -> Any:
+        import torch
+
+        pairs = [self.labels(ex) for ex in batch]
+        return self.head.loss(torch.cat([c for c, _ in pairs]), torch.cat([h for _, h in pairs]))
+
+    def remove(self) -> None:
+        self.head.remove()
+
+
+def _weighted(aux: _AuxLabels, batch: list[TrainExample], weight: float) -> Any:
+    return aux.loss(batch) * weight
+
+
 def train_loop(
     model: Any,
     processor: Any,
-    train_set: list[Example],
-    val_set: list[Example],
+    train_set: list[TrainExample],
+    val_set: list[TrainExample],
     cfg: PretrainConfig,
     log_path: Path,
+    aux: _AuxLabels | None = None,
 ) -> dict[str, Any]:
     """AdamW steps over shuffled batches; validation before the first step, every ``eval_every``
-    steps and at the end."""
+    steps and at the end. With ``aux`` the vision head's loss is added at ``vision.aux_weight``."""
     import torch
 
     o = cfg.optim
     torch.manual_seed(o.seed)
     rng = np.random.default_rng(o.seed)
-    opt = _optimizer(model, o)
+    opt = _optimizer(model, o, aux.head.parameters() if aux else [])
     pad_id = processor.tokenizer.pad_token_id
     history: dict[str, Any] = {"train": [], "val": []}
     log_path.unlink(missing_ok=True)
     if val_set:
         _validate(model, processor, val_set, 0, history, log_path)
     order = rng.permutation(len(train_set))
-    cursor, running, t_start = 0, [], time.perf_counter()
+    cursor, running, running_aux, t_start = 0, [], [], time.perf_counter()
     model.train()
     for step in range(o.steps):
         if cursor + o.batch_size > len(order):
             order, cursor = rng.permutation(len(train_set)), 0
-        rows = [encode(processor, train_set[i]) for i in order[cursor : cursor + o.batch_size]]
+        batch = [train_set[i] for i in order[cursor : cursor + o.batch_size]]
         cursor += o.batch_size
-        running.append(_step(model, opt, collate(rows, pad_id), lr_at(step, o), o.grad_clip))
+        extra = (
+            functools.partial(_weighted, aux, batch, cfg.vision.aux_weight)
+            if aux and cfg.vision.aux_weight
+            else None
+        )
+        lm, vis = _step(
+            model,
+            opt,
+            collate([encode(processor, ex) for ex in batch], pad_id),
+            lr_at(step, o),
+            o.grad_clip,
+            extra,
+        )
+        running.append(lm)
+        running_aux.append(vis)
         last = step + 1 == o.steps
         if (step + 1) % cfg.run.log_every == 0 or last:
             row = {"step": step + 1, "loss": float(np.mean(running)), "lr": lr_at(step, o)}
+            if aux:
+                row["vision_aux_loss"] = float(np.mean(running_aux))
             row["elapsed_s"] = round(time.perf_counter() - t_start, 1)
             history["train"].append((step + 1, row["loss"]))
             _append(log_path, row)
             log.info("step %d loss %.3f", step + 1, row["loss"])
-            running = []
+            running, running_aux = [], []
         if val_set and ((step + 1) % o.eval_every == 0 or last):
             _validate(model, processor, val_set, step + 1, history, log_path)
     return history
 
 
-def _optimizer(model: Any, o: PretrainOptim) -> Any:
+def _optimizer(model: Any, o: PretrainOptim, head: list[Any]) -> Any:
     """AdamW; no weight decay on embeddings, norms and biases; the vision tower at
     ``lr x vision_lr_scale`` (each group's ``scale`` multiplies the scheduled lr)."""
     import torch
@@ -407,24 +507,35 @@ def _optimizer(model: Any, o: PretrainOptim) -> Any:
             {"params": decay, "weight_decay": o.weight_decay, "scale": scale},
             {"params": rest, "weight_decay": 0.0, "scale": scale},
         ]
+    groups.append({"params": head, "weight_decay": 0.0, "scale": 1.0})
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr)
 
 
-def _step(model: Any, opt: Any, batch: dict[str, Any], lr: float, grad_clip: float) -> float:
+def _step(
+    model: Any, opt: Any, batch: dict[str, Any], lr: float, grad_clip: float, extra: Any = None
+) -> tuple[float, float]:
+    """One AdamW step on the language loss plus ``extra()`` (the vision head's weighted loss,
+    computed after the forward pass that captures the visual tokens); returns both losses."""
     import torch
 
     for group in opt.param_groups:
         group["lr"] = lr * group["scale"]
     loss = model(**batch).loss
+    aux = extra() if extra is not None else torch.zeros(())
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    (loss + aux).backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
     opt.step()
-    return float(loss.detach())
+    return float(loss.detach()), float(aux.detach())
 
 
 def _validate(
-    model: Any, processor: Any, val_set: list[Example], step: int, history: dict[str, Any], log_path: Path
+    model: Any,
+    processor: Any,
+    val_set: list[TrainExample],
+    step: int,
+    history: dict[str, Any],
+    log_path: Path,
 ) -> None:
     val = {
         "step": step,

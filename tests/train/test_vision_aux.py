@@ -1,0 +1,76 @@
+"""Dense object labels for the vision tower (egovlm.train.vision_aux): label geometry and order,
+and a base stage with the vision steps that saves a plain Qwen2.5-VL checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from egovlm.frames import Frame
+from egovlm.train.pretrain_data import held_at, load_truth, planned_clip
+from egovlm.train.vision_aux import MERGE, constant_loss, frame_labels, object_names
+
+
+def test_cells_follow_the_renderers_boxes_in_raster_order(synth_slice: Path) -> None:
+    size = (112, 84)
+    names = object_names()
+    checked = 0
+    for clip in load_truth(synth_slice):
+        frames = [Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(np.linspace(0.3, 7.7, 8))]
+        cells, held = frame_labels(clip, frames, size)
+        assert cells.shape == (8, (84 // MERGE) * (112 // MERGE), len(names))
+        planned = planned_clip(*clip.render, clip.duration_s)  # type: ignore[misc]
+        sx, sy = size[0] / planned.renderer.size[0], size[1] / planned.renderer.size[1]
+        for f, frame in enumerate(frames):
+            for obj in planned.script.objects:
+                x0, y0, x1, y1 = planned.renderer.object_box(obj.name, frame.timestamp_s)
+                cx, cy = (x0 + x1) / 2 * sx, (y0 + y1) / 2 * sy
+                big = (x1 - x0) * sx >= 8 and (y1 - y0) * sy >= 8
+                if big and cx < size[0] and cy < size[1]:
+                    cell = int(cy // MERGE) * (size[0] // MERGE) + int(cx // MERGE)
+                    assert cells[f, cell, names.index(obj.name)] == 1.0
+                    checked += 1
+                if x1 <= x0 or y1 <= y0:  # out of view: no cell
+                    assert cells[f, :, names.index(obj.name)].sum() == 0
+            assert {names[k] for k in np.flatnonzero(held[f])} == set(
+                held_at(clip.events, frame.timestamp_s).values()
+            )
+    assert checked >= 10
+
+
+def test_constant_predictor_loss_is_the_label_entropy() -> None:
+    import torch
+
+    cells = torch.zeros(40, 3)
+    cells[:10, 0] = 1  # rate 0.25 in one class, 0 in the others
+    held = torch.zeros(4, 3)
+    expected = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75)) / 3
+    assert abs(constant_loss(cells, held) - expected) < 1e-3
+
+
+def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from egovlm.train.pretrain import load_pretrain_config, pretrain
+
+    cfg = tmp_path / "pretrain.yaml"
+    cfg.write_text(
+        f"run: {{output_dir: {tmp_path / 'run'}, threads: 1, log_every: 2}}\n"
+        "model: {build: tiny, seed: 0}\n"
+        f"data: {{train: {synth_slice}, frames: 4, frame_sets: 1, per_set: 1, perception_per_set: 1}}\n"
+        "optim: {steps: 4, batch_size: 2, lr: 3.0e-3, warmup_steps: 1}\n"
+        "vision: {steps: 5, batch_frames: 4, frames_per_clip: 4, aux_weight: 0.5}\n"
+    )
+    summary = pretrain(load_pretrain_config(cfg))
+    steps = [r for r in summary["vision"] if "vision_step" in r]
+    assert steps and steps[-1]["vision_step"] == 5 and np.isfinite(steps[-1]["held_out"])
+    assert summary["vision"][-1]["constant_predictor"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(r["vision_aux_loss"] > 0 for r in rows if "loss" in r)
+    # the heads are dropped: the checkpoint holds exactly the architecture's tensors
+    keys = lambda p: set(safe_open(str(p / "model.safetensors"), "pt").keys())  # noqa: E731
+    assert keys(Path(summary["final_dir"])) == keys(tmp_path / "run" / "init")
+    # the grammar was trained, so the answer tags were not reset to "a tag"
+    assert "answer_tags_initialised" not in summary

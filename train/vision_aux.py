@@ -1,0 +1,193 @@
+"""Dense object labels for the vision tower: the base stage's stand-in for a pre-trained ViT.
+
+Qwen2.5-VL's ViT arrives trained on billions of images; the nano model's starts random. Trained
+by next-token loss alone, it never learned to see (docs/mini_experiment: the validation loss with
+another clip's frames equalled the loss with the right ones, for 8-frame and for 1-frame
+prompts). The reason is signal: a 28x28 visual token of a 112x84 keyframe is mostly table, wall
+or counter, the object in it a few pixels, and the language loss reaches the ViT only through
+attention that has not yet learned to look. So during the base stage a small linear head
+(dropped afterwards; the saved model is plain Qwen2.5-VL) reads every visual token the
+language model gets and is trained, with binary cross-entropy, to say
+
+* which objects' boxes overlap that token's region (per token, from EgoSynth's renderer), and
+* which objects a hand holds in that frame (per frame, from the mean of its tokens),
+
+which makes object identity a linear feature of the tokens, one the language model can read.
+Boxes come from re-planning the clip from its seed (nothing is drawn), like the descriptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from egovlm.frames import Frame
+from egovlm.train.pretrain_data import ClipTruth, PretrainDataError, held_at, planned_clip
+
+log = logging.getLogger("egovlm.train.pretrain")
+MERGE = 28  # pixels of a keyframe per visual token (patch 14 x spatial merge 2)
+
+
+def object_names() -> list[str]:
+    from egovlm.synth.objects import CATALOGUE
+
+    return [k.name for k in CATALOGUE]
+
+
+def frame_labels(
+    clip: ClipTruth, frames: Sequence[Frame], keyframe_size: tuple[int, int], min_px: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(cells, held)``: ``cells[f, r * cols + c, k]`` is 1 when object ``k``'s box overlaps
+    token (r, c) of frame ``f`` by at least ``min_px`` keyframe pixels each way; ``held[f, k]``
+    is 1 when a hand holds object ``k`` in frame ``f``. Token order is the merged grid's raster
+    order, the order of the vision tower's output."""
+    if clip.render is None:
+        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so object boxes are unknown")
+    planned = planned_clip(*clip.render, clip.duration_s)
+    names = object_names()
+    width, height = keyframe_size
+    cols, rows = width // MERGE, height // MERGE
+    render_w, render_h = planned.renderer.size
+    sx, sy = width / render_w, height / render_h
+    cells = np.zeros((len(frames), rows * cols, len(names)), dtype=np.float32)
+    held = np.zeros((len(frames), len(names)), dtype=np.float32)
+    for f, frame in enumerate(frames):
+        for obj in planned.script.objects:
+            x0, y0, x1, y1 = planned.renderer.object_box(obj.name, frame.timestamp_s)
+            x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
+            for r in range(rows):
+                for c in range(cols):
+                    dx = min(x1, (c + 1) * MERGE) - max(x0, c * MERGE)
+                    dy = min(y1, (r + 1) * MERGE) - max(y0, r * MERGE)
+                    if dx >= min_px and dy >= min_px:
+                        cells[f, r * cols + c, names.index(obj.name)] = 1.0
+        for name in held_at(clip.events, frame.timestamp_s).values():
+            held[f, names.index(name)] = 1.0
+    return cells, held
+
+
+class VisionAux:
+    """The two linear heads and a hook that captures the vision tower's output on every forward."""
+
+    def __init__(self, model: Any, n_classes: int, tokens_per_frame: int) -> None:
+        import torch
+
+        width = model.config.text_config.hidden_size
+        self.cells = torch.nn.Linear(width, n_classes)
+        self.held = torch.nn.Linear(width, n_classes)
+        self.tokens_per_frame = tokens_per_frame
+        self.features: Any = None
+        self._hook = model.model.visual.register_forward_hook(self._capture)
+
+    def _capture(self, module: Any, args: Any, output: Any) -> None:
+        self.features = output.pooler_output
+
+    def parameters(self) -> list[Any]:
+        return [*self.cells.parameters(), *self.held.parameters()]
+
+    def loss(self, cells: Any, held: Any) -> Any:
+        """BCE of both heads on the last captured features; ``cells`` [tokens, C], ``held`` [frames, C]."""
+        from torch.nn.functional import binary_cross_entropy_with_logits as bce
+        from torch.nn.functional import layer_norm
+
+        feats = self.features
+        if feats is None or feats.shape[0] != cells.shape[0]:
+            got = None if feats is None else feats.shape[0]
+            raise RuntimeError(f"captured {got} visual tokens, labels for {cells.shape[0]}")
+        # normalised like the language model's RMSNorm sees them: the centred tokens are as small
+        # as text embeddings (center_visual_features), too small for a linear head to read at this lr
+        feats = layer_norm(feats, feats.shape[-1:])
+        per_frame = feats.reshape(-1, self.tokens_per_frame, feats.shape[-1]).mean(1)
+        return bce(self.cells(feats), cells) + bce(self.held(per_frame), held)
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def sample_frames(
+    clips: Sequence[ClipTruth], per_clip: int, size: tuple[int, int], rng: np.random.Generator
+) -> list[tuple[ClipTruth, list[Frame]]]:
+    """``per_clip`` frames at uniformly random times of every clip (one decode pass per clip)."""
+    from egovlm.frames import resize_for_model
+    from egovlm.video import VideoReader
+
+    out = []
+    for clip in clips:
+        times = sorted(float(t) for t in rng.uniform(0.0, clip.duration_s, per_clip))
+        decoded = VideoReader(clip.video).frames_at(times)
+        out.append(
+            (clip, [Frame(i + 1, t, resize_for_model(img, size)) for i, (t, img) in enumerate(decoded)])
+        )
+    return out
+
+
+def train_vision(
+    model: Any,
+    processor: Any,
+    head: VisionAux,
+    clips: Sequence[ClipTruth],
+    size: tuple[int, int],
+    steps: int,
+    batch_frames: int,
+    lr: float,
+    per_clip: int,
+    seed: int,
+) -> list[dict[str, float]]:
+    """Train the vision tower (ViT + merger) and the heads alone on object labels of single frames,
+    before any language: the stand-in for arriving with a pre-trained ViT. A quarter of the
+    frames is held out; returns log rows with the held-out loss and the loss of a constant
+    predictor of the label rates (what "learned nothing" scores)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    frames, cells, held = [], [], []
+    for clip, fs in sample_frames(clips, per_clip, size, rng):
+        c, h = frame_labels(clip, fs, size)
+        frames += fs
+        cells.append(torch.from_numpy(c))
+        held.append(torch.from_numpy(h))
+    inputs = processor.image_processor(images=[f.pil() for f in frames], return_tensors="pt")
+    pixels = inputs["pixel_values"].reshape(len(frames), -1, inputs["pixel_values"].shape[-1])
+    grid = inputs["image_grid_thw"]
+    all_cells, all_held = torch.cat(cells), torch.cat(held)
+    n_train = len(frames) * 3 // 4
+    visual = model.model.visual
+    opt = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
+
+    def loss_on(idx: Any) -> Any:
+        visual(pixels[idx].reshape(-1, pixels.shape[-1]), grid_thw=grid[idx])
+        return head.loss(all_cells[idx].reshape(-1, all_cells.shape[-1]), all_held[idx])
+
+    held_out = torch.arange(n_train, len(frames))
+    rows = []
+    for step in range(steps):
+        loss = loss_on(torch.from_numpy(rng.integers(0, n_train, batch_frames)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
+            with torch.no_grad():
+                rows.append(
+                    {"vision_step": step + 1, "train": float(loss), "held_out": float(loss_on(held_out))}
+                )
+            log.info(
+                "vision step %d: loss %.4f, held-out %.4f", step + 1, rows[-1]["train"], rows[-1]["held_out"]
+            )
+    rows.append({"constant_predictor": constant_loss(all_cells[held_out], all_held[held_out])})
+    return rows
+
+
+def constant_loss(cells: Any, held: Any) -> float:
+    """BCE of predicting each label's rate (the floor a head that reads nothing reaches)."""
+    import torch
+
+    def one(y: Any) -> float:
+        y = y.reshape(-1, y.shape[-1])
+        p = y.mean(0).clamp(1e-4, 1 - 1e-4).expand_as(y)
+        return float(torch.nn.functional.binary_cross_entropy(p, y))
+
+    return one(cells) + one(held)
