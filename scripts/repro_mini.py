@@ -5,7 +5,8 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 
 1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
              val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
-2. pretrain  ``egovlm train pretrain --config configs/mini/pretrain.yaml`` (descriptions, never QA)
+2. pretrain  ``egovlm train pretrain --config configs/mini/pretrain.yaml`` (vision labels, descriptions,
+             single-frame perception questions in the answer grammar; never the QA)
 3. GRPO      ``egovlm train --config configs/mini/grpo_{a,b}.yaml`` x seeds 0, 1, 2
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
              question's own frames and once with another clip's frames (what the text alone is worth),
