@@ -18,7 +18,9 @@ def test_cells_follow_the_renderers_boxes_in_raster_order(synth_slice: Path) -> 
     names = object_names()
     checked = 0
     for clip in load_truth(synth_slice):
-        frames = [Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(np.linspace(0.3, 7.7, 8))]
+        frames = [
+            Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(np.linspace(0.3, 7.7, 8))
+        ]
         cells, held = frame_labels(clip, frames, size)
         assert cells.shape == (8, (84 // MERGE) * (112 // MERGE), len(names))
         planned = planned_clip(*clip.render, clip.duration_s)  # type: ignore[misc]
