@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,13 @@ def card(name: str, val: dict[str, Any], results: dict[str, Any] | None, size: i
         "2x2 merger, GQA decoder with M-RoPE; 112x84 keyframes, 12 visual tokens per frame) trained on CPU",
         "by this project's own scripts, entirely on **EgoSynth** synthetic egocentric clips:",
         "",
-        "1. base stage: next-token training on EgoSynth *descriptions* of frame sets (what each hand holds,",
-        "   pick-ups and put-downs with their nearest frame, where objects start and end); never the",
-        "   multiple-choice questions, their answers or the answer grammar (`egovlm train pretrain`);",
+        "1. base stage (`egovlm train pretrain`), standing in for Qwen2.5-VL's pre-training and instruction",
+        "   tuning: the vision tower learns which objects each visual token shows (labels from EgoSynth's",
+        "   renderer); then next-token training on *descriptions* of frame sets (what each hand holds,",
+        "   pick-ups and put-downs with their nearest frame, where objects start and end) and on",
+        "   single-frame *perception* questions in the answer grammar (what a hand holds in frame k, what",
+        "   frame k shows, which option names an object); never the QA's questions about the clip's",
+        "   events, their answers or any reasoning about them;",
         f"2. **GRPO** (R1-Zero style, `egovlm train`) on EgoSynth multiple-choice QA, rewards {arm};",
         f"   this is run `{name}`, chosen among 6 GRPO runs (2 reward arms x 3 seeds) by accuracy on the",
         "   EgoSynth **val** split.",
@@ -124,17 +129,32 @@ def card(name: str, val: dict[str, Any], results: dict[str, Any] | None, size: i
 
 
 CHANCE = 0.2  # five options
+ALPHA = 0.05  # one-sided significance level for "above chance"
+
+
+def p_above_chance(correct: int, n: int, chance: float = CHANCE) -> float:
+    """One-sided exact binomial p-value: P(X >= correct) for X ~ Binomial(n, chance)."""
+    return sum(math.comb(n, k) * chance**k * (1 - chance) ** (n - k) for k in range(correct, n + 1))
 
 
 def unfit(val: dict[str, Any]) -> str | None:
     """Why a model must not become the demo's default, or None: the demo exists to show answers
-    about the footage, so a model at or below chance on val, or one that never completes the
-    answer grammar, would replace the random model's noise with trained noise."""
+    about the footage, so a model that never completes the answer grammar, or whose val accuracy
+    is not *significantly* above chance (one-sided binomial test at ALPHA; 192 val questions need
+    about 25%), would replace the random model's noise with trained noise."""
     acc, failures = val.get("accuracy") or 0.0, val.get("format_failure_rate")
     if failures is not None and failures >= 1.0:
         return "no val completion followed the answer grammar"
-    if acc <= CHANCE:
-        return f"val accuracy {_pct(acc)} is not above chance ({_pct(CHANCE)})"
+    n = val.get("answered_items")
+    if not n:  # no item count: the plain comparison is all we can do
+        return None if acc > CHANCE else f"val accuracy {_pct(acc)} is not above chance ({_pct(CHANCE)})"
+    correct = round(acc * n)
+    p = p_above_chance(correct, int(n))
+    if p >= ALPHA:
+        return (
+            f"val accuracy {_pct(acc)} ({correct} of {n}) is not significantly above chance "
+            f"({_pct(CHANCE)}): one-sided binomial p = {p:.3f}, needs < {ALPHA}"
+        )
     return None
 
 

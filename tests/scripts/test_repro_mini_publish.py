@@ -69,3 +69,20 @@ def test_unfit_models_are_not_published(tmp_path: Path, acc: float, fail: float,
     assert mod.publish(runs, out, None) is None
     assert reason in (mod.unfit({"accuracy": acc, "format_failure_rate": fail}) or "")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("acc", "fit"), [(0.22, False), (0.24, False), (0.27, True), (0.40, True)])
+def test_above_chance_means_significantly_above(acc: float, fit: bool) -> None:
+    mod = _module()
+    reason = mod.unfit({"accuracy": acc, "format_failure_rate": 0.0, "answered_items": 192})
+    assert (reason is None) == fit
+    if not fit:
+        assert "not significantly above chance" in reason and "binomial p" in reason
+
+
+def test_binomial_p_value_matches_the_exact_tail() -> None:
+    mod = _module()
+    assert abs(mod.p_above_chance(0, 10) - 1.0) < 1e-12
+    assert abs(mod.p_above_chance(10, 10) - 0.2**10) < 1e-15
+    assert abs(mod.p_above_chance(1, 2) - (1 - 0.8**2)) < 1e-12
+    assert abs(mod.p_above_chance(52, 192) - 0.0109) < 1e-4  # 27% of 192: significant
