@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,34 @@ def spread(values: list[float]) -> dict[str, float]:
 def collect(runs: Path) -> dict[str, Any]:
     """Every eval's metrics, grouped: base, and per arm a list over seeds."""
     ev = runs / "eval"
-    out: dict[str, Any] = {"base": _metrics(ev / "base"), "base_otherclip": _metrics(ev / "base-otherclip")}
+
+    def read(name: str) -> dict[str, Any] | None:
+        m = _metrics(ev / name)
+        if m is not None:
+            m["top_letter_share"] = top_letter_share(ev / name)
+        return m
+
+    out: dict[str, Any] = {"base": read("base"), "base_otherclip": read("base-otherclip")}
     for arm in ARMS:
         seeds = sorted(p.name for p in ev.glob(f"grpo_{arm}-seed*") if not p.name.endswith("-otherclip"))
-        out[arm] = {s: _metrics(ev / s) for s in seeds}
-        out[f"{arm}_otherclip"] = {s: _metrics(ev / f"{s}-otherclip") for s in seeds}
+        out[arm] = {s: read(s) for s in seeds}
+        out[f"{arm}_otherclip"] = {s: read(f"{s}-otherclip") for s in seeds}
     return out
 
 
 def _num(m: dict[str, Any] | None, key: str) -> float | None:
     return None if m is None or m.get(key) is None else float(m[key])
+
+
+def top_letter_share(eval_dir: Path) -> float | None:
+    """Share of the questions answered with the model's most frequent letter (letters are balanced,
+    so 20% is no preference and 100% is one letter for every question)."""
+    f = eval_dir / "completions.jsonl"
+    if not f.is_file():
+        return None
+    letters = [json.loads(line).get("predicted") for line in f.read_text().splitlines() if line.strip()]
+    counts = Counter(x for x in letters if x)
+    return max(counts.values()) / len(letters) if counts and letters else None
 
 
 def arm_stats(per_seed: dict[str, Any], key: str) -> dict[str, float] | None:
@@ -88,17 +107,19 @@ def main_table(data: dict[str, Any]) -> list[str]:
         f"Held-out EgoSynth test split ({n} questions, 5 options). Mean ± std over seeds (min–max).",
         "",
         "| model | accuracy | accuracy, another clip's frames | format failures | no answer letter "
-        "| keyframe F1 |",
-        "|---|---|---|---|---|---|",
-        f"| chance | {pct(CHANCE)} | {pct(CHANCE)} | – | – | – |",
-        "| base (description pre-training only) | "
+        "| most frequent letter | keyframe F1 | keyframe F1, another clip's frames |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| chance | {pct(CHANCE)} | {pct(CHANCE)} | – | – | {pct(CHANCE)} | – | – |",
+        "| base (base stage only) | "
         + " | ".join(
             [
                 pct(_num(base, "accuracy")),
                 pct(_num(base_o, "accuracy")),
                 pct(_num(base, "format_failure_rate")),
                 pct(_num(base, "no_answer_rate")),
+                pct(_num(base, "top_letter_share")),
                 f1s(_num(base, "keyframe_f1")),
+                f1s(_num(base_o, "keyframe_f1")),
             ]
         )
         + " |",
@@ -115,7 +136,9 @@ def main_table(data: dict[str, Any]) -> list[str]:
                     pct(arm_stats(data[f"{arm}_otherclip"], "accuracy")),
                     pct(arm_stats(seeds, "format_failure_rate")),
                     pct(arm_stats(seeds, "no_answer_rate")),
+                    pct(arm_stats(seeds, "top_letter_share")),
                     f1s(arm_stats(seeds, "keyframe_f1")),
+                    f1s(arm_stats(data[f"{arm}_otherclip"], "keyframe_f1")),
                 ]
             )
             + " |"
@@ -140,6 +163,36 @@ def type_table(data: dict[str, Any]) -> list[str]:
             ]
             cells.append(pct(statistics.fmean(vals)) if vals else "n/a")
         rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def base_stage_table(runs: Path) -> list[str]:
+    """Does the base model look at the frames? The vision head's held-out loss against a constant
+    predictor, and the description/perception validation loss with the right vs another clip's frames."""
+    path = runs / "pretrain" / "run.json"
+    if not path.is_file():
+        return []
+    info = json.loads(path.read_text())
+    rows = ["Base stage: does the model use the frames? (lower is better)", ""]
+    rows += ["| measure | with the right frames | without (see note) |", "|---|---|---|"]
+    vision = info.get("vision") or []
+    steps = [r for r in vision if "vision_step" in r]
+    const = next((r["constant_predictor"] for r in vision if "constant_predictor" in r), None)
+    if steps and const is not None:
+        rows.append(
+            f"| object-label loss of the vision head, held-out frames | {steps[-1]['held_out']:.4f} "
+            f"| {const:.4f} |"
+        )
+    if info.get("val_loss") is not None:
+        rows.append(
+            f"| language loss on val descriptions and perception questions | {info['val_loss']:.4f} "
+            f"| {info['val_loss_shuffled_frames']:.4f} |"
+        )
+    rows += [
+        "",
+        "Without: the vision head's loss when it predicts each label's rate (it reads nothing), and the",
+        "language loss with each example shown another clip's frames.",
+    ]
     return rows
 
 
@@ -210,6 +263,9 @@ def main() -> None:
     plot = plot_curves(args.runs, args.out / "curves.png")
     lines = ["# Miniature EgoVLM: results (generated by scripts/repro_mini_report.py)", ""]
     lines += [*main_table(data), "", *type_table(data), ""]
+    base_stage = base_stage_table(args.runs)
+    if base_stage:
+        lines += [*base_stage, ""]
     timing = timing_table(args.runs)
     if timing:
         lines += ["Wall time per stage (this run):", "", *timing, ""]
@@ -220,7 +276,10 @@ def main() -> None:
         "chance": CHANCE,
         "evals": data,
         "arms": {
-            arm: {k: arm_stats(data[arm], k) for k in ("accuracy", "format_failure_rate", "keyframe_f1")}
+            arm: {
+                k: arm_stats(data[arm], k)
+                for k in ("accuracy", "format_failure_rate", "keyframe_f1", "top_letter_share")
+            }
             for arm in ARMS
         },
     }
