@@ -1,11 +1,19 @@
-"""The base-model stage: supervised next-token training on EgoSynth *descriptions* with frames.
+"""The base-model stage: supervised training on EgoSynth ground truth, never on the QA.
 
-GRPO in the paper starts from Qwen2.5-VL, a model that already connects images to words. The
-offline-built models start from random weights, so on CPU this stage stands in for that
-pre-training: frames enter through the contract's layout (:mod:`egovlm.train.pretrain_data`),
-the target is a description written from EgoSynth's ground truth, and the loss is plain
-cross-entropy on the target tokens only. It never sees the multiple-choice questions, options,
-answer letters or the answer grammar, so whatever the model later gains on QA comes from RL.
+GRPO in the paper starts from Qwen2.5-VL-Instruct, a model that already connects images to words
+and follows an answer format. The offline-built models start from random weights, so on CPU this
+stage stands in for that pre-training and instruction tuning, in two parts:
+
+1. optional **vision steps** (``vision.steps``): the ViT and merger alone, trained to tell which
+   objects each visual token shows (:mod:`egovlm.train.vision_aux`), the stand-in for a
+   pre-trained ViT; the same loss can stay on during the language steps (``vision.aux_weight``);
+2. **language steps**: next-token loss on the target tokens only, for descriptions of frame sets
+   (:mod:`egovlm.train.pretrain_data`) and, with ``data.perception_per_set``, single-frame
+   perception questions in the contract's prompt and answer grammar
+   (:mod:`egovlm.train.pretrain_perception`). Frames enter through the contract's layout.
+
+It never sees the EgoSynth QA's questions about the clip's events, their answers or any
+reasoning about them, so whatever the model later gains on that QA comes from RL.
 
 A plain torch loop (AdamW, warm-up + cosine), written out rather than through ``Trainer``:
 the images need a custom collator anyway, and the loop is short enough to read in one go.
