@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "repro_mini_publish.py"
+from tests.scripts.script_module import load_script
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("repro_mini_publish", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("repro_mini_publish")
 
 
 def _runs(tmp: Path, val: dict[str, tuple[float, float, float]]) -> Path:

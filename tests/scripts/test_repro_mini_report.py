@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "repro_mini_report.py"
+from tests.scripts.script_module import load_script
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("repro_mini_report", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("repro_mini_report")
 
 
 def test_spread_is_mean_sample_std_min_max() -> None:
