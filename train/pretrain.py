@@ -63,6 +63,9 @@ class PretrainModel:
     build: str = "nano"  # egovlm.models preset, random init (saved in <output_dir>/init)
     seed: int = 0
     center_visual: bool = True  # data-dependent init of the merger output (center_visual_features)
+    # continue from a model this stage trained (e.g. a single-frame phase's final/) instead of
+    # building one; then neither centring nor the answer-tag init applies
+    init_from: str | None = None
 
 
 @dataclass(config=STRICT)
@@ -241,8 +244,17 @@ def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[TrainExamp
 
 
 def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
-    from egovlm.models.build import build_model
+    """The folder the run starts from: ``model.init_from``, or a fresh build in ``<run>/init``."""
+    from egovlm.models.build import EGOVLM_META, build_model
 
+    if cfg.model.init_from:
+        start = Path(cfg.model.init_from)
+        missing = [n for n in ("config.json", "model.safetensors", EGOVLM_META) if not (start / n).is_file()]
+        if missing:
+            raise ConfigError(
+                f"model.init_from: {start} has no {', '.join(missing)} (a pretrain final/ folder)"
+            )
+        return start
     init = run_dir / "init"
     if not (init / "config.json").is_file():
         if init.exists():
@@ -380,7 +392,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
         args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
         vision_log = train_vision(model, processor, aux.head, clips, size, *args)
-    if cfg.model.center_visual:
+    if cfg.model.center_visual and not cfg.model.init_from:
         log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
     history = train_loop(model, processor, train_set, val_set, cfg, run_dir / "log.jsonl", aux)
     if aux is not None:
@@ -393,7 +405,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "vision": vision_log,
         **({k: v for k, v in history["val"][-1].items() if k != "step"} if history["val"] else {}),
     }
-    if not d.perception_per_set:  # the answer tags never occurred in training (init_answer_tags)
+    if cfg.model.init_from:
+        info["continued_from"] = cfg.model.init_from
+    elif not d.perception_per_set:  # the answer tags never occurred in training (init_answer_tags)
         info["answer_tags_initialised"] = init_answer_tags(model, processor.tokenizer)
     save_model(model, processor, init, run_dir / "final", info)
     summary = {**info, "wall_time_s": round(time.perf_counter() - t0, 1), "final_dir": str(run_dir / "final")}

@@ -152,3 +152,41 @@ def test_pretrain_runs_and_lowers_the_loss(synth_slice: Path, tmp_path: Path) ->
     assert float(think @ opening) / float(think.norm() * opening.norm()) > 0.5
     assert meta["pretrain"]["answer_tags_initialised"] == list(ANSWER_TAGS)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_a_second_phase_continues_from_the_first(synth_slice: Path, tmp_path: Path) -> None:
+    """Single-frame phase, then 8-frame phase from its final/: the second starts where the first ended."""
+    from egovlm.train.pretrain import load_pretrain_config, pretrain
+
+    def phase(name: str, frames: int, extra: str = "") -> tuple[dict, list[float]]:
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(
+            f"run: {{output_dir: {tmp_path / name}, threads: 1, log_every: 2}}\n"
+            f"model: {{build: tiny, seed: 0{extra}}}\n"
+            f"data: {{train: {synth_slice}, val: {synth_slice}, frames: {frames}, frame_sets: 1, per_set: 1,"
+            " perception_per_set: 1, val_clips: 2}\n"
+            "optim: {steps: 10, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 100}\n"
+        )
+        summary = pretrain(load_pretrain_config(cfg))
+        rows = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return summary, [r["val_loss"] for r in rows if "val_loss" in r]
+
+    first, val1 = phase("one_frame", 1)
+    second, val2 = phase("eight_frames", 4, f", init_from: {first['final_dir']}")
+    assert val2[0] < val1[0] - 1.0  # not a fresh random model (which starts near ln(vocab), like val1[0])
+    assert second["continued_from"] == first["final_dir"]
+    assert not (tmp_path / "eight_frames" / "init").exists()
+    meta = json.loads((Path(second["final_dir"]) / "egovlm.json").read_text())
+    assert meta["pretrain"]["continued_from"] == first["final_dir"]
+
+
+def test_init_from_a_folder_without_a_model_is_named(synth_slice: Path, tmp_path: Path) -> None:
+    from egovlm.train.pretrain import load_pretrain_config, pretrain
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        f"run: {{output_dir: {tmp_path / 'run'}}}\nmodel: {{init_from: {tmp_path / 'nothing'}}}\n"
+        f"data: {{train: {synth_slice}}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"init_from: .*nothing has no config.json"):
+        pretrain(load_pretrain_config(cfg))
