@@ -115,9 +115,12 @@ def recovered(
     ask_ok(client)
 
 
-def test_source_that_raises_mid_stream_reconnects_within_the_backoff() -> None:
-    frames = FlakyFrames()  # one read raises, then it carries on
-    rt = faulty_runtime(frames, backoff_initial_s=1.0)
+def outage_and_recovery(
+    frames: FlakyFrames, backoff_initial_s: float
+) -> tuple[EdgeRuntime, IngestStats | None]:
+    """Run a runtime through one outage of ``frames`` and its recovery (:func:`outage`,
+    :func:`recovered`); returns the stopped runtime and its ingest stats after recovery."""
+    rt = faulty_runtime(frames, backoff_initial_s=backoff_initial_s)
     rt.start()
     try:
         with TestClient(create_app(rt, token=None, voice=None)) as client:
@@ -126,6 +129,12 @@ def test_source_that_raises_mid_stream_reconnects_within_the_backoff() -> None:
             st = rt.ingest_stats()
     finally:
         rt.stop()
+    return rt, st
+
+
+def test_source_that_raises_mid_stream_reconnects_within_the_backoff() -> None:
+    frames = FlakyFrames()  # one read raises, then it carries on
+    rt, st = outage_and_recovery(frames, backoff_initial_s=1.0)
     assert st is not None
     assert st.errors == 1 and st.restarts == 1
     assert st.last_error is not None and "RuntimeError: camera glitch #1 after frame" in st.last_error
@@ -177,15 +186,7 @@ def test_source_that_disappears_is_retried_with_growing_backoff() -> None:
 
 def test_source_that_ends_mid_stream_keeps_answering_while_reconnecting() -> None:
     frames = FlakyFrames(end=True)  # the camera hangs up once (EOS), then is back
-    rt = faulty_runtime(frames, backoff_initial_s=1.0)
-    rt.start()
-    try:
-        with TestClient(create_app(rt, token=None, voice=None)) as client:
-            before, delivered = outage(rt, frames, client)
-            recovered(rt, frames, delivered, before, client)
-            st = rt.ingest_stats()
-    finally:
-        rt.stop()
+    rt, st = outage_and_recovery(frames, backoff_initial_s=1.0)
     assert st is not None and st.restarts == 1
     assert st.errors == 0 and st.last_error is None  # an end of stream is not an error
     assert rt.ingest is not None and rt.ingest.reconnect_waits() == [("eos", 1.0)]
