@@ -78,9 +78,8 @@ class PretrainData:
     max_clips: int | None = None
     val_clips: int = 12
     tasks: list[str] | None = None  # description tasks (egovlm.train.pretrain_data.TASKS by default)
-    perception_per_set: int = (
-        0  # perception questions in the answer grammar per frame set (pretrain_perception)
-    )
+    # perception questions in the answer grammar per frame set (pretrain_perception)
+    perception_per_set: int = 0
     seed: int = 0
 
 
