@@ -92,6 +92,9 @@ class PretrainOptim:
     warmup_steps: int = 30
     weight_decay: float = 0.01
     vision_lr_scale: float = 1.0  # the vision tower's (ViT + merger) learning rate = lr x this
+    # loss weight of a perception question's option letter (the token after <answer>) relative to the
+    # other target tokens: one token of ~30, it is what instruction tuning must get right
+    answer_weight: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
     eval_every: int = 100
@@ -161,10 +164,19 @@ def encode(processor: Any, ex: TrainExample, frames: list[Any] | None = None) ->
     return {
         "input_ids": ids,
         "labels": labels,
+        "answer_at": answer_position(processor.tokenizer, ids, len(ids) - len(ids_t)),
         "mm_token_type_ids": mm,
         "pixel_values": prompt["pixel_values"],
         "image_grid_thw": prompt["image_grid_thw"],
     }
+
+
+def answer_position(tokenizer: Any, ids: Any, target_start: int) -> int:
+    """Index of the option letter in ``ids`` (the token after the target's ``<answer>``), or -1
+    for a target without one (descriptions)."""
+    tag = tokenizer.convert_tokens_to_ids("<answer>")
+    hits = (ids[target_start:] == tag).nonzero()
+    return target_start + int(hits[-1]) + 1 if len(hits) else -1
 
 
 def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
@@ -186,7 +198,31 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
         "pixel_values": torch.cat([r["pixel_values"] for r in rows]),
         "image_grid_thw": torch.cat([r["image_grid_thw"] for r in rows]),
+        "answer_at": torch.tensor([r["answer_at"] for r in rows]),
     }
+
+
+def weighted_loss(logits: Any, labels: Any, answer_at: Any, answer_weight: float) -> Any:
+    """Next-token cross-entropy over the target tokens, the option letter's weighted ``answer_weight``
+    (1.0: the plain mean, as the model's own loss)."""
+    import torch
+
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
+    ).view(labels.shape[0], -1)
+    weights = (labels[:, 1:] != IGNORE).float()
+    rows = (answer_at >= 1).nonzero().flatten()
+    weights[rows, answer_at[rows] - 1] *= answer_weight  # logits at i predict token i + 1
+    return (ce * weights).sum() / weights.sum()
+
+
+def letter_hits(logits: Any, batch: dict[str, Any]) -> tuple[int, int]:
+    """(right, asked): how many option letters the model's argmax gets right given the target up to
+    ``<answer>`` (teacher-forced), over the batch's examples that have one."""
+    rows = (batch["answer_at"] >= 1).nonzero().flatten()
+    at = batch["answer_at"][rows]
+    predicted = logits[rows, at - 1].argmax(-1)
+    return int((predicted == batch["input_ids"][rows, at]).sum()), len(rows)
 
 
 def lr_at(step: int, o: PretrainOptim) -> float:
@@ -199,13 +235,14 @@ def lr_at(step: int, o: PretrainOptim) -> float:
 
 def mean_loss(
     model: Any, processor: Any, examples: list[TrainExample], shuffled: bool, batch: int = 8
-) -> float:
-    """Mean target-token loss; ``shuffled`` shows each example the frames of the next clip's example
+) -> tuple[float, float | None]:
+    """Mean target-token loss and the perception questions' letter accuracy (:func:`letter_hits`;
+    None without questions); ``shuffled`` shows each example the frames of the next clip's example
     (same task and text), so ``shuffled - matched`` is what the images are worth to the model."""
     import torch
 
     pad_id = processor.tokenizer.pad_token_id
-    total, count = 0.0, 0
+    total, count, right, asked = 0.0, 0, 0, 0
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(examples), batch):
@@ -214,12 +251,19 @@ def mean_loss(
                 other = _other_clip(examples, j) if shuffled else ex
                 rows.append(encode(processor, ex, other.frames))
             b = collate(rows, pad_id)
-            out = model(**b)
+            out = model(**model_inputs(b))
             n = int((b["labels"][:, 1:] != IGNORE).sum())
             total += float(out.loss) * n
             count += n
+            hits = letter_hits(out.logits, b)
+            right, asked = right + hits[0], asked + hits[1]
     model.train()
-    return total / max(count, 1)
+    return total / max(count, 1), (right / asked if asked else None)
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch without the keys the model does not take."""
+    return {k: v for k, v in batch.items() if k != "answer_at"}
 
 
 def _other_clip(examples: list[TrainExample], j: int) -> TrainExample:
@@ -493,7 +537,7 @@ def train_loop(
             opt,
             collate([encode(processor, ex) for ex in batch], pad_id),
             lr_at(step, o),
-            o.grad_clip,
+            o,
             extra,
         )
         running.append(lm)
@@ -533,19 +577,27 @@ def _optimizer(model: Any, o: PretrainOptim, head: list[Any]) -> Any:
 
 
 def _step(
-    model: Any, opt: Any, batch: dict[str, Any], lr: float, grad_clip: float, extra: Any = None
+    model: Any,
+    opt: Any,
+    batch: dict[str, Any],
+    lr: float,
+    o: PretrainOptim,
+    extra: Any = None,
 ) -> tuple[float, float]:
-    """One AdamW step on the language loss plus ``extra()`` (the vision head's weighted loss,
-    computed after the forward pass that captures the visual tokens); returns both losses."""
+    """One AdamW step on the language loss (:func:`weighted_loss`) plus ``extra()`` (the vision
+    head's weighted loss, computed after the forward pass that captures the visual tokens);
+    returns both losses."""
     import torch
 
     for group in opt.param_groups:
         group["lr"] = lr * group["scale"]
-    loss = model(**batch).loss
+    inputs = model_inputs(batch)
+    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+    loss = weighted_loss(logits, batch["labels"], batch["answer_at"], o.answer_weight)
     aux = extra() if extra is not None else torch.zeros(())
     opt.zero_grad(set_to_none=True)
     (loss + aux).backward()
-    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], grad_clip)
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], o.grad_clip)
     opt.step()
     return float(loss.detach()), float(aux.detach())
 
@@ -558,18 +610,20 @@ def _validate(
     history: dict[str, Any],
     log_path: Path,
 ) -> None:
-    val = {
-        "step": step,
-        "val_loss": mean_loss(model, processor, val_set, shuffled=False),
-        "val_loss_shuffled_frames": mean_loss(model, processor, val_set, shuffled=True),
-    }
+    matched, letters = mean_loss(model, processor, val_set, shuffled=False)
+    shuffled, letters_shuffled = mean_loss(model, processor, val_set, shuffled=True)
+    val: dict[str, float | None] = {"step": step, "val_loss": matched, "val_loss_shuffled_frames": shuffled}
+    if letters is not None:
+        val |= {"val_letter_accuracy": letters, "val_letter_accuracy_shuffled_frames": letters_shuffled}
     history["val"].append(val)
     _append(log_path, val)
     log.info(
-        "step %d val %.3f (another clip's frames %.3f)",
+        "step %d val %.3f (another clip's frames %.3f); option letters right %s (another clip's %s)",
         step,
-        val["val_loss"],
-        val["val_loss_shuffled_frames"],
+        matched,
+        shuffled,
+        "-" if letters is None else f"{letters:.1%}",
+        "-" if letters_shuffled is None else f"{letters_shuffled:.1%}",
     )
 
 
