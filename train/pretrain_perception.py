@@ -28,17 +28,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from egovlm.contract import Message, build_messages, format_answer
+from egovlm.contract import Message, build_messages, format_answer, parse_answer
 from egovlm.frames import Frame
-from egovlm.schema import OPTION_LETTERS
+from egovlm.schema import OPTION_LETTERS, QAItem
 from egovlm.train.pretrain_data import (
     ClipTruth,
     PretrainDataError,
+    decode_frame_sets,
     hands_line,
     held_at,
+    load_truth,
     planned_clip,
     visible_line,
     visible_objects,
@@ -157,3 +160,32 @@ def perception_examples(
         else:
             out.append(lookup_question(clip, frames, rng))
     return out
+
+
+def perception_qa(
+    folder: Path, frames: int, per_clip: int, seed: int, size: tuple[int, int] = (112, 84)
+) -> list[QAItem]:
+    """Perception questions about each clip's uniform frame set (the one ``egovlm eval`` samples),
+    as QA rows: evaluating a model on them measures whether it answers the questions the base stage
+    trained on, i.e. whether it binds an option's text to its letter at all (docs/mini_experiment).
+    ``size`` only affects the decoded frames, which the questions do not look at."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for clip in load_truth(folder):
+        uniform = decode_frame_sets(clip, frames, 1, size, rng)[0]
+        for k, ex in enumerate(perception_examples(clip, uniform, per_clip, rng)):
+            letter = parse_answer(ex.target).answer
+            items.append(
+                QAItem(
+                    id=f"{clip.clip_id}-perception{k:02d}-{ex.kind}",
+                    video=f"videos/{clip.video.name}",
+                    question=ex.question,
+                    options=ex.options,
+                    answer=letter,
+                    duration_s=clip.duration_s,
+                    question_type=f"perception_{ex.kind}",
+                    source="egosynth-perception",
+                    meta={"clip_id": clip.clip_id},
+                )
+            )
+    return items

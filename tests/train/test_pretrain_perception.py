@@ -78,3 +78,29 @@ def test_unknown_kind_is_named(synth_slice: Path) -> None:
     clip = load_truth(synth_slice)[0]
     with pytest.raises(PretrainDataError, match="colour"):
         perception_examples(clip, [], 1, np.random.default_rng(0), kinds=["colour"])
+
+
+def test_perception_qa_rows_ask_about_the_uniform_frames_eval_samples(
+    synth_slice: Path, tmp_path: Path
+) -> None:
+    """The rows `egovlm eval` reads: valid QA items whose video resolves in the folder and whose
+    answer letter names the option the perception question's target chose."""
+    from egovlm.schema import write_jsonl
+    from egovlm.train.pretrain_perception import perception_qa
+    from egovlm.video import uniform_times
+
+    items = perception_qa(synth_slice, frames=4, per_clip=3, seed=0)
+    clips = {c.clip_id: c for c in load_truth(synth_slice)}
+    assert len(items) == 3 * len(clips) and len({i.id for i in items}) == len(items)
+    for item in items:
+        assert (synth_slice / str(item.video)).is_file()
+        assert item.answer in item.options and item.question_type.startswith("perception_")
+        clip = clips[item.meta["clip_id"]]
+        if item.question_type == "perception_hand":  # the answer is what that hand holds in frame k
+            k = int(item.question.rsplit("frame ", 1)[1].rstrip("?"))
+            t = uniform_times(clip.duration_s, 4)[k - 1]
+            hand = "left" if " left " in item.question else "right"
+            held = held_at(clip.events, t).get(hand)
+            assert item.options[item.answer] == (f"the {held}" if held else "nothing")
+    write_jsonl(tmp_path / "perception.jsonl", items)  # round-trips through the schema
+    assert read_jsonl(tmp_path / "perception.jsonl") == items
