@@ -5,12 +5,15 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 
 1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
              val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
-2. pretrain  ``egovlm train pretrain --config configs/mini/pretrain.yaml`` (vision labels, descriptions,
-             single-frame perception questions in the answer grammar; never the QA)
+2. base      ``egovlm train pretrain --config configs/mini/pretrain_1frame.yaml`` (vision labels, then
+             single-frame descriptions and perception questions in the answer grammar), then
+             ``egovlm train pretrain --config configs/mini/pretrain.yaml`` from its model on 8-frame
+             prompts; never the QA
 3. GRPO      ``egovlm train --config configs/mini/grpo_{a,b}.yaml`` x seeds 0, 1, 2
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
              question's own frames and once with another clip's frames (what the text alone is worth),
-             and of the six GRPO models on the val split (to choose the demo's model)
+             of the six GRPO models on the val split (to choose the demo's model), and of the base on
+             perception questions about the val clips (does it answer what it was trained on?)
 5. report    ``scripts/repro_mini_report.py``: docs/mini_experiment/results.md, results.json, curves.png
 6. publish   the GRPO model with the best *val* accuracy (never the test split's) is copied to
              ``models/egovlm-mini`` with a model card (``--no-publish`` skips this)
@@ -48,6 +51,7 @@ DATA = {
     "val": ("val", 0, 30),
     "test": ("test", 0, 30),
 }
+PERCEPTION = "perception.jsonl"  # in the val folder (write_perception)
 EVAL = ["--frames", "8", "--batch-size", "8", "--max-new-tokens", "64", "--device", "cpu"]
 
 
@@ -97,7 +101,18 @@ def make_data(runs: Path) -> None:
             cmd = [EGOVLM, "data", "synth", "--out", str(out), "--clips", str(clips), "--seed", str(seed)]
             run([*cmd, "--split", split, *LOOK, "--workers", "2"], threads=1)
     write_otherclip(runs / "data" / "test" / "qa.jsonl", runs / "data" / "test" / "qa_otherclip.jsonl")
+    write_perception(runs / "data" / "val")
     warm_frame_cache(runs)
+
+
+def write_perception(folder: Path) -> None:
+    """The base stage's own kind of question (single-frame perception) about the val clips, as QA
+    rows: the base model's accuracy on them says whether it binds option texts to letters at all."""
+    from egovlm.schema import write_jsonl
+    from egovlm.train.pretrain_perception import perception_qa
+
+    if not (folder / PERCEPTION).is_file():
+        write_jsonl(folder / PERCEPTION, perception_qa(folder, frames=8, per_clip=6, seed=0))
 
 
 def warm_frame_cache(runs: Path) -> None:
@@ -121,6 +136,19 @@ def write_otherclip(src: Path, dst: Path) -> None:
     write_jsonl(dst, [i.model_copy(update={"video": shift[i.video]}) if i.video else i for i in items])
 
 
+def base_stage(runs: Path) -> None:
+    """Phase 1 on single frames from random init, then phase 2 on 8-frame prompts from phase 1's model."""
+    data = [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
+    phase1 = runs / "pretrain_1frame"
+    if not (phase1 / "final" / "config.json").is_file():
+        cfg = ["--config", "configs/mini/pretrain_1frame.yaml", f"run.output_dir={phase1}"]
+        run([EGOVLM, "train", "pretrain", *cfg, *data], 2)
+    phase2 = runs / "pretrain"
+    if not (phase2 / "final" / "config.json").is_file():
+        cfg = ["--config", "configs/mini/pretrain.yaml", f"run.output_dir={phase2}"]
+        run([EGOVLM, "train", "pretrain", *cfg, *data, f"model.init_from={phase1 / 'final'}"], 2)
+
+
 def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None]:
     out = runs / f"grpo_{arm}" / f"seed{seed}"
 
@@ -140,9 +168,9 @@ def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None
 
 
 def eval_job(
-    runs: Path, name: str, model: Path, threads: int, other: bool, split: str = "test"
+    runs: Path, name: str, model: Path, threads: int, other: bool, split: str = "test", rows: str = "qa.jsonl"
 ) -> Callable[[], None]:
-    data = runs / "data" / split / ("qa_otherclip.jsonl" if other else "qa.jsonl")
+    data = runs / "data" / split / ("qa_otherclip.jsonl" if other else rows)
     folder = "eval" if split == "test" else f"eval_{split}"
     out = runs / folder / (f"{name}-otherclip" if other else name)
 
@@ -172,18 +200,7 @@ def main() -> None:
     t0, l0 = time.perf_counter(), load1()
     base = runs / "pretrain" / "final"
     stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
-    pre = [
-        EGOVLM,
-        "train",
-        "pretrain",
-        "--config",
-        "configs/mini/pretrain.yaml",
-        f"run.output_dir={runs / 'pretrain'}",
-    ]
-    pre += [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
-    stage(
-        runs, "base stage (pre-training)", lambda: None if (base / "config.json").is_file() else run(pre, 2)
-    )
+    stage(runs, "base stage (2 phases)", lambda: base_stage(runs))
     grpo = [grpo_job(runs, arm, s, args.threads) for arm in ARMS for s in SEEDS]
     stage(runs, f"GRPO ({len(grpo)} runs, {args.jobs} at a time)", lambda: parallel(grpo, args.jobs))
     models = {
@@ -192,6 +209,7 @@ def main() -> None:
     }
     evals = [eval_job(runs, n, m, args.threads, other) for n, m in models.items() for other in (False, True)]
     evals += [eval_job(runs, n, m, args.threads, False, "val") for n, m in models.items() if n != "base"]
+    evals.append(eval_job(runs, "base-perception", base, args.threads, False, "val", PERCEPTION))
     stage(runs, f"eval ({len(evals)} evals, {args.jobs} at a time)", lambda: parallel(evals, args.jobs))
     report = [PYTHON, "scripts/repro_mini_report.py", "--runs", str(runs), "--out", str(args.docs)]
     total = {

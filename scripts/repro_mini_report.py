@@ -166,33 +166,65 @@ def type_table(data: dict[str, Any]) -> list[str]:
     return rows
 
 
+# the base stage's phases, in order: (run folder under --runs, label)
+BASE_PHASES = (
+    ("pretrain_1frame", "phase 1, 1 frame per prompt"),
+    ("pretrain", "phase 2, 8 frames per prompt"),
+)
+
+
 def base_stage_table(runs: Path) -> list[str]:
-    """Does the base model look at the frames? The vision head's held-out loss against a constant
-    predictor, and the description/perception validation loss with the right vs another clip's frames."""
-    path = runs / "pretrain" / "run.json"
-    if not path.is_file():
+    """Does the base model look at the frames? Per phase: the vision head's held-out loss against a
+    constant predictor (where the phase ran vision steps), and the description/perception validation
+    loss with the right vs another clip's frames."""
+    rows: list[str] = []
+    for folder, label in BASE_PHASES:
+        path = runs / folder / "run.json"
+        if path.is_file():
+            rows += _phase_rows(json.loads(path.read_text()), label)
+    rows += _perception_rows(runs / "eval_val" / "base-perception")
+    if not rows:
         return []
-    info = json.loads(path.read_text())
-    rows = ["Base stage: does the model use the frames? (lower is better)", ""]
-    rows += ["| measure | with the right frames | without (see note) |", "|---|---|---|"]
+    head = ["Base stage: does the model use the frames? (lower is better)", ""]
+    head += ["| measure | with the right frames | without (see note) |", "|---|---|---|"]
+    note = [
+        "",
+        "Without: the vision head's loss when it predicts each label's rate (it reads nothing), and the",
+        "language loss with each example shown another clip's frames.",
+    ]
+    return head + rows + note
+
+
+def _perception_rows(eval_dir: Path) -> list[str]:
+    """The base model's greedy answers to perception questions about the val clips, the kind of
+    question it was trained on: accuracy and the most frequent letter's share (20% each by chance)."""
+    m = _metrics(eval_dir)
+    if m is None:
+        return []
+    share = top_letter_share(eval_dir)
+    return [
+        f"| base model, greedy answers to {m['items']} perception questions about the val clips: accuracy "
+        f"| {pct(m['accuracy'])} | {pct(CHANCE)} (chance) |",
+        f"| the same answers: share of the most frequent letter | {pct(share)} "
+        f"| {pct(CHANCE)} (no preference) |",
+    ]
+
+
+def _phase_rows(info: dict[str, Any], label: str) -> list[str]:
+    rows = []
     vision = info.get("vision") or []
     steps = [r for r in vision if "vision_step" in r]
     const = next((r["constant_predictor"] for r in vision if "constant_predictor" in r), None)
     if steps and const is not None:
         rows.append(
-            f"| object-label loss of the vision head, held-out frames | {steps[-1]['held_out']:.4f} "
-            f"| {const:.4f} |"
+            f"| {label}: object-label loss of the vision head, held-out frames "
+            f"| {steps[-1]['held_out']:.4f} | {const:.4f} |"
         )
     if info.get("val_loss") is not None:
         rows.append(
-            f"| language loss on val descriptions and perception questions | {info['val_loss']:.4f} "
-            f"| {info['val_loss_shuffled_frames']:.4f} |"
+            f"| {label}: language loss on val descriptions and perception questions "
+            f"| {info['val_loss']:.4f} | {info['val_loss_shuffled_frames']:.4f} |"
         )
-    rows += [
-        "",
-        "Without: the vision head's loss when it predicts each label's rate (it reads nothing), and the",
-        "language loss with each example shown another clip's frames.",
-    ]
     return rows
 
 

@@ -20,19 +20,37 @@ def test_spread_is_mean_sample_std_min_max() -> None:
     assert _module().spread([0.5])["std"] == 0.0
 
 
-def test_base_stage_table_reads_both_comparisons(tmp_path: Path) -> None:
+def test_base_stage_table_reads_both_comparisons_of_both_phases(tmp_path: Path) -> None:
     mod = _module()
     assert mod.base_stage_table(tmp_path) == []  # no base stage yet: no table
-    (tmp_path / "pretrain").mkdir()
-    info = {
+    phase1 = {
         "vision": [{"vision_step": 900, "train": 0.15, "held_out": 0.2112}, {"constant_predictor": 0.2215}],
-        "val_loss": 0.6512,
-        "val_loss_shuffled_frames": 0.6733,
+        "val_loss": 0.4601,
+        "val_loss_shuffled_frames": 0.4922,
     }
-    (tmp_path / "pretrain" / "run.json").write_text(json.dumps(info))
+    phase2 = {"vision": [], "val_loss": 0.6512, "val_loss_shuffled_frames": 0.6733}
+    for folder, info in (("pretrain_1frame", phase1), ("pretrain", phase2)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "run.json").write_text(json.dumps(info))
+    lines = mod.base_stage_table(tmp_path)
+    text = "\n".join(lines)
+    assert (
+        "phase 1, 1 frame per prompt: object-label loss of the vision head, held-out frames | 0.2112 | 0.2215 |"
+        in text
+    )
+    assert "phase 1, 1 frame per prompt: language loss" in text and "| 0.4601 | 0.4922 |" in text
+    assert "phase 2, 8 frames per prompt: language loss" in text and "| 0.6512 | 0.6733 |" in text
+    assert text.count("object-label loss") == 1  # phase 2 ran no vision steps: no vision row
+    # phases in order
+    assert text.index("0.4601") < text.index("0.6512")
+    # the base model on perception questions about the val clips: 3 of 10 right, one letter for 9
+    ev = tmp_path / "eval_val" / "base-perception"
+    ev.mkdir(parents=True)
+    (ev / "metrics.json").write_text(json.dumps({"items": 10, "accuracy": 0.3}))
+    (ev / "completions.jsonl").write_text("".join(json.dumps({"predicted": x}) + "\n" for x in "DDDDDDDDDA"))
     text = "\n".join(mod.base_stage_table(tmp_path))
-    assert "| 0.2112 | 0.2215 |" in text
-    assert "| 0.6512 | 0.6733 |" in text
+    assert "10 perception questions about the val clips: accuracy | 30.0% | 20.0% (chance) |" in text
+    assert "most frequent letter | 90.0% |" in text
 
 
 def test_top_letter_share_shows_a_collapse_onto_one_letter(tmp_path: Path) -> None:
