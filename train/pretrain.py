@@ -261,9 +261,10 @@ def mean_loss(
     return total / max(count, 1), (right / asked if asked else None)
 
 
-def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    """The batch without the keys the model does not take."""
-    return {k: v for k, v in batch.items() if k != "answer_at"}
+def model_inputs(batch: dict[str, Any], *drop: str) -> dict[str, Any]:
+    """The batch without the keys the model does not take (and without ``drop``: ``"labels"``
+    when the loss is computed outside the model)."""
+    return {k: v for k, v in batch.items() if k != "answer_at" and k not in drop}
 
 
 def _other_clip(examples: list[TrainExample], j: int) -> TrainExample:
@@ -591,8 +592,7 @@ def _step(
 
     for group in opt.param_groups:
         group["lr"] = lr * group["scale"]
-    inputs = model_inputs(batch)
-    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+    logits = model(**model_inputs(batch, "labels")).logits
     loss = weighted_loss(logits, batch["labels"], batch["answer_at"], o.answer_weight)
     aux = extra() if extra is not None else torch.zeros(())
     opt.zero_grad(set_to_none=True)
