@@ -185,12 +185,13 @@ def base_stage_table(runs: Path) -> list[str]:
     rows += _perception_rows(runs / "eval_val" / "base-perception")
     if not rows:
         return []
-    head = ["Base stage: does the model use the frames? (lower is better)", ""]
+    head = ["Base stage: does the model use the frames, and does it answer what it was trained on?", ""]
     head += ["| measure | with the right frames | without (see note) |", "|---|---|---|"]
     note = [
         "",
-        "Without: the vision head's loss when it predicts each label's rate (it reads nothing), and the",
-        "language loss with each example shown another clip's frames.",
+        "Losses: lower is better. Without: the vision head's loss when it predicts each label's rate (it",
+        "reads nothing), and the language loss with each example shown another clip's frames. Perception",
+        "questions: without is what answering at random gives (five options).",
     ]
     return head + rows + note
 
