@@ -7,12 +7,10 @@ stage stands in for that pre-training and instruction tuning, in two parts:
 1. optional **vision steps** (``vision.steps``): the ViT and merger alone, trained to tell which
    objects each visual token shows (:mod:`egovlm.train.vision_aux`), the stand-in for a
    pre-trained ViT; the same loss can stay on during the language steps (``vision.aux_weight``);
-2. **language steps**: next-token loss on the target tokens, for descriptions of frame sets
+2. **language steps**: next-token loss on the target tokens only, for descriptions of frame sets
    (:mod:`egovlm.train.pretrain_data`) and, with ``data.perception_per_set``, single-frame
    perception questions in the contract's prompt and answer grammar
-   (:mod:`egovlm.train.pretrain_perception`). Frames enter through the contract's layout. With
-   ``optim.prompt_weight`` the prompt's question block (question and lettered options) has a
-   loss too, as all text has in an LLM's pre-training (:func:`question_labels`).
+   (:mod:`egovlm.train.pretrain_perception`). Frames enter through the contract's layout.
 
 It never sees the EgoSynth QA's questions about the clip's events, their answers or any
 reasoning about them, so whatever the model later gains on that QA comes from RL.
@@ -97,11 +95,6 @@ class PretrainOptim:
     # loss weight of a perception question's option letter (the token after <answer>) relative to the
     # other target tokens: one token of ~30, it is what instruction tuning must get right
     answer_weight: float = 1.0
-    # loss weight of the prompt's question-block tokens (question + lettered options; 0: target only).
-    # Predicting the options' letters and the asked object's name in the list trains the attention
-    # that letter binding needs, which the target's one letter alone trains too slowly
-    # (docs/mini_experiment)
-    prompt_weight: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
     eval_every: int = 100
@@ -154,8 +147,7 @@ def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -
 
 
 def encode(processor: Any, ex: TrainExample, frames: list[Any] | None = None) -> dict[str, Any]:
-    """Token ids, masks and image tensors of one example; labels on the target (+ end token), and
-    ``question_labels`` on the prompt's question block (:func:`question_labels`).
+    """Token ids, masks and image tensors of one example; labels only on the target (+ end token).
 
     The prompt goes through the processor (it expands each image placeholder to the frame's
     visual tokens); the target is tokenised on its own and appended, so the boundary is exact."""
@@ -168,36 +160,15 @@ def encode(processor: Any, ex: TrainExample, frames: list[Any] | None = None) ->
     ids_t = target["input_ids"][0]
     ids = torch.cat([prompt["input_ids"][0], ids_t])
     labels = torch.cat([torch.full_like(prompt["input_ids"][0], IGNORE), ids_t])
-    question = torch.cat(
-        [question_labels(processor.tokenizer, prompt["input_ids"][0]), torch.full_like(ids_t, IGNORE)]
-    )
     mm = torch.cat([prompt["mm_token_type_ids"][0], torch.zeros_like(ids_t)])
     return {
         "input_ids": ids,
         "labels": labels,
-        "question_labels": question,
         "answer_at": answer_position(processor.tokenizer, ids, len(ids) - len(ids_t)),
         "mm_token_type_ids": mm,
         "pixel_values": prompt["pixel_values"],
         "image_grid_thw": prompt["image_grid_thw"],
     }
-
-
-def question_labels(tokenizer: Any, prompt_ids: Any) -> Any:
-    """Labels for a prompt's question block, IGNORE elsewhere: the tokens after the last frame's
-    ``<|vision_end|>`` up to and including the user turn's ``<|im_end|>`` (the question, the
-    lettered options). Not the system prompt, frame labels or visual placeholders."""
-    import torch
-
-    out = torch.full_like(prompt_ids, IGNORE)
-    frame_end = (prompt_ids == tokenizer.convert_tokens_to_ids("<|vision_end|>")).nonzero()
-    if not len(frame_end):
-        return out
-    start = int(frame_end[-1]) + 1
-    turn_end = (prompt_ids[start:] == tokenizer.convert_tokens_to_ids("<|im_end|>")).nonzero()
-    stop = start + int(turn_end[0]) + 1 if len(turn_end) else len(prompt_ids)
-    out[start:stop] = prompt_ids[start:stop]
-    return out
 
 
 def answer_position(tokenizer: Any, ids: Any, target_start: int) -> int:
@@ -223,7 +194,6 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     return {
         "input_ids": pad("input_ids", pad_id),
         "labels": pad("labels", IGNORE),
-        "question_labels": pad("question_labels", IGNORE),
         "mm_token_type_ids": pad("mm_token_type_ids", 0),
         "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
         "pixel_values": torch.cat([r["pixel_values"] for r in rows]),
@@ -232,29 +202,17 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     }
 
 
-def weighted_loss(
-    logits: Any,
-    labels: Any,
-    answer_at: Any,
-    answer_weight: float,
-    question: Any = None,
-    prompt_weight: float = 0.0,
-) -> Any:
+def weighted_loss(logits: Any, labels: Any, answer_at: Any, answer_weight: float) -> Any:
     """Next-token cross-entropy over the target tokens, the option letter's weighted ``answer_weight``
-    (1.0: the plain mean, as the model's own loss), plus the ``question`` labels' tokens (the prompt's
-    question block, disjoint from the target) weighted ``prompt_weight``; one weighted mean."""
+    (1.0: the plain mean, as the model's own loss)."""
     import torch
 
-    asked = question is not None and prompt_weight > 0
-    both = torch.where(labels != IGNORE, labels, question) if asked else labels
     ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), both[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
     ).view(labels.shape[0], -1)
     weights = (labels[:, 1:] != IGNORE).float()
     rows = (answer_at >= 1).nonzero().flatten()
     weights[rows, answer_at[rows] - 1] *= answer_weight  # logits at i predict token i + 1
-    if asked:
-        weights += prompt_weight * ((question[:, 1:] != IGNORE) & (labels[:, 1:] == IGNORE)).float()
     return (ce * weights).sum() / weights.sum()
 
 
@@ -306,7 +264,7 @@ def mean_loss(
 def model_inputs(batch: dict[str, Any], *drop: str) -> dict[str, Any]:
     """The batch without the keys the model does not take (and without ``drop``: ``"labels"``
     when the loss is computed outside the model)."""
-    return {k: v for k, v in batch.items() if k not in ("answer_at", "question_labels", *drop)}
+    return {k: v for k, v in batch.items() if k != "answer_at" and k not in drop}
 
 
 def _other_clip(examples: list[TrainExample], j: int) -> TrainExample:
@@ -635,14 +593,7 @@ def _step(
     for group in opt.param_groups:
         group["lr"] = lr * group["scale"]
     logits = model(**model_inputs(batch, "labels")).logits
-    loss = weighted_loss(
-        logits,
-        batch["labels"],
-        batch["answer_at"],
-        o.answer_weight,
-        batch["question_labels"],
-        o.prompt_weight,
-    )
+    loss = weighted_loss(logits, batch["labels"], batch["answer_at"], o.answer_weight)
     aux = extra() if extra is not None else torch.zeros(())
     opt.zero_grad(set_to_none=True)
     (loss + aux).backward()

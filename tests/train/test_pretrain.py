@@ -165,8 +165,7 @@ def test_a_second_phase_continues_from_the_first(synth_slice: Path, tmp_path: Pa
             f"model: {{build: tiny, seed: 0{extra}}}\n"
             f"data: {{train: {synth_slice}, val: {synth_slice}, frames: {frames}, frame_sets: 1, per_set: 1,"
             " perception_per_set: 1, val_clips: 2}\n"
-            "optim: {steps: 10, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 100,"
-            " prompt_weight: 1.0}\n"
+            "optim: {steps: 10, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 100}\n"
         )
         summary = pretrain(load_pretrain_config(cfg))
         rows = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
@@ -262,66 +261,3 @@ def test_letter_hits_counts_teacher_forced_argmax_letters_of_questions_only() ->
     logits[1, 1, 3] = 5.0  # row 1: predicts 3, the letter is 6: wrong
     batch = {"input_ids": ids, "answer_at": torch.tensor([3, 2, -1])}  # row 2: a description
     assert letter_hits(logits, batch) == (1, 2)
-
-
-class _ChatTokenizer:
-    """Just enough tokenizer for question_labels: ``<|vision_end|>`` is id 5, ``<|im_end|>`` id 3."""
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        return {"<|vision_end|>": 5, "<|im_end|>": 3}[token]
-
-
-def test_question_labels_cover_the_question_block_after_the_last_frame_only() -> None:
-    import torch
-
-    from egovlm.train.pretrain import IGNORE, question_labels
-
-    # system (8 3), frame 1 (9 5), frame 2 (9 5), question block (20 21 22) and the user's end (3),
-    # then the assistant's header (1 30)
-    ids = torch.tensor([8, 3, 9, 5, 9, 5, 20, 21, 22, 3, 1, 30])
-    expected = [IGNORE] * 6 + [20, 21, 22, 3] + [IGNORE] * 2
-    assert question_labels(_ChatTokenizer(), ids).tolist() == expected
-    assert (question_labels(_ChatTokenizer(), torch.tensor([8, 3, 20, 3])) == IGNORE).all()  # no frame
-
-
-def test_question_labels_of_a_real_perception_prompt_are_its_question_and_options(
-    synth_slice: Path, tiny_model_dir: Path
-) -> None:
-    from transformers import AutoProcessor
-
-    from egovlm.train.pretrain import IGNORE, encode
-    from egovlm.train.pretrain_perception import PerceptionExample
-
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    examples = build_examples(synth_slice, 2, 1, (112, 84), seed=0, per_set=1, perception_per_set=2)
-    question = next(ex for ex in examples if isinstance(ex, PerceptionExample))
-    row = encode(processor, question)
-    block = processor.tokenizer.decode(row["input_ids"][row["question_labels"] != IGNORE])
-    options = "\n".join(f"{k}. {v}" for k, v in question.options.items())
-    assert block == f"\nQuestion: {question.question}\nOptions:\n{options}<|im_end|>"
-    assert not ((row["question_labels"] != IGNORE) & (row["labels"] != IGNORE)).any()  # disjoint
-
-
-def test_weighted_loss_adds_the_question_block_at_its_own_weight() -> None:
-    import torch
-
-    from egovlm.train.pretrain import IGNORE, weighted_loss
-
-    torch.manual_seed(0)
-    logits = torch.randn(2, 6, 11)
-    labels = torch.tensor([[IGNORE, IGNORE, IGNORE, 4, 5, 6], [IGNORE, IGNORE, IGNORE, 4, IGNORE, IGNORE]])
-    question = torch.tensor(
-        [[IGNORE, 2, 3, IGNORE, IGNORE, IGNORE], [IGNORE, IGNORE, 7, IGNORE, IGNORE, IGNORE]]
-    )
-    answer_at = torch.tensor([4, -1])
-    target_only = weighted_loss(logits, labels, answer_at, 10.0)
-    assert torch.allclose(weighted_loss(logits, labels, answer_at, 10.0, question, 0.0), target_only)
-    both = torch.where(labels != IGNORE, labels, question)
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1), both[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
-    ).view(2, 5)
-    target, asked = labels[:, 1:] != IGNORE, question[:, 1:] != IGNORE
-    expected = (ce[target].sum() + 9 * ce[0, 3] + 0.5 * ce[asked].sum()) / (
-        int(target.sum()) + 9 + 0.5 * int(asked.sum())
-    )
-    assert torch.allclose(weighted_loss(logits, labels, answer_at, 10.0, question, 0.5), expected)
