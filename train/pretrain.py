@@ -2,8 +2,10 @@
 
 GRPO in the paper starts from Qwen2.5-VL-Instruct, a model that already connects images to words
 and follows an answer format. The offline-built models start from random weights, so on CPU this
-stage stands in for that pre-training and instruction tuning, in two parts:
+stage stands in for that pre-training and instruction tuning, in up to three parts:
 
+0. optional **text steps** (``text.steps``): lettered-list lookup drills without frames
+   (:mod:`egovlm.train.pretrain_text`), the stand-in for arriving with a pre-trained LLM;
 1. optional **vision steps** (``vision.steps``): the ViT and merger alone, trained to tell which
    objects each visual token shows (:mod:`egovlm.train.vision_aux`), the stand-in for a
    pre-trained ViT; the same loss can stay on during the language steps (``vision.aux_weight``);
@@ -20,7 +22,8 @@ the images need a custom collator anyway, and the loop is short enough to read i
 Outputs in ``run.output_dir``: ``final/`` (model + processor + ``egovlm.json``, swapped in
 atomically), ``log.jsonl`` (train loss; validation loss with the right frames and with frames
 of another clip, whose gap shows whether the model looks at the images), ``curves.png``,
-``run.json``. ``egovlm train pretrain --config configs/mini/pretrain.yaml [key=value …]``.
+``text_log.jsonl`` (the text steps), ``run.json``.
+``egovlm train pretrain --config configs/mini/pretrain.yaml [key=value …]``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
 from egovlm.train.config import STRICT, ConfigError, apply_override, parse_override
 from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
 from egovlm.train.pretrain_perception import PerceptionExample
+from egovlm.train.pretrain_text import PretrainText
 
 TrainExample: TypeAlias = Example | PerceptionExample
 
@@ -119,6 +123,7 @@ class PretrainConfig:
     model: PretrainModel = field(default_factory=PretrainModel)
     optim: PretrainOptim = field(default_factory=PretrainOptim)
     vision: PretrainVision = field(default_factory=PretrainVision)
+    text: PretrainText = field(default_factory=PretrainText)
 
 
 def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -> PretrainConfig:
@@ -427,6 +432,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         len(val_set),
         time.perf_counter() - t0,
     )
+    text_log = []
+    if cfg.text.steps:  # the language model learns to read lettered lists first (pretrain_text)
+        from egovlm.train.pretrain_text import train_text
+
+        text_log = train_text(model, processor.tokenizer, cfg.text, run_dir / "text_log.jsonl")
     vis = cfg.vision
     aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None
     vision_log = []
@@ -447,6 +457,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "data": d.train,
         "final_train_loss": history["train"][-1][1] if history["train"] else None,
         "vision": vision_log,
+        "text": text_log,
         **({k: v for k, v in history["val"][-1].items() if k != "step"} if history["val"] else {}),
     }
     if cfg.model.init_from:

@@ -158,23 +158,25 @@ def test_a_second_phase_continues_from_the_first(synth_slice: Path, tmp_path: Pa
     """Single-frame phase, then 8-frame phase from its final/: the second starts where the first ended."""
     from egovlm.train.pretrain import load_pretrain_config, pretrain
 
-    def phase(name: str, frames: int, extra: str = "") -> tuple[dict, list[float]]:
+    def phase(name: str, frames: int, extra: str = "", text: str = "") -> tuple[dict, list[float]]:
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(
             f"run: {{output_dir: {tmp_path / name}, threads: 1, log_every: 2}}\n"
             f"model: {{build: tiny, seed: 0{extra}}}\n"
             f"data: {{train: {synth_slice}, val: {synth_slice}, frames: {frames}, frame_sets: 1, per_set: 1,"
             " perception_per_set: 1, val_clips: 2}\n"
-            "optim: {steps: 10, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 100}\n"
+            "optim: {steps: 10, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 100}\n" + text
         )
         summary = pretrain(load_pretrain_config(cfg))
         rows = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
         return summary, [r["val_loss"] for r in rows if "val_loss" in r]
 
-    first, val1 = phase("one_frame", 1)
+    first, val1 = phase("one_frame", 1, text="text: {steps: 4, batch_size: 4, eval_every: 2}\n")
+    assert [r["text_step"] for r in first["text"]] == [0, 2, 4]  # the lookup drills ran first
+    assert (tmp_path / "one_frame" / "text_log.jsonl").is_file()
     second, val2 = phase("eight_frames", 4, f", init_from: {first['final_dir']}")
     assert val2[0] < val1[0] - 1.0  # not a fresh random model (which starts near ln(vocab), like val1[0])
-    assert second["continued_from"] == first["final_dir"]
+    assert second["continued_from"] == first["final_dir"] and second["text"] == []
     assert not (tmp_path / "eight_frames" / "init").exists()
     meta = json.loads((Path(second["final_dir"]) / "egovlm.json").read_text())
     assert meta["pretrain"]["continued_from"] == first["final_dir"]
@@ -207,6 +209,7 @@ def test_mini_base_stage_configs_chain_the_single_frame_phase_into_the_8_frame_p
     assert phase2.model.init_from is not None
     assert Path(phase2.model.init_from) == Path(phase1.run.output_dir) / "final"
     assert phase2.vision.steps == 0 and phase2.data.frames == 8
+    assert phase1.text.steps > 0 and phase2.text.steps == 0  # the lookup drills run once, first
     assert phase2.data.perception_per_set > 0 and phase1.data.perception_per_set > 0
 
 
