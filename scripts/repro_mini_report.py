@@ -174,7 +174,8 @@ BASE_PHASES = (
 
 
 def base_stage_table(runs: Path) -> list[str]:
-    """Does the base model look at the frames? Per phase: the vision head's held-out loss against a
+    """Does the base model look at the frames? Per phase: the text steps' letter accuracy on held-out
+    lookup drills (where the phase ran them), the vision head's held-out loss against a
     constant predictor (where the phase ran vision steps), and the description/perception validation
     loss with the right vs another clip's frames."""
     rows: list[str] = []
@@ -191,7 +192,7 @@ def base_stage_table(runs: Path) -> list[str]:
         "",
         "Losses: lower is better. Without: the vision head's loss when it predicts each label's rate (it",
         "reads nothing), and the language loss with each example shown another clip's frames. Perception",
-        "questions: without is what answering at random gives (five options).",
+        "questions and lookup drills: without is what answering at random gives (five options).",
     ]
     return head + rows + note
 
@@ -213,6 +214,14 @@ def _perception_rows(eval_dir: Path) -> list[str]:
 
 def _phase_rows(info: dict[str, Any], label: str) -> list[str]:
     rows = []
+    text = info.get("text") or []
+    if text:  # the text steps' held-out lookup drills (pretrain_text): no frames, so chance is the "without"
+        last = text[-1]
+        rows.append(
+            f"| {label}: text steps, held-out lookup drills, option letter right (teacher-forced) "
+            f"| {pct(last['text_letter_accuracy'])} after {last['text_step']} steps "
+            f"| {pct(CHANCE)} (chance) |"
+        )
     vision = info.get("vision") or []
     steps = [r for r in vision if "vision_step" in r]
     const = next((r["constant_predictor"] for r in vision if "constant_predictor" in r), None)

@@ -27,6 +27,10 @@ def test_base_stage_table_reads_both_comparisons_of_both_phases(tmp_path: Path) 
         "vision": [{"vision_step": 900, "train": 0.15, "held_out": 0.2112}, {"constant_predictor": 0.2215}],
         "val_loss": 0.4601,
         "val_loss_shuffled_frames": 0.4922,
+        "text": [
+            {"text_step": 0, "text_letter_accuracy": 0.0},
+            {"text_step": 800, "text_letter_accuracy": 0.915},
+        ],
     }
     phase2 = {"vision": [], "val_loss": 0.6512, "val_loss_shuffled_frames": 0.6733}
     for folder, info in (("pretrain_1frame", phase1), ("pretrain", phase2)):
@@ -41,6 +45,9 @@ def test_base_stage_table_reads_both_comparisons_of_both_phases(tmp_path: Path) 
     assert "phase 1, 1 frame per prompt: language loss" in text and "| 0.4601 | 0.4922 |" in text
     assert "phase 2, 8 frames per prompt: language loss" in text and "| 0.6512 | 0.6733 |" in text
     assert text.count("object-label loss") == 1  # phase 2 ran no vision steps: no vision row
+    assert "phase 1, 1 frame per prompt: text steps, held-out lookup drills" in text
+    assert "| 91.5% after 800 steps | 20.0% (chance) |" in text and text.count("lookup drills,") == 1
+    assert text.index("text steps") < text.index("object-label loss")  # in the order they ran
     # phases in order
     assert text.index("0.4601") < text.index("0.6512")
     # the base model on perception questions about the val clips: 3 of 10 right, one letter for 9
