@@ -13,7 +13,7 @@ skill, without frames: a random-init ``Qwen2ForCausalLM`` with the text dimensio
 
 and must write the letter (`` D``), weighted 10x as in the base stage; the think's words have a
 loss too, as target text. ``--prompt-weight`` also puts a next-token loss on the question block
-(from ``Question:`` to the user turn's end), as ``optim.prompt_weight`` does in the base stage.
+(from ``Question:`` to the user turn's end); it did not help, so the base stage has no such loss.
 It reports the held-out teacher-forced letter accuracy every ``--every`` steps (200 fixed
 questions; chance 20%) as JSON lines.
 
@@ -34,19 +34,15 @@ import torch
 from egovlm.contract import question_text
 from egovlm.models.presets import PRESETS
 from egovlm.models.tokenizer import build_tokenizer
-from egovlm.schema import OPTION_LETTERS
 from egovlm.synth.objects import CATALOGUE
+from egovlm.train.pretrain_text import lookup_options
 
-IGNORE = -100
 LETTER_WEIGHT = 10.0
 
 
 def example(tok: Any, rng: np.random.Generator, prompt_weight: float) -> tuple[list[int], list[float], int]:
     """(token ids, per-token loss weights for predicting each token, index of the letter token)."""
-    names = [c.name for c in CATALOGUE]
-    objects = [names[int(i)] for i in rng.permutation(len(names))[: len(OPTION_LETTERS)]]
-    options = {letter: f"the {name}" for letter, name in zip(OPTION_LETTERS, objects, strict=True)}
-    letter = OPTION_LETTERS[int(rng.integers(len(OPTION_LETTERS)))]
+    options, letter = lookup_options(rng, [c.name for c in CATALOGUE])
     asked = options[letter][len("the ") :]
     user = f"<|im_start|>user\n{question_text(f'Which option is the {asked}?', options)}<|im_end|>\n"
     head = f"{user}<|im_start|>assistant\n<think>The {asked} is option"

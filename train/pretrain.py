@@ -47,7 +47,7 @@ from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
 from egovlm.train.config import STRICT, ConfigError, apply_override, parse_override
 from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
 from egovlm.train.pretrain_perception import PerceptionExample
-from egovlm.train.pretrain_text import PretrainText
+from egovlm.train.pretrain_text import PretrainText, train_text
 
 TrainExample: TypeAlias = Example | PerceptionExample
 
@@ -434,8 +434,6 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     )
     text_log = []
     if cfg.text.steps:  # the language model learns to read lettered lists first (pretrain_text)
-        from egovlm.train.pretrain_text import train_text
-
         text_log = train_text(model, processor.tokenizer, cfg.text, run_dir / "text_log.jsonl")
     vis = cfg.vision
     aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None

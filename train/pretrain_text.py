@@ -55,11 +55,17 @@ class PretrainText:
     seed: int = 0
 
 
-def drill_text(rng: np.random.Generator, names: list[str]) -> tuple[str, str, str]:
-    """(question block, target, letter) of one drill over five distinct object names."""
+def lookup_options(rng: np.random.Generator, names: list[str]) -> tuple[dict[str, str], str]:
+    """Five distinct object names as lettered options ("the teal mug") and the asked one's letter,
+    drawn uniformly (also used by ``scripts/binding_probe.py``)."""
     picked = [names[int(i)] for i in rng.permutation(len(names))[: len(OPTION_LETTERS)]]
     options = {letter: f"the {name}" for letter, name in zip(OPTION_LETTERS, picked, strict=True)}
-    letter = OPTION_LETTERS[int(rng.integers(len(OPTION_LETTERS)))]
+    return options, OPTION_LETTERS[int(rng.integers(len(OPTION_LETTERS)))]
+
+
+def drill_text(rng: np.random.Generator, names: list[str]) -> tuple[str, str, str]:
+    """(question block, target, letter) of one drill over five distinct object names."""
+    options, letter = lookup_options(rng, names)
     name = options[letter].removeprefix("the ")
     target = format_answer(f"The {name}.", [], letter)
     return question_text(f"Which option is the {name}?", options), target, letter
@@ -92,16 +98,18 @@ def drill_batch(tokenizer: Any, rng: np.random.Generator, n: int, names: list[st
 
 
 def letter_accuracy(model: Any, batch: dict[str, Any]) -> float:
-    """Teacher-forced: how often the argmax at the answer position is the right letter."""
+    """Teacher-forced: how often the argmax at the answer position is the right letter
+    (:func:`egovlm.train.pretrain.letter_hits`, the base stage's validation measure)."""
     import torch
+
+    from egovlm.train.pretrain import letter_hits
 
     model.eval()
     with torch.inference_mode():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     model.train()
-    rows = torch.arange(len(batch["answer_at"]))
-    at = batch["answer_at"]
-    return float((logits[rows, at - 1].argmax(-1) == batch["input_ids"][rows, at]).float().mean())
+    right, asked = letter_hits(logits, batch)
+    return right / asked
 
 
 def train_text(model: Any, tokenizer: Any, cfg: PretrainText, log_path: Path) -> list[dict[str, float]]:

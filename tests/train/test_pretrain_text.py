@@ -29,9 +29,8 @@ def test_a_drill_asks_for_one_of_five_distinct_objects_and_answers_its_letter() 
         assert options[letter] == f"the {asked}"
         parsed = parse_answer(target)
         assert parsed.format_ok and parsed.answer == letter and asked in (parsed.think or "")
-        assert (
-            f"option {letter}" not in target
-        )  # the letter is bound at the answer, not copied from the think
+        # the letter is bound at the answer, not copied from the think
+        assert f"option {letter}" not in target
         letters[letter] += 1
     assert set(letters) == set(OPTION_LETTERS) and max(letters.values()) < 70  # ~40 each
 
