@@ -34,6 +34,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -47,7 +48,7 @@ from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
 from egovlm.train.config import STRICT, ConfigError, apply_override, parse_override
 from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
 from egovlm.train.pretrain_perception import PerceptionExample
-from egovlm.train.pretrain_text import PretrainText, train_text
+from egovlm.train.pretrain_text import DrillMix, PretrainText, train_text
 
 TrainExample: TypeAlias = Example | PerceptionExample
 
@@ -517,7 +518,8 @@ def train_loop(
     aux: _AuxLabels | None = None,
 ) -> dict[str, Any]:
     """AdamW steps over shuffled batches; validation before the first step, every ``eval_every``
-    steps and at the end. With ``aux`` the vision head's loss is added at ``vision.aux_weight``."""
+    steps and at the end. With ``aux`` the vision head's loss is added at ``vision.aux_weight``;
+    with ``text.mix_batch`` lookup drills' loss at ``text.mix_weight`` (:class:`DrillMix`)."""
     import torch
 
     o = cfg.optim
@@ -525,45 +527,36 @@ def train_loop(
     rng = np.random.default_rng(o.seed)
     opt = _optimizer(model, o, aux.head.parameters() if aux else [])
     pad_id = processor.tokenizer.pad_token_id
+    drills = DrillMix(processor.tokenizer, cfg.text) if cfg.text.mix_batch else None
     history: dict[str, Any] = {"train": [], "val": []}
     log_path.unlink(missing_ok=True)
     if val_set:
-        _validate(model, processor, val_set, 0, history, log_path)
+        _validate(model, processor, val_set, 0, history, log_path, drills)
     order = rng.permutation(len(train_set))
-    cursor, running, running_aux, t_start = 0, [], [], time.perf_counter()
+    cursor, running, t_start = 0, [], time.perf_counter()
     model.train()
     for step in range(o.steps):
         if cursor + o.batch_size > len(order):
             order, cursor = rng.permutation(len(train_set)), 0
         batch = [train_set[i] for i in order[cursor : cursor + o.batch_size]]
         cursor += o.batch_size
-        extra = (
-            functools.partial(_weighted, aux, batch, cfg.vision.aux_weight)
-            if aux and cfg.vision.aux_weight
-            else None
-        )
-        lm, vis = _step(
-            model,
-            opt,
-            collate([encode(processor, ex) for ex in batch], pad_id),
-            lr_at(step, o),
-            o,
-            extra,
-        )
-        running.append(lm)
-        running_aux.append(vis)
+        extras: dict[str, Callable[[], Any]] = {}
+        if aux and cfg.vision.aux_weight:
+            extras["vision_aux_loss"] = functools.partial(_weighted, aux, batch, cfg.vision.aux_weight)
+        if drills:
+            extras["drill_loss"] = functools.partial(drills.loss, model)
+        encoded = collate([encode(processor, ex) for ex in batch], pad_id)
+        running.append(_step(model, opt, encoded, lr_at(step, o), o, extras))
         last = step + 1 == o.steps
         if (step + 1) % cfg.run.log_every == 0 or last:
-            row = {"step": step + 1, "loss": float(np.mean(running)), "lr": lr_at(step, o)}
-            if aux:
-                row["vision_aux_loss"] = float(np.mean(running_aux))
-            row["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+            row = {"step": step + 1, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
+            row |= {"lr": lr_at(step, o), "elapsed_s": round(time.perf_counter() - t_start, 1)}
             history["train"].append((step + 1, row["loss"]))
             _append(log_path, row)
             log.info("step %d loss %.3f", step + 1, row["loss"])
-            running, running_aux = [], []
+            running = []
         if val_set and ((step + 1) % o.eval_every == 0 or last):
-            _validate(model, processor, val_set, step + 1, history, log_path)
+            _validate(model, processor, val_set, step + 1, history, log_path, drills)
     return history
 
 
@@ -592,23 +585,23 @@ def _step(
     batch: dict[str, Any],
     lr: float,
     o: PretrainOptim,
-    extra: Any = None,
-) -> tuple[float, float]:
-    """One AdamW step on the language loss (:func:`weighted_loss`) plus ``extra()`` (the vision
-    head's weighted loss, computed after the forward pass that captures the visual tokens);
-    returns both losses."""
+    extras: dict[str, Callable[[], Any]],
+) -> dict[str, float]:
+    """One AdamW step on the language loss (:func:`weighted_loss`, logged as ``loss``) plus each of
+    ``extras`` (called after the forward pass: the vision head reads the visual tokens it captured);
+    returns every loss by name."""
     import torch
 
     for group in opt.param_groups:
         group["lr"] = lr * group["scale"]
     logits = model(**model_inputs(batch, "labels")).logits
-    loss = weighted_loss(logits, batch["labels"], batch["answer_at"], o.answer_weight)
-    aux = extra() if extra is not None else torch.zeros(())
+    losses = {"loss": weighted_loss(logits, batch["labels"], batch["answer_at"], o.answer_weight)}
+    losses |= {name: extra() for name, extra in extras.items()}
     opt.zero_grad(set_to_none=True)
-    (loss + aux).backward()
+    torch.stack(list(losses.values())).sum().backward()
     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], o.grad_clip)
     opt.step()
-    return float(loss.detach()), float(aux.detach())
+    return {name: float(loss.detach()) for name, loss in losses.items()}
 
 
 def _validate(
@@ -618,12 +611,15 @@ def _validate(
     step: int,
     history: dict[str, Any],
     log_path: Path,
+    drills: DrillMix | None = None,
 ) -> None:
     matched, letters = mean_loss(model, processor, val_set, shuffled=False)
     shuffled, letters_shuffled = mean_loss(model, processor, val_set, shuffled=True)
     val: dict[str, float | None] = {"step": step, "val_loss": matched, "val_loss_shuffled_frames": shuffled}
     if letters is not None:
         val |= {"val_letter_accuracy": letters, "val_letter_accuracy_shuffled_frames": letters_shuffled}
+    if drills is not None:  # held-out lookup drills (pretrain_text), chance 20%
+        val["drill_letter_accuracy"] = drills.accuracy(model)
     history["val"].append(val)
     _append(log_path, val)
     log.info(

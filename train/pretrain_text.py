@@ -36,6 +36,7 @@ from pydantic.dataclasses import dataclass
 from egovlm.contract import format_answer, question_text
 from egovlm.schema import OPTION_LETTERS
 from egovlm.train.config import STRICT
+from egovlm.train.vision_aux import object_names
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class PretrainText:
     answer_weight: float = 10.0  # the option letter's loss weight, as optim.answer_weight
     eval_every: int = 100
     seed: int = 0
+    # drills mixed into every language step of the base stage (0: none), their loss added to the
+    # frames' at mix_weight: the model learns lists and frames together instead of one after the other
+    mix_batch: int = 0
+    mix_weight: float = 1.0
 
 
 def lookup_options(rng: np.random.Generator, names: list[str]) -> tuple[dict[str, str], str]:
@@ -97,6 +102,38 @@ def drill_batch(tokenizer: Any, rng: np.random.Generator, n: int, names: list[st
     }
 
 
+def drill_loss(model: Any, batch: dict[str, Any], answer_weight: float) -> Any:
+    """The drills' next-token loss, the letter weighted ``answer_weight`` (a text-only forward pass:
+    the vision tower takes no part)."""
+    from egovlm.train.pretrain import weighted_loss
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return weighted_loss(logits, batch["labels"], batch["answer_at"], answer_weight)
+
+
+def held_out_drills(tokenizer: Any, cfg: PretrainText) -> dict[str, Any]:
+    """The 200 fixed drills every accuracy in the logs is measured on (chance 20%)."""
+    return drill_batch(tokenizer, np.random.default_rng(10_000 + cfg.seed), 200, object_names())
+
+
+class DrillMix:
+    """Drills mixed into the base stage's language steps (``mix_batch`` per step)."""
+
+    def __init__(self, tokenizer: Any, cfg: PretrainText) -> None:
+        self.tokenizer, self.cfg = tokenizer, cfg
+        self.rng = np.random.default_rng(20_000 + cfg.seed)  # not the text steps' stream
+        self.names = object_names()
+        self.held_out = held_out_drills(tokenizer, cfg)
+
+    def loss(self, model: Any) -> Any:
+        """This step's drills' loss at ``mix_weight``."""
+        batch = drill_batch(self.tokenizer, self.rng, self.cfg.mix_batch, self.names)
+        return drill_loss(model, batch, self.cfg.answer_weight) * self.cfg.mix_weight
+
+    def accuracy(self, model: Any) -> float:
+        return letter_accuracy(model, self.held_out)
+
+
 def letter_accuracy(model: Any, batch: dict[str, Any]) -> float:
     """Teacher-forced: how often the argmax at the answer position is the right letter
     (:func:`egovlm.train.pretrain.letter_hits`, the base stage's validation measure)."""
@@ -118,11 +155,8 @@ def train_text(model: Any, tokenizer: Any, cfg: PretrainText, log_path: Path) ->
     written to ``log_path`` (replaced)."""
     import torch
 
-    from egovlm.synth.objects import CATALOGUE
-    from egovlm.train.pretrain import weighted_loss
-
-    names = [c.name for c in CATALOGUE]
-    held_out = drill_batch(tokenizer, np.random.default_rng(10_000 + cfg.seed), 200, names)
+    names = object_names()
+    held_out = held_out_drills(tokenizer, cfg)
     rng = np.random.default_rng(cfg.seed)
     params = [p for n, p in model.named_parameters() if ".visual." not in f".{n}" and p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -140,9 +174,7 @@ def train_text(model: Any, tokenizer: Any, cfg: PretrainText, log_path: Path) ->
             )
         if step == cfg.steps:
             break
-        b = drill_batch(tokenizer, rng, cfg.batch_size, names)
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        loss = weighted_loss(logits, b["labels"], b["answer_at"], cfg.answer_weight)
+        loss = drill_loss(model, drill_batch(tokenizer, rng, cfg.batch_size, names), cfg.answer_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

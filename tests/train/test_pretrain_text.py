@@ -76,3 +76,53 @@ def test_text_steps_train_the_language_model_and_leave_the_vision_tower(
     params = dict(model.named_parameters())
     assert all(torch.equal(params[n], v) for n, v in visual.items())
     assert any(not torch.equal(params[n], v) for n, v in text.items())
+
+
+def test_drills_mixed_into_the_language_steps_are_learned_and_measured(
+    synth_slice: Path, tmp_path: Path
+) -> None:
+    """text.mix_batch: each language step adds a drill batch's loss; training rows log it,
+    validation rows the held-out drills' letter accuracy."""
+    from egovlm.train.pretrain import load_pretrain_config, pretrain
+
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text(
+        f"run: {{output_dir: {tmp_path / 'run'}, threads: 1, log_every: 2}}\n"
+        "model: {build: tiny, seed: 0}\n"
+        f"data: {{train: {synth_slice}, val: {synth_slice}, frames: 1, frame_sets: 1, per_set: 1,"
+        " perception_per_set: 1, val_clips: 2}\n"
+        "optim: {steps: 16, batch_size: 2, lr: 3.0e-3, warmup_steps: 2, eval_every: 8}\n"
+        "text: {mix_batch: 4, mix_weight: 1.0}\n"
+    )
+    summary = pretrain(load_pretrain_config(cfg))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "loss" in r]
+    val = [r for r in rows if "val_loss" in r]
+    assert len(train) == 8 and all("drill_loss" in r for r in train)
+    assert train[-1]["drill_loss"] < 0.7 * train[0]["drill_loss"]
+    assert [r["step"] for r in val] == [0, 8, 16]
+    assert all(0.0 <= r["drill_letter_accuracy"] <= 1.0 for r in val)
+    assert summary["drill_letter_accuracy"] == val[-1]["drill_letter_accuracy"]
+    assert summary["text"] == []  # no separate text steps
+
+
+def test_a_mixed_drill_batch_does_not_run_the_vision_tower(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from egovlm.train.pretrain_text import DrillMix
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    calls: list[int] = []
+    model.model.visual.register_forward_hook(lambda *_: calls.append(1))
+    mix = DrillMix(tok, PretrainText(mix_batch=3, mix_weight=0.5))
+    loss = mix.loss(model)
+    loss.backward()
+    assert calls == [] and loss.ndim == 0 and float(loss.detach()) > 0
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None for n, g in grads.items() if ".visual." in f".{n}")
+    assert any(
+        g is not None and bool(g.abs().sum() > 0) for n, g in grads.items() if ".visual." not in f".{n}"
+    )
+    assert 0.0 <= mix.accuracy(model) <= 1.0
