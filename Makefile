@@ -32,7 +32,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy egovlm train export edge benchmarks
+	$(BIN)/mypy egovlm train export edge benchmarks scripts
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q

@@ -77,15 +77,11 @@ def stage(runs: Path, name: str, body: Callable[[], None]) -> None:
     """Time a stage and record it with the machine's load average before and after."""
     t0, l0 = time.perf_counter(), load1()
     body()
-    row = {
-        "stage": name,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "load_start": l0,
-        "load_end": load1(),
-    }
+    seconds, l1 = round(time.perf_counter() - t0, 1), load1()
+    row = {"stage": name, "seconds": seconds, "load_start": l0, "load_end": l1}
     with (runs / "timings.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
-    print(f"== {name}: {row['seconds'] / 60:.1f} min (load {l0:.1f} -> {row['load_end']:.1f})", flush=True)
+    print(f"== {name}: {seconds / 60:.1f} min (load {l0:.1f} -> {l1:.1f})", flush=True)
 
 
 def parallel(jobs: list[Callable[[], None]], n: int) -> None:
