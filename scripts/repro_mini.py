@@ -6,9 +6,10 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
              val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
 2. base      ``egovlm train pretrain --config configs/mini/pretrain_1frame.yaml`` (vision labels, then
-             single-frame descriptions and perception questions in the answer grammar), then
-             ``egovlm train pretrain --config configs/mini/pretrain.yaml`` from its model on 8-frame
-             prompts; never the QA
+             single-frame descriptions and perception questions in the answer grammar, with lookup
+             drills mixed in), ``--config configs/mini/pretrain_1frame_binding.yaml`` from its model
+             (more of the same, until the letters bind), then ``--config configs/mini/pretrain.yaml``
+             from that on 8-frame prompts; never the QA
 3. GRPO      ``egovlm train --config configs/mini/grpo_{a,b}.yaml`` x seeds 0, 1, 2
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
              question's own frames and once with another clip's frames (what the text alone is worth),
@@ -132,17 +133,26 @@ def write_otherclip(src: Path, dst: Path) -> None:
     write_jsonl(dst, [i.model_copy(update={"video": shift[i.video]}) if i.video else i for i in items])
 
 
+# the base stage's phases, in order: (run folder under --runs, config); each continues from the
+# previous one's final/ (the first builds the model), the last one's final/ is the base model
+BASE_PHASES = (
+    ("pretrain_1frame", "configs/mini/pretrain_1frame.yaml"),
+    ("pretrain_1frame_binding", "configs/mini/pretrain_1frame_binding.yaml"),
+    ("pretrain", "configs/mini/pretrain.yaml"),
+)
+
+
 def base_stage(runs: Path) -> None:
-    """Phase 1 on single frames from random init, then phase 2 on 8-frame prompts from phase 1's model."""
+    """Phases 1a and 1b on single frames from random init, then phase 2 on 8-frame prompts."""
     data = [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
-    phase1 = runs / "pretrain_1frame"
-    if not (phase1 / "final" / "config.json").is_file():
-        cfg = ["--config", "configs/mini/pretrain_1frame.yaml", f"run.output_dir={phase1}"]
-        run([EGOVLM, "train", "pretrain", *cfg, *data], 2)
-    phase2 = runs / "pretrain"
-    if not (phase2 / "final" / "config.json").is_file():
-        cfg = ["--config", "configs/mini/pretrain.yaml", f"run.output_dir={phase2}"]
-        run([EGOVLM, "train", "pretrain", *cfg, *data, f"model.init_from={phase1 / 'final'}"], 2)
+    previous: Path | None = None
+    for folder, config in BASE_PHASES:
+        out = runs / folder
+        if not (out / "final" / "config.json").is_file():
+            start = [f"model.init_from={previous / 'final'}"] if previous else []
+            cfg = ["--config", config, f"run.output_dir={out}"]
+            run([EGOVLM, "train", "pretrain", *cfg, *data, *start], 2)
+        previous = out
 
 
 def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None]:
@@ -196,7 +206,7 @@ def main() -> None:
     t0, l0 = time.perf_counter(), load1()
     base = runs / "pretrain" / "final"
     stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
-    stage(runs, "base stage (2 phases)", lambda: base_stage(runs))
+    stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
     grpo = [grpo_job(runs, arm, s, args.threads) for arm in ARMS for s in SEEDS]
     stage(runs, f"GRPO ({len(grpo)} runs, {args.jobs} at a time)", lambda: parallel(grpo, args.jobs))
     models = {

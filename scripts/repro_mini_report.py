@@ -168,7 +168,8 @@ def type_table(data: dict[str, Any]) -> list[str]:
 
 # the base stage's phases, in order: (run folder under --runs, label)
 BASE_PHASES = (
-    ("pretrain_1frame", "phase 1, 1 frame per prompt"),
+    ("pretrain_1frame", "phase 1a, 1 frame per prompt"),
+    ("pretrain_1frame_binding", "phase 1b, 1 frame per prompt"),
     ("pretrain", "phase 2, 8 frames per prompt"),
 )
 
@@ -204,12 +205,19 @@ def _perception_rows(eval_dir: Path) -> list[str]:
     if m is None:
         return []
     share = top_letter_share(eval_dir)
-    return [
+    rows = [
         f"| base model, greedy answers to {m['items']} perception questions about the val clips: accuracy "
         f"| {pct(m['accuracy'])} | {pct(CHANCE)} (chance) |",
-        f"| the same answers: share of the most frequent letter | {pct(share)} "
-        f"| {pct(CHANCE)} (no preference) |",
     ]
+    for kind, r in sorted((m.get("per_question_type") or {}).items()):  # lookup: binding; visible: reading
+        rows.append(
+            f"| the same, {kind} ({r['items']} questions) | {pct(r['accuracy'])} | {pct(CHANCE)} (chance) |"
+        )
+    rows.append(
+        f"| the same answers: share of the most frequent letter | {pct(share)} "
+        f"| {pct(CHANCE)} (no preference) |"
+    )
+    return rows
 
 
 def _phase_rows(info: dict[str, Any], label: str) -> list[str]:
@@ -234,6 +242,11 @@ def _phase_rows(info: dict[str, Any], label: str) -> list[str]:
         rows.append(
             f"| {label}: language loss on val descriptions and perception questions "
             f"| {info['val_loss']:.4f} | {info['val_loss_shuffled_frames']:.4f} |"
+        )
+    if info.get("drill_letter_accuracy") is not None:  # drills mixed into the language steps
+        rows.append(
+            f"| {label}: held-out lookup drills (mixed into its steps), option letter right (teacher-forced) "
+            f"| {pct(info['drill_letter_accuracy'])} at the end | {pct(CHANCE)} (chance) |"
         )
     return rows
 

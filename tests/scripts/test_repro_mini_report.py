@@ -32,32 +32,51 @@ def test_base_stage_table_reads_both_comparisons_of_both_phases(tmp_path: Path) 
             {"text_step": 800, "text_letter_accuracy": 0.915},
         ],
     }
+    phase1b = {
+        "vision": [],
+        "val_loss": 0.4311,
+        "val_loss_shuffled_frames": 0.5562,
+        "drill_letter_accuracy": 0.93,
+    }
     phase2 = {"vision": [], "val_loss": 0.6512, "val_loss_shuffled_frames": 0.6733}
-    for folder, info in (("pretrain_1frame", phase1), ("pretrain", phase2)):
+    for folder, info in (
+        ("pretrain_1frame", phase1),
+        ("pretrain_1frame_binding", phase1b),
+        ("pretrain", phase2),
+    ):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "run.json").write_text(json.dumps(info))
     lines = mod.base_stage_table(tmp_path)
     text = "\n".join(lines)
     assert (
-        "phase 1, 1 frame per prompt: object-label loss of the vision head, held-out frames | 0.2112 | 0.2215 |"
+        "phase 1a, 1 frame per prompt: object-label loss of the vision head, held-out frames | 0.2112 | 0.2215 |"
         in text
     )
-    assert "phase 1, 1 frame per prompt: language loss" in text and "| 0.4601 | 0.4922 |" in text
+    assert "phase 1a, 1 frame per prompt: language loss" in text and "| 0.4601 | 0.4922 |" in text
     assert "phase 2, 8 frames per prompt: language loss" in text and "| 0.6512 | 0.6733 |" in text
     assert text.count("object-label loss") == 1  # phase 2 ran no vision steps: no vision row
-    assert "phase 1, 1 frame per prompt: text steps, held-out lookup drills" in text
+    assert "phase 1a, 1 frame per prompt: text steps, held-out lookup drills" in text
     assert "| 91.5% after 800 steps | 20.0% (chance) |" in text and text.count("lookup drills,") == 1
     assert text.index("text steps") < text.index("object-label loss")  # in the order they ran
+    # the drills mixed into phase 1b's steps: their held-out accuracy at its end
+    assert "phase 1b, 1 frame per prompt: held-out lookup drills (mixed into its steps)" in text
+    assert "| 93.0% at the end | 20.0% (chance) |" in text
     # phases in order
-    assert text.index("0.4601") < text.index("0.6512")
+    assert text.index("0.4601") < text.index("0.4311") < text.index("0.6512")
     # the base model on perception questions about the val clips: 3 of 10 right, one letter for 9
     ev = tmp_path / "eval_val" / "base-perception"
     ev.mkdir(parents=True)
-    (ev / "metrics.json").write_text(json.dumps({"items": 10, "accuracy": 0.3}))
+    kinds = {
+        "perception_lookup": {"items": 4, "accuracy": 0.75},
+        "perception_visible": {"items": 6, "accuracy": 0.0},
+    }
+    (ev / "metrics.json").write_text(json.dumps({"items": 10, "accuracy": 0.3, "per_question_type": kinds}))
     (ev / "completions.jsonl").write_text("".join(json.dumps({"predicted": x}) + "\n" for x in "DDDDDDDDDA"))
     text = "\n".join(mod.base_stage_table(tmp_path))
     assert "10 perception questions about the val clips: accuracy | 30.0% | 20.0% (chance) |" in text
     assert "most frequent letter | 90.0% |" in text
+    assert "the same, perception_lookup (4 questions) | 75.0% |" in text
+    assert "the same, perception_visible (6 questions) | 0.0% |" in text
 
 
 def test_top_letter_share_shows_a_collapse_onto_one_letter(tmp_path: Path) -> None:

@@ -197,70 +197,23 @@ def test_init_from_a_folder_without_a_model_is_named(synth_slice: Path, tmp_path
         pretrain(load_pretrain_config(cfg))
 
 
-def test_mini_base_stage_configs_chain_the_single_frame_phase_into_the_8_frame_phase() -> None:
-    """configs/mini: phase 1 trains the vision tower and reads single frames from random init;
-    phase 2 continues from phase 1's final model on the QA's 8-frame prompts."""
+def test_mini_base_stage_configs_chain_the_single_frame_phases_into_the_8_frame_phase() -> None:
+    """configs/mini: phase 1a trains the vision tower and reads single frames from random init;
+    phase 1b continues it on single frames; phase 2 continues from 1b on the QA's 8-frame prompts.
+    The lookup drills are mixed into every phase's language steps, never run before the frames."""
     from egovlm.train.pretrain import load_pretrain_config
 
     repo = Path(__file__).resolve().parents[2]
-    phase1 = load_pretrain_config(repo / "configs" / "mini" / "pretrain_1frame.yaml")
-    phase2 = load_pretrain_config(repo / "configs" / "mini" / "pretrain.yaml")
-    assert phase1.model.init_from is None and phase1.vision.steps > 0 and phase1.data.frames == 1
-    assert phase2.model.init_from is not None
-    assert Path(phase2.model.init_from) == Path(phase1.run.output_dir) / "final"
-    assert phase2.vision.steps == 0 and phase2.data.frames == 8
-    assert phase1.text.steps > 0 and phase2.text.steps == 0  # the lookup drills run once, first
-    assert phase2.data.perception_per_set > 0 and phase1.data.perception_per_set > 0
-
-
-class _TagTokenizer:
-    """Just enough tokenizer for answer_position: ``<answer>`` is id 7."""
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        assert token == "<answer>"
-        return 7
-
-
-def test_answer_position_is_the_token_after_the_targets_answer_tag() -> None:
-    import torch
-
-    from egovlm.train.pretrain import answer_position
-
-    ids = torch.tensor([1, 7, 3, 4, 9, 7, 12, 8, 2])  # a <answer> (7) in the prompt, one in the target
-    assert answer_position(_TagTokenizer(), ids, target_start=3) == 6
-    assert answer_position(_TagTokenizer(), ids, target_start=7) == -1  # a description: no letter
-
-
-def test_weighted_loss_is_the_plain_mean_at_weight_1_and_weights_only_the_letter() -> None:
-    import torch
-
-    from egovlm.train.pretrain import IGNORE, weighted_loss
-
-    torch.manual_seed(0)
-    logits = torch.randn(2, 6, 11)
-    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, 5, 6], [IGNORE, 2, 3, 4, IGNORE, IGNORE]])
-    answer_at = torch.tensor([4, -1])  # row 0's letter is token 4 (label 5); row 1 has none
-    plain = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE
-    )
-    assert torch.allclose(weighted_loss(logits, labels, answer_at, 1.0), plain)
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
-    ).view(2, 5)
-    mask = labels[:, 1:] != IGNORE
-    letter = ce[0, 3]  # logits at position 3 predict token 4
-    expected = (ce[mask].sum() + 9 * letter) / (int(mask.sum()) + 9)
-    assert torch.allclose(weighted_loss(logits, labels, answer_at, 10.0), expected)
-
-
-def test_letter_hits_counts_teacher_forced_argmax_letters_of_questions_only() -> None:
-    import torch
-
-    from egovlm.train.pretrain import letter_hits
-
-    logits = torch.zeros(3, 5, 10)
-    ids = torch.tensor([[0, 0, 0, 4, 0], [0, 0, 6, 0, 0], [0, 0, 0, 0, 0]])
-    logits[0, 2, 4] = 5.0  # row 0: the letter (token 3 = 4) predicted from position 2: right
-    logits[1, 1, 3] = 5.0  # row 1: predicts 3, the letter is 6: wrong
-    batch = {"input_ids": ids, "answer_at": torch.tensor([3, 2, -1])}  # row 2: a description
-    assert letter_hits(logits, batch) == (1, 2)
+    mini = repo / "configs" / "mini"
+    phase1a = load_pretrain_config(mini / "pretrain_1frame.yaml")
+    phase1b = load_pretrain_config(mini / "pretrain_1frame_binding.yaml")
+    phase2 = load_pretrain_config(mini / "pretrain.yaml")
+    assert phase1a.model.init_from is None and phase1a.vision.steps > 0
+    for earlier, later in ((phase1a, phase1b), (phase1b, phase2)):
+        assert later.model.init_from is not None
+        assert Path(later.model.init_from) == Path(earlier.run.output_dir) / "final"
+        assert later.vision.steps == 0
+    assert phase1a.data.frames == phase1b.data.frames == 1 and phase2.data.frames == 8
+    for phase in (phase1a, phase1b, phase2):
+        assert phase.text.steps == 0 and phase.text.mix_batch > 0
+        assert phase.data.perception_per_set > 0
