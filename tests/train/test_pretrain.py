@@ -217,3 +217,56 @@ def test_mini_base_stage_configs_chain_the_single_frame_phases_into_the_8_frame_
     for phase in (phase1a, phase1b, phase2):
         assert phase.text.steps == 0 and phase.text.mix_batch > 0
         assert phase.data.perception_per_set > 0
+
+
+class _TagTokenizer:
+    """Just enough tokenizer for answer_position: ``<answer>`` is id 7."""
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        assert token == "<answer>"
+        return 7
+
+
+def test_answer_position_is_the_token_after_the_targets_answer_tag() -> None:
+    import torch
+
+    from egovlm.train.pretrain import answer_position
+
+    ids = torch.tensor([1, 7, 3, 4, 9, 7, 12, 8, 2])  # a <answer> (7) in the prompt, one in the target
+    assert answer_position(_TagTokenizer(), ids, target_start=3) == 6
+    assert answer_position(_TagTokenizer(), ids, target_start=7) == -1  # a description: no letter
+
+
+def test_weighted_loss_is_the_plain_mean_at_weight_1_and_weights_only_the_letter() -> None:
+    import torch
+
+    from egovlm.train.pretrain import IGNORE, weighted_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, 5, 6], [IGNORE, 2, 3, 4, IGNORE, IGNORE]])
+    answer_at = torch.tensor([4, -1])  # row 0's letter is token 4 (label 5); row 1 has none
+    plain = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE
+    )
+    assert torch.allclose(weighted_loss(logits, labels, answer_at, 1.0), plain)
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
+    ).view(2, 5)
+    mask = labels[:, 1:] != IGNORE
+    letter = ce[0, 3]  # logits at position 3 predict token 4
+    expected = (ce[mask].sum() + 9 * letter) / (int(mask.sum()) + 9)
+    assert torch.allclose(weighted_loss(logits, labels, answer_at, 10.0), expected)
+
+
+def test_letter_hits_counts_teacher_forced_argmax_letters_of_questions_only() -> None:
+    import torch
+
+    from egovlm.train.pretrain import letter_hits
+
+    logits = torch.zeros(3, 5, 10)
+    ids = torch.tensor([[0, 0, 0, 4, 0], [0, 0, 6, 0, 0], [0, 0, 0, 0, 0]])
+    logits[0, 2, 4] = 5.0  # row 0: the letter (token 3 = 4) predicted from position 2: right
+    logits[1, 1, 3] = 5.0  # row 1: predicts 3, the letter is 6: wrong
+    batch = {"input_ids": ids, "answer_at": torch.tensor([3, 2, -1])}  # row 2: a description
+    assert letter_hits(logits, batch) == (1, 2)
