@@ -12,7 +12,8 @@ stage stands in for that pre-training and instruction tuning, in up to three par
 2. **language steps**: next-token loss on the target tokens only, for descriptions of frame sets
    (:mod:`egovlm.train.pretrain_data`) and, with ``data.perception_per_set``, single-frame
    perception questions in the contract's prompt and answer grammar
-   (:mod:`egovlm.train.pretrain_perception`). Frames enter through the contract's layout.
+   (:mod:`egovlm.train.pretrain_perception`), optionally with lookup drills added to every step
+   (``text.mix_batch``). Frames enter through the contract's layout.
 
 It never sees the EgoSynth QA's questions about the clip's events, their answers or any
 reasoning about them, so whatever the model later gains on that QA comes from RL.

@@ -7,7 +7,7 @@ one letter to every multiple-choice question, its own perception questions inclu
 (docs/mini_experiment). Binding an option's text to its letter is an in-context skill that a
 small decoder learns abruptly, after a few hundred steps of a task that needs it
 (``scripts/binding_probe.py``: a nano-shaped decoder goes from 32% to 88% of held-out letters
-between steps 250 and 700 of 32). These drills give it that task before any frame is seen:
+between steps 250 and 700 of 32). These drills give it that task:
 
     Question: Which option is the teal mug?
     Options:
@@ -20,6 +20,12 @@ between steps 250 and 700 of 32). These drills give it that task before any fram
 The question block is the contract's own (:func:`egovlm.contract.question_text`); the options are
 EgoSynth object names with the correct one at a uniformly drawn letter, so no letter or position
 can be learned. No frames, no clip and nothing about events: the QA's questions never occur.
+
+Two ways to run them: ``text.steps`` on their own before anything else (:func:`train_text`), or
+``text.mix_batch`` of them added to every language step of the base stage (:class:`DrillMix`). The
+miniature's recipe mixes them in: run first, they bound letters but the model then barely read its
+frames; mixed in from random init, it reads the frames and binds the letters a few hundred steps
+later (docs/mini_experiment, development measurements behind the fifth run).
 """
 
 from __future__ import annotations
