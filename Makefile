@@ -44,7 +44,7 @@ clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # The miniature EgoVLM experiment (docs/mini_experiment/README.md): EgoSynth data, the base stage,
-# GRPO arms (a) and (b) x 3 seeds, evals and the results table, on CPU (73.7 min measured on 2 cores).
+# GRPO arms (a) and (b) x 3 seeds, evals and the results table, on CPU (time of the last run in the docs).
 .PHONY: repro-mini
 repro-mini: setup
 	$(BIN)/python scripts/repro_mini.py --fresh
