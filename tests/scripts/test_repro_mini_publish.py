@@ -81,3 +81,18 @@ def test_binomial_p_value_matches_the_exact_tail() -> None:
     assert abs(mod.p_above_chance(10, 10) - 0.2**10) < 1e-15
     assert abs(mod.p_above_chance(1, 2) - (1 - 0.8**2)) < 1e-12
     assert abs(mod.p_above_chance(52, 192) - 0.0109) < 1e-4  # 27% of 192: significant
+
+
+def test_the_card_shows_test_accuracy_with_another_clips_frames_beside_its_own() -> None:
+    mod = _module()
+    m = {"accuracy": 0.279, "format_failure_rate": 0.0, "keyframe_f1": 0.0}
+    results = {
+        "evals": {
+            "a": {"grpo_a-seed0": m},
+            "a_otherclip": {"grpo_a-seed0": m | {"accuracy": 0.253}},
+        }
+    }
+    text = mod.card("grpo_a-seed0", {"accuracy": 0.286}, results, 10_000_000)
+    assert "| EgoSynth test (held out) | 27.9% |" in text
+    assert "| EgoSynth test, each question shown another clip's frames | 25.3% |" in text
+    assert "each question shown" not in mod.card("grpo_a-seed0", {"accuracy": 0.286}, None, 10_000_000)
