@@ -184,6 +184,7 @@ def eval_job(
         if (out / "metrics.json").is_file():
             return
         cmd = [EGOVLM, "eval", "--model", str(model), "--data", str(data), "--out", str(out), *EVAL]
+        cmd += ["--cache-dir", str(runs / "eval_frames")]  # each frame set decoded once, not once per eval
         run(cmd, threads, out / "eval.log")
 
     return job

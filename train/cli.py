@@ -146,6 +146,9 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     limit: int | None = typer.Option(None, help="Evaluate only the first N items."),
     keyframe_tolerance: float | None = typer.Option(None, help="Seconds (default: nearest frame)."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Decoded-frame cache (default: OUT/frame_cache); evals of one dataset can share one."
+    ),
 ) -> None:
     """Greedy eval; resumable (skips ids already in OUT/completions.jsonl)."""
     from egovlm.schema import DatasetError
@@ -165,6 +168,7 @@ def evaluate(
         device=device,
         keyframe_tolerance_s=keyframe_tolerance,
         limit=limit,
+        cache_dir=cache_dir,
     )
     try:
         result = run_eval(model, data, out, opts)

@@ -112,3 +112,46 @@ def test_real_tiny_model_end_to_end(fixture_data: Path, tiny_model_dir: Path, tm
     assert all("<|image_pad|>" not in r["completion"] for r in rows)
     assert all(r["frame_times"] == sorted(r["frame_times"]) and len(r["frame_times"]) == 4 for r in rows)
     assert 0.0 <= m["format_failure_rate"] <= 1.0
+
+
+def test_evals_sharing_a_frame_cache_decode_each_clip_once(
+    fixture_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from egovlm.train import sampling
+
+    decoded: list[str] = []
+    real_sample = sampling.sample
+
+    def counting_sample(media: Path, *args: Any) -> Any:
+        decoded.append(media.name)
+        return real_sample(media, *args)
+
+    monkeypatch.setattr(sampling, "sample", counting_sample)
+    shared = tmp_path / "frames"
+    for run in ("first", "second"):
+        OrderedModel(["<answer>A</answer>"] * 6).install(monkeypatch)
+        opts = EvalOptions(frames=4, batch_size=3, progress=False, cache_dir=shared)
+        evaluate("fake", fixture_data, tmp_path / run, opts)
+        assert not (tmp_path / run / "frame_cache").exists()
+    assert len(decoded) == 6  # the first eval's six items; the second read them all from the cache
+    assert len(list(shared.glob("*/frames.json"))) == 6
+
+
+def test_cli_passes_the_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_data: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from egovlm.cli import app
+
+    seen: list[EvalOptions] = []
+
+    def fake_evaluate(model: str, data: Path, out: Path, opts: EvalOptions) -> dict[str, Any]:
+        seen.append(opts)
+        return ev.metrics([])
+
+    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+    args = ["eval", "--model", "m", "--data", str(fixture_data), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "c"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].cache_dir == tmp_path / "c"
