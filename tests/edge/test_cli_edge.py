@@ -117,3 +117,31 @@ def test_demo_asks_questions_about_the_live_stream(tiny_model_dir: Path) -> None
     for a in answers:
         assert a["latency"]["ttft_ms"] > 0 and a["latency"]["n_new_tokens"] >= 1 and a["frames"]
     assert "TTFT" in text and "tok/s" in text and "ingest:" in text
+
+
+def test_demo_without_model_uses_the_published_model_else_the_tiny_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo`` runs ``egovlm demo`` with no ``--model``: it must pick models/egovlm-mini when
+    that folder holds a model, and the random-init tiny model (named as noise) only when it does not."""
+    import egovlm.edge.demo as demo_module
+    from egovlm.edge import cli as edge_cli
+
+    used: list[Path] = []
+    monkeypatch.setattr(demo_module, "run_demo", lambda model, **kw: used.append(model))
+    published = tmp_path / "models" / "egovlm-mini"
+    published.mkdir(parents=True)
+    monkeypatch.setattr(edge_cli, "DEMO_MODEL", published)
+    monkeypatch.chdir(tmp_path)
+    fallback = tmp_path / "runs" / "models" / "tiny"
+    fallback.mkdir(parents=True)
+    (fallback / "config.json").write_text("{}")  # already built: nothing is built here
+
+    code, out = invoke("demo")
+    assert code == 0, out
+    assert used == [Path("runs/models/tiny")] and "random-init" in out
+
+    (published / "config.json").write_text("{}")
+    code, out = invoke("demo")
+    assert code == 0, out
+    assert used[-1] == published and "egovlm-mini, trained on EgoSynth only" in out
