@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from egovlm.atomic import atomic_path, atomic_write_text
 
 CHANCE = 0.2  # five options
@@ -166,12 +168,28 @@ def type_table(data: dict[str, Any]) -> list[str]:
     return rows
 
 
-# the base stage's phases, in order: (run folder under --runs, label)
-BASE_PHASES = (
-    ("pretrain_1frame", "phase 1a, 1 frame per prompt"),
-    ("pretrain_1frame_binding", "phase 1b, 1 frame per prompt"),
-    ("pretrain", "phase 2, 8 frames per prompt"),
-)
+FINAL_BASE = "pretrain"  # the base stage's last phase: its final/ is the model GRPO starts from
+
+
+def base_phases(runs: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The base stage's phases in the order they ran, as (run folder, run.json), found by walking
+    back from the last phase through each run's ``continued_from`` (by folder name under ``runs``, so
+    a moved runs folder still reads): the chain is what ran, not a list kept beside the recipe."""
+    chain: list[tuple[str, dict[str, Any]]] = []
+    folder: str | None = FINAL_BASE
+    while folder and (runs / folder / "run.json").is_file() and all(f != folder for f, _ in chain):
+        info = json.loads((runs / folder / "run.json").read_text())
+        chain.append((folder, info))
+        previous = info.get("continued_from")
+        folder = Path(previous).parent.name if previous else None
+    return chain[::-1]
+
+
+def _phase_label(runs: Path, folder: str, k: int, n: int) -> str:
+    config = runs / folder / "config.yaml"
+    frames = yaml.safe_load(config.read_text()).get("data", {}).get("frames") if config.is_file() else None
+    per_prompt = f", {frames} frame{'s' if frames != 1 else ''} per prompt" if frames else ""
+    return f"phase {k} of {n} ({folder}{per_prompt})"
 
 
 def base_stage_table(runs: Path) -> list[str]:
@@ -180,10 +198,9 @@ def base_stage_table(runs: Path) -> list[str]:
     constant predictor (where the phase ran vision steps), and the description/perception validation
     loss with the right vs another clip's frames."""
     rows: list[str] = []
-    for folder, label in BASE_PHASES:
-        path = runs / folder / "run.json"
-        if path.is_file():
-            rows += _phase_rows(json.loads(path.read_text()), label)
+    phases = base_phases(runs)
+    for k, (folder, info) in enumerate(phases, 1):
+        rows += _phase_rows(info, _phase_label(runs, folder, k, len(phases)))
     rows += _perception_rows(runs / "eval_val" / "base-perception")
     if not rows:
         return []

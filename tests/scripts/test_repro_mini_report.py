@@ -32,34 +32,49 @@ def test_base_stage_table_reads_both_comparisons_of_both_phases(tmp_path: Path) 
             {"text_step": 800, "text_letter_accuracy": 0.915},
         ],
     }
+    # the phases chain through continued_from (absolute paths of another machine: only the folder counts)
     phase1b = {
         "vision": [],
         "val_loss": 0.4311,
         "val_loss_shuffled_frames": 0.5562,
         "drill_letter_accuracy": 0.93,
+        "continued_from": "/elsewhere/runs/mini/first_phase/final",
     }
-    phase2 = {"vision": [], "val_loss": 0.6512, "val_loss_shuffled_frames": 0.6733}
-    for folder, info in (
-        ("pretrain_1frame", phase1),
-        ("pretrain_1frame_binding", phase1b),
-        ("pretrain", phase2),
+    phase2 = {
+        "vision": [],
+        "val_loss": 0.6512,
+        "val_loss_shuffled_frames": 0.6733,
+        "continued_from": "runs/mini/binding_phase/final",
+    }
+    for folder, info, frames in (
+        ("first_phase", phase1, 1),
+        ("binding_phase", phase1b, 1),
+        ("pretrain", phase2, 8),
+        ("unrelated_run", {"val_loss": 9.0, "val_loss_shuffled_frames": 9.1}, 1),  # not in the chain
     ):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "run.json").write_text(json.dumps(info))
+        (tmp_path / folder / "config.yaml").write_text(f"data:\n  frames: {frames}\n")
+    assert [f for f, _ in mod.base_phases(tmp_path)] == ["first_phase", "binding_phase", "pretrain"]
     lines = mod.base_stage_table(tmp_path)
     text = "\n".join(lines)
+    first = "phase 1 of 3 (first_phase, 1 frame per prompt)"
+    assert f"{first}: object-label loss of the vision head, held-out frames | 0.2112 | 0.2215 |" in text
+    assert f"{first}: language loss" in text and "| 0.4601 | 0.4922 |" in text
     assert (
-        "phase 1a, 1 frame per prompt: object-label loss of the vision head, held-out frames | 0.2112 | 0.2215 |"
-        in text
+        "phase 3 of 3 (pretrain, 8 frames per prompt): language loss" in text
+        and "| 0.6512 | 0.6733 |" in text
     )
-    assert "phase 1a, 1 frame per prompt: language loss" in text and "| 0.4601 | 0.4922 |" in text
-    assert "phase 2, 8 frames per prompt: language loss" in text and "| 0.6512 | 0.6733 |" in text
+    assert "9.0000" not in text
     assert text.count("object-label loss") == 1  # phase 2 ran no vision steps: no vision row
-    assert "phase 1a, 1 frame per prompt: text steps, held-out lookup drills" in text
+    assert f"{first}: text steps, held-out lookup drills" in text
     assert "| 91.5% after 800 steps | 20.0% (chance) |" in text and text.count("lookup drills,") == 1
     assert text.index("text steps") < text.index("object-label loss")  # in the order they ran
     # the drills mixed into phase 1b's steps: their held-out accuracy at its end
-    assert "phase 1b, 1 frame per prompt: held-out lookup drills (mixed into its steps)" in text
+    assert (
+        "phase 2 of 3 (binding_phase, 1 frame per prompt): held-out lookup drills (mixed into its steps)"
+        in text
+    )
     assert "| 93.0% at the end | 20.0% (chance) |" in text
     # phases in order
     assert text.index("0.4601") < text.index("0.4311") < text.index("0.6512")
