@@ -74,6 +74,22 @@ def run(cmd: list[str], threads: int, log: Path | None = None) -> None:
         raise SystemExit(f"command failed ({done.returncode}), see {log}: {shlex.join(cmd)}")
 
 
+CODE = "code.json"  # in --runs: the commit the run's code came from (the model card names it)
+
+
+def write_code_version(path: Path) -> None:
+    """Record the commit this run's code came from and whether tracked files differed from it."""
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    info = {"commit": commit, "local_changes": bool(changes) if commit else None}
+    path.write_text(json.dumps(info) + "\n")
+
+
 def stage(runs: Path, name: str, body: Callable[[], None]) -> None:
     """Time a stage and record it with the machine's load average before and after."""
     t0, l0 = time.perf_counter(), load1()
@@ -204,6 +220,7 @@ def main() -> None:
     if args.fresh and runs.exists():
         shutil.rmtree(runs)
     runs.mkdir(parents=True, exist_ok=True)
+    write_code_version(runs / CODE)
     t0, l0 = time.perf_counter(), load1()
     base = runs / "pretrain" / "final"
     stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))

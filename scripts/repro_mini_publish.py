@@ -69,8 +69,25 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def card(name: str, val: dict[str, Any], results: dict[str, Any] | None, size: int) -> str:
-    """The model card: what it is, what it was trained on, what it is not."""
+def made_by(runs: Path) -> str:
+    """Which code produced the run and how long it took, from the run's own records
+    (``code.json`` and the total of ``timings.jsonl``, both written by ``repro_mini.py``)."""
+    code_path, timings = runs / "code.json", runs / "timings.jsonl"
+    code = json.loads(code_path.read_text()) if code_path.is_file() else {}
+    rows = [json.loads(line) for line in timings.read_text().splitlines()] if timings.is_file() else []
+    total = next((r["seconds"] for r in rows if r.get("stage") == "total"), None)
+    text = "`make repro-mini`"
+    if code.get("commit"):
+        text += f" at commit {code['commit']}" + (" with local changes" if code.get("local_changes") else "")
+    if total is not None:
+        text += f", {total / 60:.1f} minutes on this 2-core CPU"
+    return text
+
+
+def card(
+    name: str, val: dict[str, Any], results: dict[str, Any] | None, size: int, made: str = "`make repro-mini`"
+) -> str:
+    """The model card: what it is, what it was trained on, what it is not; ``made``: by what run."""
     evals = (results or {}).get("evals") or {}
     key = name.split("-")[0][-1]  # "a" or "b"
     test = evals.get(key, {}).get(name)
@@ -120,8 +137,8 @@ def card(name: str, val: dict[str, Any], results: dict[str, Any] | None, size: i
     lines += [
         "",
         "Chance is 20% (five options). The whole experiment, the table over seeds and the analysis:",
-        "[docs/mini_experiment](../../docs/mini_experiment/README.md). Regenerate this folder with",
-        "`make repro-mini` (78 minutes in its last run on 2 CPU cores). Accuracy with another clip's",
+        "[docs/mini_experiment](../../docs/mini_experiment/README.md). This folder was made by",
+        f"{made}; that command at that commit regenerates it. Accuracy with another clip's",
         "frames close to accuracy with the right ones means the answers come mostly from the question text.",
         "",
         "## What it is not",
@@ -187,7 +204,7 @@ def publish(runs: Path, out: Path, results: Path | None) -> Path | None:
             f"{src}: {size / 1e6:.1f} MB is over the {MAX_BYTES / 1e6:.0f} MB bound for committing"
         )
     data = json.loads(results.read_text()) if results and results.is_file() else None
-    (tmp / "README.md").write_text(card(name, val, data, size), encoding="utf-8")
+    (tmp / "README.md").write_text(card(name, val, data, size, made_by(runs)), encoding="utf-8")
     meta_path = tmp / "egovlm.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.update(published_as="egovlm-mini", chosen_run=name, chosen_by="val accuracy", val_metrics=val)

@@ -96,3 +96,30 @@ def test_the_card_shows_test_accuracy_with_another_clips_frames_beside_its_own()
     assert "| EgoSynth test (held out) | 27.9% |" in text
     assert "| EgoSynth test, each question shown another clip's frames | 25.3% |" in text
     assert "each question shown" not in mod.card("grpo_a-seed0", {"accuracy": 0.286}, None, 10_000_000)
+
+
+def test_the_card_names_the_commit_and_minutes_of_the_run_that_made_it(tmp_path: Path) -> None:
+    mod = _module()
+    assert mod.made_by(tmp_path) == "`make repro-mini`"  # no records: no claim
+    (tmp_path / "code.json").write_text(json.dumps({"commit": "abc1234", "local_changes": True}))
+    rows = [{"stage": "data", "seconds": 60.0}, {"stage": "total", "seconds": 3438.0}]
+    (tmp_path / "timings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    made = mod.made_by(tmp_path)
+    assert made == "`make repro-mini` at commit abc1234 with local changes, 57.3 minutes on this 2-core CPU"
+    text = mod.card("grpo_a-seed0", {"accuracy": 0.286}, None, 10_000_000, made)
+    assert "made by\n`make repro-mini` at commit abc1234" in text and "78 minutes" not in text
+
+
+def test_repro_mini_records_the_commit_of_its_code(tmp_path: Path) -> None:
+    import subprocess
+
+    repro = load_script("repro_mini")
+    repro.write_code_version(tmp_path / "code.json")
+    info = json.loads((tmp_path / "code.json").read_text())
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=repro.ROOT, capture_output=True, text=True
+    )
+    if head.returncode:  # not a git checkout (an sdist): nothing to name
+        assert info == {"commit": None, "local_changes": None}
+    else:
+        assert info["commit"] == head.stdout.strip() and isinstance(info["local_changes"], bool)
