@@ -92,7 +92,7 @@ def card(
     key = name.split("-")[0][-1]  # "a" or "b"
     test = evals.get(key, {}).get(name)
     test_other = evals.get(f"{key}_otherclip", {}).get(name)  # keyed by run, as the report writes it
-    base = ((results or {}).get("evals") or {}).get("base")
+    base = evals.get("base")
     arm = "format + accuracy + keyframe" if name.startswith("grpo_b") else "format + accuracy"
     lines = [
         "# egovlm-mini: the demo's built-in model",
