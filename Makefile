@@ -9,9 +9,19 @@ BIN := $(VENV)/bin
 EXTRAS := train,export,edge,voice,dev
 STAMP := $(VENV)/.egovlm-installed
 
-.PHONY: setup demo test test-slow lint typecheck clean
+.PHONY: setup demo test test-slow test-device lint typecheck clean
 
-setup: $(STAMP)
+# The device path runs on JetPack's Pythons (6.x: CPython 3.10, 7.x: 3.12) without torch or
+# transformers. `make test` builds a venv of each (`.venv-device310`, `.venv-device312`) with only the
+# `device` extra and runs tests/device there against an export made by the main venv.
+PYENV_ROOT_DIR := $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+PY310 ?= $(lastword $(sort $(wildcard $(PYENV_ROOT_DIR)/versions/3.10*/bin/python3.10)))
+PY312 ?= $(lastword $(sort $(wildcard $(PYENV_ROOT_DIR)/versions/3.12*/bin/python3.12)))
+DEVICE_TEST_DEPS := "pytest>=8" "pytest-timeout>=2.3" "httpx>=0.27"
+DEVICE_FIXTURE := build/device-fixture
+TRT_BINDINGS := .cache/trt-bindings/.fetched
+
+setup: $(STAMP) $(TRT_BINDINGS)
 
 $(STAMP): pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp scripts/system-deps.sh
 	bash scripts/system-deps.sh
@@ -23,6 +33,30 @@ $(STAMP): pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp sc
 	# beside opencv-python-headless, and both provide cv2. Its other deps are already installed.
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt --no-deps "scenedetect==0.7.2" platformdirs 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
+
+# TensorRT's Python bindings of each supported release (and of 8.6, which must be refused), for the
+# API-surface test: fetched at set-up, never at test time.
+$(TRT_BINDINGS): scripts/fetch-trt-bindings.sh
+	bash scripts/fetch-trt-bindings.sh .cache/trt-bindings
+	touch $@
+
+.venv-device%/.egovlm-installed: pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	@test -n "$(PY$*)" || { echo "CPython $* not found under $(PYENV_ROOT_DIR)/versions: install it (pyenv install $*) or pass PY$*=/path/to/python"; exit 1; }
+	test -x .venv-device$*/bin/python || $(PY$*) -m venv .venv-device$*
+	.venv-device$*/bin/pip install -q --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
+	set -o pipefail; .venv-device$*/bin/pip install -q -c constraints.txt -e ".[device]" $(DEVICE_TEST_DEPS) 2>&1 | { grep -v "^WARNING: Location" || true; }
+	touch $@
+
+# A sharpened tiny model and its fp32 + int8 ONNX exports, made by the main venv (the workstation side).
+$(DEVICE_FIXTURE)/.done: $(STAMP) tests/device/fixture.py
+	rm -rf $(DEVICE_FIXTURE)
+	$(BIN)/python -m tests.device.fixture $(DEVICE_FIXTURE)
+	touch $@
+
+test-device: $(DEVICE_FIXTURE)/.done .venv-device310/.egovlm-installed .venv-device312/.egovlm-installed
+	EGOVLM_DEVICE_FIXTURE=$(DEVICE_FIXTURE) .venv-device310/bin/python -m pytest -q -m device tests/device
+	EGOVLM_DEVICE_FIXTURE=$(DEVICE_FIXTURE) .venv-device312/bin/python -m pytest -q -m device tests/device -k "installed or answers_over_http"
 
 demo: setup
 	$(BIN)/egovlm demo
@@ -36,12 +70,13 @@ typecheck: setup
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-device
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build $(VENV) .venv-device310 .venv-device312 .cache/trt-bindings .pytest_cache .mypy_cache .ruff_cache
 
 # The miniature EgoVLM experiment (docs/mini_experiment/README.md): EgoSynth data, the base stage,
 # GRPO arms (a) and (b) x 3 seeds, evals and the results table, on CPU (time of the last run in the docs).
