@@ -46,8 +46,8 @@ def test_device_install_is_installed_without_torch_or_transformers() -> None:
     assert sys.version_info[:2] in {(3, 10), (3, 11), (3, 12)}
     present = [name for name in WORKSTATION_ONLY if importlib.util.find_spec(name) is not None]
     assert present == [], f"the device install pulled {present}"
-    import egovlm.edge.backends.onnx_backend  # noqa: F401
-    import egovlm.edge.server  # noqa: F401
+    import egovlm.edge.backends.onnx_backend
+    import egovlm.edge.server
     import egovlm.export.tensorrt_build  # noqa: F401
 
     loaded = [name for name in WORKSTATION_ONLY if name in sys.modules]
