@@ -164,14 +164,14 @@ def run(
 
 
 def _load_backend(kind: str, model: Path | None, threads: int | None) -> Any:
-    if kind == "onnx":
-        from egovlm.edge.backends.onnx_backend import OnnxBackend
+    if kind in {"onnx", "tensorrt"}:
+        from egovlm.edge.backends import create_backend
 
         if model is None:
-            raise ValueError("--backend onnx needs --model EXPORT_DIR (egovlm export --model M --out DIR)")
-        return OnnxBackend.load(model, threads=threads)
+            raise ValueError(f"--backend {kind} needs --model EXPORT_DIR (egovlm export --model M --out DIR)")
+        return create_backend(kind, model, device="cpu" if kind == "onnx" else "cuda", threads=threads)
     if kind != "torch":
-        raise ValueError(f"unknown backend {kind!r}; choose torch or onnx")
+        raise ValueError(f"unknown backend {kind!r}; choose torch, onnx or tensorrt")
     from egovlm.edge.backends.torch_backend import TorchBackend
     from egovlm.models.build import build_model
 
@@ -251,7 +251,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("bench"))
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: build the small preset)")
     ap.add_argument(
-        "--backend", choices=["torch", "onnx"], default="torch", help="onnx: --model is an export"
+        "--backend",
+        choices=["torch", "onnx", "tensorrt"],
+        default="torch",
+        help="onnx, tensorrt: --model is an export",
     )
     ap.add_argument("--k", type=int, nargs="+", default=[1, 32], help="buffer sizes to compare")
     ap.add_argument("--repeats", type=int, default=11)

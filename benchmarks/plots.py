@@ -148,6 +148,11 @@ PLOTS: dict[str, Callable[[Report, Path], Path]] = {
 
 
 def write_plots(report: Report, out: Path) -> Path | None:
-    """The part's PNG, or None for a part without a plot."""
+    """The part's PNG, or None for a part without a plot or without matplotlib (the device install
+    has no plotting stack: its reports are JSON and Markdown)."""
+    import importlib.util
+
     plot = PLOTS.get(report.part)
-    return plot(report, out) if plot else None
+    if plot is None or importlib.util.find_spec("matplotlib") is None:
+        return None
+    return plot(report, out)

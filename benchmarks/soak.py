@@ -353,7 +353,7 @@ def _bounded(
 # --- the run ----------------------------------------------------------------------------------------
 
 
-class _Server:
+class LoopbackServer:
     """uvicorn on 127.0.0.1 in a background thread, on a socket bound before it starts."""
 
     def __init__(self, app: Any) -> None:
@@ -369,7 +369,7 @@ class _Server:
             target=self.server.run, kwargs={"sockets": [self._sock]}, name="egovlm-soak-http", daemon=True
         )
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> LoopbackServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -576,7 +576,7 @@ def run(
         try:
             if not rt.wait_for_keyframes(3, timeout=120):
                 raise RuntimeError(f"the runtime never held 3 keyframes: {rt.status_line()}")
-            with _Server(create_app(rt)) as server:
+            with LoopbackServer(create_app(rt)) as server:
                 t0 = time.monotonic()
                 sh = _Shared(server.url, t0, t0 + duration_s, threading.Event(), think_s, request_timeout_s)
                 workers = [
