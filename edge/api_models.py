@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 _LETTER = re.compile(r"^[A-Z]$")
 
 # Field bounds (422 beyond them; the whole body is capped too: egovlm.edge.server.MAX_JSON_BODY_BYTES).
+# Characters bound the body; the model's limit is in tokens: a question turn (question + options +
+# scaffolding) over egovlm.contract.MAX_QUESTION_TOKENS is refused with 422 before the model runs.
 MAX_QUESTION_CHARS = 4000
 MAX_OPTIONS = 26  # one per capital letter
 MAX_OPTION_CHARS = 1000

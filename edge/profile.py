@@ -3,40 +3,46 @@
 A profile says how the runtime runs on one device class: backend, precision, how many
 keyframes (K) at what size and over which horizon, the selector's thresholds, generation limits
 and the memory the runtime may use. :func:`load_profile` validates it (a bad field is an error
-naming the file and the field). :func:`check_memory` refuses a K/precision that cannot fit:
-
-    weights   = text params x bytes(precision) (+ embeddings at 16 bit when quantised)
-                + vision params x bytes(vision precision)
-    kv        = 2 x layers x kv_heads x head_dim x bytes(kv) per token
-                x (prefix + question + answer tokens) x KV_COPIES
-    features  = K x tokens per keyframe x hidden x bytes (the per-keyframe vision cache)
-    work      = one prefill's live activations (largest layer) + runtime overhead
-
-KV_COPIES = 3: the warm prefix, the one being rebuilt in the background, and a question's
-working cache (transformers' DynamicCache grows by concatenation, so a question holds its own
-copy of the prefix while it decodes). The estimate is deliberately conservative; Orin Nano's
-8 GB is the case it exists for (DESIGN.md §8: out-of-memory is the users' first complaint).
+naming the file and the field). :func:`check_memory` refuses a K/precision that cannot fit, with
+the SAME accounting the export's fit check uses (:func:`egovlm.export.fit.memory_plan`): weights as
+the backend holds them (tied LM head twice in exported graphs, quantisation scales), the KV cache the
+runtime keeps live at most, activations at the TensorRT profiles' largest shapes, the vision cache and
+the runtime's overhead. The budget is ``memory_budget_gb`` when the profile sets it, else the export
+target's of the same name (configs/export/targets.yaml: memory_gb x budget_fraction), so a Jetson's
+budget is written once. Orin Nano's 8 GB is the case it exists for (DESIGN.md section 8:
+out-of-memory is the users' first complaint).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from egovlm.contract import MAX_QUESTION_TOKENS
+from egovlm.export.fit import (
+    KNOWN_MODELS,
+    Budget,
+    MemoryPlan,
+    ModelDims,
+    Workload,
+    largest_fitting_keyframes,
+    memory_plan,
+    weight_bytes,
+)
+from egovlm.export.targets import ExportConfigError, load_targets
+from egovlm.export.tensorrt_build import target_budget
 from egovlm.keyframes import SelectorParams
 
+__all__ = ["KNOWN_MODELS", "ModelDims"]  # re-exported: the engine and the latency benchmark size models here
+
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "configs" / "edge"
-Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
-BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
-GROUP_SCALE_OVERHEAD = {"int8": 2.0 / 128, "int4": 2.0 / 64}  # fp16 scale per group of 128 / 64
-KV_COPIES = 3
-SYSTEM_TOKENS = 80  # system prompt + chat scaffolding (the real tokenizer: about 60)
-LABEL_TOKENS = 16  # "Frame 12 (t=123.4 s): " + vision start/end + newline
+Precision = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+GB = 1e9  # profiles state budgets in GB
+GiB = 1024**3  # the accounting reports GiB
 PATCH_UNIT = 28  # Qwen2.5-VL: 14 px patches merged 2x2
 
 
@@ -74,7 +80,6 @@ class KeyframeSettings(BaseModel):
 class GenerationSettings(BaseModel):
     model_config = _STRICT
     max_new_tokens: int = Field(default=256, ge=1)
-    max_question_tokens: int = Field(default=128, ge=1)  # budgeted in the KV estimate
     do_sample: bool = False
     temperature: float = Field(default=0.7, gt=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
@@ -97,8 +102,10 @@ class EdgeProfile(BaseModel):
     precision: Precision = "fp16"  # language-model weights
     vision_precision: Precision = "fp16"
     kv_precision: Precision = "fp16"
-    memory_budget_gb: float = Field(gt=0)
-    overhead_gb: float = Field(default=1.0, ge=0)  # CUDA context, Python, camera, allocator slack
+    # What the runtime may use (GB) and the share of it for CUDA context, Python, camera, allocator slack;
+    # unset: the export target's budget of the same name (configs/export/targets.yaml).
+    memory_budget_gb: float | None = Field(default=None, gt=0)
+    overhead_gb: float | None = Field(default=None, ge=0)
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads (None: library default)
     model_family: str = "qwen2.5-vl-3b"  # for checking the profile without the weights (KNOWN_MODELS)
     keyframes: KeyframeSettings
@@ -137,172 +144,85 @@ def _describe(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-# -- model sizes ---------------------------------------------------------------------------------
+# -- the memory check (one accounting with the export's: egovlm.export.fit) ---------------------------
 
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The sizes of a Qwen2.5-VL that memory depends on."""
-
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vocab: int
-    tied: bool
-    vision_depth: int
-    vision_hidden: int
-    vision_intermediate: int
-    patch: int = 14
-    merge: int = 2
-    temporal_patch: int = 2
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @classmethod
-    def from_config(cls, config: Any) -> ModelDims:
-        """From a transformers Qwen2.5-VL config object, or a config.json mapping."""
-
-        def field(obj: Any, key: str, default: Any = None) -> Any:
-            value = obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
-            if value is None:
-                raise ProfileError(f"model config has no {key!r}: not a Qwen2.5-VL config?")
-            return value
-
-        text, vision = field(config, "text_config"), field(config, "vision_config")
-        tied = field(config, "tie_word_embeddings", field(text, "tie_word_embeddings", False))
-        return cls(
-            layers=int(field(text, "num_hidden_layers")),
-            hidden=int(field(text, "hidden_size")),
-            heads=int(field(text, "num_attention_heads")),
-            kv_heads=int(field(text, "num_key_value_heads")),
-            intermediate=int(field(text, "intermediate_size")),
-            vocab=int(field(text, "vocab_size")),
-            tied=bool(tied),
-            vision_depth=int(field(vision, "depth")),
-            vision_hidden=int(field(vision, "hidden_size")),
-            vision_intermediate=int(field(vision, "intermediate_size")),
-            patch=int(field(vision, "patch_size", 14)),
-            merge=int(field(vision, "spatial_merge_size", 2)),
-            temporal_patch=int(field(vision, "temporal_patch_size", 2)),
-        )
-
-    @classmethod
-    def from_model_dir(cls, path: str | Path) -> ModelDims:
-        return cls.from_config(json.loads((Path(path) / "config.json").read_text()))
-
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden * (1 if self.tied else 2)
-
-    def text_params(self) -> int:
-        """Decoder parameters, embeddings included (Qwen2: q/k/v biases, no o bias, SwiGLU)."""
-        h, kv = self.hidden, self.kv_heads * self.head_dim
-        attn = (h * h + h) + 2 * (h * kv + kv) + h * h
-        layer = attn + 3 * h * self.intermediate + 2 * h
-        return self.layers * layer + self.embedding_params() + h
-
-    def vision_params(self) -> int:
-        """Vision tower: patch embedding, blocks (biased qkv/proj/SwiGLU), 2x2 patch merger."""
-        vh, vi = self.vision_hidden, self.vision_intermediate
-        patch = 3 * self.temporal_patch * self.patch * self.patch * vh
-        block = (3 * vh * vh + 3 * vh) + (vh * vh + vh) + (3 * vh * vi + 2 * vi + vh) + 2 * vh
-        m = vh * self.merge**2
-        merger = vh + (m * m + m) + (m * self.hidden + self.hidden)
-        return patch + self.vision_depth * block + merger
-
-    def kv_bytes_per_token(self, precision: str) -> float:
-        return 2 * self.layers * self.kv_heads * self.head_dim * BYTES[precision]
-
-
-# Published configs, so profiles can be checked without the weights (config.json of
-# Qwen/Qwen2.5-VL-3B-Instruct and -7B-Instruct).
-KNOWN_MODELS: dict[str, ModelDims] = {
-    "qwen2.5-vl-3b": ModelDims(36, 2048, 16, 2, 11008, 151936, True, 32, 1280, 3420),
-    "qwen2.5-vl-7b": ModelDims(28, 3584, 28, 4, 18944, 152064, False, 32, 1280, 3420),
-}
-
-
-# -- the estimate --------------------------------------------------------------------------------
-
-GB = 1e9
+# The runtime each backend runs the weights with, for the accounting of bytes as exported.
+RUNTIME_OF_BACKEND = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    weights_gb: float
-    kv_gb: float
-    features_gb: float
-    work_gb: float
-    overhead_gb: float
-    budget_gb: float
-    context_tokens: int
+    """A profile's :class:`~egovlm.export.fit.MemoryPlan` and the largest K that fits."""
+
+    plan: MemoryPlan
     max_capacity: int  # the largest K that would fit with everything else unchanged
 
     @property
-    def total_gb(self) -> float:
-        return self.weights_gb + self.kv_gb + self.features_gb + self.work_gb + self.overhead_gb
+    def fits(self) -> bool:
+        return self.plan.fits
 
     @property
-    def fits(self) -> bool:
-        return self.total_gb <= self.budget_gb
+    def total_gb(self) -> float:
+        return self.plan.total / GB
+
+    @property
+    def budget_gb(self) -> float:
+        return self.plan.budget.total / GB
+
+    @property
+    def weights_gb(self) -> float:
+        return self.plan.weights.device / GB
+
+    @property
+    def kv_gb(self) -> float:
+        return self.plan.kv_bytes / GB
+
+    @property
+    def context_tokens(self) -> int:
+        return self.plan.workload.context
 
     def summary(self) -> str:
-        return (
-            f"weights {self.weights_gb:.2f} + KV {self.kv_gb:.2f} "
-            f"({self.context_tokens} tokens x {KV_COPIES}) + vision cache {self.features_gb:.2f} "
-            f"+ work {self.work_gb:.2f} + overhead {self.overhead_gb:.2f} "
-            f"= {self.total_gb:.2f} GB of {self.budget_gb:.2f} GB"
-        )
+        return self.plan.summary()
 
 
-def context_tokens(profile: EdgeProfile, capacity: int | None = None) -> int:
+def profile_budget(profile: EdgeProfile) -> Budget:
+    """``memory_budget_gb`` (GB, with ``overhead_gb`` of it for the runtime) when the profile sets it;
+    else the budget of the export target of the same name (configs/export/targets.yaml), so a Jetson's
+    budget is written once."""
+    where = profile.source or profile.device
+    if profile.memory_budget_gb is not None:
+        overhead = 1.0 if profile.overhead_gb is None else profile.overhead_gb
+        return Budget(int(profile.memory_budget_gb * GB), int(overhead * GB), f"{where}: memory_budget_gb")
+    try:
+        target = load_targets()[profile.device]
+    except (KeyError, ExportConfigError):
+        raise ProfileError(
+            f"{where}: field 'memory_budget_gb': not set, and device {profile.device!r} is no export target "
+            "in configs/export/targets.yaml to take the budget from; set memory_budget_gb"
+        ) from None
+    return target_budget(target)
+
+
+def profile_workload(profile: EdgeProfile, dims: ModelDims, capacity: int | None = None) -> Workload:
     k = profile.keyframes.capacity if capacity is None else capacity
-    prefix = SYSTEM_TOKENS + k * (profile.keyframes.tokens_per_keyframe + LABEL_TOKENS)
-    return prefix + profile.generation.max_question_tokens + profile.generation.max_new_tokens
-
-
-def weights_bytes(dims: ModelDims, precision: str, vision_precision: str) -> float:
-    text, emb = dims.text_params(), dims.embedding_params()
-    if precision in GROUP_SCALE_OVERHEAD:  # weight-only quantisation keeps embeddings at 16 bit
-        body = (text - emb) * (BYTES[precision] + GROUP_SCALE_OVERHEAD[precision])
-        lm = body + emb * 2.0
-    else:
-        lm = text * BYTES[precision]
-    return lm + dims.vision_params() * BYTES[vision_precision]
+    return Workload(
+        keyframes=k,
+        tokens_per_keyframe=dims.tokens_per_keyframe(profile.keyframes.size),
+        question_tokens=MAX_QUESTION_TOKENS,
+        new_tokens=profile.generation.max_new_tokens,
+    )
 
 
 def estimate_memory(profile: EdgeProfile, dims: ModelDims, capacity: int | None = None) -> MemoryEstimate:
-    k = profile.keyframes.capacity if capacity is None else capacity
-    act = BYTES["fp32"] if profile.precision == "fp32" else 2.0
-    ctx = context_tokens(profile, k)
-    tpk = profile.keyframes.tokens_per_keyframe
-    kv = dims.kv_bytes_per_token(profile.kv_precision) * ctx * KV_COPIES
-    features = k * tpk * dims.hidden * act
-    prefix = ctx - profile.generation.max_new_tokens
-    # One prefill's live activations: the MLP's widest tensors and the residual stream.
-    work = prefix * (3 * dims.intermediate + 4 * dims.hidden) * act + dims.vocab * 4.0
-    est = MemoryEstimate(
-        weights_gb=weights_bytes(dims, profile.precision, profile.vision_precision) / GB,
-        kv_gb=kv / GB,
-        features_gb=features / GB,
-        work_gb=work / GB,
-        overhead_gb=profile.overhead_gb,
-        budget_gb=profile.memory_budget_gb,
-        context_tokens=ctx,
-        max_capacity=0,
-    )
-    if capacity is not None:
-        return est
-    best = 0
-    for kk in range(1, 257):
-        if estimate_memory(profile, dims, kk).fits:
-            best = kk
-        else:
-            break
-    return MemoryEstimate(**{**est.__dict__, "max_capacity": best})
+    """The profile's memory plan at K = ``capacity`` (default: the profile's) and the largest K that fits."""
+    runtime = RUNTIME_OF_BACKEND[profile.backend]
+    weights = weight_bytes(dims.tensors(), runtime, profile.precision)
+    work = profile_workload(profile, dims, capacity)
+    budget = profile_budget(profile)
+    size = profile.keyframes.size
+    plan = memory_plan(dims, weights, work, size, budget, kv_precision=profile.kv_precision)
+    best = largest_fitting_keyframes(dims, weights, work, size, budget, kv_precision=profile.kv_precision)
+    return MemoryEstimate(plan, best)
 
 
 def check_memory(profile: EdgeProfile, dims: ModelDims | None = None) -> MemoryEstimate:
@@ -324,7 +244,9 @@ def check_memory(profile: EdgeProfile, dims: ModelDims | None = None) -> MemoryE
         else:
             hint = f"even one keyframe does not fit at {profile.precision}: use a lower precision"
         raise MemoryBudgetError(
-            f"{where}: K={profile.keyframes.capacity} at {profile.precision} needs {est.total_gb:.2f} GB "
-            f"but the budget is {profile.memory_budget_gb:.2f} GB ({est.summary()}); {hint}"
+            f"{where}: K={profile.keyframes.capacity} at {profile.precision} needs "
+            f"{est.plan.total / GiB:.2f} GiB but the budget is {est.budget_gb:.2f} GB = "
+            f"{est.plan.budget.total / GiB:.2f} GiB "
+            f"({est.summary()}); {hint}"
         )
     return est

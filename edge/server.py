@@ -45,6 +45,7 @@ from fastapi.sse import EventSourceResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from egovlm.contract import QuestionTooLongError
 from egovlm.edge.api_models import (
     AskRequest,
     AskResponse,
@@ -375,6 +376,8 @@ def _error_detail(exc: BaseException) -> tuple[int, str]:
         return 503, str(exc)
     if type(exc).__name__ == "EngineError":  # no keyframes yet, no model state: try again later
         return 503, str(exc)
+    if isinstance(exc, QuestionTooLongError):  # names egovlm.contract.MAX_QUESTION_TOKENS
+        return 422, str(exc)
     return 500, f"{type(exc).__name__}: {exc}"
 
 

@@ -36,6 +36,30 @@ SYSTEM_PROMPT = (
 
 Message = dict[str, Any]
 
+# The question turn: every token the prompt adds after the cached [system + frames] prefix (the question,
+# its options, the end of the user turn and the assistant header). The ONE limit on questions: the edge
+# runtime refuses a longer one before running the model (:class:`QuestionTooLongError`, HTTP 422), and
+# TensorRT profiles and memory fit checks are sized for it (egovlm.export.fit). 4,000 characters of
+# English are about 1,000 tokens; a spoken or typed question with five options is well under 256.
+MAX_QUESTION_TOKENS = 256
+
+
+class QuestionTooLongError(ValueError):
+    """A question turn longer than :data:`MAX_QUESTION_TOKENS`; the message says by how much."""
+
+    def __init__(self, tokens: int, limit: int = MAX_QUESTION_TOKENS) -> None:
+        self.tokens, self.limit = tokens, limit
+        super().__init__(
+            f"the question (with its options and the chat scaffolding) is {tokens} tokens; the limit is "
+            f"{limit} tokens (egovlm.contract.MAX_QUESTION_TOKENS): shorten the question or its options"
+        )
+
+
+def check_question_tokens(tokens: int, limit: int = MAX_QUESTION_TOKENS) -> None:
+    """Raise :class:`QuestionTooLongError` when a question turn of ``tokens`` exceeds ``limit``."""
+    if tokens > limit:
+        raise QuestionTooLongError(tokens, limit)
+
 
 def frame_label(frame: Frame) -> str:
     return f"Frame {frame.index} (t={frame.timestamp_s:.1f} s): "

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from egovlm.contract import build_messages, question_text
+from egovlm.contract import build_messages, check_question_tokens, question_text
 from egovlm.frames import Frame
 
 # The prefix does not depend on the question; any question renders it.
@@ -68,10 +68,12 @@ def split_ids(tokenizer: Any, prompt: PromptText, prefix_ids: Sequence[int] | No
     """Suffix token ids, after checking that tokenising the full prompt yields prefix + suffix.
 
     ``prefix_ids`` are the (unexpanded) ids the cache was built from; when given they must equal
-    the prefix part of the full tokenisation too."""
+    the prefix part of the full tokenisation too. A suffix longer than the contract's
+    ``MAX_QUESTION_TOKENS`` raises :class:`egovlm.contract.QuestionTooLongError` before the model runs."""
+    suffix = text_ids(tokenizer, prompt.suffix)
+    check_question_tokens(len(suffix))
     full = text_ids(tokenizer, prompt.full)
     prefix = list(prefix_ids) if prefix_ids is not None else text_ids(tokenizer, prompt.prefix)
-    suffix = text_ids(tokenizer, prompt.suffix)
     if full != prefix + suffix:
         n = next((i for i, (a, b) in enumerate(zip(full, prefix + suffix, strict=False)) if a != b), None)
         raise PromptBoundaryError(

@@ -28,7 +28,7 @@ def test_shipped_profiles_validate_and_fit(name: str) -> None:
     assert profile.device == name and profile.source.endswith(f"{name}.yaml")
     est = check_memory(profile)
     assert est.fits and est.max_capacity >= profile.keyframes.capacity
-    assert est.total_gb <= profile.memory_budget_gb
+    assert est.total_gb <= est.budget_gb
 
 
 def test_all_profile_files_are_covered() -> None:
@@ -74,12 +74,14 @@ def test_unknown_profile_lists_known_ones() -> None:
 
 
 def test_memory_check_refuses_what_cannot_fit(tmp_path: Path) -> None:
-    # fp16 weights of the 3B model (7.5 GB) cannot fit Orin Nano's 5.5 GB, whatever K.
+    # fp16 weights of the 3B model (7.57 GiB with the tied head in two graphs) cannot fit Orin Nano's
+    # budget (the export target's: 8 GB x 0.6 = 4.80 GiB), whatever K.
     with pytest.raises(MemoryBudgetError, match=r"orin-nano|custom") as err:
         check_memory(load_profile(_write(tmp_path, precision="fp16")))
-    assert "weights 7.5" in str(err.value) and "lower precision" in str(err.value)
-    # int4 fits with K=8 but not with K=200 of large keyframes: the error says how many fit.
-    big = load_profile(_write(tmp_path, keyframes__capacity=200, keyframes__size=[896, 672]))
+    assert "weights 7.57 GiB" in str(err.value) and "lower precision" in str(err.value)
+    assert "of 4.80 GiB (orin-nano: 8.0 GB x 0.6)" in str(err.value)
+    # int4 fits with the profile's K but not with K=200: the error says how many fit.
+    big = load_profile(_write(tmp_path, keyframes__capacity=200))
     with pytest.raises(MemoryBudgetError, match=r"at most \d+ keyframes fit") as err:
         check_memory(big)
     est = estimate_memory(big, KNOWN_MODELS["qwen2.5-vl-3b"])
@@ -94,6 +96,7 @@ def test_kv_grows_with_capacity_and_precision() -> None:
     assert dims.kv_bytes_per_token("fp16") == 2 * 36 * 2 * 128 * 2  # 36 layers, 2 KV heads of 128
     small, large = estimate_memory(p, dims, 4), estimate_memory(p, dims, 32)
     assert large.kv_gb > small.kv_gb * 5 and large.weights_gb == small.weights_gb
+    assert large.fits and not estimate_memory(p, dims, large.max_capacity + 1).fits
     int4 = estimate_memory(p.model_copy(update={"precision": "int4"}), dims, 32)
     assert int4.weights_gb < large.weights_gb / 2
 
@@ -113,6 +116,37 @@ def test_size_model_matches_real_parameter_counts(which: str, request: pytest.Fi
                     n *= d
                 total += n
     assert dims.text_params() + dims.vision_params() == total
+
+
+def test_one_accounting_with_the_export() -> None:
+    """The device profile's check IS the export's fit check: same plan for the same workload."""
+    from egovlm.export import fit
+    from egovlm.export import tensorrt_build as tb
+    from egovlm.export.targets import load_targets
+
+    profile = load_profile("orin-nano")
+    dims = KNOWN_MODELS["qwen2.5-vl-3b"]
+    est = check_memory(profile)
+    target = load_targets()["orin-nano"]
+    weights = fit.weight_bytes(dims.tensors(), "tensorrt", target.default_precision)
+    work = fit.Workload(
+        keyframes=profile.keyframes.capacity,
+        tokens_per_keyframe=profile.keyframes.tokens_per_keyframe,
+        new_tokens=profile.generation.max_new_tokens,
+    )
+    export = fit.memory_plan(dims, weights, work, profile.keyframes.size, tb.target_budget(target))
+    assert est.plan == export
+
+
+def test_budget_comes_from_the_profile_or_the_target(tmp_path: Path) -> None:
+    own = load_profile(_write(tmp_path, memory_budget_gb=64.0, overhead_gb=2.0))
+    assert check_memory(own).budget_gb == 64.0
+    data = yaml.safe_load((PROFILE_DIR / "orin-nano.yaml").read_text())
+    data["device"] = "watch"
+    path = tmp_path / "watch.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError, match="memory_budget_gb.*no export target"):
+        check_memory(load_profile(path))
 
 
 def test_published_sizes() -> None:
