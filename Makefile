@@ -49,7 +49,7 @@ $(TRT_BINDINGS): scripts/fetch-trt-bindings.sh
 	touch $@
 
 # A sharpened tiny model and its fp32 + int8 ONNX exports, made by the main venv (the workstation side).
-$(DEVICE_FIXTURE)/.done: $(STAMP) tests/device/fixture.py
+$(DEVICE_FIXTURE)/.done: $(STAMP) tests/device/fixture.py $(wildcard export/*.py egovlm/models/*.py)
 	rm -rf $(DEVICE_FIXTURE)
 	$(BIN)/python -m tests.device.fixture $(DEVICE_FIXTURE)
 	touch $@
