@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def export(model: Path, out: Path, precision: str) -> Path:
     return out
 
 
-def reference_answers(model: Path) -> list[dict[str, object]]:
+def reference_answers(model: Path) -> list[dict[str, Any]]:
     """The torch backend's greedy answers on ``keyframe_images(4, seed=3)``: what the device must say."""
     from egovlm.edge.backends import create_backend
     from egovlm.edge.buffer import KeyframeBuffer

@@ -13,11 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.device.fixture import N_NEW, QUESTIONS, keyframe_images
+from tests.live_server import LiveServer, edge_run
 
 pytestmark = pytest.mark.device
 
@@ -89,77 +86,25 @@ def test_int8_export_answers(fixture_dir: Path) -> None:
     assert "".join(pieces) == answer.text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def server(fixture_dir: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+def server(fixture_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
     """The real ``egovlm edge run`` process of this venv, on the synthetic live source."""
-    port = _free_port()
-    log = tmp_path / "edge-run.log"
-    cmd = [
-        str(Path(sys.executable).with_name("egovlm")),
-        "edge",
-        "run",
-        "--source",
-        "synth://",
-        "--backend",
-        "onnx",
-        "--model",
-        str(fixture_dir / "fp32"),
-        "--capacity",
-        "4",
-        "--max-new-tokens",
-        str(N_NEW),
-        "--port",
-        str(port),
-        "--status-every",
-        "0",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield f"http://127.0.0.1:{port}", proc, log
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    args = ["--source", "synth://", "--backend", "onnx", "--model", str(fixture_dir / "fp32")]
+    args += ["--capacity", "4", "--max-new-tokens", str(N_NEW), "--status-every", "0"]
+    with edge_run(args, tmp_path / "edge-run.log") as live:
+        yield live
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> dict[str, Any]:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"egovlm edge run exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            last = httpx.get(f"{url}/healthz", timeout=5).json()
-            if last.get("keyframes", 0) >= 2:
-                return last
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"no keyframes within {timeout} s (last /healthz: {last}):\n{log.read_text()[-4000:]}")
-
-
-def test_edge_run_answers_over_http(server: tuple[str, subprocess.Popen[bytes], Path]) -> None:
+def test_edge_run_answers_over_http(server: LiveServer) -> None:
     import httpx
 
     from egovlm.contract import parse_answer
 
-    url, proc, log = server
-    health = _wait_ready(url, proc, log)
+    url = server.url
+    health = server.wait_ready()
     assert health["model"]["backend"] == "onnx"
     question, options = QUESTIONS[0]
+    assert options is not None
     for use_cache in (True, False):
         r = httpx.post(
             f"{url}/v1/ask",
@@ -172,8 +117,6 @@ def test_edge_run_answers_over_http(server: tuple[str, subprocess.Popen[bytes], 
         assert 1 <= body["latency"]["n_new_tokens"] <= N_NEW
         assert len(body["frames"]) >= 2
         assert body["format_ok"] == parse_answer(body["text"], "".join(options)).format_ok
-    assert proc.poll() is None, "the server died answering"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0
-    text = log.read_text()
-    assert "Traceback" not in text, text[-4000:]
+    assert server.alive(), f"the server died answering:\n{server.tail()}"
+    assert server.stop() == 0
+    assert "Traceback" not in server.tail(10**6), server.tail()
