@@ -6,6 +6,7 @@ strings do not pay for loading GStreamer's plugin registry.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -32,10 +33,8 @@ def _pin_gcc_unwinder() -> None:
     unwinder the C++ code was built against. No library does this for us; it is the load order the
     fix needs, done once, before the first ``import gi``."""
     name = ctypes.util.find_library("gcc_s") or "libgcc_s.so.1"
-    try:
+    with contextlib.suppress(OSError):  # a libc without libgcc_s (musl) has no mixed unwinders to fear
         ctypes.CDLL(name, mode=os.RTLD_GLOBAL | os.RTLD_NOW)
-    except OSError:  # a libc without libgcc_s (musl) has no mixed unwinders to fear
-        pass
 
 
 def _load() -> tuple[Any, Any, Any]:
