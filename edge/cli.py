@@ -555,14 +555,44 @@ def format_answer_report(a: dict[str, Any], printed_text: bool = False) -> str:
 def doctor(
     model: Path | None = typer.Option(None, help="Also check a model folder."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    acceptance: Path | None = typer.Option(
+        None,
+        help="Acceptance run of an export on this device: doctor, build engines if missing, the live "
+        "runtime for --seconds, the latency benchmark; one report (JSON + Markdown) to share.",
+    ),
+    source: str | None = typer.Option(
+        None, help="With --acceptance: " + SOURCE_HELP + " (default: the camera found)."
+    ),
+    seconds: float = typer.Option(120.0, min=1.0, help="With --acceptance: how long the live runtime runs."),
+    backend: str | None = typer.Option(
+        None, help="With --acceptance: onnx | tensorrt (default: the export's)."
+    ),
+    profile: str | None = typer.Option(
+        None, help="With --acceptance: device profile (default: the export's target)."
+    ),
+    out: Path | None = typer.Option(
+        None, help="With --acceptance: report folder (default: runs/acceptance/NAME-TIME)."
+    ),
+    bench: bool = typer.Option(True, help="With --acceptance: also run the latency benchmark."),
 ) -> None:
     """Check this machine for the edge runtime, with the fix for anything missing.
 
     Covers GStreamer elements, cameras, CUDA, TensorRT, JetPack, power mode and memory; exit
-    code 1 when something required is missing."""
+    code 1 when something required is missing. With --acceptance EXPORT_DIR: the acceptance run
+    (egovlm.edge.acceptance); exit code 1 when any of its steps failed."""
     from egovlm.edge.doctor import as_json as checks_json
     from egovlm.edge.doctor import render, run_checks
 
+    if acceptance is not None:
+        from egovlm.edge.acceptance import AcceptanceOptions, default_out, run_acceptance
+
+        opts = AcceptanceOptions(
+            acceptance, out or default_out(acceptance), source, seconds, backend, profile, bench=bench
+        )
+        report = run_acceptance(opts, echo=typer.echo)
+        typer.echo(report.markdown())
+        typer.echo(f"report: {opts.out / 'acceptance.json'} and {opts.out / 'acceptance.md'}")
+        raise typer.Exit(0 if report.passed else 1)
     checks = run_checks(model=model)
     typer.echo(json.dumps(checks_json(checks), indent=2) if as_json else render(checks))
     if any(c.status == "missing" for c in checks):

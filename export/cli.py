@@ -48,7 +48,9 @@ def export(
     ),
     edgellm_bin: Path = typer.Option(None, help="bin/ folder of the environment with tensorrt-edgellm."),
     keyframes: int = typer.Option(
-        8, help="Keyframes the device keeps in the prompt (sizes TensorRT profiles)."
+        None,
+        help="Keyframes the device keeps in the prompt (sizes TensorRT profiles and the fit check; "
+        "default: the device profile's keyframes.capacity, configs/edge/TARGET.yaml).",
     ),
     threads: int = typer.Option(
         None, help="CPU threads for torch and ONNX Runtime (1 is fastest on a busy box)."

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ def write_manifest(root: Path, body: dict[str, Any]) -> Path:
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **body,
         "files": file_table(root),
     }

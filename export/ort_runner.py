@@ -9,7 +9,8 @@ caller can prefill [system + frames] once, keep the state, and append only a que
 runtime's cached prefix, DESIGN.md section 5). Greedy tokens equal ``model.generate``'s
 (``tests/export/test_ort_runner.py``).
 
-Imports torch nowhere: the device needs numpy, onnxruntime and the (transformers) processor only.
+Imports neither torch nor transformers: the device needs numpy, onnxruntime and the export's processor
+files, read by :mod:`egovlm.processing`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from egovlm.export.positions import decode_positions, mrope_positions
+from egovlm.processing import Processor
 
 if TYPE_CHECKING:
     from egovlm.export.manifest import Manifest
 
-IMAGE_PAD = "<|image_pad|>"
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
 
 
@@ -136,12 +137,19 @@ class OrtBackend:
 
 
 class VLMRunner:
-    """Greedy generation over a :class:`GraphBackend`; see the module docstring."""
+    """Greedy generation over a :class:`GraphBackend`; see the module docstring.
 
-    def __init__(self, backend: GraphBackend, dims: RunnerDims, processor: Any) -> None:
+    ``processor``: an :class:`egovlm.processing.Processor` (the device loads the export's), or a
+    transformers processor (the workstation's export pipeline hands the checkpoint's). Either way
+    the runner's inputs and text come from :attr:`processing`, the torch-free one, so the export's
+    parity check runs the device's preprocessing; :attr:`processor` keeps what was given (the
+    parity reference runs the PyTorch model through transformers' own)."""
+
+    def __init__(self, backend: GraphBackend, dims: RunnerDims, processor: Processor | Any) -> None:
         self.backend = backend
         self.dims = dims
         self.processor = processor
+        self.processing = Processor.of(processor)
 
     @classmethod
     def from_export(
@@ -171,24 +179,19 @@ class VLMRunner:
     def with_backend(cls, manifest: Manifest, backend: GraphBackend) -> VLMRunner:
         """A runner over any :class:`GraphBackend` (e.g. TensorRT engines) for ``manifest``'s model,
         with the processor the export ships."""
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(str(manifest.processor_dir), local_files_only=True)
-        return cls(backend, RunnerDims.from_model_block(manifest.model), processor)
+        return cls(
+            backend, RunnerDims.from_model_block(manifest.model), Processor.from_dir(manifest.processor_dir)
+        )
 
     # -- inputs -----------------------------------------------------------------------------------
     def pixel_values(self, image: np.ndarray) -> np.ndarray:
         """One keyframe (HxWx3 uint8 RGB, any size) -> the vision graph's pixel_values."""
-        from PIL import Image
-
         from egovlm.frames import resize_for_model
 
-        resized = resize_for_model(image, self.dims.keyframe_size)
-        out = self.processor.image_processor(images=[Image.fromarray(resized)], return_tensors="np")
-        grid = tuple(int(x) for x in out["image_grid_thw"][0])
+        pixels, grid = self.processing.pixel_values(resize_for_model(image, self.dims.keyframe_size))
         if grid != self.dims.image_grid_thw:
             raise ValueError(f"keyframe grid {grid} differs from the exported {self.dims.image_grid_thw}")
-        return np.asarray(out["pixel_values"], dtype=np.float32)
+        return pixels
 
     def encode_keyframe(self, image: np.ndarray) -> np.ndarray:
         """Merged visual tokens ``[tokens_per_keyframe, hidden]`` of one keyframe (cache these)."""
@@ -197,9 +200,7 @@ class VLMRunner:
     def prompt_ids(self, messages: list[dict[str, Any]]) -> np.ndarray:
         """Token ids of chat ``messages`` (contract.build_messages) with each image placeholder expanded
         to the keyframe's token count, as the processor would, without touching pixels."""
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        expanded = text.replace(IMAGE_PAD, IMAGE_PAD * self.dims.tokens_per_keyframe)
-        ids = self.processor.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+        ids = self.processing.prompt_ids(messages, self.dims.tokens_per_keyframe)
         return np.asarray(ids, dtype=np.int64)
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ class VLMRunner:
         start = time.perf_counter()
         tokens, logits, _ = self.greedy(state, max_new_tokens, keep_logits=keep_logits)
         timings["decode_s"] = time.perf_counter() - start
-        text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
+        text = self.processing.decode(tokens)
         return GenerationResult(
             tokens=tokens, text=text, prompt_tokens=int(ids.size), timings=timings, step_logits=logits
         )

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import TextStreamer
 
 from egovlm.contract import SYSTEM_PROMPT, build_messages
 from egovlm.edge.backends.base import (
@@ -51,6 +50,7 @@ from egovlm.edge.backends.prompt import (
 from egovlm.export.ort_runner import KVState, VLMRunner
 from egovlm.export.positions import mrope_positions
 from egovlm.frames import Frame
+from egovlm.processing import TextStream
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,6 @@ class _ExportPrefix:
     text_ids: tuple[int, ...]  # tokenised prefix text, image placeholders unexpanded
     input_ids: np.ndarray  # (P,) int64, image placeholders expanded
     kv: KVState  # after the P prefix tokens; shared by every question, never written
-
-
-class _Stream(TextStreamer):
-    """transformers' word-boundary-aware incremental detokeniser, fed token by token."""
-
-    def __init__(self, tokenizer: Any, on_text: TokenCallback) -> None:
-        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
-        self.on_text = on_text
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self.on_text(text)
 
 
 class ExportBackend(Backend):
@@ -91,8 +79,8 @@ class ExportBackend(Backend):
         self.export_dir = export_dir
         self.info = dict(info or {})
         self.config_path = config_path or export_dir / "processor" / "config.json"
-        self.processor = runner.processor
-        self.tokenizer = runner.processor.tokenizer
+        self.processor = runner.processing  # torch-free (egovlm.processing)
+        self.tokenizer = self.processor.tokenizer
         self.dims = runner.dims
         self.vision_end_id = int(self.tokenizer.convert_tokens_to_ids("<|vision_end|>"))
         self.vision_calls = 0  # how many times the vision graph ran (tests, status, benchmark)
@@ -271,7 +259,7 @@ class ExportBackend(Backend):
         on_text: TokenCallback | None,
     ) -> Generation:
         choose = _chooser(params)
-        stream = _Stream(self.tokenizer, on_text) if on_text is not None else None
+        stream = TextStream(self.tokenizer, on_text) if on_text is not None else None
         tokens: list[int] = []
         scores: list[np.ndarray] = []
         first = last = t_prepared
@@ -285,14 +273,14 @@ class ExportBackend(Backend):
             if len(tokens) == 1:
                 first = last
             if stream is not None:
-                stream.put(np.asarray([token]))
+                stream.put([token])
             if token in self.dims.eos_token_ids or len(tokens) >= params.max_new_tokens:
                 break
             state = self.runner.step(state, token)
         if stream is not None:
             stream.end()
         return Generation(
-            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+            text=self.processor.decode(tokens),
             token_ids=tokens,
             n_prompt_tokens=n_prompt,
             n_prefill_tokens=n_prefill,

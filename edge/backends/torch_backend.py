@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache, TextStreamer
+from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from egovlm.contract import SYSTEM_PROMPT
@@ -49,6 +49,7 @@ from egovlm.edge.backends.prompt import (
 )
 from egovlm.frames import Frame
 from egovlm.models.loading import LoadedModel, load_model
+from egovlm.processing import TextStream
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
 DTYPES |= {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -66,34 +67,32 @@ class _TorchPrefix:
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values); never written
 
 
-class _Stream(TextStreamer):
-    """Records when each new token arrives; forwards decoded text when a callback is given."""
+class _Stream:
+    """``generate``'s streamer (its put/end protocol): records when each new token arrives and,
+    when a callback is given, forwards decoded text through the same incremental detokeniser
+    as the export backends (:class:`egovlm.processing.TextStream`)."""
 
     def __init__(self, tokenizer: Any, on_text: TokenCallback | None) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self.on_text = on_text
+        self.text = TextStream(tokenizer, on_text) if on_text is not None else None
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
         self._seen_prompt = False
 
-    def put(self, value: Any) -> None:
+    def put(self, value: torch.Tensor) -> None:
         if not self._seen_prompt:  # generate first echoes the prompt
             self._seen_prompt = True
             return
         now = time.perf_counter()
         self.first_token_at = self.first_token_at or now
         self.last_token_at = now
-        if self.on_text is not None:
-            self.next_tokens_are_prompt = False
-            super().put(value)
+        if self.text is not None:
+            if value.ndim > 1 and value.shape[0] > 1:
+                raise BackendError("streaming supports one sequence at a time")
+            self.text.put(value.reshape(-1).tolist())
 
     def end(self) -> None:
-        if self.on_text is not None:
-            super().end()
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if self.on_text is not None and text:
-            self.on_text(text)
+        if self.text is not None:
+            self.text.end()
 
 
 class TorchBackend(Backend):
