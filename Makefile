@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp sc
 
 # TensorRT's Python bindings of each supported release (and of 8.6, which must be refused), for the
 # API-surface test: fetched at set-up, never at test time.
-$(TRT_BINDINGS): scripts/fetch-trt-bindings.sh
+$(TRT_BINDINGS): scripts/fetch-trt-bindings.sh | $(STAMP)
 	bash scripts/fetch-trt-bindings.sh .cache/trt-bindings
 	touch $@
 

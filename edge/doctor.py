@@ -24,6 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from egovlm import trt_support
+from egovlm.trt_support import L4T_RELEASES
+
 Status = Literal["ok", "warn", "missing", "info"]
 
 # element -> Debian package (x86/arm64 Debian/Ubuntu) that provides it
@@ -48,16 +51,9 @@ JETSON_ELEMENTS: dict[str, str] = {
     "nvv4l2decoder": "hardware H.264/H.265 decode",
     "nvvidconv": "hardware colour conversion and scaling",
 }
-# L4T release -> JetPack (the L4T numbers a JetPack 5/6 image reports in /etc/nv_tegra_release)
-L4T_TO_JETPACK: dict[str, str] = {
-    "35.3": "5.1.1",
-    "35.4": "5.1.2",
-    "35.5": "5.1.3",
-    "35.6": "5.1.4",
-    "36.2": "6.0 DP",
-    "36.3": "6.0",
-    "36.4": "6.1/6.2",
-}
+# L4T release -> JetPack (the L4T numbers a JetPack image reports in /etc/nv_tegra_release); the
+# TensorRT, CUDA and Python each ships are in egovlm.trt_support.L4T_RELEASES.
+L4T_TO_JETPACK: dict[str, str] = {l4t: jp.jetpack for l4t, jp in L4T_RELEASES.items()}
 
 
 @dataclass(frozen=True)
@@ -76,6 +72,9 @@ class Host:
     which: Callable[[str], str | None] = shutil.which
     has_element: Callable[[str], bool] | None = None  # None: ask GStreamer
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    python: tuple[int, int, int] = field(
+        default_factory=lambda: (sys.version_info.major, sys.version_info.minor, sys.version_info.micro)
+    )
 
     def path(self, p: str) -> Path:
         return self.root / p.lstrip("/")
@@ -113,12 +112,32 @@ def is_jetson(host: Host) -> bool:
     return l4t_release(host) is not None or host.path("/etc/nv_tegra_release").exists()
 
 
+def jetpack_of(host: Host) -> trt_support.JetPack | None:
+    """What this Jetson's L4T release ships (None off Jetson or for an L4T the table does not know)."""
+    release = l4t_release(host)
+    return L4T_RELEASES.get(".".join(release.split(".")[:2])) if release else None
+
+
 def check_python(host: Host) -> list[Check]:
-    return [
-        Check(
-            "python", "info", f"Python {platform.python_version()} on {platform.machine()} ({sys.platform})"
-        )
-    ]
+    """This Python against the device window (3.10-3.12) and, on Jetson, against the Python JetPack's
+    TensorRT bindings are built for (python3-libnvinfer exists for the system python3 only)."""
+    major, minor, micro = host.python
+    detail = f"Python {major}.{minor}.{micro} on {platform.machine()} ({sys.platform})"
+    problem = trt_support.python_problem((major, minor))
+    if problem is not None:
+        return [Check("python", "missing", detail + " (unsupported)", problem)]
+    jetpack = jetpack_of(host)
+    if jetpack is not None and jetpack.supported and jetpack.python != f"{major}.{minor}":
+        return [
+            Check(
+                "python",
+                "warn",
+                f"{detail}; JetPack {jetpack.jetpack}'s TensorRT bindings are for Python {jetpack.python}",
+                f"create the venv with the system python{jetpack.python} and --system-site-packages "
+                "(the tensorrt backend needs JetPack's bindings; the onnx backend works either way)",
+            )
+        ]
+    return [Check("python", "ok", detail)]
 
 
 def check_gstreamer(host: Host) -> list[Check]:
@@ -225,10 +244,15 @@ def check_cuda(host: Host) -> list[Check]:
     checks = [Check("nvidia-smi", "ok", smi.strip().replace("\n", "; "))] if smi else []
     try:
         torch = importlib.import_module("torch")
-    except ImportError:
+    except ImportError:  # the device install has no torch: the onnx and tensorrt backends do not need it
         return [
             *checks,
-            Check("torch", "missing", "torch not installed", "pip install -e '.[edge]' -c constraints.txt"),
+            Check(
+                "torch",
+                "info",
+                "torch not installed: fine for --backend onnx | tensorrt (the device install); "
+                "--backend torch needs pip install -e '.[workstation]' -c constraints.txt",
+            ),
         ]
     cuda_build = getattr(torch.version, "cuda", None)
     if torch.cuda.is_available():
@@ -236,8 +260,8 @@ def check_cuda(host: Host) -> list[Check]:
         return [*checks, Check("cuda", "ok", f"torch {torch.__version__} (CUDA {cuda_build}) sees {name}")]
     if is_jetson(host):
         fix = (
-            "install NVIDIA's PyTorch wheel for your JetPack (the PyPI wheel has no Jetson CUDA); "
-            "see edge/docker/Dockerfile.jetpack6"
+            "install NVIDIA's PyTorch wheel for your JetPack (the PyPI wheel has no Jetson CUDA), "
+            "or run --backend onnx | tensorrt, which need no torch (edge/docker/README.md)"
         )
         return [*checks, Check("cuda", "missing", f"torch {torch.__version__} cannot use the GPU", fix)]
     return [
@@ -247,61 +271,94 @@ def check_cuda(host: Host) -> list[Check]:
 
 
 def check_tensorrt(host: Host) -> list[Check]:
-    jetson = is_jetson(host)
+    """TensorRT as this Python imports it, checked against the support window (10.3+), else what
+    dpkg says is installed; then CUDA as the tensorrt backend reaches it (cuda-python)."""
+    return [_tensorrt_check(host), _cuda_python_check(host)]
+
+
+def _tensorrt_check(host: Host) -> Check:
     try:
-        trt = importlib.import_module("tensorrt")
-        version = getattr(trt, "__version__", "?")
-        return [Check("tensorrt", "ok", f"tensorrt {version} (Python)")]
-    except Exception:  # the PyPI stub raises on import when the real wheel is absent
-        pass
-    dpkg = host.run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer10"]) or host.run(
-        ["dpkg-query", "-W", "-f=${Version}", "tensorrt"]
-    )
-    if dpkg:
-        return [
-            Check(
-                "tensorrt",
-                "warn",
-                f"TensorRT {dpkg.strip()} installed but not importable from this Python",
-                "use the system python3-libnvinfer bindings: create the venv with --system-site-packages",
-            )
-        ]
-    if jetson:
-        return [
-            Check(
-                "tensorrt",
-                "missing",
-                "TensorRT not found",
-                "sudo apt-get install nvidia-jetpack (or tensorrt)",
-            )
-        ]
-    return [
-        Check(
-            "tensorrt",
-            "info",
-            "absent: the tensorrt backend runs on Jetson/NVIDIA GPUs; torch and onnx work here",
+        trt = trt_support.import_tensorrt()
+    except trt_support.TensorRTUnsupportedError as e:
+        return Check("tensorrt", "missing", str(e).split(";")[0] + " (unsupported)", trt_support.UPGRADE)
+    except trt_support.TensorRTUnavailableError:
+        return _tensorrt_from_dpkg(host)
+    version = str(trt.__version__)
+    if trt_support.newer_than_checked(version):
+        newest = ".".join(map(str, trt_support.NEWEST_CHECKED))
+        return Check(
+            "tensorrt", "ok", f"TensorRT {version} (Python); newer than {newest}, the newest release checked"
         )
-    ]
+    return Check("tensorrt", "ok", f"TensorRT {version} (Python)")
+
+
+def _tensorrt_from_dpkg(host: Host) -> Check:
+    installed = None
+    for package in ("tensorrt", "libnvinfer10", "libnvinfer8"):
+        out = host.run(["dpkg-query", "-W", "-f=${Version}", package])
+        if out and out.strip():
+            installed = out.strip()
+            break
+    if installed:
+        problem = trt_support.support_problem(installed)
+        if problem is not None:
+            return Check("tensorrt", "missing", problem.split(";")[0] + " (unsupported)", trt_support.UPGRADE)
+        return Check(
+            "tensorrt",
+            "warn",
+            f"TensorRT {installed} installed but not importable from this Python",
+            "use the system python3-libnvinfer bindings: create the venv with the system python3 and "
+            "--system-site-packages",
+        )
+    if is_jetson(host):
+        return Check(
+            "tensorrt", "missing", "TensorRT not found", "sudo apt-get install nvidia-jetpack (or tensorrt)"
+        )
+    return Check(
+        "tensorrt",
+        "info",
+        "absent: the tensorrt backend runs on Jetson/NVIDIA GPUs; torch and onnx work here",
+    )
+
+
+def _cuda_python_check(host: Host) -> Check:
+    problem = trt_support.cuda_device_error()
+    if problem is None:
+        return Check(
+            "cuda-python", "ok", "CUDA usable through cuda-python (the tensorrt backend's device memory)"
+        )
+    if is_jetson(host):
+        return Check("cuda-python", "missing", problem, trt_support.CUDA_PYTHON_HINT)
+    return Check("cuda-python", "info", f"{problem} (needed only by the tensorrt backend, on a GPU)")
 
 
 def check_jetpack(host: Host) -> list[Check]:
+    """L4T release, the JetPack it is (dpkg's nvidia-jetpack when installed), what it ships, and
+    whether that is inside the support window (JetPack 6.0 and older are not: TensorRT 8.x)."""
     release = l4t_release(host)
     if release is None:
         return [Check("jetpack", "info", "not a Jetson (no /etc/nv_tegra_release)")]
     model = (host.read("/proc/device-tree/model") or "Jetson").strip("\x00\n ")
-    jetpack = L4T_TO_JETPACK.get(".".join(release.split(".")[:2]))
+    shipped = jetpack_of(host)
+    jetpack = shipped.jetpack if shipped else None
     dpkg = host.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
-    if dpkg:
+    if dpkg and dpkg.strip():
         jetpack = dpkg.strip()
     detail = f"{model}: L4T {release}" + (f", JetPack {jetpack}" if jetpack else "")
-    major = int(release.split(".")[0])
-    if major < 36:
+    if shipped is None:
         return [
             Check(
                 "jetpack",
-                "warn",
-                detail + " (older than JetPack 6)",
-                "flash JetPack 6 (L4T r36): the Dockerfile and TensorRT 10 engines target it",
+                "info",
+                detail + ": an L4T release this version of egovlm does not know; the TensorRT and "
+                "Python checks decide",
+            )
+        ]
+    detail += f" (TensorRT {shipped.tensorrt}, CUDA {shipped.cuda}, Python {shipped.python})"
+    if not shipped.supported:
+        return [
+            Check(
+                "jetpack", "missing", detail + ": unsupported, TensorRT older than 10.3", trt_support.UPGRADE
             )
         ]
     return [Check("jetpack", "ok", detail)]
@@ -371,7 +428,7 @@ def check_python_packages(host: Host) -> list[Check]:
                 "python packages",
                 "missing",
                 f"not installed: {missing}",
-                "pip install -c constraints.txt -e '.[edge]'",
+                "pip install -c constraints.txt -e '.[device]'",
             )
         ]
     checks = [Check("python packages", "ok", "fastapi, uvicorn, prometheus_client, httpx")]
@@ -382,7 +439,7 @@ def check_python_packages(host: Host) -> list[Check]:
         )
     except ImportError:
         checks.append(
-            Check("onnxruntime", "info", "absent (needed for --backend onnx)", "pip install -e '.[export]'")
+            Check("onnxruntime", "info", "absent (needed for --backend onnx)", "pip install -e '.[device]'")
         )
     return checks
 

@@ -1,21 +1,34 @@
 """The ``tensorrt`` backend without TensorRT or a GPU (the real engines await a device):
 
-* construction refuses with everything that is missing and the fix (tensorrt module, CUDA device,
-  engines not built -> `egovlm export build-engines DIR`), on a real orin-nano export;
+* construction refuses with everything that is missing and the fix (a supported tensorrt module,
+  usable CUDA, engines not built -> `egovlm export build-engines DIR`), on a real orin-nano export;
+  TensorRT 8.6 (JetPack 6.0) is refused with the JetPack upgrade;
 * decoder profile selection and its limits (pure functions), on the profiles export plans;
-* the backend's non-TensorRT half (``TrtGraphs``: profile choice per call, KV kept as device-side
-  torch tensors, present/past ordering) driven by the shared cached-prefix code, with each engine
-  replaced by an ONNX Runtime session over the same export's graph: answers equal the onnx
-  backend's token for token;
+* :class:`DeviceArray` (the cuda-python device tensor) over a host-memory stand-in with CUDA's copy
+  semantics: uploads, downloads, the 2-D copy that slices the leading KV positions, frees;
+* the whole engine half (``TrtEngine`` + ``TrtGraphs`` + ``TensorRTBackend._open``) against a fake
+  ``tensorrt`` module whose engines run the export's own graphs through ONNX Runtime, reading and
+  writing the addresses bound with ``set_tensor_address`` and checking every input shape against
+  the active optimisation profile: answers equal the onnx backend's token for token, the KV of one
+  call is bound as the next call's ``past_*`` at the same device address (never via the host), and
+  plans are loaded through ``IStreamReaderV2`` (TensorRT 10.9+) or ``mmap`` (10.3), never as bytes;
 * engines that do not match their export (another model size, precision or layer count; a
   truncated plan; a plan modified after its manifest was written; a plan the manifest does not
-  hash) are refused at load, naming the engine file and the tensor, before any GPU work; a fake
-  ``tensorrt`` module stands in for the TensorRT 10 engine-inspection API.
+  hash) are refused at load, naming the engine file and the tensor, before any GPU work;
+* the CUDA calls the backend makes exist in the installed cuda-python, and a CUDA error (here: no
+  driver) becomes a BackendError naming the call and the CUDA error;
+* ONNX Runtime's TensorRT provider gets one optimisation profile per input of all three graphs in
+  the string format ONNX Runtime parses (parsed back here as its ParseProfileShapes does), spanning
+  every planned profile (ONNX Runtime runs only profile 0), engine and timing caches in the user's
+  cache folder under the manifest's hash; exports without profiles and int4/fp8 ``trt::`` Q/DQ graphs
+  are refused with what to run instead.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import mmap
 import re
 import shutil
 import sys
@@ -27,16 +40,28 @@ import numpy as np
 import pytest
 import torch
 
+import egovlm.edge.backends.tensorrt_backend as tb
 from egovlm.descriptor import describe
 from egovlm.edge.backends import BackendError, GenerationParams, create_backend
-from egovlm.edge.backends.onnx_backend import OnnxBackend
+from egovlm.edge.backends.onnx_backend import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    OnnxBackend,
+    merged_profile,
+    ort_tensorrt_cache_dir,
+    select_providers,
+    tensorrt_provider_options,
+    wants_tensorrt,
+)
 from egovlm.edge.backends.tensorrt_backend import (
     DECODE,
     PREFILL,
+    DeviceArray,
     ProfileRange,
     TensorRTBackend,
-    TrtGraphs,
     choose_profile,
+    device_index,
     manifest_profile_ranges,
     missing_requirements,
     profile_ranges,
@@ -77,13 +102,17 @@ def _tensorrt_importable() -> bool:
 
 
 def test_construction_names_everything_missing(nano_dir: Path) -> None:
-    if _tensorrt_importable() or torch.cuda.is_available():
-        pytest.skip("TensorRT or a GPU is present here")
+    if _tensorrt_importable():
+        pytest.skip("TensorRT is present here")
     with pytest.raises(BackendError) as info:
         create_backend("tensorrt", nano_dir)
     message = str(info.value)
     assert message.startswith("tensorrt backend cannot start here: (1) the tensorrt Python module")
-    assert "(2) no CUDA device (torch.cuda.is_available() is False)" in message
+    assert "--system-site-packages" in message  # JetPack's bindings, not a pip stub
+    # (2): no cuda-python (device venv) or no driver (here: cuda-python comes with torch)
+    assert re.search(
+        r"\(2\) CUDA is not usable here \((cuda-python is not installed|CUDA reports \w+)", message
+    )
     assert "(3) engines not built" in message and "'pending-device'" in message
     assert f"run `egovlm export build-engines {nano_dir}` on the device" in message
 
@@ -107,22 +136,47 @@ def test_requirements_report_only_what_is_missing(
     assert missing_requirements(manifest, None, None) == []
 
 
-def test_a_tensorrt_module_without_a_gpu_is_not_enough(
+def _version_only(version: str) -> types.ModuleType:
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version  # type: ignore[attr-defined]
+    return module
+
+
+def test_a_tensorrt_module_without_cuda_is_not_enough(
     nano_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present here")
-    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setitem(sys.modules, "tensorrt", _version_only("10.3.0"))
+    monkeypatch.setattr(tb, "_cuda_error", lambda: "CUDA reports cudaErrorNoDevice: no CUDA-capable device")
     with pytest.raises(BackendError) as info:
         TensorRTBackend.load(nano_dir)
     message = str(info.value)
-    assert "tensorrt Python module" not in message
-    assert "(1) no CUDA device" in message and "(2) engines not built" in message
+    assert "tensorrt Python module" not in message and "TensorRT 10.3.0" not in message
+    assert "(1) CUDA is not usable here (CUDA reports cudaErrorNoDevice" in message
+    assert "(2) engines not built" in message
+
+
+def test_jetpack_6_0s_tensorrt_is_refused_with_the_upgrade(
+    nano_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", _version_only("8.6.2"))
+    monkeypatch.setattr(tb, "_cuda_error", lambda: None)
+    with pytest.raises(BackendError) as info:
+        TensorRTBackend.load(nano_dir)
+    message = str(info.value)
+    assert "(1) TensorRT 8.6.2 is older than the supported 10.3 (JetPack 6.0 ships 8.6)" in message
+    assert "flash JetPack 6.1 or newer" in message
 
 
 def test_cpu_exports_and_model_folders_are_refused(tiny_model_dir: Path) -> None:
     with pytest.raises(BackendError, match="is a model folder"):
         create_backend("tensorrt", tiny_model_dir)
+
+
+def test_device_names() -> None:
+    assert device_index("cuda") == 0 and device_index("cuda:1") == 1
+    for bad in ("cpu", "cuda:x", "tensorrt:0"):
+        with pytest.raises(BackendError, match="expected cuda or cuda:N"):
+            device_index(bad)
 
 
 QWEN_3B = {
@@ -139,16 +193,20 @@ QWEN_3B = {
 
 
 def test_profile_choice_follows_the_planned_profiles() -> None:
+    from egovlm.export import fit
     from egovlm.export import tensorrt_build as tb
     from egovlm.export.targets import resolve
 
-    nano, _ = resolve("orin-nano")
-    plan = tb.plan_profiles(nano, QWEN_3B, weights_bytes=int(3.4 * 1024**3))
+    nano, precision = resolve("orin-nano")
+    dims = fit.KNOWN_MODELS["qwen2.5-vl-3b"]
+    work = fit.Workload(keyframes=4, new_tokens=192)
+    weights = fit.weight_bytes(dims.tensors(), "tensorrt", precision)
+    plan = tb.plan_profiles(nano, dims, weights, work, (448, 336))
     ranges = manifest_profile_ranges(tb.decoder_profiles(QWEN_3B, plan))
-    assert [(r.name, r.index) for r in ranges] == [(PREFILL, 0), (DECODE, 1)]
+    assert [(r.name, r.index) for r in ranges][:2] == [(PREFILL, 0), (DECODE, 1)]
     prefix = plan.prefix_tokens
     assert choose_profile(prefix, 0, ranges).name == PREFILL  # [system + frames] at once
-    assert choose_profile(40, prefix, ranges).name == PREFILL  # a question on the cached prefix
+    assert choose_profile(40, prefix, ranges).name == "question"  # a question on the cached prefix
     assert choose_profile(1, prefix + 40, ranges).name == DECODE  # each answer token
     assert choose_profile(1, 0, ranges).name == DECODE
     with pytest.raises(BackendError, match=r"no decoder profile takes 1 new tokens after .*--keyframes"):
@@ -171,80 +229,88 @@ def test_profile_ranges_from_engine_shapes() -> None:
         profile_ranges([PREFILL], embeds, past)
 
 
-_TORCH = {"tensor(float16)": torch.float16, "tensor(float)": torch.float32, "tensor(int64)": torch.int64}
-_NUMPY = {"tensor(float16)": np.float16, "tensor(float)": np.float32, "tensor(int64)": np.int64}
+# --- device memory: a host stand-in with CUDA's semantics ---------------------------------------------
 
 
-class SessionEngine:
-    """Stands in for a TrtEngine: the same graph through ONNX Runtime, inputs taken as numpy or
-    torch tensors, outputs returned as torch tensors (device tensors on a real device)."""
+class HostMemory:
+    """``DeviceMemory`` over host bytearrays. A "pointer" is (block id << 32) + byte offset, so the
+    pointer arithmetic of a 2-D copy (row r at base + r x pitch) is checked against block bounds,
+    like device memory would fault on it."""
 
-    def __init__(self, path: Path, profiles: dict[str, Any] | None = None) -> None:
-        import onnxruntime as ort
+    handle = 1234
 
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        io = [*self.session.get_inputs(), *self.session.get_outputs()]
-        self.dtypes = {t.name: _TORCH[t.type] for t in io}
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.profiles = profiles or {}
-        self.calls: list[tuple[int, int, int]] = []  # (profile, seq, past)
-        self.torch_kv_inputs = 0
+    def __init__(self) -> None:
+        self.blocks: dict[int, bytearray] = {}
+        self.next_block = 1
+        self.copies_2d = 0
+        self.uploads = 0
 
-    def profile_shapes(self, name: str) -> list[Any]:
-        return [shapes[name] for shapes in self.profiles.values()]
+    def activate(self) -> None:
+        pass
 
-    def run(self, feeds: dict[str, Any], profile: int = 0) -> dict[str, Any]:
-        if "past_key.0" in feeds:
-            self.calls.append((profile, feeds["inputs_embeds"].shape[1], feeds["past_key.0"].shape[2]))
-            self.torch_kv_inputs += isinstance(feeds["past_key.1"], torch.Tensor)
-        arrays = {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in feeds.items()}
-        # Like TrtEngine._to_device: cast every input to the engine's own dtype.
-        arrays = {i.name: arrays[i.name].astype(_NUMPY[i.type]) for i in self.session.get_inputs()}
-        out = self.session.run(None, arrays)
-        return {name: torch.from_numpy(np.asarray(v)) for name, v in zip(self.outputs, out, strict=True)}
+    def alloc(self, nbytes: int) -> int:
+        assert nbytes > 0, "CUDA allocations here are never empty (empty arrays use a placeholder)"
+        block, self.next_block = self.next_block, self.next_block + 1
+        self.blocks[block] = bytearray(nbytes)
+        return block << 32
 
+    def free(self, ptr: int) -> None:
+        assert ptr & 0xFFFFFFFF == 0, "free takes the pointer alloc returned"
+        del self.blocks[ptr >> 32]
 
-def test_engine_half_answers_like_onnx_runtime(nano_dir: Path) -> None:
-    from egovlm.export.ort_runner import VLMRunner
+    def view(self, ptr: int, nbytes: int) -> memoryview:
+        block, offset = self.blocks[ptr >> 32], ptr & 0xFFFFFFFF
+        assert offset + nbytes <= len(block), "access past the end of an allocation"
+        return memoryview(block)[offset : offset + nbytes]
 
-    manifest = load_manifest(nano_dir, verify=True)
-    planned = manifest.data["tensorrt"]["profiles"]["decoder"]
-    engines = {name: SessionEngine(manifest.graph_path(name)) for name in ("vision", "embed")}
-    engines["decoder"] = SessionEngine(manifest.graph_path("decoder"), planned)
-    graphs = TrtGraphs(engines, int(manifest.model["num_layers"]), list(planned))  # type: ignore[arg-type]
-    assert graphs.kv_dtype == np.float16
-    trt_like = TensorRTBackend(VLMRunner.with_backend(manifest, graphs), nano_dir)
-    onnx = OnnxBackend.load(nano_dir, threads=1)
+    def upload(self, ptr: int, host: np.ndarray) -> None:
+        self.uploads += 1
+        self.view(ptr, host.nbytes)[:] = np.ascontiguousarray(host).tobytes()
 
-    buf = KeyframeBuffer(capacity=3)
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        img = rng.integers(0, 256, (84, 112, 3), dtype=np.uint8)
-        buf.add(1.0 + i, resize_for_model(img, trt_like.keyframe_size), describe(img))
-    kfs = buf.snapshot().keyframes
-    params = GenerationParams(max_new_tokens=6, return_scores=True)
-    answers = []
-    for backend in (trt_like, onnx):
-        partial = backend.build_prefix(1, kfs[:2], [backend.encode_keyframe(k.id, k.image) for k in kfs[:2]])
-        feats = [backend.encode_keyframe(k.id, k.image) for k in kfs]
-        state = backend.build_prefix(2, kfs, feats, previous=partial)  # reuse slices device-side KV
-        assert 0 < state.reused_tokens < state.n_tokens
-        answers.append(backend.generate(state, "What did I pick up first?", None, params))
-    mine, ref = answers
-    assert mine.token_ids == ref.token_ids and len(mine.token_ids) == 6
-    assert mine.scores is not None and ref.scores is not None
-    np.testing.assert_allclose(np.stack(mine.scores), np.stack(ref.scores), atol=1e-3)
-    decoder = engines["decoder"]
-    profiles = [p for p, _, _ in decoder.calls]
-    seqs = [s for _, s, _ in decoder.calls]
-    # prefix, the two new keyframes, the question: prefill; each answer token after the first: decode
-    assert profiles == [0, 0, 0] + [1] * 5 and seqs[3:] == [1] * 5
-    assert decoder.torch_kv_inputs >= 6  # KV came back as the engine's own tensors, never via numpy
+    def download(self, host: np.ndarray, ptr: int) -> None:
+        host.reshape(-1).view(np.uint8)[:] = np.frombuffer(self.view(ptr, host.nbytes), np.uint8)
+
+    def copy_rows(self, dst: int, dst_pitch: int, src: int, src_pitch: int, width: int, rows: int) -> None:
+        assert width <= dst_pitch and width <= src_pitch  # cudaMemcpy2D's own precondition
+        self.copies_2d += 1
+        for r in range(rows):
+            self.view(dst + r * dst_pitch, width)[:] = self.view(src + r * src_pitch, width)
+
+    def synchronize(self) -> None:
+        pass
+
+    def device_name(self) -> str:
+        return "host stand-in"
 
 
-# --- engines that do not match their export: refused at load, by name ---------------------------------
+def test_device_array_round_trip_slice_and_free() -> None:
+    mem = HostMemory()
+    kv = np.arange(2 * 3 * 5 * 4, dtype=np.float16).reshape(2, 3, 5, 4)
+    array = DeviceArray.from_host(mem, kv, np.float16)
+    assert array.shape == (2, 3, 5, 4) and array.nbytes == kv.nbytes
+    np.testing.assert_array_equal(array.to_host(), kv)
+    for n in (0, 1, 3, 5, 9):  # 9: clipped to the length, as numpy slicing does
+        lead = array[:, :, :n, :].contiguous()
+        np.testing.assert_array_equal(lead.to_host(), kv[:, :, :n, :])
+    for bad in (np.s_[0], np.s_[:, :, 1:3, :], np.s_[:, 1:, :2, :], np.s_[:, :, ::2, :]):
+        with pytest.raises(BackendError, match=r"supports only \[:, :, :n, :\]"):
+            array[bad]
+    live = len(mem.blocks)
+    del array, lead
+    assert len(mem.blocks) == live - 2  # freed when collected
+    empty = DeviceArray.from_host(mem, np.zeros((1, 2, 0, 4), np.float32), np.float16)
+    assert empty.ptr == 0 and empty.to_host().shape == (1, 2, 0, 4) and len(mem.blocks) == live - 2
+    # host values are converted to the engine's dtype on the way in
+    np.testing.assert_array_equal(
+        DeviceArray.from_host(mem, np.array([1.5, 2.0]), np.float16).to_host(), [1.5, 2]
+    )
+
+
+# --- a fake tensorrt whose engines run the export's graphs through ONNX Runtime -----------------------
 
 _TRT_DTYPES = {"float32": "FLOAT", "float16": "HALF", "bfloat16": "BF16", "int64": "INT64", "int32": "INT32"}
+_ORT_TO_TRT = {"tensor(float16)": "HALF", "tensor(float)": "FLOAT", "tensor(int64)": "INT64"}
+_TRT_TO_NUMPY = {"HALF": np.float16, "FLOAT": np.float32, "INT64": np.int64, "INT32": np.int32}
 
 
 class _Member:
@@ -282,14 +348,125 @@ class FakeEngine:
         raise AssertionError("a mismatched engine must be refused before a context is made")
 
 
-def fake_tensorrt() -> Any:
-    """A ``tensorrt`` module whose "plans" are JSON lists of I/O tensors (anything else does not
-    deserialise: ``deserialize_cuda_engine`` returns None, as TensorRT does for a bad plan)."""
+class OrtEngine(FakeEngine):
+    """An engine "plan" naming an ONNX graph and its optimisation profiles: I/O as TensorRT would
+    report it, profiles as ``get_tensor_profile_shape`` returns them, contexts that run the graph."""
+
+    def __init__(self, trt: Any, onnx: str, profiles: list[dict[str, Any]]) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+        io = [
+            {
+                "name": t.name,
+                "mode": mode,
+                "shape": [d if isinstance(d, int) else -1 for d in t.shape],
+                "dtype": _ORT_TO_TRT[t.type],
+            }
+            for mode, tensors in (
+                ("INPUT", self.session.get_inputs()),
+                ("OUTPUT", self.session.get_outputs()),
+            )
+            for t in tensors
+        ]
+        super().__init__(trt, io)
+        self.profiles = profiles
+        self.num_optimization_profiles = len(profiles)
+        self.contexts: list[OrtContext] = []
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> list[list[int]]:
+        return [list(s) for s in self.profiles[index][name]]
+
+    def create_execution_context(self) -> Any:
+        self.contexts.append(OrtContext(self))
+        return self.contexts[-1]
+
+
+class OrtContext:
+    """IExecutionContext over ONNX Runtime: inputs are read from, outputs written to, the addresses
+    bound with ``set_tensor_address`` in the test's :class:`HostMemory`."""
+
+    def __init__(self, engine: OrtEngine) -> None:
+        self.engine, self.memory = engine, engine.trt.memory
+        self.profile = 0
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.results: dict[str, np.ndarray] | None = None
+        self.calls: list[tuple[int, dict[str, tuple[int, ...]]]] = []
+        self.outputs_written: set[int] = set()  # addresses this context's outputs were written to
+        self.past_from_outputs = 0  # past_* inputs bound at an address a previous output was written to
+
+    def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+        assert stream == self.memory.handle
+        self.profile = index
+        return True
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        lo, _, hi = self.engine.profiles[self.profile][name]
+        self.shapes[name] = tuple(shape)
+        self.results = None
+        return all(a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True))
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        assert ptr != 0, "TensorRT needs a non-null address, also for empty tensors"
+        self.addresses[name] = ptr
+        return True
+
+    def _run(self) -> dict[str, np.ndarray]:
+        if self.results is None:
+            feeds = {}
+            for name, shape in self.shapes.items():
+                dtype = _TRT_TO_NUMPY[self.engine.io[name]["dtype"]]
+                host = np.empty(shape, dtype)
+                if host.size:
+                    self.memory.download(host, self.addresses[name])
+                feeds[name] = host
+            outs = self.engine.session.run(None, feeds)
+            self.results = {
+                o.name: np.asarray(v) for o, v in zip(self.engine.session.get_outputs(), outs, strict=True)
+            }
+        return self.results
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._run()[name].shape)
+
+    def execute_async_v3(self, stream: int) -> bool:
+        assert stream == self.memory.handle
+        self.calls.append((self.profile, dict(self.shapes)))
+        self.past_from_outputs += sum(
+            self.addresses[n] in self.outputs_written for n in self.shapes if n.startswith("past_")
+        )
+        for name, value in self._run().items():
+            if value.size:
+                self.memory.upload(self.addresses[name], value)
+                self.outputs_written.add(self.addresses[name])
+        self.results = None
+        return True
+
+
+def fake_tensorrt(version: str = "10.9.0", memory: HostMemory | None = None) -> Any:
+    """A ``tensorrt`` module whose plans are JSON: a list of I/O tensors (an engine for the I/O
+    check only) or ``{"onnx": path, "profiles": [...]}`` (an engine that runs). Anything else does
+    not deserialise (``deserialize_cuda_engine`` returns None, as TensorRT does for a bad plan).
+    Plans arrive as TensorRT's bindings take them: a buffer, or an ``IStreamReaderV2``."""
     trt: Any = types.ModuleType("tensorrt")
-    trt.__version__ = "10.0-fake"
+    trt.__version__ = version
+    trt.memory = memory or HostMemory()
     trt.DataType = types.SimpleNamespace(**{n: _Member(n) for n in (*_TRT_DTYPES.values(), "INT8", "BOOL")})
     trt.TensorIOMode = types.SimpleNamespace(INPUT=_Member("INPUT"), OUTPUT=_Member("OUTPUT"))
-    trt.deserialized = []
+    trt.SeekPosition = types.SimpleNamespace(SET=_Member("SET"), CUR=_Member("CUR"), END=_Member("END"))
+    trt.deserialized = []  # how each plan arrived: "reader" or "mmap"
+    trt.engines = []
+
+    class IStreamReaderV2:
+        def __init__(self) -> None:
+            self.base_initialised = True
+
+        def read(self, num_bytes: int, stream: int) -> bytes:  # pure virtual in TensorRT
+            raise NotImplementedError
+
+        def seek(self, offset: int, where: Any) -> bool:
+            raise NotImplementedError
 
     class Logger:
         WARNING = 2
@@ -301,15 +478,97 @@ def fake_tensorrt() -> Any:
         def __init__(self, logger: Any) -> None:
             self.logger = logger
 
-        def deserialize_cuda_engine(self, data: bytes) -> Any:
-            trt.deserialized.append(data)
+        def deserialize_cuda_engine(self, plan: Any) -> Any:
+            if isinstance(plan, IStreamReaderV2):
+                assert plan.base_initialised, "the reader must call IStreamReaderV2.__init__"
+                assert plan.seek(0, trt.SeekPosition.SET)
+                chunks = []
+                while chunk := plan.read(1 << 40, 0):  # asks for "everything"; gets chunks
+                    assert len(chunk) <= tb.READ_CHUNK
+                    chunks.append(chunk)
+                data, how = b"".join(chunks), "reader"
+            else:
+                assert isinstance(plan, mmap.mmap), (
+                    f"plans are handed over without a bytes copy, got {type(plan)}"
+                )
+                data, how = bytes(plan), "mmap"
+            trt.deserialized.append(how)
             try:
-                return FakeEngine(trt, json.loads(data))
+                spec = json.loads(data)
             except ValueError:
                 return None
+            engine = OrtEngine(trt, **spec) if isinstance(spec, dict) else FakeEngine(trt, spec)
+            trt.engines.append(engine)
+            return engine
 
-    trt.Logger, trt.Runtime = Logger, Runtime
+    trt.IStreamReaderV2, trt.Logger, trt.Runtime = IStreamReaderV2, Logger, Runtime
     return trt
+
+
+def _runnable_plans(nano_dir: Path) -> dict[str, bytes]:
+    manifest = load_manifest(nano_dir, verify=False)
+    planned = manifest.data["tensorrt"]["profiles"]
+    return {
+        name: json.dumps(
+            {"onnx": str(manifest.graph_path(name)), "profiles": list(planned[name].values())}
+        ).encode()
+        for name in ("vision", "embed", "decoder")
+    }
+
+
+def _answers_with_reuse(backend: Any) -> Any:
+    buf = KeyframeBuffer(capacity=3)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = rng.integers(0, 256, (84, 112, 3), dtype=np.uint8)
+        buf.add(1.0 + i, resize_for_model(img, backend.keyframe_size), describe(img))
+    kfs = buf.snapshot().keyframes
+    partial = backend.build_prefix(1, kfs[:2], [backend.encode_keyframe(k.id, k.image) for k in kfs[:2]])
+    kept = [kfs[0], kfs[2]]  # the second keyframe left the buffer: only the first one's KV is reused,
+    feats = [backend.encode_keyframe(k.id, k.image) for k in kept]  # sliced from the old state
+    state = backend.build_prefix(2, kept, feats, previous=partial)
+    assert 0 < state.reused_tokens < state.n_tokens
+    return backend.generate(
+        state, "What did I pick up first?", None, GenerationParams(max_new_tokens=6, return_scores=True)
+    )
+
+
+@pytest.mark.parametrize(("version", "loaded_by"), [("10.3.0", "mmap"), ("10.13.0", "reader")])
+def test_the_engine_half_answers_like_onnx_runtime(
+    nano_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, loaded_by: str
+) -> None:
+    trt = fake_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "_cuda_error", lambda: None)
+    monkeypatch.setattr("egovlm.trt_support.cuda_runtime", lambda: "cuda-python")
+    monkeypatch.setattr(
+        tb, "CudaStream", lambda rt, index: trt.memory if (rt, index) == ("cuda-python", 0) else None
+    )
+    root = _built_export(nano_dir, tmp_path / "nano", _runnable_plans(nano_dir))
+    mine = TensorRTBackend.load(root, device="cuda:0")
+    assert trt.deserialized == [loaded_by] * 3
+    assert mine.describe()["runtime"] == f"tensorrt {version}" and mine.describe()["gpu"] == "host stand-in"
+    answer = _answers_with_reuse(mine)
+    ref = _answers_with_reuse(OnnxBackend.load(nano_dir, threads=1))
+    assert answer.token_ids == ref.token_ids and len(answer.token_ids) == 6
+    assert answer.scores is not None and ref.scores is not None
+    np.testing.assert_allclose(np.stack(answer.scores), np.stack(ref.scores), atol=1e-3)
+
+    [decoder_context] = trt.engines[2].contexts
+    manifest = load_manifest(root, verify=False)
+    names = list(manifest.data["tensorrt"]["profiles"]["decoder"])  # engine profile i = names[i]
+    chosen = [names[p] for p, _ in decoder_context.calls]
+    seqs = [shapes["inputs_embeds"][1] for _, shapes in decoder_context.calls]
+    # prefix, the two new keyframes, the question: a prefill profile (every shape inside it, or the
+    # fake context would have refused it); each answer token after the first: decode
+    assert seqs[3:] == [1] * 5 and DECODE not in chosen[:3] and chosen[3:] == [DECODE] * 5
+    layers = int(manifest.model["num_layers"])
+    # every decode step binds the previous step's present_* buffers as its past_*: no host round trip
+    assert decoder_context.past_from_outputs >= 5 * 2 * layers
+    assert trt.memory.copies_2d == 2 * layers  # the reused keyframes' KV: one 2-D device copy per tensor
+
+
+# --- engines that do not match their export: refused at load, by name ---------------------------------
 
 
 def plan_for(graph: dict[str, Any]) -> list[dict[str, Any]]:
@@ -431,14 +690,14 @@ def _built_export(nano_dir: Path, root: Path, plans: dict[str, bytes], listed: b
     return root
 
 
-@pytest.fixture
-def on_a_device(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """TensorRT importable (the fake) and a CUDA device reported present."""
-    import egovlm.edge.backends.tensorrt_backend as tb
-
-    trt = fake_tensorrt()
+@pytest.fixture(params=["10.3.0", "10.9.0"])
+def on_a_device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A supported TensorRT importable (the fake; mmap and stream-reader loading) and CUDA usable."""
+    trt = fake_tensorrt(request.param)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(tb, "_cuda_error", lambda: None)
+    monkeypatch.setattr("egovlm.trt_support.cuda_runtime", lambda: "cuda-python")
+    monkeypatch.setattr(tb, "CudaStream", lambda rt, index: trt.memory)
     return trt
 
 
@@ -459,12 +718,14 @@ def test_backend_refuses_a_wrong_shape_engine_before_touching_the_gpu(
         TensorRTBackend.load(root)  # FakeEngine.create_execution_context would fail the test
     message = str(info.value)
     assert f"engine {root / 'engines' / 'vision.plan'}: output visual_tokens has shape" in message, message
+    assert on_a_device.memory.blocks == {}  # no device memory taken
 
 
-def test_a_truncated_engine_is_named(nano_dir: Path, tmp_path: Path, on_a_device: Any) -> None:
+@pytest.mark.parametrize("cut", ["half", "empty"])
+def test_a_truncated_engine_is_named(nano_dir: Path, tmp_path: Path, on_a_device: Any, cut: str) -> None:
     plans = _good_plans(nano_dir)
-    plans["vision"] = plans["vision"][: len(plans["vision"]) // 2]  # hashed as written: a cut-short build
-    root = _built_export(nano_dir, tmp_path / "nano", plans)
+    plans["vision"] = plans["vision"][: len(plans["vision"]) // 2] if cut == "half" else b""
+    root = _built_export(nano_dir, tmp_path / "nano", plans)  # hashed as written: a cut-short build
     with pytest.raises(
         BackendError, match=rf"could not deserialise {root / 'engines' / 'vision.plan'} \(truncated"
     ):
@@ -489,3 +750,224 @@ def test_engines_missing_from_the_manifests_file_table_are_refused(
     with pytest.raises(BackendError, match=r"does not list them under 'files' \(no sha256 to verify\)"):
         TensorRTBackend.load(root)
     assert on_a_device.deserialized == []
+
+
+# --- the real cuda-python: every call exists, and errors are named ------------------------------------
+
+
+def _runtime_calls(path: Path) -> set[str]:
+    """Names used as ``rt.X`` / ``self.rt.X`` (the cuda.bindings.runtime module) in ``path``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            owner = node.value
+            if (isinstance(owner, ast.Name) and owner.id == "rt") or (
+                isinstance(owner, ast.Attribute) and owner.attr == "rt"
+            ):
+                names.add(node.attr)
+    return names
+
+
+def test_cuda_calls_exist_in_cuda_python_and_fail_with_a_named_error() -> None:
+    rt = pytest.importorskip(
+        "cuda.bindings.runtime", reason="cuda-python (torch's dependency in the main venv)"
+    )
+    import egovlm.trt_support as support
+
+    calls = _runtime_calls(Path(tb.__file__)) | _runtime_calls(Path(support.__file__))
+    assert {"cudaMallocAsync", "cudaMemcpy2DAsync", "cudaStreamCreate", "cudaFree"} <= calls
+    assert sorted(c for c in calls if not hasattr(rt, c)) == []
+    assert hasattr(rt.cudaDeviceAttr, "cudaDevAttrMemoryPoolsSupported")
+    for kind in ("cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost", "cudaMemcpyDeviceToDevice"):
+        assert hasattr(rt.cudaMemcpyKind, kind)
+    if support.cuda_device_error() is None:
+        pytest.skip("a usable GPU is present: no CUDA error to name")
+    with pytest.raises(BackendError, match=r"cudaSetDevice\(0\) failed on cuda:0: cudaError\w+ \(.+\)"):
+        tb.CudaStream(rt, 0)
+
+
+class _RecordingRuntime:
+    """cuda.bindings.runtime's calling convention: every call returns (error, *values)."""
+
+    class cudaError_t(int):  # noqa: N801 (cuda-python's name)
+        @property
+        def name(self) -> str:
+            return {0: "cudaSuccess", 2: "cudaErrorMemoryAllocation"}[int(self)]
+
+    cudaDeviceAttr = types.SimpleNamespace(cudaDevAttrMemoryPoolsSupported="pools?")  # noqa: N815
+    cudaMemcpyKind = types.SimpleNamespace(  # noqa: N815
+        cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h", cudaMemcpyDeviceToDevice="d2d"
+    )
+
+    def __init__(self, pools: int, fail: str = "") -> None:
+        self.pools, self.fail, self.calls = pools, fail, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any) -> tuple[Any, ...]:
+            self.calls.append(name)
+            ok = self.cudaError_t(2 if name == self.fail else 0)
+            values = {
+                "cudaStreamCreate": ("stream",),
+                "cudaDeviceGetAttribute": (self.pools,),
+                "cudaMalloc": (4096,),
+                "cudaMallocAsync": (8192,),
+                "cudaGetErrorString": (b"out of memory",),
+            }.get(name, ())
+            return (ok, *values)
+
+        return call
+
+
+@pytest.mark.parametrize(
+    ("pools", "alloc", "free"), [(1, "cudaMallocAsync", "cudaFreeAsync"), (0, "cudaMalloc", "cudaFree")]
+)
+def test_cuda_stream_uses_the_pooled_allocator_where_the_device_has_one(
+    pools: int, alloc: str, free: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tb, "_native_handle", lambda stream: 77)
+    rt = _RecordingRuntime(pools)
+    stream = tb.CudaStream(rt, 0)
+    assert stream.handle == 77 and rt.calls[:3] == [
+        "cudaSetDevice",
+        "cudaStreamCreate",
+        "cudaDeviceGetAttribute",
+    ]
+    array = DeviceArray(stream, (2, 3), np.float16)
+    assert array.ptr == (8192 if pools else 4096) and alloc in rt.calls
+    del array
+    assert rt.calls[-1] == free
+    failing = tb.CudaStream(_RecordingRuntime(pools, fail=alloc), 1)
+    with pytest.raises(
+        BackendError, match=rf"{alloc}\(12\) failed on cuda:1: cudaErrorMemoryAllocation \(out of memory\)"
+    ):
+        DeviceArray(failing, (2, 3), np.float16)
+
+
+# --- ONNX Runtime's TensorRT execution provider, configured from the same export -----------------------
+# (no GPU needed for the options; whether TensorRT then builds one engine and reuses it awaits a device)
+
+
+def parse_profile_shapes(text: str) -> dict[str, list[list[int]]]:
+    """ONNX Runtime's ParseProfileShapes (tensorrt_execution_provider_utils.h), in Python: entries
+    split on ',', name and shape on ':', dims on 'x'; a repeated name adds a profile for it."""
+    shapes: dict[str, list[list[int]]] = {}
+    for entry in text.split(","):
+        name, _, dims = entry.partition(":")
+        assert name and dims, f"malformed entry {entry!r}"
+        shapes.setdefault(name, []).append([int(d) for d in dims.split("x")])
+    return shapes
+
+
+def test_options_cover_every_input_of_every_graph_in_one_profile(nano_dir: Path, tmp_path: Path) -> None:
+    nano = load_manifest(nano_dir)
+    options = tensorrt_provider_options(nano.data, nano.root, tmp_path / "cache")
+    lo, opt, hi = (parse_profile_shapes(options[f"trt_profile_{k}_shapes"]) for k in ("min", "opt", "max"))
+    inputs = {str(t["name"]): t for g in ("vision", "embed", "decoder") for t in nano.graph(g)["inputs"]}
+    assert set(lo) == set(opt) == set(hi) == set(inputs)
+    planned = nano.data["tensorrt"]["profiles"]
+    for name, spec in inputs.items():
+        assert len(lo[name]) == len(opt[name]) == len(hi[name]) == 1  # profile 0 only: ORT runs no other
+        low, best, high = lo[name][0], opt[name][0], hi[name][0]
+        assert len(low) == len(spec["shape"])
+        assert all(a <= b <= c for a, b, c in zip(low, best, high, strict=True))
+        for graph in planned.values():  # every planned profile's range lies inside the merged one
+            for profile in graph.values():
+                if name in profile:
+                    p_lo, _, p_hi = profile[name]
+                    assert all(a <= b for a, b in zip(low, p_lo, strict=True))
+                    assert all(a >= b for a, b in zip(high, p_hi, strict=True))
+    decoder = planned["decoder"]
+    assert opt["past_key.0"][0] == decoder["decode"]["past_key.0"][1]  # tuned for single-token steps
+    assert options["trt_engine_cache_enable"] and options["trt_timing_cache_enable"]
+    assert options["trt_engine_cache_path"] == str(tmp_path / "cache" / "engines")
+    assert options["trt_timing_cache_path"] == str(tmp_path / "cache" / "timing")
+    assert (
+        options["trt_fp16_enable"]
+        and options["trt_layer_norm_fp32_fallback"]
+        and not options["trt_int8_enable"]
+    )
+    assert options["trt_max_workspace_size"] == nano.data["tensorrt"]["plan"]["workspace_bytes"]
+
+
+def test_merged_profile_spans_prefill_and_decode() -> None:
+    profiles = {
+        "prefill": {
+            "x": [[1, 1, 8], [1, 64, 8], [1, 256, 8]],
+            "past": [[1, 2, 0, 4], [1, 2, 0, 4], [1, 2, 700, 4]],
+        },
+        "decode": {
+            "x": [[1, 1, 8], [1, 1, 8], [1, 1, 8]],
+            "past": [[1, 2, 0, 4], [1, 2, 480, 4], [1, 2, 959, 4]],
+        },
+    }
+    assert merged_profile(profiles) == {
+        "x": [[1, 1, 8], [1, 1, 8], [1, 256, 8]],
+        "past": [[1, 2, 0, 4], [1, 2, 480, 4], [1, 2, 959, 4]],
+    }
+    assert merged_profile({"static": {"p": [[4, 6], [4, 6], [4, 6]]}}) == {"p": [[4, 6], [4, 6], [4, 6]]}
+    with pytest.raises(BackendError, match="different ranks"):
+        merged_profile({"a": {"x": [[1], [1], [2]]}, "b": {"x": [[1, 1], [1, 1], [1, 1]]}})
+
+
+def test_trt_only_quantisation_and_exports_without_profiles_are_refused(
+    nano_dir: Path, tmp_path: Path
+) -> None:
+    nano = load_manifest(nano_dir)
+    int4 = {**nano.data, "precision": "int4", "quantization": {"ops": {"trt::DequantizeLinear": 12}}}
+    with pytest.raises(BackendError) as info:
+        tensorrt_provider_options(int4, nano.root, tmp_path)
+    assert "trt::DequantizeLinear" in str(info.value) and "--backend tensorrt" in str(info.value)
+    assert f"egovlm export build-engines {nano.root}" in str(info.value)
+    cpu = {k: v for k, v in nano.data.items() if k != "tensorrt"} | {"target": "cpu"}
+    with pytest.raises(
+        BackendError, match=r"target cpu\) has no TensorRT optimisation profiles.*--device cuda"
+    ):
+        tensorrt_provider_options(cpu, nano.root, tmp_path)
+    int8 = {
+        **nano.data,
+        "precision": "int8",
+        "quantization": {"ops": {"QuantizeLinear": 4, "DequantizeLinear": 8}},
+    }
+    assert tensorrt_provider_options(int8, nano.root, tmp_path)["trt_int8_enable"] is True
+
+
+def test_providers_carry_the_options() -> None:
+    gpu = [TENSORRT, CUDA, CPU]
+    options = {"trt_engine_cache_enable": True}
+    assert select_providers("tensorrt:1", gpu, options) == [
+        (TENSORRT, {"trt_engine_cache_enable": True, "device_id": 1}),
+        (CUDA, {"device_id": 1}),
+        CPU,
+    ]
+    assert select_providers(f"{TENSORRT},{CPU}", gpu, options) == [(TENSORRT, options), CPU]
+    assert select_providers("cuda", gpu, options) == [(CUDA, {"device_id": 0}), CPU]
+    assert [wants_tensorrt(d) for d in ("trt", "tensorrt:0", f"{TENSORRT},{CPU}", "cuda", "cpu")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+def test_cache_folder_follows_the_export(
+    nano_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nano = load_manifest(nano_dir)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    manifest = nano.root / "manifest.json"
+    first = ort_tensorrt_cache_dir(manifest)
+    assert first.parent == tmp_path / "xdg" / "egovlm" / "ort-tensorrt"
+    assert ort_tensorrt_cache_dir(manifest) == first
+    other = tmp_path / "manifest.json"
+    other.write_text(json.dumps({**json.loads(manifest.read_text()), "created_utc": "another export"}))
+    assert ort_tensorrt_cache_dir(other) != first
+
+
+def test_loading_with_the_tensorrt_provider_here_refuses_clearly(
+    nano_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nano = load_manifest(nano_dir)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(BackendError, match=r"TensorrtExecutionProvider.* not available in this onnxruntime"):
+        OnnxBackend.load(nano.root, device="tensorrt")

@@ -10,11 +10,12 @@ import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from egovlm.export import tensorrt_build as tb
 from egovlm.export.manifest import load_manifest, write_manifest
-from egovlm.export.targets import ExportConfigError, resolve
+from egovlm.export.targets import ExportConfigError
 
 # Qwen2.5-VL-3B's decoder at the default 448x336 keyframe (192 tokens, 768 patches).
 QWEN_3B = {
@@ -31,48 +32,35 @@ QWEN_3B = {
 GB = 1024**3
 
 
-def test_kv_bytes_per_token_matches_the_architecture() -> None:
-    # 2 (K, V) x 36 layers x 2 kv heads x 128 dims x 2 bytes = 36 KiB per token in fp16
-    assert tb.kv_bytes_per_token(QWEN_3B, 2) == 36 * 1024
+# Profile sizing and the fit check (with the real 3B's numbers) are tested in tests/export/test_fit.py.
 
 
-def test_int4_3b_fits_orin_nano_but_fp16_does_not() -> None:
-    nano, _ = resolve("orin-nano")
-    plan = tb.plan_profiles(nano, QWEN_3B, weights_bytes=int(3.4 * GB))
-    assert plan.max_context % tb.PROFILE_ALIGN == 0
-    assert plan.prefix_tokens == 128 + 8 * 192
-    assert plan.max_context >= plan.prefix_tokens + 128 + 256
-    used = plan.weights_bytes + plan.activation_bytes + plan.workspace_bytes + tb.RUNTIME_RESERVE
-    assert used + plan.max_context * plan.kv_bytes_per_token <= nano.budget_bytes
-    with pytest.raises(ExportConfigError, match="orin-nano: the model does not fit.*int4"):
-        tb.plan_profiles(nano, QWEN_3B, weights_bytes=int(7.5 * GB))
-    agx, _ = resolve("agx-orin")
-    assert tb.plan_profiles(agx, QWEN_3B, weights_bytes=int(7.5 * GB)).max_context > plan.max_context
-
-
-def test_profiles_cover_prefill_and_decode_consistently() -> None:
-    agx, _ = resolve("agx-orin")
-    plan = tb.plan_profiles(agx, QWEN_3B, weights_bytes=4 * GB)
-    profiles = tb.decoder_profiles(QWEN_3B, plan)
-    assert set(profiles) == {"prefill", "decode"}
-    for shapes in profiles.values():
-        for lo, opt, hi in [shapes["inputs_embeds"], shapes["position_ids"], shapes["past_key.35"]]:
-            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True))
-        for i in range(3):  # attention_mask covers past + seq at min, opt and max
-            seq = shapes["inputs_embeds"][i][1]
-            past = shapes["past_value.0"][i][2]
-            assert shapes["attention_mask"][i] == [1, seq + past]
-    decode = profiles["decode"]
-    assert [s[1] for s in decode["inputs_embeds"]] == [1, 1, 1]
-    assert decode["attention_mask"][2] == [1, plan.max_context]
-    assert profiles["prefill"]["attention_mask"][2] == [1, plan.max_context]
+def test_vision_profile_is_static() -> None:
     assert tb.vision_profile(QWEN_3B)["static"]["pixel_values"][0] == [768, 1176]
 
 
 def test_status_is_honest_here() -> None:
+    """Here: no TensorRT (or the PyPI stub), and no usable GPU; the reason says which and the fix."""
     usable, reason = tb.tensorrt_status()
-    if "tensorrt" not in sys.modules:
-        assert not usable and "not installed" in reason
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        assert not usable and "the tensorrt Python module is not importable" in reason
+        assert "--system-site-packages" in reason
+
+
+def test_status_needs_cuda_besides_a_supported_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder("10.3.0").module)
+    monkeypatch.setattr("egovlm.trt_support.cuda_device_error", lambda: "cuda-python is not installed")
+    assert tb.tensorrt_status() == (
+        False,
+        "TensorRT 10.3.0 is installed but no CUDA device is usable: cuda-python is not installed",
+    )
+    monkeypatch.setattr("egovlm.trt_support.cuda_device_error", lambda: None)
+    assert tb.tensorrt_status() == (True, "TensorRT 10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", _Recorder("8.6.1").module)
+    usable, reason = tb.tensorrt_status()
+    assert not usable and reason.startswith("TensorRT 8.6.1 is older than the supported 10.3")
 
 
 def _trt_export(root: Path, runtime: str = "tensorrt") -> None:
@@ -118,13 +106,18 @@ def test_build_engines_refuses_without_tensorrt_and_names_the_device_step(tmp_pa
 
 
 class _Recorder:
-    """Stands in for the tensorrt module: records what the builder is asked to do."""
+    """Stands in for the tensorrt module of one release: records what the builder is asked to do.
+    Releases before 10.13 return the plan as one IHostMemory buffer; 10.13+ also stream it to an
+    ``IStreamWriter`` in chunks; 8.6 has no STRONGLY_TYPED flag (as its real bindings)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, version: str = "10.99-fake", plan: bytes = b"plan", disk_full_after: int | None = None
+    ) -> None:
         self.calls: list[tuple[Any, ...]] = []
         rec = self
         self.module = types.ModuleType("tensorrt")
-        self.module.__version__ = "10.99-fake"  # type: ignore[attr-defined]
+        self.module.__version__ = version  # type: ignore[attr-defined]
+        streams = tuple(int(p) for p in version.split("-")[0].split(".")[:2]) >= (10, 13)
 
         class Logger:
             WARNING = 2
@@ -146,6 +139,10 @@ class _Recorder:
             def set_flag(self, flag: Any) -> None:  # must never be called: strongly typed only
                 rec.calls.append(("set_flag", flag))
 
+        class IStreamWriter:
+            def __init__(self) -> None:
+                self.base_initialised = True
+
         class Builder:
             def __init__(self, logger: Logger) -> None:
                 pass
@@ -160,8 +157,22 @@ class _Recorder:
             def create_optimization_profile(self) -> Profile:
                 return Profile()
 
-            def build_serialized_network(self, network: str, config: Config) -> bytes:
-                return b"plan"
+            def build_serialized_network(self, network: str, config: Config) -> Any:
+                rec.calls.append(("build", "host memory"))
+                return np.frombuffer(plan, dtype=np.uint8)  # a buffer, as IHostMemory is
+
+            def stream(self, network: str, config: Config, writer: IStreamWriter) -> bool:
+                assert writer.base_initialised, "the writer must call IStreamWriter.__init__"
+                rec.calls.append(("build", "stream"))
+                for i in range(0, len(plan), 3):
+                    if disk_full_after is not None and i >= disk_full_after:
+                        return writer.write(plan[i : i + 3]) == len(plan[i : i + 3])  # type: ignore[attr-defined]
+                    assert writer.write(plan[i : i + 3]) == len(plan[i : i + 3])  # type: ignore[attr-defined]
+                return True
+
+        if streams:
+            Builder.build_serialized_network_to_stream = Builder.stream  # type: ignore[attr-defined]
+            self.module.IStreamWriter = IStreamWriter  # type: ignore[attr-defined]
 
         class Parser:
             num_errors = 0
@@ -173,10 +184,11 @@ class _Recorder:
                 rec.calls.append(("parse", Path(path).name))
                 return True
 
+        flags = {} if version.startswith("8.") else {"STRONGLY_TYPED": 5}
         self.module.Logger = Logger  # type: ignore[attr-defined]
         self.module.Builder = Builder  # type: ignore[attr-defined]
         self.module.OnnxParser = Parser  # type: ignore[attr-defined]
-        self.module.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=5)  # type: ignore[attr-defined]
+        self.module.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0, **flags)  # type: ignore[attr-defined]
         self.module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="ws")  # type: ignore[attr-defined]
 
 
@@ -197,6 +209,63 @@ def test_build_flow_is_strongly_typed_and_republishes_the_manifest(
     assert manifest.data["tensorrt"]["status"] == "built"
     assert manifest.engine_path("decoder") == root / "engines" / "decoder.plan"
     assert "engines/decoder.plan" in json.loads((root / "manifest.json").read_text())["files"]
+
+
+PLAN = bytes(range(256)) * 4 + b"end"
+
+
+@pytest.mark.parametrize(
+    ("version", "how"),
+    [("10.3.0", "host memory"), ("10.12.0", "host memory"), ("10.13.0", "stream"), ("11.4.0.106", "stream")],
+)
+def test_the_plan_is_streamed_where_tensorrt_can_and_written_whole_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, how: str
+) -> None:
+    rec = _Recorder(version, PLAN)
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    tb.build_engine(tmp_path / "g.onnx", tmp_path / "g.plan", {"p": {"x": ([1], [2], [3])}}, 1 << 20)
+    assert ("build", how) in rec.calls and [c for c in rec.calls if c[0] == "build"] == [("build", how)]
+    assert (tmp_path / "g.plan").read_bytes() == PLAN
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.plan"]  # no temporary left
+
+
+def test_a_failed_streamed_write_leaves_no_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = _Recorder("10.13.0", PLAN, disk_full_after=30)
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    real_open = Path.open
+
+    def full_disk_open(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, mode, *args, **kwargs)
+        if "w" in mode:
+            real_write, written = f.write, [0]
+
+            def write(data: Any) -> int:
+                if written[0] >= 30:
+                    raise OSError(28, "No space left on device")
+                written[0] += len(data)
+                return int(real_write(data))
+
+            f.write = write  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(Path, "open", full_disk_open)
+    with pytest.raises(OSError, match="No space left"):  # the write error, not a TensorRT one
+        tb.build_engine(tmp_path / "g.onnx", tmp_path / "g.plan", {"p": {"x": ([1], [2], [3])}}, 1 << 20)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorrt_8_6_is_refused_before_building_with_the_jetpack_upgrade(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from egovlm.trt_support import TensorRTUnsupportedError
+
+    rec = _Recorder("8.6.1")
+    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
+    with pytest.raises(
+        TensorRTUnsupportedError, match=r"TensorRT 8.6.1 is older .* flash JetPack 6.1 or newer"
+    ):
+        tb.build_engine(tmp_path / "g.onnx", tmp_path / "g.plan", {}, 1 << 20)
+    assert rec.calls == []  # refused at import, not an AttributeError half-way through
 
 
 def test_interrupted_rebuild_keeps_the_previous_engines_and_manifest(
