@@ -7,108 +7,209 @@ the FP16/INT8 builder flags and TensorRT 10 (JetPack 6, Orin) already supports s
 so this one code path serves both; it also avoids the ViT's FP16 overflow that "let the builder pick
 precisions" can cause (DESIGN.md section 7).
 
-Profiles: the decoder engine gets two optimisation profiles, ``prefill`` (seq up to the longest prompt
-the budget allows, past from 0) and ``decode`` (seq = 1, past up to the context limit); vision and embed
-get one each (vision is static). The context limit comes from the target's memory budget
-(``targets.yaml``: memory_gb x budget_fraction) minus the weights and a reserve for activations and
-workspace, divided by the KV-cache bytes per token. Orin Nano's 8 GB are shared with the OS and the
-camera; that is why its budget fraction is the smallest.
+Versions: TensorRT 10.3+ (JetPack 6.1/6.2 and 7.x); 8.6 (JetPack 6.0) is refused at import with the
+upgrade (:mod:`egovlm.trt_support`). Plans are written without a second host copy: streamed to the
+file on TensorRT 10.13+ (``build_serialized_network_to_stream``), from the ``IHostMemory`` buffer on
+10.3-10.12.
+
+Profiles (:mod:`egovlm.export.fit` does the accounting): the decoder engine gets four optimisation
+profiles, in this order: ``prefill`` (nothing cached: the first prefix, a full rebuild, a question from
+scratch), ``decode`` (one token), ``question`` (a question of up to ``MAX_QUESTION_TOKENS`` after a full
+buffer) and ``rebuild`` (a partial, chunked rebuild reusing the leading keyframes' KV). Together they admit
+every call the edge runtime issues for the export's ``--keyframes`` (:func:`egovlm.export.fit.runtime_calls`);
+vision and embed get one each (vision is static). :func:`plan_profiles` refuses a workload whose weights,
+KV cache at the profiles' maximum, activations and runtime reserve exceed the target's budget
+(``targets.yaml``: memory_gb x budget_fraction), naming the numbers and the ``--keyframes`` that would fit.
+Orin Nano's 8 GB are shared with the OS and the camera; that is why its budget fraction is the smallest.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from egovlm.atomic import replace_dir
+from egovlm.export.fit import (
+    PROFILE_ALIGN,
+    RUNTIME_RESERVE,
+    Box,
+    Budget,
+    GraphBytes,
+    MemoryPlan,
+    ModelDims,
+    WeightBytes,
+    Workload,
+    largest_fitting_keyframes,
+    memory_plan,
+)
 from egovlm.export.targets import ExportConfigError, Target
 
+__all__ = ["PROFILE_ALIGN", "RUNTIME_RESERVE", "Workload"]  # re-exported: callers size profiles here
+
 MiB = 1024**2
-RUNTIME_RESERVE = 512 * MiB  # CUDA context, TensorRT runtime, fragmentation
-PROFILE_ALIGN = 64  # context limits are rounded down to a multiple of this
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What the edge runtime asks of the decoder (DESIGN.md section 5: K keyframes + a question)."""
-
-    keyframes: int = 8
-    system_tokens: int = 128  # system prompt + chat scaffolding + per-frame labels
-    question_tokens: int = 128
-    new_tokens: int = 256
-    batch: int = 1
 
 
 @dataclass(frozen=True)
 class EnginePlan:
     max_context: int  # past + seq the decode profile allows
-    max_prefill: int  # longest single prefill call
+    max_prefill: int  # longest single prefill call (full prefix + longest question)
     prefix_tokens: int  # [system + K keyframes] for the workload
-    weights_bytes: int
+    question_tokens: int  # the longest question turn the profiles admit after a full prefix
+    new_tokens: int  # the longest answer
+    keyframes: int
+    weights_bytes: int  # as the device holds them
     kv_bytes_per_token: int
-    activation_bytes: int
+    activation_bytes: int  # decoder (largest profile corner) + vision
     budget_bytes: int
     workspace_bytes: int
+    boxes: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # name -> seq/past (min, opt, max)
+    memory: dict[str, Any] = field(default_factory=dict)  # egovlm.export.fit.MemoryPlan.to_json()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def box(self, name: str) -> Box:
+        b = self.boxes[name]
+        seq, past = b["seq"], b["past"]
+        return Box((seq[0], seq[1], seq[2]), (past[0], past[1], past[2]))
 
-def kv_bytes_per_token(model: dict[str, Any], kv_dtype_bytes: int) -> int:
-    """K and V for every layer: 2 x layers x kv_heads x head_dim x bytes."""
-    return 2 * int(model["num_layers"]) * int(model["num_kv_heads"]) * int(model["head_dim"]) * kv_dtype_bytes
 
-
-def activation_bytes(model: dict[str, Any], seq: int, dtype_bytes: int) -> int:
-    """A generous bound on one prefill's live activations: hidden states, q/k/v, the MLP's widest
-    tensor (about 6 x hidden for Qwen2.5), one layer's attention scores, and the fp32 logits."""
-    hidden, heads = int(model["hidden_size"]), int(model["num_heads"])
-    per_token = dtype_bytes * (4 * hidden + 6 * hidden)
-    scores = 4 * heads * seq * seq  # fp32 softmax of one layer
-    return seq * per_token + scores + 4 * int(model["vocab_size"])
+def target_budget(target: Target) -> Budget:
+    where = f"{target.name}: {target.memory_gb} GB x {target.budget_fraction}"
+    return Budget(target.budget_bytes, RUNTIME_RESERVE, where)
 
 
 def plan_profiles(
     target: Target,
-    model: dict[str, Any],
-    weights_bytes: int,
-    kv_dtype_bytes: int = 2,
-    workload: Workload | None = None,
-    max_positions: int = 32768,
+    dims: ModelDims,
+    weights: WeightBytes,
+    workload: Workload,
+    keyframe_size: tuple[int, int],
 ) -> EnginePlan:
-    """Size the decoder's profiles for ``target``; raise if the model cannot serve the workload there."""
-    work = workload or Workload()
-    prefix = work.system_tokens + work.keyframes * int(model["tokens_per_keyframe"])
-    needed_context = prefix + work.question_tokens + work.new_tokens
-    max_prefill = prefix + work.question_tokens
-    act = activation_bytes(model, max_prefill, kv_dtype_bytes)
-    workspace = min(1024 * MiB, max(256 * MiB, act))
-    budget = target.budget_bytes
-    free = budget - weights_bytes - act - workspace - RUNTIME_RESERVE
-    per_token = kv_bytes_per_token(model, kv_dtype_bytes) * work.batch
-    context = min(max_positions, free // per_token if free > 0 else 0)
-    context -= context % PROFILE_ALIGN
-    if context < needed_context:
-        gib = 1024**3
-        raise ExportConfigError(
-            f"{target.name}: the model does not fit: budget {budget / gib:.2f} GiB "
-            f"({target.memory_gb} GB x {target.budget_fraction}) - weights {weights_bytes / gib:.2f} GiB "
-            f"- activations/workspace/runtime {(act + workspace + RUNTIME_RESERVE) / gib:.2f} GiB leaves KV "
-            f"room for {max(context, 0)} tokens, but {work.keyframes} keyframes + question + answer need "
-            f"{needed_context}; use a smaller precision (int4), fewer keyframes or a smaller keyframe size"
-        )
+    """Size the decoder's profiles for ``workload`` on ``target``; raise :class:`ExportConfigError`
+    with the numbers and the largest ``--keyframes`` that fits when it does not fit."""
+    budget = target_budget(target)
+    plan = memory_plan(dims, weights, workload, keyframe_size, budget)
+    if not plan.fits:
+        raise ExportConfigError(_refusal(target, plan, dims, weights, keyframe_size))
+    return engine_plan(plan)
+
+
+def engine_plan(plan: MemoryPlan) -> EnginePlan:
+    work = plan.workload
+    act = plan.decoder_activation
     return EnginePlan(
-        max_context=int(context),
-        max_prefill=int(min(max_prefill, context)),
-        prefix_tokens=prefix,
-        weights_bytes=weights_bytes,
-        kv_bytes_per_token=per_token,
-        activation_bytes=act,
-        budget_bytes=budget,
-        workspace_bytes=workspace,
+        max_context=plan.max_context,
+        max_prefill=work.prefix_tokens() + work.question_tokens,
+        prefix_tokens=work.prefix_tokens(),
+        question_tokens=work.question_tokens,
+        new_tokens=work.new_tokens,
+        keyframes=work.keyframes,
+        weights_bytes=plan.weights.device,
+        kv_bytes_per_token=plan.kv_bytes_per_token,
+        activation_bytes=act + plan.vision_activation,
+        budget_bytes=plan.budget.total,
+        workspace_bytes=min(1024 * MiB, max(256 * MiB, act)),
+        boxes={n: {"seq": list(b.seq), "past": list(b.past)} for n, b in plan.boxes.items()},
+        memory=plan.to_json(),
+    )
+
+
+@dataclass(frozen=True)
+class ExportFit:
+    """The fit check of one TensorRT export, made from the checkpoint's shapes BEFORE any export work
+    (:func:`check_export_fit`) and re-made on the exported files' real bytes at the end
+    (:meth:`with_file_bytes`), with the same workload, budget and accounting."""
+
+    target: Target
+    dims: ModelDims
+    keyframe_size: tuple[int, int]
+    plan: MemoryPlan
+
+    @property
+    def engine(self) -> EnginePlan:
+        return engine_plan(self.plan)
+
+    def with_file_bytes(self, file_bytes: dict[str, int], tokens_per_keyframe: int) -> EnginePlan:
+        """The plan again with each graph's weights taken from its exported files. Device bytes keep
+        the predicted device/file ratio (1 except int8, whose fp16 weights + Q/DQ TensorRT folds to
+        int8). Refuses like the first check, and refuses a keyframe grid that differs from the one the
+        profiles were planned for."""
+        if tokens_per_keyframe != self.plan.workload.tokens_per_keyframe:
+            raise ExportConfigError(
+                f"{self.target.name}: the exported graphs take {tokens_per_keyframe} tokens per keyframe, "
+                f"the profiles were planned for {self.plan.workload.tokens_per_keyframe} (keyframe size "
+                f"{self.keyframe_size}): a bug in the fit check; please report it"
+            )
+        graphs = {}
+        for name, predicted in self.plan.weights.graphs.items():
+            real = int(file_bytes.get(name, predicted.file))
+            ratio = predicted.device / predicted.file if predicted.file else 1.0
+            graphs[name] = GraphBytes(real, int(real * ratio))
+        old = self.plan.weights
+        weights = WeightBytes(old.runtime, old.precision, graphs, old.tied)
+        return plan_profiles(self.target, self.dims, weights, self.plan.workload, self.keyframe_size)
+
+
+def check_export_fit(
+    target: Target,
+    model_dir: Path,
+    precision: str,
+    keyframes: int | None = None,
+    new_tokens: int | None = None,
+) -> ExportFit:
+    """Does ``model_dir`` exported at ``precision`` fit ``target`` with ``keyframes`` in the prompt?
+    From the safetensors headers and config.json only (no weights loaded, no torch): raises
+    :class:`ExportConfigError` with the numbers and the ``--keyframes`` that fit. ``keyframes`` and
+    ``new_tokens`` default to the device profile of the same name (configs/edge/<target>.yaml), so an
+    export admits every call its device's runtime makes; else 8 keyframes and 256 tokens."""
+    from egovlm.export import fit
+
+    dims = fit.ModelDims.from_model_dir(model_dir)
+    weights = fit.weight_bytes(fit.read_tensors(model_dir), "tensorrt", precision)
+    size = fit.keyframe_size(model_dir)
+    k_default, n_default = device_defaults(target.name)
+    work = Workload(
+        keyframes=keyframes or k_default,
+        tokens_per_keyframe=dims.tokens_per_keyframe(size),
+        new_tokens=new_tokens or n_default,
+    )
+    plan = memory_plan(dims, weights, work, size, target_budget(target))
+    if not plan.fits:
+        raise ExportConfigError(_refusal(target, plan, dims, weights, size))
+    return ExportFit(target, dims, size, plan)
+
+
+def device_defaults(device: str) -> tuple[int, int]:
+    """(keyframes, answer tokens) of configs/edge/<device>.yaml, else (8, 256)."""
+    from egovlm.edge.profile import PROFILE_DIR, load_profile
+
+    if not (PROFILE_DIR / f"{device}.yaml").is_file():
+        return 8, 256
+    profile = load_profile(device)
+    return profile.keyframes.capacity, profile.generation.max_new_tokens
+
+
+def _refusal(
+    target: Target, plan: MemoryPlan, dims: ModelDims, weights: WeightBytes, size: tuple[int, int]
+) -> str:
+    work = plan.workload
+    k = largest_fitting_keyframes(dims, weights, work, size, plan.budget)
+    hint = (
+        f"--keyframes {k} would fit at {weights.precision}"
+        if k >= 1
+        else f"not even one keyframe fits at {weights.precision}"
+    )
+    lower = [p for p in target.precisions if p in ("int4", "int8") and p != weights.precision]
+    return (
+        f"{target.name}: the model does not fit at {weights.precision} with --keyframes {work.keyframes} "
+        f"(questions up to {work.question_tokens} tokens, answers up to {work.new_tokens}): "
+        f"{plan.summary()}; {hint}"
+        + (f"; or use a lower precision ({', '.join(lower)})" if lower else "")
+        + " or a smaller keyframe size"
     )
 
 
@@ -117,12 +218,13 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
 
 
 def decoder_profiles(model: dict[str, Any], plan: EnginePlan, batch: int = 1) -> dict[str, Profile]:
-    """min/opt/max shapes per decoder input for the prefill and decode profiles."""
+    """min/opt/max shapes per decoder input for every planned profile (plan.boxes, in order)."""
     hidden, kvh, hd, layers = (
         int(model[k]) for k in ("hidden_size", "num_kv_heads", "head_dim", "num_layers")
     )
 
-    def profile(seq: tuple[int, int, int], past: tuple[int, int, int]) -> Profile:
+    def profile(box: Box) -> Profile:
+        seq, past = box.seq, box.past
         shapes: Profile = {
             "inputs_embeds": ([batch, seq[0], hidden], [batch, seq[1], hidden], [batch, seq[2], hidden]),
             "position_ids": ([3, batch, seq[0]], [3, batch, seq[1]], [3, batch, seq[2]]),
@@ -137,14 +239,11 @@ def decoder_profiles(model: dict[str, Any], plan: EnginePlan, batch: int = 1) ->
                 shapes[f"past_{kind}.{i}"] = tuple([batch, kvh, p, hd] for p in past)  # type: ignore[assignment]
         return shapes
 
-    prefill_past_max = plan.max_context - plan.max_prefill
-    return {
-        "prefill": profile((1, plan.prefix_tokens, plan.max_prefill), (0, 0, prefill_past_max)),
-        "decode": profile((1, 1, 1), (0, plan.max_context // 2, plan.max_context - 1)),
-    }
+    return {name: profile(plan.box(name)) for name in plan.boxes}
 
 
 def embed_profile(plan: EnginePlan, batch: int = 1) -> dict[str, Profile]:
+    """Token ids of any call: one answer token up to a whole prompt answered from scratch."""
     return {"any": {"input_ids": ([batch, 1], [batch, plan.prefix_tokens], [batch, plan.max_prefill])}}
 
 
@@ -162,18 +261,17 @@ def all_profiles(model: dict[str, Any], plan: EnginePlan) -> dict[str, dict[str,
 
 
 def tensorrt_status() -> tuple[bool, str]:
-    """(usable, reason): TensorRT importable AND a CUDA device present. Never pretends."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        return False, "the tensorrt Python package is not installed (JetPack ships it on the device)"
-    try:
-        import torch
+    """(usable, reason): a TensorRT in the support window importable AND a CUDA device visible (through
+    cuda-python: the device install has no torch). Never pretends."""
+    from egovlm.trt_support import TensorRTUnavailableError, cuda_device_error, import_tensorrt
 
-        if not torch.cuda.is_available():
-            return False, f"TensorRT {trt.__version__} is installed but no CUDA device is visible"
-    except ImportError:
-        pass
+    try:
+        trt = import_tensorrt()
+    except TensorRTUnavailableError as e:
+        return False, str(e)
+    cuda = cuda_device_error()
+    if cuda is not None:
+        return False, f"TensorRT {trt.__version__} is installed but no CUDA device is usable: {cuda}"
     return True, f"TensorRT {trt.__version__}"
 
 
@@ -184,15 +282,20 @@ def build_command(export_dir: Path) -> str:
 def build_engine(
     onnx_path: Path, engine_path: Path, profiles: dict[str, Profile], workspace_bytes: int
 ) -> None:
-    """Parse ``onnx_path`` into a strongly-typed network, add ``profiles``, build, write atomically."""
-    import tensorrt as trt
+    """Parse ``onnx_path`` into a strongly-typed network, add ``profiles``, build, write atomically.
 
-    from egovlm.atomic import atomic_write_bytes
+    The plan never exists twice in host memory: TensorRT 10.13+ streams it into the file through an
+    ``IStreamWriter``; older releases return it as ``IHostMemory``, written through a memoryview
+    (``bytes(serialized)`` would copy it). Nothing here outlives the call (builder, network, parser,
+    config are locals), so their memory is free before anything loads the engine (on Jetson the CPU
+    and GPU share the RAM)."""
+    from egovlm.atomic import atomic_path
+    from egovlm.trt_support import import_tensorrt, streams_build
 
+    trt = import_tensorrt()  # refuses TensorRT < 10.3 with the JetPack upgrade, before any work
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -204,10 +307,37 @@ def build_engine(
         for name, (lo, opt, hi) in shapes.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
-    atomic_write_bytes(engine_path, bytes(serialized))
+    failed = f"TensorRT failed to build an engine from {onnx_path} (see the log above)"
+    with atomic_path(engine_path) as tmp, tmp.open("wb") as out:
+        if streams_build(trt):
+            writer = _stream_writer(trt, out)
+            if not builder.build_serialized_network_to_stream(network, config, writer) or writer.error:
+                raise writer.error or RuntimeError(failed)
+        else:
+            serialized = builder.build_serialized_network(network, config)
+            if serialized is None:
+                raise RuntimeError(failed)
+            out.write(memoryview(serialized))
+            del serialized  # IHostMemory, the plan's only host copy: freed before the file is published
+
+
+def _stream_writer(trt: Any, out: Any) -> Any:
+    """An ``IStreamWriter`` appending each chunk TensorRT hands over to ``out``. A failed write (a
+    full disk) is kept and reported as a short write, not raised inside TensorRT's callback."""
+
+    class FileWriter(trt.IStreamWriter):
+        def __init__(self) -> None:
+            trt.IStreamWriter.__init__(self)  # pybind11 trampolines need the explicit base call
+            self.error: OSError | None = None
+
+        def write(self, data: bytes) -> int:
+            try:
+                return int(out.write(data))
+            except OSError as e:
+                self.error = self.error or e
+                return 0
+
+    return FileWriter()
 
 
 def build_engines(export_dir: Path) -> dict[str, str]:
