@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from egovlm.contract import MAX_QUESTION_TOKENS
 from egovlm.export.fit import (
     KNOWN_MODELS,
+    TENSORRT_MAX_CHUNK,
     Budget,
     MemoryPlan,
     ModelDims,
@@ -210,6 +211,7 @@ def profile_workload(profile: EdgeProfile, dims: ModelDims, capacity: int | None
         tokens_per_keyframe=dims.tokens_per_keyframe(profile.keyframes.size),
         question_tokens=MAX_QUESTION_TOKENS,
         new_tokens=profile.generation.max_new_tokens,
+        max_chunk=TENSORRT_MAX_CHUNK if profile.backend == "tensorrt" else None,  # as the export plans
     )
 
 

@@ -1,6 +1,7 @@
 """Does a Qwen2.5-VL fit a device? Bytes as exported at the target precision, the KV cache the runtime
-keeps live at the profiles' maximum, activations at the TensorRT profiles' largest shapes, the vision
-features cache and a runtime reserve, all from tensor SHAPES: a checkpoint's safetensors headers, or the
+holds at once at most (:func:`kv_live_tokens`), activations at the TensorRT profiles' largest shapes
+(prefill in chunks of :data:`TENSORRT_MAX_CHUNK` tokens, so those are a chunk's), the vision features
+cache and a runtime reserve, all from tensor SHAPES: a checkpoint's safetensors headers, or the
 parameter list its config.json implies. Nothing here loads weights or imports torch, so the export
 refuses an oversized job before ``load_model`` and the torch-free edge runtime checks a device profile
 with the same numbers (one accounting: :func:`memory_plan`; DESIGN.md section 8).
@@ -31,6 +32,7 @@ the real model's bytes as fixed + per-layer x the real layer count (:func:`weigh
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -407,11 +409,38 @@ def _head(t: TensorShape, runtime: str, precision: str) -> tuple[float, float]:
 
 # -- the workload and the decoder calls the runtime issues -----------------------------------------
 
+# The longest decoder call of a TensorRT runtime (chunked prefill, as TensorRT-LLM's chunked context:
+# activation memory follows the chunk, not the prompt). 256 = the longest question
+# (egovlm.contract.MAX_QUESTION_TOKENS, so a question after the cached prefix is one call, the
+# time-to-first-token path) >= one keyframe with its label (192 + 16 = 208, so a one-frame rebuild is
+# one call), and a power of two (the GEMMs' M dimension tiles evenly). At M = 256 a W4A16 GEMM does
+# 2 x 256 / 0.5 = 1,024 FLOP per weight byte, above Orin's ridge (~20 TFLOPS fp16 / 68-205 GB/s =
+# 100-300 FLOP/byte), so re-reading the weights once per chunk costs little.
+TENSORRT_MAX_CHUNK = 256
+# egovlm.edge.engine.EngineParams.rebuild_chunk_frames (kept equal by a test): a background rebuild
+# calls build_prefix for the first 8 keyframes, then 16, ... (each continuing from the last).
+ENGINE_REBUILD_FRAMES = 8
+
+
+def chunk_sizes(tokens: int, max_chunk: int | None) -> list[int]:
+    """How :meth:`egovlm.export.ort_runner.VLMRunner.extend` splits ``tokens`` new tokens into decoder
+    calls: consecutive chunks of ``max_chunk`` (None: one call), the last one the remainder."""
+    if tokens <= 0:
+        return []
+    if max_chunk is None or max_chunk >= tokens:
+        return [tokens]
+    if max_chunk < 1:
+        raise FitError(f"max_chunk must be at least 1 token, got {max_chunk}")
+    full, rest = divmod(tokens, max_chunk)
+    return [max_chunk] * full + ([rest] if rest else [])
+
 
 @dataclass(frozen=True)
 class Workload:
     """What the edge runtime asks of the decoder (DESIGN.md section 5): a prefix of [system + K
-    keyframes], questions of at most ``question_tokens``, answers of at most ``new_tokens``."""
+    keyframes], questions of at most ``question_tokens``, answers of at most ``new_tokens``, every
+    prefill in decoder calls of at most ``max_chunk`` tokens (None: a prefill is one call, as the
+    torch backend and ONNX Runtime exports without a TensorRT plan run it)."""
 
     keyframes: int = 8
     tokens_per_keyframe: int = 192
@@ -419,6 +448,8 @@ class Workload:
     new_tokens: int = 256
     system_tokens: int = SYSTEM_TOKENS
     label_tokens: int = LABEL_TOKENS
+    max_chunk: int | None = None
+    rebuild_frames: int = ENGINE_REBUILD_FRAMES
 
     @property
     def frame_tokens(self) -> int:
@@ -432,6 +463,12 @@ class Workload:
     def context(self) -> int:
         """Tokens of the longest conversation: full prefix + longest question + longest answer."""
         return self.prefix_tokens() + self.question_tokens + self.new_tokens
+
+    @property
+    def longest_call(self) -> int:
+        """New tokens of the longest decoder call: a chunk, or a whole prompt answered from scratch."""
+        longest_prompt = self.prefix_tokens() + self.question_tokens
+        return longest_prompt if self.max_chunk is None else min(self.max_chunk, longest_prompt)
 
 
 @dataclass(frozen=True)
@@ -453,42 +490,68 @@ class Box:
 
 
 def decoder_boxes(work: Workload) -> dict[str, Box]:
-    """The decoder profiles, in engine order (index 0 ``prefill``, 1 ``decode`` as before), covering
-    every call :func:`runtime_calls` lists, each box as small as those calls allow:
+    """The decoder profiles, in engine order (index 0 ``prefill``, 1 ``decode``), covering every call
+    :func:`runtime_calls` lists, with C = :attr:`Workload.longest_call` new tokens at most:
 
-    * ``prefill``: nothing cached (the first prefix, a rebuild that shares no leading keyframe, a
-      question answered from scratch): up to the full prefix + the longest question;
-    * ``decode``: one token after anything up to the longest conversation;
-    * ``question``: a question of up to ``question_tokens`` after any prefix up to the full one;
-    * ``rebuild``: a partial (chunked) rebuild reusing the leading keyframes' KV: the new tokens and
-      the cached ones add up to a prefix, and at least one frame is on each side."""
-    p, q, n, f = work.prefix_tokens(), work.question_tokens, work.new_tokens, work.tokens_per_keyframe
-    side = max(p - f, 1)  # a partial rebuild keeps >= 1 frame and recomputes >= 1 frame
+    * ``prefill``: any chunk of any prefill (a prefix build, a rebuild, a question, a question from
+      scratch): up to C new tokens after up to the full prefix + longest question - 1 cached; tuned
+      (opt) for a chunk after the full prefix: a long question, the attention a question pays most;
+    * ``decode``: one token after anything up to the longest conversation.
+
+    With the prefill chunked, one prefill box has a small corner (C x (C + p + q)), so the separate
+    question and rebuild boxes an unchunked plan needs (to keep a whole prompt and a long cache out of
+    one box) are not needed: fewer profiles, shorter engine builds."""
+    p, q, n, c = work.prefix_tokens(), work.question_tokens, work.new_tokens, work.longest_call
     return {
-        "prefill": Box((1, p, p + q), (0, 0, 0)),
+        "prefill": Box((1, c, c), (0, min(p, p + q - c), p + q - 1)),
         "decode": Box((1, 1, 1), (0, p + q, p + q + n - 1)),
-        "question": Box((1, min(q, 32), q), (0, p, p)),
-        "rebuild": Box((1, min(work.frame_tokens, side), side), (0, max(side - work.frame_tokens, 0), side)),
     }
 
 
-def runtime_calls(work: Workload) -> list[tuple[str, int, int]]:
-    """(what, seq, past) of the decoder calls the edge runtime issues with a buffer of up to
-    ``work.keyframes`` keyframes (egovlm.edge.backends.export_backend + egovlm.edge.engine), at the
-    extremes of every kind: prefix builds and full rebuilds, partial (chunked) rebuilds reusing
-    1..k-1 leading keyframes, questions of 1..``question_tokens`` tokens after every prefix, the
-    decode steps of the longest answer, and questions answered from scratch."""
-    q, n = work.question_tokens, work.new_tokens
-    calls: list[tuple[str, int, int]] = []
+@dataclass(frozen=True)
+class Extend:
+    """One :meth:`VLMRunner.extend` the edge runtime issues: ``new`` tokens appended to a state of
+    ``start`` tokens, in :func:`chunk_sizes` decoder calls."""
+
+    what: str
+    start: int
+    new: int
+
+    def calls(self, max_chunk: int | None) -> list[tuple[str, int, int]]:
+        out, done = [], 0
+        for size in chunk_sizes(self.new, max_chunk):
+            out.append((self.what, size, self.start + done))
+            done += size
+        return out
+
+
+def runtime_extends(work: Workload) -> list[Extend]:
+    """The prefills the edge runtime issues with a buffer of up to ``work.keyframes`` keyframes
+    (egovlm.edge.backends.export_backend + egovlm.edge.engine), at the extremes of every kind: prefix
+    builds and full rebuilds, partial rebuilds reusing 1..k-1 leading keyframes (the engine's
+    background rebuild continues each ``rebuild_frames`` step from the last: one of these too),
+    questions of 1..``question_tokens`` tokens after every prefix, and questions from scratch."""
+    q = work.question_tokens
+    out: list[Extend] = []
     for k in range(1, work.keyframes + 1):
         p = work.prefix_tokens(k)
-        calls.append((f"prefix of {k} keyframes", p, 0))
+        out.append(Extend(f"prefix of {k} keyframes", 0, p))
         for shared in range(1, k):
             past = work.prefix_tokens(shared)
-            calls.append((f"rebuild of {k} keyframes reusing {shared}", p - past, past))
-        calls += [(f"question of {s} tokens after {k} keyframes", s, p) for s in (1, q)]
+            out.append(Extend(f"rebuild of {k} keyframes reusing {shared}", past, p - past))
+        out += [Extend(f"question of {s} tokens after {k} keyframes", p, s) for s in (1, q)]
+        out += [Extend(f"question from scratch with {k} keyframes", 0, p + s) for s in (1, q)]
+    return out
+
+
+def runtime_calls(work: Workload) -> list[tuple[str, int, int]]:
+    """(what, seq, past) of every decoder call the edge runtime issues (:func:`runtime_extends`, each
+    in its chunks, and the decode steps of the longest answer after every prefix)."""
+    q, n = work.question_tokens, work.new_tokens
+    calls = [c for e in runtime_extends(work) for c in e.calls(work.max_chunk)]
+    for k in range(1, work.keyframes + 1):
+        p = work.prefix_tokens(k)
         calls += [(f"answer token after {k} keyframes", 1, p + s) for s in (1, q + n - 1)]
-        calls += [(f"question from scratch with {k} keyframes", p + s, 0) for s in (1, q)]
     return calls
 
 
@@ -508,6 +571,19 @@ def decoder_activation_bytes(dims: ModelDims, seq: int, total: int, dtype_bytes:
     return int(attention + repeated_kv + mlp + hidden + 4 * dims.vocab)
 
 
+def decoder_activation(dims: ModelDims, work: Workload, runtime: str, dtype_bytes: float) -> int:
+    """The decoder's activations for ``work``: TensorRT sizes an execution context for its profiles'
+    largest shapes (every box's corner, :func:`decoder_boxes`); the dynamic-shape runtimes (torch,
+    ONNX Runtime) for the largest call: :attr:`Workload.longest_call` new tokens ending the longest
+    prompt, or the longest conversation's last decode step."""
+    if runtime == "tensorrt":
+        corners = [box.corner for box in decoder_boxes(work).values()]
+    else:
+        longest_prompt = work.prefix_tokens() + work.question_tokens
+        corners = [(work.longest_call, longest_prompt), (1, work.context - 1)]
+    return max(decoder_activation_bytes(dims, seq, total, dtype_bytes) for seq, total in corners)
+
+
 def vision_activation_bytes(dims: ModelDims, size: tuple[int, int], dtype_bytes: float) -> int:
     """One keyframe through the vision tower (the full-attention blocks are the widest), the same
     bound as the decoder's: unfused attention scores + fp32 softmax, the MLP, the residual stream."""
@@ -521,13 +597,66 @@ def vision_activation_bytes(dims: ModelDims, size: tuple[int, int], dtype_bytes:
     return int(attention + mlp + hidden + pixels)
 
 
+def extend_held(start: int, new: int, max_chunk: int | None, copy: int = 0) -> int:
+    """Most KV tokens :meth:`VLMRunner.extend` holds at once, beyond its caller's ``start``-token state,
+    appending ``new`` tokens: during each decoder call, its input and its output (states are never
+    written in place; each call returns new ``present_*`` buffers). The first call's input is the
+    caller's state, plus a ``copy`` of its leading positions when it is a cut of a longer state
+    (egovlm.edge.backends.export_backend reuses the leading keyframes that way); every later input is
+    the previous call's output, freed after the next call. The last call holds the most of those."""
+    sizes = chunk_sizes(new, max_chunk)
+    if not sizes:
+        return copy  # nothing appended: the cut is the new state, one dense copy
+    first = copy + start + sizes[0]
+    if len(sizes) == 1:
+        return first
+    end = start + new
+    return max(first, (end - sizes[-1]) + end)
+
+
 def kv_live_tokens(work: Workload) -> int:
-    """KV tokens the edge runtime can hold at once with a full buffer (states are never written in
-    place; egovlm.edge.backends.export_backend): the warm prefix every question reads, a rebuild's
-    input (the reused leading KV) and output, and a question's current and next decode state."""
-    p = work.prefix_tokens()
-    conversation = p + work.question_tokens + work.new_tokens
-    return p + 2 * p + 2 * conversation
+    """KV tokens the edge runtime holds at once at most with a full buffer (every term grows with the
+    frames held), as egovlm.edge.engine and egovlm.edge.backends.export_backend hold them:
+
+    * the warm prefix ``W`` (p tokens), which every question and every rebuild starts from;
+    * a question (:func:`question_held`) running concurrently with one ``build_prefix`` call of a
+      background rebuild (:func:`rebuild_held`): the worker steps aside between those calls while a
+      question waits or runs, so at most one overlaps it;
+    * or a rebuild on the asking thread (no worker: scripts, tests) in one ``build_prefix`` call."""
+    background = rebuild_held(work, work.rebuild_frames)
+    direct = rebuild_held(work, work.keyframes)
+    return work.prefix_tokens() + max(question_held(work) + background, direct)
+
+
+def question_held(work: Workload) -> int:
+    """KV tokens a question holds beyond the warm prefix: its prefill (:func:`extend_held`; from
+    scratch the start is empty), then each decode step's input and output state (the longest answer's
+    last step: the state after p + q + n - 2 tokens and the one after p + q + n - 1)."""
+    p, q, n, c = work.prefix_tokens(), work.question_tokens, work.new_tokens, work.max_chunk
+    prefill = max(extend_held(p, q, c), extend_held(0, p + q, c))
+    decode = 2 * (p + q + n) - 3 if n >= 2 else 0
+    return max(prefill, decode)
+
+
+def rebuild_held(work: Workload, step: int) -> int:
+    """KV tokens one ``build_prefix`` call of a rebuild holds beyond the warm prefix W (full: K frames),
+    when the engine builds a K-frame snapshot ``step`` keyframes at a time. The first call builds the
+    first ``step`` keyframes from W, reusing the 0..K-1 leading keyframes W shares (a cut of W: copied
+    for the first decoder call only); each later call continues from the previous call's state, which
+    the engine holds besides W."""
+    k = work.keyframes
+    ends = [*range(step, k, step), k]
+    first, c = ends[0], work.max_chunk
+    best = 0
+    for shared in range(k):  # shared == k: the same snapshot, no rebuild
+        kept = min(shared, first)
+        reused = work.prefix_tokens(kept) if kept else 0
+        copy = reused if 0 < reused < work.prefix_tokens() else 0
+        best = max(best, extend_held(reused, work.prefix_tokens(first) - reused, c, copy))
+    for before, end in itertools.pairwise(ends):
+        previous = work.prefix_tokens(before)  # held by the engine and the start of this call
+        best = max(best, previous + extend_held(previous, work.prefix_tokens(end) - previous, c))
+    return best
 
 
 # -- the plan -----------------------------------------------------------------------------------------
@@ -572,11 +701,13 @@ class MemoryPlan:
     def summary(self) -> str:
         g = self.weights.graphs
         head = "tied LM head exported twice" if self.weights.tied and self.weights.runtime != "torch" else ""
+        c = self.workload.max_chunk
+        chunks = "" if c is None else f"(prefill in chunks of <= {c} tokens) "
         return (
             f"weights {self.weights.device / GiB:.2f} GiB (vision {g['vision'].device / GiB:.2f}, "
             f"embed {g['embed'].device / GiB:.2f}, decoder {g['decoder'].device / GiB:.2f} at "
             f"{self.weights.precision}{'; ' + head if head else ''}) + KV {self.kv_bytes / GiB:.2f} GiB "
-            f"({self.kv_tokens} tokens live, context {self.max_context}) + activations "
+            f"({self.kv_tokens} tokens live, context {self.max_context}) + activations {chunks}"
             f"{(self.decoder_activation + self.vision_activation) / GiB:.2f} GiB (decoder "
             f"{self.decoder_activation / GiB:.2f}, vision {self.vision_activation / GiB:.2f}) + vision "
             f"cache {self.features / GiB:.2f} GiB + runtime reserve {self.budget.reserve / GiB:.2f} GiB "
@@ -589,6 +720,7 @@ class MemoryPlan:
             "prefix_tokens": self.workload.prefix_tokens(),
             "question_tokens": self.workload.question_tokens,
             "new_tokens": self.workload.new_tokens,
+            "max_chunk": self.workload.max_chunk,
             "max_context": self.max_context,
             "weights_file_bytes": {k: v.file for k, v in self.weights.graphs.items()},
             "weights_device_bytes": {k: v.device for k, v in self.weights.graphs.items()},
@@ -611,25 +743,23 @@ def memory_plan(
     budget: Budget,
     kv_precision: str | None = None,
 ) -> MemoryPlan:
-    """Everything the device holds for ``work``: weights as exported, KV at the profiles' maximum,
-    the largest activations over the decoder profiles and one keyframe through the vision tower, the
-    vision cache and the reserve. The same for every runtime; TensorRT's boxes are the worst case
-    and the torch/ONNX Runtime paths (dynamic shapes) never exceed them."""
+    """Everything the device holds for ``work``: weights as exported, the KV the runtime holds at once
+    at most (:func:`kv_live_tokens`), the decoder's activations (:func:`decoder_activation`: at the
+    TensorRT profiles' corners, or the largest call) and one keyframe through the vision tower, the
+    vision cache and the reserve."""
     act = _float_bytes(weights.runtime, weights.precision)
     kv_dtype = kv_precision or {2.0: "fp16", 4.0: "fp32"}.get(act, "fp16")
-    boxes = decoder_boxes(work)
-    decoder = max(decoder_activation_bytes(dims, *box.corner, act) for box in boxes.values())
     return MemoryPlan(
         workload=work,
         weights=weights,
         kv_bytes_per_token=int(dims.kv_bytes_per_token(kv_dtype)),
         kv_tokens=kv_live_tokens(work),
         max_context=_align(work.context),
-        decoder_activation=decoder,
+        decoder_activation=decoder_activation(dims, work, weights.runtime, act),
         vision_activation=vision_activation_bytes(dims, size, act),
         features=work.keyframes * work.tokens_per_keyframe * (dims.out_hidden or dims.hidden) * 4,
         budget=budget,
-        boxes=boxes,
+        boxes=decoder_boxes(work),
     )
 
 

@@ -7,7 +7,14 @@ parity check implements it with the PyTorch wrappers that were exported, so both
 same code. Prefill is incremental: :meth:`VLMRunner.extend` appends tokens to a :class:`KVState`, so a
 caller can prefill [system + frames] once, keep the state, and append only a question later (the edge
 runtime's cached prefix, DESIGN.md section 5). Greedy tokens equal ``model.generate``'s
-(``tests/export/test_ort_runner.py``).
+(``tests/export/test_export_cpu.py``).
+
+Chunked prefill: with ``max_chunk`` (a TensorRT-target export's ``tensorrt.plan.max_chunk``; None, no
+chunking, for ONNX Runtime exports and older manifests), :meth:`VLMRunner.extend` runs the decoder on at
+most that many new tokens per call, each call continuing from the previous one's state, as TensorRT-LLM's
+chunked context does: the engines' profiles and activation memory are then sized for a chunk, not for a
+whole prompt (:mod:`egovlm.export.fit`). Causal attention makes the result the unchunked one
+(``tests/export/test_ort_runner_chunked.py``).
 
 Imports neither torch nor transformers: the device needs numpy, onnxruntime and the export's processor
 files, read by :mod:`egovlm.processing`.
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from egovlm.export.fit import chunk_sizes
 from egovlm.export.positions import decode_positions, mrope_positions
 from egovlm.processing import Processor
 
@@ -30,6 +38,13 @@ if TYPE_CHECKING:
     from egovlm.export.manifest import Manifest
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
+
+
+def manifest_max_chunk(data: Mapping[str, Any]) -> int | None:
+    """The prefill chunk a manifest body's TensorRT plan was sized for (``tensorrt.plan.max_chunk``);
+    None (no chunking) for ONNX Runtime exports and manifests written before chunked prefill."""
+    value = ((data.get("tensorrt") or {}).get("plan") or {}).get("max_chunk")
+    return None if value is None else int(value)
 
 
 class GraphBackend(Protocol):
@@ -85,12 +100,42 @@ class RunnerDims:
 @dataclass
 class KVState:
     """Decoder state after some tokens: per-layer K/V, how many tokens, the next M-RoPE position and
-    the logits of the last token (None before any token)."""
+    the logits of the last token (None before any token).
 
-    past: list[np.ndarray]
+    ``past`` may be longer than ``length`` (:meth:`cut`): the state is then the first ``length``
+    positions, and the next decoder call copies just those, for the duration of that call."""
+
+    past: list[Any]
     length: int
     next_position: int
     logits: np.ndarray | None = None
+
+    def cut(self, length: int, next_position: int) -> KVState:
+        """The state after this one's first ``length`` tokens, sharing its buffers (no copy now)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot cut a {self.length}-token state to {length} tokens")
+        logits = self.logits if length == self.length else None
+        return KVState(past=self.past, length=length, next_position=next_position, logits=logits)
+
+    def dense_past(self) -> list[Any]:
+        """``past`` holding exactly ``length`` positions (copies of the leading ones when cut)."""
+        return [leading(p, self.length) for p in self.past]
+
+    def dense(self) -> KVState:
+        """This state with buffers of its own length (itself when they are already)."""
+        if all(int(p.shape[2]) == self.length for p in self.past):
+            return self
+        return KVState(self.dense_past(), self.length, self.next_position, self.logits)
+
+
+def leading(past: Any, n: int) -> Any:
+    """The first ``n`` positions of one K/V tensor [batch, kv_heads, positions, head_dim] (numpy for
+    ONNX Runtime, a device tensor for TensorRT), contiguous because the graphs take dense buffers;
+    the tensor itself when it holds exactly ``n``."""
+    if int(past.shape[2]) == n:
+        return past
+    view = past[:, :, :n, :]
+    return view.contiguous() if hasattr(view, "contiguous") else np.ascontiguousarray(view)
 
 
 @dataclass
@@ -145,11 +190,20 @@ class VLMRunner:
     parity check runs the device's preprocessing; :attr:`processor` keeps what was given (the
     parity reference runs the PyTorch model through transformers' own)."""
 
-    def __init__(self, backend: GraphBackend, dims: RunnerDims, processor: Processor | Any) -> None:
+    def __init__(
+        self,
+        backend: GraphBackend,
+        dims: RunnerDims,
+        processor: Processor | Any,
+        max_chunk: int | None = None,
+    ) -> None:
+        if max_chunk is not None and max_chunk < 1:
+            raise ValueError(f"max_chunk must be at least 1 token (or None: no chunking), got {max_chunk}")
         self.backend = backend
         self.dims = dims
         self.processor = processor
         self.processing = Processor.of(processor)
+        self.max_chunk = max_chunk
 
     @classmethod
     def from_export(
@@ -178,9 +232,12 @@ class VLMRunner:
     @classmethod
     def with_backend(cls, manifest: Manifest, backend: GraphBackend) -> VLMRunner:
         """A runner over any :class:`GraphBackend` (e.g. TensorRT engines) for ``manifest``'s model,
-        with the processor the export ships."""
+        with the processor the export ships and the prefill chunk its TensorRT plan was sized for."""
         return cls(
-            backend, RunnerDims.from_model_block(manifest.model), Processor.from_dir(manifest.processor_dir)
+            backend,
+            RunnerDims.from_model_block(manifest.model),
+            Processor.from_dir(manifest.processor_dir),
+            max_chunk=manifest_max_chunk(manifest.data),
         )
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -211,13 +268,13 @@ class VLMRunner:
 
     def _run(self, state: KVState, embeds: np.ndarray, positions: np.ndarray, next_position: int) -> KVState:
         seq = embeds.shape[0]
-        feeds: dict[str, np.ndarray] = {
+        feeds: dict[str, Any] = {
             "inputs_embeds": embeds[None].astype(self.backend.embed_dtype),
             "position_ids": positions[:, None, :].astype(np.int64),
             "attention_mask": np.ones((1, state.length + seq), dtype=np.int64),
         }
-        for i, kind in enumerate(("key", "value") * self.dims.num_layers):
-            feeds[f"past_{kind}.{i // 2}"] = state.past[i]
+        for i, past in enumerate(state.dense_past()):
+            feeds[f"past_{('key', 'value')[i % 2]}.{i // 2}"] = past
         logits, presents = self.backend.decoder(feeds)
         return KVState(
             past=presents,
@@ -246,7 +303,15 @@ class VLMRunner:
             embeds[image_rows] = stacked
         elif image_rows.size:
             raise ValueError(f"{image_rows.size} image tokens in the prompt but no visual tokens given")
-        return self._run(state, embeds, positions, next_position)
+        # Chunked prefill: each call continues from the previous call's state, whose buffers are
+        # dropped by the next assignment (only the caller's start state and the last output remain).
+        done = 0
+        for size in chunk_sizes(ids.size, self.max_chunk):
+            end = done + size
+            after = next_position if end == ids.size else int(positions[:, :end].max()) + 1
+            state = self._run(state, embeds[done:end], positions[:, done:end], after)
+            done = end
+        return state
 
     def step(self, state: KVState, token: int) -> KVState:
         """Append one generated text token (decode)."""

@@ -12,14 +12,17 @@ upgrade (:mod:`egovlm.trt_support`). Plans are written without a second host cop
 file on TensorRT 10.13+ (``build_serialized_network_to_stream``), from the ``IHostMemory`` buffer on
 10.3-10.12.
 
-Profiles (:mod:`egovlm.export.fit` does the accounting): the decoder engine gets four optimisation
-profiles, in this order: ``prefill`` (nothing cached: the first prefix, a full rebuild, a question from
-scratch), ``decode`` (one token), ``question`` (a question of up to ``MAX_QUESTION_TOKENS`` after a full
-buffer) and ``rebuild`` (a partial, chunked rebuild reusing the leading keyframes' KV). Together they admit
-every call the edge runtime issues for the export's ``--keyframes`` (:func:`egovlm.export.fit.runtime_calls`);
-vision and embed get one each (vision is static). :func:`plan_profiles` refuses a workload whose weights,
-KV cache at the profiles' maximum, activations and runtime reserve exceed the target's budget
-(``targets.yaml``: memory_gb x budget_fraction), naming the numbers and the ``--keyframes`` that would fit.
+Profiles (:mod:`egovlm.export.fit` does the accounting): the runtime prefills in chunks of at most
+``plan.max_chunk`` new tokens (:data:`egovlm.export.fit.TENSORRT_MAX_CHUNK`, as TensorRT-LLM's chunked
+context), so no decoder call is longer than a chunk whatever the prompt, and activations follow the
+chunk, not the prefix. The decoder engine gets two optimisation profiles, in this order: ``prefill``
+(any chunk of any prefill: a prefix build, a rebuild, a question after a full buffer, a question from
+scratch) and ``decode`` (one token after up to the longest conversation). Together they admit every
+call the edge runtime issues for the export's ``--keyframes`` (:func:`egovlm.export.fit.runtime_calls`);
+vision and embed get one each (vision is static; embed takes a whole prompt). :func:`plan_profiles`
+refuses a workload whose weights, KV cache at the runtime's maximum, activations and runtime reserve
+exceed the target's budget (``targets.yaml``: memory_gb x budget_fraction), naming the numbers and the
+``--keyframes`` that would fit.
 Orin Nano's 8 GB are shared with the OS and the camera; that is why its budget fraction is the smallest.
 """
 
@@ -35,6 +38,7 @@ from egovlm.atomic import replace_dir
 from egovlm.export.fit import (
     PROFILE_ALIGN,
     RUNTIME_RESERVE,
+    TENSORRT_MAX_CHUNK,
     Box,
     Budget,
     GraphBytes,
@@ -55,7 +59,8 @@ MiB = 1024**2
 @dataclass(frozen=True)
 class EnginePlan:
     max_context: int  # past + seq the decode profile allows
-    max_prefill: int  # longest single prefill call (full prefix + longest question)
+    max_prefill: int  # longest prompt prefilled (full prefix + longest question), in chunks of max_chunk
+    max_chunk: int  # most new tokens of one decoder call (egovlm.export.ort_runner.VLMRunner.extend)
     prefix_tokens: int  # [system + K keyframes] for the workload
     question_tokens: int  # the longest question turn the profiles admit after a full prefix
     new_tokens: int  # the longest answer
@@ -90,7 +95,14 @@ def plan_profiles(
     keyframe_size: tuple[int, int],
 ) -> EnginePlan:
     """Size the decoder's profiles for ``workload`` on ``target``; raise :class:`ExportConfigError`
-    with the numbers and the largest ``--keyframes`` that fits when it does not fit."""
+    with the numbers and the largest ``--keyframes`` that fits when it does not fit. The workload
+    must be chunked (``max_chunk``): a TensorRT profile admitting a whole prompt after a cached prefix
+    would be sized for both at once."""
+    if workload.max_chunk is None:
+        raise ValueError(
+            "plan_profiles: the workload has no max_chunk; TensorRT runtimes prefill in chunks "
+            f"(egovlm.export.tensorrt_build.export_workload plans {TENSORRT_MAX_CHUNK})"
+        )
     budget = target_budget(target)
     plan = memory_plan(dims, weights, workload, keyframe_size, budget)
     if not plan.fits:
@@ -104,6 +116,7 @@ def engine_plan(plan: MemoryPlan) -> EnginePlan:
     return EnginePlan(
         max_context=plan.max_context,
         max_prefill=work.prefix_tokens() + work.question_tokens,
+        max_chunk=work.longest_call,
         prefix_tokens=work.prefix_tokens(),
         question_tokens=work.question_tokens,
         new_tokens=work.new_tokens,
@@ -165,22 +178,38 @@ def check_export_fit(
     From the safetensors headers and config.json only (no weights loaded, no torch): raises
     :class:`ExportConfigError` with the numbers and the ``--keyframes`` that fit. ``keyframes`` and
     ``new_tokens`` default to the device profile of the same name (configs/edge/<target>.yaml), so an
-    export admits every call its device's runtime makes; else 8 keyframes and 256 tokens."""
+    export admits every call its device's runtime makes; else 8 keyframes and 256 tokens. Prefill is
+    planned in chunks of :data:`egovlm.export.fit.TENSORRT_MAX_CHUNK` tokens (the manifest's
+    ``tensorrt.plan.max_chunk``, which the runtime reads)."""
     from egovlm.export import fit
 
     dims = fit.ModelDims.from_model_dir(model_dir)
     weights = fit.weight_bytes(fit.read_tensors(model_dir), "tensorrt", precision)
     size = fit.keyframe_size(model_dir)
-    k_default, n_default = device_defaults(target.name)
-    work = Workload(
-        keyframes=keyframes or k_default,
-        tokens_per_keyframe=dims.tokens_per_keyframe(size),
-        new_tokens=new_tokens or n_default,
-    )
+    work = export_workload(target, dims, size, keyframes, new_tokens)
     plan = memory_plan(dims, weights, work, size, target_budget(target))
     if not plan.fits:
         raise ExportConfigError(_refusal(target, plan, dims, weights, size))
     return ExportFit(target, dims, size, plan)
+
+
+def export_workload(
+    target: Target,
+    dims: ModelDims,
+    size: tuple[int, int],
+    keyframes: int | None = None,
+    new_tokens: int | None = None,
+) -> Workload:
+    """The workload a TensorRT export of ``dims`` at keyframe ``size`` is planned for: ``keyframes``
+    and ``new_tokens`` (default: the device profile's), prefill in chunks of
+    :data:`egovlm.export.fit.TENSORRT_MAX_CHUNK`."""
+    k_default, n_default = device_defaults(target.name)
+    return Workload(
+        keyframes=keyframes or k_default,
+        tokens_per_keyframe=dims.tokens_per_keyframe(size),
+        new_tokens=new_tokens or n_default,
+        max_chunk=TENSORRT_MAX_CHUNK,
+    )
 
 
 def device_defaults(device: str) -> tuple[int, int]:

@@ -8,12 +8,16 @@ here, once:
 * prefix: the contract's prompt cut after the last frame (:mod:`egovlm.edge.backends.prompt`, the
   same split the torch backend uses), image placeholders expanded to the cached visual tokens,
   prefilled with :meth:`VLMRunner.extend` into a :class:`KVState`. With ``previous``, the KV of
-  the leading keyframes both snapshots share is sliced from the old state and only the rest is
-  prefilled (causal attention: earlier tokens never depend on later ones);
+  the leading keyframes both snapshots share is cut from the old state (:meth:`KVState.cut`: its
+  leading positions are copied for the first decoder call only) and only the rest is prefilled
+  (causal attention: earlier tokens never depend on later ones);
 * question: :meth:`VLMRunner.extend` on the prefix state with the question's tokens only, then
   decoding with :meth:`VLMRunner.step`. ``extend`` returns a NEW state (the graphs write their
   ``present_*`` outputs to new buffers), so the prefix state is shared by every question and
-  never written.
+  never written. Each decode step holds its input and output state only (the question's first
+  state is not kept once decoding moves on): :func:`egovlm.export.fit.kv_live_tokens` counts these.
+  (Writing each step into preallocated buffers, e.g. ONNX Runtime's IOBinding or TensorRT output
+  addresses into a KV of the conversation's length, would save a state's copy per step; not done.)
 
 The decode loop is written here rather than calling :meth:`VLMRunner.greedy` because a question
 also needs streaming text, sampling (when a profile asks for it) and the time of the first token.
@@ -159,6 +163,8 @@ class ExportBackend(Backend):
         kv = start
         if reused < ids.size:
             kv = self.runner.extend(start, ids[reused:], [f.data for f in features[shared:]])
+        else:  # every token reused: a prefix of the old state, in buffers of its own
+            kv = start.dense()
         data = _ExportPrefix(frames, prompt.prefix, tuple(prefix_text_ids), ids, kv)
         return PrefixState(
             version=version,
@@ -195,16 +201,16 @@ class ExportBackend(Backend):
         return shared, n
 
     def _cut(self, kv: KVState, ids: np.ndarray, n: int) -> KVState:
-        """The state after the first ``n`` tokens of ``kv``: a contiguous copy of its leading KV
-        (the old state stays intact) and the M-RoPE position that follows token n-1. All of it:
-        the same state, shared (states are never written)."""
+        """The state after the first ``n`` tokens of ``kv`` (sharing its buffers, which stay intact:
+        the next decoder call copies the leading positions it needs) and the M-RoPE position that
+        follows token n-1. All of it: the same state (states are never written)."""
         if n == kv.length:
-            return KVState(past=kv.past, length=n, next_position=kv.next_position)
+            return kv.cut(n, kv.next_position)
         images = int(np.count_nonzero(ids[:n] == self.dims.image_token_id)) // self.dims.tokens_per_keyframe
         _, next_position = mrope_positions(
             ids[:n], self.dims.image_token_id, [self.dims.merged_grid] * images
         )
-        return KVState(past=[_leading(p, n) for p in kv.past], length=n, next_position=next_position)
+        return kv.cut(n, next_position)
 
     # -- questions -----------------------------------------------------------------------------
 
@@ -225,9 +231,8 @@ class ExportBackend(Backend):
             raise PromptBoundaryError("the question's prompt does not start with the cached prefix text")
         suffix = np.asarray(split_ids(self.tokenizer, prompt, data.text_ids), dtype=np.int64)
         t_prepared = time.perf_counter()
-        state = self.runner.extend(data.kv, suffix)
         n_prompt = int(data.input_ids.size + suffix.size)
-        return self._decode(state, t0, t_prepared, n_prompt, int(suffix.size), params, on_text)
+        return self._decode(data.kv, suffix, (), t0, t_prepared, n_prompt, params, on_text)
 
     def generate_from_scratch(
         self,
@@ -245,19 +250,24 @@ class ExportBackend(Backend):
         ids = self.runner.prompt_ids(build_messages(frames, question, options, system_prompt=system_prompt))
         t_prepared = time.perf_counter()
         visual = [self.runner.encode_keyframe(f.image) for f in frames]
-        state = self.runner.extend(self.runner.empty_state(), ids, visual)
-        return self._decode(state, t0, t_prepared, int(ids.size), int(ids.size), params, on_text)
+        return self._decode(
+            self.runner.empty_state(), ids, visual, t0, t_prepared, int(ids.size), params, on_text
+        )
 
     def _decode(
         self,
-        state: KVState,
+        start: KVState,
+        ids: np.ndarray,
+        visual: Sequence[np.ndarray],
         t0: float,
         t_prepared: float,
         n_prompt: int,
-        n_prefill: int,
         params: GenerationParams,
         on_text: TokenCallback | None,
     ) -> Generation:
+        """Prefill ``ids`` after ``start``, then decode. The prefill happens here so that the only
+        reference to each state is ``state``: every step frees the state before last."""
+        state = self.runner.extend(start, ids, visual)
         choose = _chooser(params)
         stream = TextStream(self.tokenizer, on_text) if on_text is not None else None
         tokens: list[int] = []
@@ -283,19 +293,12 @@ class ExportBackend(Backend):
             text=self.processor.decode(tokens),
             token_ids=tokens,
             n_prompt_tokens=n_prompt,
-            n_prefill_tokens=n_prefill,
+            n_prefill_tokens=int(ids.size),
             prefill_ms=(first - t_prepared) * 1000,
             decode_ms=(last - first) * 1000,
             prepare_ms=(t_prepared - t0) * 1000,
             scores=scores if params.return_scores else None,
         )
-
-
-def _leading(past: Any, n: int) -> Any:
-    """The first ``n`` positions of one K/V tensor (numpy for ONNX Runtime, a device tensor for
-    TensorRT), contiguous because the graphs take dense buffers."""
-    view = past[:, :, :n, :]
-    return view.contiguous() if hasattr(view, "contiguous") else np.ascontiguousarray(view)
 
 
 def _chooser(params: GenerationParams) -> Callable[[np.ndarray], int]:

@@ -139,8 +139,9 @@ def manifest_profile_ranges(
 def choose_profile(seq: int, past: int, ranges: Sequence[ProfileRange]) -> ProfileRange:
     """The profile for one decoder call: of those that admit (seq, past), the one with the fewest new
     tokens at its maximum (ties: the fewest cached), so each call runs on the kernels tuned closest to
-    it: ``decode`` for one token, ``question`` for a question, ``rebuild`` for a partial rebuild,
-    ``prefill`` for a whole prefix (egovlm.export.fit.decoder_boxes plans them to cover every call).
+    it: ``decode`` for one token, ``prefill`` for each chunk of a prefill (the runner splits every
+    prefill into chunks of the plan's ``max_chunk``; egovlm.export.fit.decoder_boxes plans the profiles
+    to cover every call; engines built before chunked prefill had more, chosen the same way).
     A call no profile covers is refused with the limits, since TensorRT would reject the shapes."""
     fitting = [r for r in ranges if r.fits(seq, past)]
     if fitting:

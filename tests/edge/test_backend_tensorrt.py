@@ -199,20 +199,22 @@ def test_profile_choice_follows_the_planned_profiles() -> None:
 
     nano, precision = resolve("orin-nano")
     dims = fit.KNOWN_MODELS["qwen2.5-vl-3b"]
-    work = fit.Workload(keyframes=4, new_tokens=192)
+    work = tb.export_workload(nano, dims, (448, 336))
     weights = fit.weight_bytes(dims.tensors(), "tensorrt", precision)
     plan = tb.plan_profiles(nano, dims, weights, work, (448, 336))
     ranges = manifest_profile_ranges(tb.decoder_profiles(QWEN_3B, plan))
-    assert [(r.name, r.index) for r in ranges][:2] == [(PREFILL, 0), (DECODE, 1)]
-    prefix = plan.prefix_tokens
-    assert choose_profile(prefix, 0, ranges).name == PREFILL  # [system + frames] at once
-    assert choose_profile(40, prefix, ranges).name == "question"  # a question on the cached prefix
+    assert [(r.name, r.index) for r in ranges] == [(PREFILL, 0), (DECODE, 1)]
+    prefix, chunk = plan.prefix_tokens, plan.max_chunk
+    assert chunk < prefix  # [system + frames] is prefilled in several chunks
+    assert choose_profile(chunk, 0, ranges).name == PREFILL  # the first chunk of a prefix
+    assert choose_profile(chunk, prefix - chunk, ranges).name == PREFILL  # its last
+    assert choose_profile(40, prefix, ranges).name == PREFILL  # a question on the cached prefix
     assert choose_profile(1, prefix + 40, ranges).name == DECODE  # each answer token
     assert choose_profile(1, 0, ranges).name == DECODE
     with pytest.raises(BackendError, match=r"no decoder profile takes 1 new tokens after .*--keyframes"):
         choose_profile(1, plan.max_context, ranges)
-    with pytest.raises(BackendError, match=rf"prefill: seq 1..{plan.max_prefill}"):
-        choose_profile(plan.max_prefill + 1, 0, ranges)
+    with pytest.raises(BackendError, match=rf"prefill: seq 1..{chunk}"):
+        choose_profile(chunk + 1, 0, ranges)
 
 
 def test_profile_ranges_from_engine_shapes() -> None:
@@ -566,6 +568,37 @@ def test_the_engine_half_answers_like_onnx_runtime(
     # every decode step binds the previous step's present_* buffers as its past_*: no host round trip
     assert decoder_context.past_from_outputs >= 5 * 2 * layers
     assert trt.memory.copies_2d == 2 * layers  # the reused keyframes' KV: one 2-D device copy per tensor
+
+
+def test_the_engines_run_chunked_prefill_on_the_profile_of_each_call(
+    nano_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner reads the plan's chunk from the manifest; with chunks shorter than the prompts every
+    prefill becomes several engine calls, each on a profile admitting it (the fake context refuses
+    shapes outside the selected profile), and the answer stays ONNX Runtime's unchunked one."""
+    from egovlm.export import fit
+
+    trt = fake_tensorrt("10.13.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tb, "_cuda_error", lambda: None)
+    monkeypatch.setattr("egovlm.trt_support.cuda_runtime", lambda: "cuda-python")
+    monkeypatch.setattr(tb, "CudaStream", lambda rt, index: trt.memory)
+    root = _built_export(nano_dir, tmp_path / "nano", _runnable_plans(nano_dir))
+    mine = TensorRTBackend.load(root, device="cuda:0")
+    plan = load_manifest(root, verify=False).data["tensorrt"]["plan"]
+    assert mine.runner.max_chunk == plan["max_chunk"] == fit.TENSORRT_MAX_CHUNK
+    mine.runner.max_chunk = 5  # the tiny model's prompts are shorter than 256 tokens
+    answer = _answers_with_reuse(mine)
+    ref = _answers_with_reuse(OnnxBackend.load(nano_dir, threads=1))
+    assert answer.token_ids == ref.token_ids
+    assert answer.scores is not None and ref.scores is not None
+    np.testing.assert_allclose(np.stack(answer.scores), np.stack(ref.scores), atol=1e-3)
+    [decoder_context] = trt.engines[2].contexts
+    seqs = [shapes["inputs_embeds"][1] for _, shapes in decoder_context.calls]
+    assert max(seqs) == 5 and seqs.count(5) > 3  # prefills of 3, 2 keyframes and a question, chunked
+    names = list(load_manifest(root, verify=False).data["tensorrt"]["profiles"]["decoder"])
+    assert {names[p] for p, shapes in decoder_context.calls if shapes["inputs_embeds"][1] > 1} == {PREFILL}
+    assert trt.memory.copies_2d == 2 * int(load_manifest(root).model["num_layers"])  # reused KV: once
 
 
 # --- engines that do not match their export: refused at load, by name ---------------------------------

@@ -129,11 +129,8 @@ def test_one_accounting_with_the_export() -> None:
     est = check_memory(profile)
     target = load_targets()["orin-nano"]
     weights = fit.weight_bytes(dims.tensors(), "tensorrt", target.default_precision)
-    work = fit.Workload(
-        keyframes=profile.keyframes.capacity,
-        tokens_per_keyframe=profile.keyframes.tokens_per_keyframe,
-        new_tokens=profile.generation.max_new_tokens,
-    )
+    work = tb.export_workload(target, dims, profile.keyframes.size)  # what the export plans
+    assert work.keyframes == profile.keyframes.capacity and work.max_chunk == fit.TENSORRT_MAX_CHUNK
     export = fit.memory_plan(dims, weights, work, profile.keyframes.size, tb.target_budget(target))
     assert est.plan == export
 

@@ -58,10 +58,9 @@ REAL = fit.ModelDims.from_config(real_3b_config())
 
 
 def nano_workload(target: str, keyframes: int | None = None) -> fit.Workload:
-    k, n = tb.device_defaults(target)
-    return fit.Workload(
-        keyframes=keyframes or k, tokens_per_keyframe=REAL.tokens_per_keyframe(SIZE), new_tokens=n
-    )
+    """The workload the export plans for ``target`` (the device profile's keyframes and answer length,
+    prefill chunked)."""
+    return tb.export_workload(load_targets()[target], REAL, SIZE, keyframes)
 
 
 def plan_for(target: str, precision: str | None = None, keyframes: int | None = None) -> tb.EnginePlan:
@@ -92,33 +91,41 @@ def test_real_3b_numbers() -> None:
 @pytest.mark.parametrize("target", TRT_TARGETS)
 def test_profiles_admit_every_runtime_call_after_a_full_buffer(target: str) -> None:
     """(a) Orin Nano and (b) every TensorRT target, at the default precision, with the device profile's
-    keyframes and answer length: every call the runtime issues (full and partial rebuilds, a question
-    of the maximum length after a full buffer, every answer token) has a profile, chosen by the runtime's
-    own choose_profile on the ranges it reads from the manifest."""
+    keyframes and answer length: every call the runtime issues (each chunk of every prefix build,
+    full and partial rebuild, question of up to the maximum length after a full buffer and question
+    from scratch; every answer token) has a profile, chosen by the runtime's own choose_profile on
+    the ranges it reads from the manifest; and no call is longer than the plan's chunk."""
     plan = plan_for(target)
     device = load_profile(target)
     assert plan.keyframes == device.keyframes.capacity
     assert plan.question_tokens == MAX_QUESTION_TOKENS
+    assert plan.max_chunk == fit.TENSORRT_MAX_CHUNK
     ranges = manifest_profile_ranges(tb.decoder_profiles(QWEN_MODEL_BLOCK, plan))
+    assert [r.name for r in ranges] == ["prefill", "decode"]
     work = nano_workload(target)
     calls = fit.runtime_calls(work)
-    full = work.prefix_tokens()
-    assert (
-        f"question of {MAX_QUESTION_TOKENS} tokens after {work.keyframes} keyframes",
-        MAX_QUESTION_TOKENS,
-        full,
-    ) in calls
-    chosen = {what: choose_profile(seq, past, ranges).name for what, seq, past in calls}
-    k = work.keyframes
-    assert chosen[f"question of {MAX_QUESTION_TOKENS} tokens after {k} keyframes"] == "question"
-    assert chosen[f"answer token after {k} keyframes"] == "decode"
-    assert chosen[f"prefix of {k} keyframes"] == "prefill"
+    full, k = work.prefix_tokens(), work.keyframes
+    question = f"question of {MAX_QUESTION_TOKENS} tokens after {k} keyframes"
+    assert (question, MAX_QUESTION_TOKENS, full) in calls  # one chunk: the longest question fits one
+    chosen: dict[str, set[str]] = {}
+    for what, seq, past in calls:
+        assert 1 <= seq <= plan.max_chunk, (what, seq, past)
+        chosen.setdefault(what, set()).add(choose_profile(seq, past, ranges).name)
+    assert chosen[question] == {"prefill"}
+    assert chosen[f"answer token after {k} keyframes"] == {"decode"}
+    assert "prefill" in chosen[f"prefix of {k} keyframes"]
+    assert "prefill" in chosen[f"question from scratch with {k} keyframes"]
     if k > 1:
-        assert chosen[f"rebuild of {k} keyframes reusing 1"] == "rebuild"
-        assert chosen[f"rebuild of {k} keyframes reusing {k - 1}"] in {"rebuild", "question"}
-    # Nothing beyond the workload: one token more than the longest conversation is refused.
+        assert "prefill" in chosen[f"rebuild of {k} keyframes reusing 1"]
+    # Each prefill is split as the runner splits it, and a whole prefix is several calls.
+    prefix_calls = [seq for what, seq, _ in calls if what == f"prefix of {k} keyframes"]
+    assert prefix_calls == fit.chunk_sizes(full, plan.max_chunk) and len(prefix_calls) > 1
+    # Nothing beyond the workload: one token more than the longest conversation, or a call longer
+    # than a chunk, is refused.
     with pytest.raises(BackendError, match="no decoder profile"):
         choose_profile(1, full + MAX_QUESTION_TOKENS + work.new_tokens, ranges)
+    with pytest.raises(BackendError, match="no decoder profile"):
+        choose_profile(plan.max_chunk + 1, 0, ranges)
     assert plan.max_context >= full + MAX_QUESTION_TOKENS + work.new_tokens
 
 
@@ -137,7 +144,53 @@ def test_the_old_plan_refused_the_nano_and_this_one_does_not() -> None:
     ranges = manifest_profile_ranges(tb.decoder_profiles(QWEN_MODEL_BLOCK, plan))
     old_past_limit = plan.max_context - plan.max_prefill
     assert plan.prefix_tokens > old_past_limit  # what the old profile refused ...
-    assert choose_profile(MAX_QUESTION_TOKENS, plan.prefix_tokens, ranges).name == "question"  # ... admitted
+    assert choose_profile(MAX_QUESTION_TOKENS, plan.prefix_tokens, ranges).name == "prefill"  # ... admitted
+
+
+def test_chunked_prefill_is_what_fits_eight_keyframes_on_the_nano() -> None:
+    """The design decision, in numbers (the real 3B at int4, Orin Nano's 4.80 GiB): a whole prompt in
+    one call (unfused attention over ~2,000 tokens) needs more than the budget at 8 keyframes;
+    chunks of 256 need a fraction of those activations, and 8 keyframes fit."""
+    t = load_targets()["orin-nano"]
+    weights = fit.weight_bytes(REAL.tensors(), "tensorrt", "int4")
+    chunked = nano_workload("orin-nano", 8)
+    budget = tb.target_budget(t)
+    plan = fit.memory_plan(REAL, weights, chunked, SIZE, budget)
+    whole = fit.memory_plan(REAL, weights, replace(chunked, max_chunk=None), SIZE, budget)
+    assert plan.fits and not whole.fits
+    assert plan.decoder_activation < whole.decoder_activation / 5
+    assert plan.total <= budget.total < whole.total
+    # The activation bound is at the boxes' corners: a chunk after the longest prompt.
+    p, q = chunked.prefix_tokens(), chunked.question_tokens
+    corner = fit.decoder_activation_bytes(REAL, 256, 256 + p + q - 1, 2.0)
+    assert plan.decoder_activation == corner
+
+
+def test_kv_live_tokens_is_the_sum_of_what_the_runtime_holds() -> None:
+    """The warm prefix + a question's decode (its last step's input and output) + one build_prefix of a
+    background rebuild (the worst reuse: a copy of the reused keyframes for the first chunk, then the
+    last chunk's input and output), each term from the runtime's own chunking."""
+    w = nano_workload("orin-nano", 8)
+    p, q, n, c = w.prefix_tokens(), w.question_tokens, w.new_tokens, w.max_chunk
+    assert fit.question_held(w) == 2 * (p + q + n) - 3
+    rebuilds = [
+        fit.extend_held(w.prefix_tokens(s), p - w.prefix_tokens(s), c, copy=w.prefix_tokens(s) if s else 0)
+        for s in range(w.keyframes)
+    ]
+    assert fit.rebuild_held(w, w.keyframes) == max(rebuilds)
+    assert fit.kv_live_tokens(w) == p + fit.question_held(w) + max(rebuilds)
+    # extend_held by hand: 416 new tokens after 1,328 reused = chunks 256 + 160; the last call holds
+    # its input (1,584) and output (1,744); the first its copy of the reused KV and its output.
+    assert fit.extend_held(1328, 416, 256, copy=1328) == max(1328 + 1328 + 256, 1584 + 1744)
+    # Without chunking one call: the copy and the output.
+    assert fit.extend_held(1328, 416, None, copy=1328) == 1328 + 1744
+    # Beyond 8 keyframes the engine builds 8 at a time, holding the previous build besides W.
+    from egovlm.edge.engine import EngineParams
+
+    assert EngineParams().rebuild_chunk_frames == fit.ENGINE_REBUILD_FRAMES == w.rebuild_frames
+    big = replace(w, keyframes=16)
+    p8, p16 = big.prefix_tokens(8), big.prefix_tokens(16)
+    assert fit.rebuild_held(big, 8) >= p8 + fit.extend_held(p8, p16 - p8, c)
 
 
 def test_memory_grows_with_keyframes_and_the_largest_fit_is_exact() -> None:
@@ -202,7 +255,8 @@ def test_a_model_that_fits_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         checked = tb.check_export_fit(t, model, t.default_precision)
         assert checked.plan.fits and checked.plan.total <= t.budget_bytes
         assert checked.engine.keyframes == load_profile(target).keyframes.capacity
-        assert set(checked.engine.boxes) == {"prefill", "decode", "question", "rebuild"}
+        assert list(checked.engine.boxes) == ["prefill", "decode"]
+        assert checked.engine.max_chunk == fit.TENSORRT_MAX_CHUNK
 
 
 def test_final_check_uses_the_real_file_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
