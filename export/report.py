@@ -79,7 +79,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"Context limit {trt['plan']['max_context']} tokens, longest prefill "
-            f"{trt['plan']['max_prefill']} in chunks of {trt['plan'].get('max_chunk', 'one call')} (budget {trt['plan']['budget_bytes'] / 1024**3:.2f} GiB).",
+            f"{trt['plan']['max_prefill']} in chunks of {trt['plan'].get('max_chunk', 'one call')} "
+            f"(budget {trt['plan']['budget_bytes'] / 1024**3:.2f} GiB).",
         ]
     if report.get("edgellm"):
         lines += [
