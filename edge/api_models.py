@@ -141,6 +141,8 @@ class IngestInfo(BaseModel):
     fps_out: float
     last_timestamp_s: float | None
     uptime_s: float
+    last_frame_age_s: float | None = Field(default=None, description="wall seconds since the last frame")
+    last_error_age_s: float | None = Field(default=None, description="wall seconds since last_error")
 
 
 class KeyframesResponse(BaseModel):
@@ -149,8 +151,23 @@ class KeyframesResponse(BaseModel):
     ingest: IngestInfo | None = None
 
 
+class ComponentHealthInfo(BaseModel):
+    """One part of the runtime (egovlm.edge.runtime.ComponentHealth)."""
+
+    status: Literal["ok", "starting", "degraded", "off"]
+    detail: str
+    last_error: str | None = None
+    last_error_age_s: float | None = Field(default=None, description="wall seconds since last_error")
+    last_frame_age_s: float | None = Field(default=None, description="source: seconds since the last frame")
+
+
 class HealthResponse(BaseModel):
-    status: Literal["ok", "starting", "degraded"]
+    status: Literal["ok", "starting", "degraded"] = Field(
+        description="the worst component's: degraded when the camera delivered nothing for the stale time"
+    )
+    components: dict[str, ComponentHealthInfo] = Field(
+        default_factory=dict, description="source, model, buffer, voice"
+    )
     ready: bool = Field(description="the model state matches the buffer")
     keyframes: int
     ingest_state: str | None

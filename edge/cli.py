@@ -29,6 +29,13 @@ SOURCE_HELP = (
 )
 TOKEN_ENV = "EGOVLM_TOKEN"
 GRACEFUL_SHUTDOWN_S = 5  # how long a stopping server lets open requests finish
+# uvicorn's own limits (its defaults made explicit, or chosen for a small device): a request head
+# over MAX_HEAD_BYTES gets 400 from h11; beyond MAX_CONNECTIONS open connections (or running
+# requests) uvicorn answers 503 at once instead of degrading; an idle keep-alive connection is
+# closed after KEEP_ALIVE_S. The request head's deadline is egovlm.edge.http_guards.Deadlines.head_s.
+MAX_HEAD_BYTES = 16 * 1024
+MAX_CONNECTIONS = 64
+KEEP_ALIVE_S = 5
 # The demo's built-in model: the miniature EgoVLM experiment's published checkpoint
 # (docs/mini_experiment; models/egovlm-mini/README.md is its card). Synthetic footage only.
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "egovlm-mini"
@@ -49,12 +56,45 @@ class UnsafeBindError(ValueError):
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a bind that is not loopback unless a bearer token protects the API."""
+    """Refuse a bind that is not loopback unless a bearer token protects the API, and any token
+    that is too weak (:func:`egovlm.edge.http_guards.check_token_strength`, WeakTokenError)."""
+    from egovlm.edge.http_guards import check_token_strength
+
     if not is_loopback(host) and not (token and token.strip()):
         raise UnsafeBindError(
             f"binding {host or '(all interfaces)'} exposes the camera and the model to the network: "
-            f"pass --token (or ${TOKEN_ENV})"
+            f"pass a bearer token as ${TOKEN_ENV} or --token-file FILE"
         )
+    if token and token.strip():
+        check_token_strength(token)
+
+
+def read_token(token: str | None, token_file: Path | None, on_command_line: bool, host: str) -> str | None:
+    """The bearer token from ``$EGOVLM_TOKEN``/``--token`` or ``--token-file`` (its first line).
+    A token typed on the command line is readable by every local user (``ps``,
+    ``/proc/PID/cmdline``): refused for a bind beyond loopback, warned about on loopback."""
+    if token_file is not None:
+        if token is not None:
+            raise typer.BadParameter(f"both --token-file and --token (or ${TOKEN_ENV}): pass one")
+        try:
+            lines = token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise typer.BadParameter(f"--token-file {token_file}: cannot read it ({e})") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise typer.BadParameter(f"--token-file {token_file}: the first line is empty")
+        return token
+    if token is not None and on_command_line:
+        where = f"${TOKEN_ENV} or --token-file FILE"
+        if not is_loopback(host):
+            raise typer.BadParameter(
+                f"--token on the command line is readable by every user of this machine (ps, /proc) and "
+                f"{host or '(all interfaces)'} is reachable from the network: pass it as {where}"
+            )
+        logging.getLogger("egovlm.edge").warning(
+            "--token on the command line is readable by every user of this machine (ps): prefer %s", where
+        )
+    return token
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -91,6 +131,7 @@ def pipeline(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     source: str = typer.Option("synth://", help=SOURCE_HELP),
     model: str | None = typer.Option(
         None,
@@ -109,13 +150,34 @@ def run(
         None, help="Frame size WxH handed to the selector (default: the source's)."
     ),
     max_fps: float | None = typer.Option(None, help="Drop frames above this rate in GStreamer."),
-    host: str = typer.Option("127.0.0.1", help="Bind address. Anything but loopback requires --token."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help=f"Bind address. Anything but loopback requires a token (${TOKEN_ENV} or --token-file).",
+    ),
     port: int = typer.Option(8000, min=1, max=65535),
     token: str | None = typer.Option(
-        None, envvar=TOKEN_ENV, help=f"Bearer token for the API (or ${TOKEN_ENV})."
+        None,
+        envvar=TOKEN_ENV,
+        help=f"Bearer token for the API. Prefer ${TOKEN_ENV} or --token-file: on the command line it shows "
+        "in ps (refused for a bind beyond loopback).",
+    ),
+    token_file: Path | None = typer.Option(
+        None, help="Read the bearer token from this file's first line (e.g. a systemd credential)."
+    ),
+    header_timeout: float = typer.Option(
+        10.0, min=0.1, help="Seconds a client may take to send a request's headers (then: closed)."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, min=0.1, help="Seconds a request body may stall between chunks (then: 408)."
+    ),
+    body_deadline: float = typer.Option(
+        120.0, min=0.1, help="Seconds a whole request body may take to arrive (then: 408)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the GStreamer pipeline and exit."),
     status_every: float = typer.Option(10.0, help="Log a status line every N seconds (0: never)."),
+    stale_after: float | None = typer.Option(
+        None, min=0.5, help="/healthz reads degraded when the camera delivered no frame for N seconds (10)."
+    ),
     log_level: str = typer.Option("info", help="debug | info | warning"),
     voice: bool = typer.Option(
         False, "--voice", help="Spoken questions: POST /v1/ask/audio (implied by --mic)."
@@ -163,10 +225,16 @@ def run(
         if mic_description:
             typer.echo(mic_description)
         return
+    from egovlm.edge.http_guards import Deadlines, WeakTokenError
+
+    # compared by name: typer vendors its own copy of click's ParameterSource enum
+    on_command_line = getattr(ctx.get_parameter_source("token"), "name", None) == "COMMANDLINE"
     try:
+        token = read_token(token, token_file, on_command_line, host)
         check_bind(host, token)  # before the (slow) model load; serve() checks again where it binds
-    except UnsafeBindError as e:
-        _fail(str(e))
+    except (UnsafeBindError, WeakTokenError, typer.BadParameter) as e:
+        _fail(e.format_message() if isinstance(e, typer.BadParameter) else str(e))
+    deadlines = Deadlines(header_timeout, body_timeout, body_deadline)
     if model is None:
         _fail("--model is required (build a test model with: egovlm model tiny --out runs/models/tiny)")
     try:
@@ -176,11 +244,15 @@ def run(
 
     _logging(log_level)
     log = logging.getLogger("egovlm.edge")
-    log.info("source %s", source)
+    log.info("source %s", spec.uri)  # credentials masked (sources.redact_uri)
     log.info("pipeline: %s", description)
-    from egovlm.edge.runtime import RuntimeOptions, build_runtime
+    from egovlm.edge.runtime import DEFAULT_SOURCE_STALE_S, RuntimeOptions, build_runtime
 
-    options = RuntimeOptions(ingest=IngestOptions(output=output), status_log_s=status_every)
+    options = RuntimeOptions(
+        ingest=IngestOptions(output=output),
+        status_log_s=status_every,
+        source_stale_s=stale_after or DEFAULT_SOURCE_STALE_S,
+    )
     try:
         runtime = build_runtime(
             model,
@@ -200,7 +272,9 @@ def run(
         assistant = _voice(
             runtime, listen, wake_phrase, speak, tts, tts_voice, audio_out, asr_model, asr_device
         )
-    serve(runtime, host, port, token, log_level, voice=assistant, mic=mic, ptt_key=ptt_key)
+    serve(
+        runtime, host, port, token, log_level, voice=assistant, mic=mic, ptt_key=ptt_key, deadlines=deadlines
+    )
 
 
 def _mic_description(mic: str, listen: str) -> str:
@@ -252,20 +326,25 @@ def serve(
     voice: Any = None,
     mic: str | None = None,
     ptt_key: bool = True,
+    deadlines: Any = None,
 ) -> None:
     """Start the runtime, serve it until Ctrl-C/SIGTERM, stop everything.
 
     The one place that binds, so the access rules are enforced here for every caller (``edge
     run``, the demo, scripts): a host other than loopback needs ``token`` (:class:`UnsafeBindError`
-    before anything starts), and a loopback bind answers only loopback ``Host`` names."""
+    before anything starts), a token must be strong (``WeakTokenError``), and a loopback bind
+    answers only loopback ``Host`` names. ``deadlines``: a
+    :class:`egovlm.edge.http_guards.Deadlines` (default: its defaults) for the request head (a
+    protocol-level timer: uvicorn has none) and body."""
     import uvicorn
 
-    from egovlm.edge.http_guards import host_name
+    from egovlm.edge.http_guards import Deadlines, head_deadline_protocol, host_name
     from egovlm.edge.server import LOOPBACK_HOSTS, create_app
     from egovlm.edge.sources import SourceError
 
     check_bind(host, token)
     token = token if token and token.strip() else None
+    deadlines = deadlines if deadlines is not None else Deadlines()
     log = logging.getLogger("egovlm.edge")
     try:
         runtime.start()
@@ -278,7 +357,7 @@ def serve(
         loopback = is_loopback(host)
         hosts = LOOPBACK_HOSTS | {host_name(host)} if loopback else None  # 127.0.0.2 is loopback too
         if token:
-            log.info("bearer token required on /v1/* and /metrics (bound to %s)", host)
+            log.info("bearer token required on every route but /, /static/ and /healthz (bound to %s)", host)
             log.info("web UI: %s#token=<your token>", where)
         else:
             log.info("web UI: %s  (API: POST %sv1/ask, OpenAI: %sv1)", where, where, where)
@@ -286,8 +365,16 @@ def serve(
             log.warning(
                 "bound to %s: reachable from the network; every API call needs the bearer token", host
             )
+        app = create_app(
+            runtime,
+            token,
+            voice=voice,
+            allowed_hosts=hosts,
+            body_timeout_s=deadlines.body_stall_s,
+            body_deadline_s=deadlines.body_total_s,
+        )
         config = uvicorn.Config(
-            create_app(runtime, token, voice=voice, allowed_hosts=hosts),
+            app,
             host=host,
             port=port,
             log_level=log_level,
@@ -296,6 +383,11 @@ def serve(
             # uvicorn otherwise waits for every open connection, so a long streamed answer would
             # hold up SIGTERM; the runtime's stop() cancels answers still running after this.
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            http=head_deadline_protocol(deadlines.head_s),  # h11 + the head deadline uvicorn lacks
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=KEEP_ALIVE_S,
+            ws="none",  # no WebSocket routes: upgrade requests are not handed to the app
         )
         _server_class()(config).run()  # returns on SIGINT/SIGTERM after a graceful shutdown
     finally:

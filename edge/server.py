@@ -1,6 +1,6 @@
 """The edge runtime's HTTP API (FastAPI) and web page.
 
-Routes (bearer token required on /v1/* and /metrics when the server has one):
+Routes (with a bearer token, every route but :data:`PUBLIC_PATHS` needs it):
 
 * ``POST /v1/ask``: an :class:`AskResponse` (letter/text, ``<think>`` trace, cited keyframes
   with timestamps and thumbnail URLs, latency breakdown); ``"stream": true`` sends
@@ -9,16 +9,29 @@ Routes (bearer token required on /v1/* and /metrics when the server has one):
 * ``POST /v1/chat/completions`` (+ ``GET /v1/models``): an OpenAI-compatible subset, streaming
   too, so the official ``openai`` client works unchanged; the full answer rides along in an
   extra ``egovlm`` field;
-* ``GET /healthz`` (no token: liveness probes), ``GET /metrics`` (Prometheus text format);
+* ``GET /healthz`` (no token: liveness probes; names the model, never its path), ``GET /metrics``
+  (Prometheus text format), ``GET /openapi.json`` (the schema; no Swagger UI: see below);
 * ``POST /v1/ask/audio``, ``GET /v1/voice``, ``POST /v1/voice/ptt|stop``: spoken questions
   (:mod:`egovlm.edge.voice.routes`; answered 503 unless the app was given a voice assistant);
 * ``GET /``: the web page (edge/web/), a static HTML + JS file, no build step.
 
 Bad input is refused early and by name: a JSON body over :data:`MAX_JSON_BODY_BYTES` gets 413
 before the route reads it (by ``Content-Length``, or while a chunked body arrives; audio uploads
-keep their own, larger limit), fields over their bounds (:mod:`egovlm.edge.api_models`) 422.
-No CORS headers are sent (a page on another origin cannot read the API), and an app made for a
-loopback bind answers only requests whose ``Host`` is a loopback name (DNS rebinding).
+keep their own, larger limit), a body that stalls or outlasts its deadline 408
+(:class:`egovlm.edge.http_guards.Deadlines`), fields over their bounds
+(:mod:`egovlm.edge.api_models`) 422, and a question turn over ``MAX_QUESTION_TOKENS`` 422, counted
+with the model's own tokenizer before the question queues for the model (chat messages are cut
+at ``MAX_QUESTION_CHARS`` characters before any tokenising).
+
+Access (:mod:`egovlm.edge.http_guards`, as middleware so a new route cannot miss it): no CORS
+headers (a page on another origin cannot read the API); state-changing requests from other
+origins refused (403); the bearer token on every route but :data:`PUBLIC_PATHS`, wrong tokens
+slowed per client; an app made for a loopback bind answers only loopback ``Host`` names (DNS
+rebinding). URLs in responses are relative (``/v1/keyframes/3.jpg``), never built from the
+request's ``Host``. No Swagger UI at ``/docs``: FastAPI's loads its JavaScript from a CDN (an
+offline device has none); vendoring it (or a package that ships it) would put a large third-party
+script on the same origin as the page that keeps the token, a risk the device does not need.
+``/openapi.json`` (behind the token) serves any OpenAPI viewer or client generator instead.
 
 The model answers one question at a time (the engine's lock); answers run on worker threads so
 the event loop, ingest and the keyframe strip stay live meanwhile.
@@ -27,7 +40,6 @@ the event loop, ingest and the keyframe strip stay live meanwhile.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import re
 import threading
@@ -37,7 +49,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+import numpy as np
+from fastapi import FastAPI, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
@@ -45,8 +58,9 @@ from fastapi.sse import EventSourceResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from egovlm.contract import QuestionTooLongError
+from egovlm.contract import MAX_QUESTION_TOKENS, SYSTEM_PROMPT, QuestionTooLongError, check_question_tokens
 from egovlm.edge.api_models import (
+    MAX_QUESTION_CHARS,
     AskRequest,
     AskResponse,
     ChatChoice,
@@ -57,6 +71,7 @@ from egovlm.edge.api_models import (
     ChunkChoice,
     ChunkDelta,
     CitedKeyframe,
+    ComponentHealthInfo,
     HealthResponse,
     IngestInfo,
     KeyframeInfo,
@@ -65,25 +80,43 @@ from egovlm.edge.api_models import (
     TokenEvent,
     Usage,
 )
-from egovlm.edge.http_guards import BodyLimit, HostCheck, invalid_request
+from egovlm.edge.backends.prompt import render_prompt, text_ids
+from egovlm.edge.http_guards import (
+    BodyLimit,
+    CrossSiteCheck,
+    Deadlines,
+    HostCheck,
+    LoginBackoff,
+    TokenCheck,
+    invalid_request,
+)
 from egovlm.edge.runtime import BusyError, EdgeRuntime, StoppingError
+from egovlm.frames import Frame
 
 WEB_DIR = Path(__file__).parent / "web"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 # Request bodies: a question with options or a chat history is a few KB; 1 MiB leaves room for a
 # long conversation and refuses a runaway client before anything is parsed.
 MAX_JSON_BODY_BYTES = 1 << 20
-BODY_TIMEOUT_S = 30.0  # longest pause allowed between the chunks of a request body
+BODY_TIMEOUT_S = Deadlines.body_stall_s  # longest pause allowed between the chunks of a request body
+BODY_DEADLINE_S = Deadlines.body_total_s  # the whole body, however it trickles in
 # Routes with their own body limit, enforced while the body arrives (audio: voice.routes).
 BODY_LIMIT_EXEMPT = frozenset({"/v1/ask/audio"})
 # The Host names a loopback-bound server answers to (anything else: a DNS-rebinding page).
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# What a server with a token serves without it: liveness probes and the web page itself (a browser
+# cannot send a header when it opens a page; the page then sends the token on every API call).
+# Nothing here may return data about the camera, the model's files or the answers.
+PUBLIC_PATHS = frozenset({"/", "/healthz"})
+PUBLIC_PREFIXES = ("/static/",)
 
 
 # --- conversions ------------------------------------------------------------------------------
 
 
 def thumb_url(base: str, keyframe_id: int) -> str:
+    """A keyframe's thumbnail URL. The server passes ``base=""``: a relative URL, because one built
+    from the request's ``Host`` would echo whatever name a client (or a rebinding page) sent."""
     return f"{base}/v1/keyframes/{keyframe_id}.jpg"
 
 
@@ -103,7 +136,8 @@ def keyframe_info(kf: Any, base: str, index: int | None = None) -> KeyframeInfo:
 
 def answer_response(answer: Any, rid: str, base: str, max_new_tokens: int) -> AskResponse:
     """The API view of an engine Answer. Works whatever the model emitted: the parsed fields
-    are best-effort and ``format_ok`` says whether the grammar held."""
+    are best-effort and ``format_ok`` says whether the grammar held. ``base``: the prefix of
+    thumbnail URLs (:func:`thumb_url`; "" for the relative URLs the server sends)."""
     lat = answer.latency
     return AskResponse(
         id=rid,
@@ -145,7 +179,12 @@ _OPTION_LINE = re.compile(r"^\s*\(?([A-E])[.):]\s+(.+?)\s*$")
 
 def question_from_chat(req: ChatCompletionRequest) -> tuple[str, dict[str, str] | None]:
     """The last user message is the question. Lines like ``A. a red cup`` (two or more) become
-    lettered options, so a multiple-choice question typed into any chat client works."""
+    lettered options, so a multiple-choice question typed into any chat client works.
+
+    The message is the question turn, so it gets /v1/ask's bound: over ``MAX_QUESTION_CHARS``
+    characters is refused (422) before anything joins or tokenises it (64 parts of 16,000
+    characters would otherwise make a million-token prompt); the token bound follows
+    (:func:`check_question_budget`)."""
     users = [m for m in req.messages if m.role == "user"]
     if not users:
         raise HTTPException(400, "messages: no user message to answer")
@@ -158,6 +197,15 @@ def question_from_chat(req: ChatCompletionRequest) -> tuple[str, dict[str, str] 
                 f"messages: content parts {sorted(kinds)} are not accepted: this runtime answers about "
                 "its own camera's keyframes; send text only",
             )
+    size = sum(len(p.text or "") for p in content) if isinstance(content, list) else len(content or "")
+    if size > MAX_QUESTION_CHARS:
+        raise HTTPException(
+            422,
+            f"messages: the last user message (the question) is {size} characters; the limit is "
+            f"{MAX_QUESTION_CHARS} characters, and {MAX_QUESTION_TOKENS} tokens for the question with its "
+            "options (egovlm.contract.MAX_QUESTION_TOKENS): shorten it",
+        )
+    if isinstance(content, list):
         content = "\n".join(p.text or "" for p in content)
     text = (content or "").strip()
     if not text:
@@ -193,37 +241,42 @@ def create_app(
     allowed_hosts: frozenset[str] | None = None,
     max_body_bytes: int = MAX_JSON_BODY_BYTES,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    body_deadline_s: float = BODY_DEADLINE_S,
+    login_backoff: LoginBackoff | None = None,
 ) -> FastAPI:
-    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer``
-    (compared in constant time). ``voice``: an :class:`egovlm.edge.voice.pipeline.VoiceAssistant`
-    for spoken questions. ``allowed_hosts``: the ``Host`` names to answer (``serve`` passes
-    :data:`LOOPBACK_HOSTS` for a loopback bind); None: any. ``max_body_bytes``: the request body
-    limit of every route but the audio upload; ``body_timeout_s``: how long its chunks may stall.
-    No CORS middleware: cross-origin pages get no ``Access-Control-Allow-*`` headers and
-    preflight requests are refused."""
+    """The FastAPI app for a (started) runtime. ``token``: require ``Authorization: Bearer`` on
+    every route but :data:`PUBLIC_PATHS` (:class:`~egovlm.edge.http_guards.TokenCheck`; wrong
+    tokens are slowed by ``login_backoff``, default :class:`~egovlm.edge.http_guards.LoginBackoff`).
+    ``voice``: an :class:`egovlm.edge.voice.pipeline.VoiceAssistant` for spoken questions.
+    ``allowed_hosts``: the ``Host`` names to answer (``serve`` passes :data:`LOOPBACK_HOSTS` for
+    a loopback bind); None: any. ``max_body_bytes``: the request body limit of every route but the
+    audio upload; ``body_timeout_s``/``body_deadline_s``: how long a body may stall, and take in
+    all (every route). No CORS middleware: cross-origin pages get no ``Access-Control-Allow-*``
+    headers and preflight requests are refused; cross-site state-changing requests get 403."""
     if token is not None and not token.strip():
         raise ValueError("the bearer token is blank: pass a real token, or None for no token")
-    app = FastAPI(title="egovlm edge", version="1", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="egovlm edge", version="1", docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.add_exception_handler(RequestValidationError, invalid_request)
+    # Middleware added later runs earlier: Host, then cross-site, then token, then body.
     app.add_middleware(
-        BodyLimit, max_bytes=max_body_bytes, exempt=BODY_LIMIT_EXEMPT, timeout_s=body_timeout_s
+        BodyLimit,
+        max_bytes=max_body_bytes,
+        exempt=BODY_LIMIT_EXEMPT,
+        timeout_s=body_timeout_s,
+        deadline_s=body_deadline_s,
     )
+    if token is not None:
+        app.add_middleware(
+            TokenCheck,
+            token=token,
+            public_paths=PUBLIC_PATHS,
+            public_prefixes=PUBLIC_PREFIXES,
+            backoff=login_backoff,
+        )
+    app.add_middleware(CrossSiteCheck)
     if allowed_hosts is not None:
-        app.add_middleware(HostCheck, allowed=allowed_hosts)  # added last: runs first
-
-    def auth(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    guarded = [Depends(auth)]
-
-    def base(request: Request) -> str:
-        return str(request.base_url).rstrip("/")
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
 
     def limit(max_new_tokens: int | None) -> int:
         return max_new_tokens or int(getattr(getattr(runtime.engine, "params", None), "max_new_tokens", 256))
@@ -231,39 +284,33 @@ def create_app(
     @app.get("/healthz", response_model=HealthResponse)
     def healthz() -> HealthResponse:
         st, eng = runtime.ingest_stats(), runtime.engine.status()
-        failed = (st is not None and st.state in ("failed", "ended")) or eng.last_error is not None
-        # "ok" once a model state exists; a rebuild in progress (ready=False) is normal operation
-        status = (
-            "degraded"
-            if failed
-            else ("ok" if eng.keyframes and eng.state_version is not None else "starting")
-        )
-        describe = getattr(runtime.engine.backend, "describe", dict)
+        health = runtime.health(voice)  # per component; "ok" also while a rebuild is in progress
         return HealthResponse(
-            status=status,
+            status=health.status,
+            components={k: ComponentHealthInfo(**c.to_dict()) for k, c in health.components.items()},
             ready=eng.ready,
             keyframes=eng.keyframes,
             ingest_state=st.state if st else None,
             frames_received=st.frames_received if st else 0,
-            model={"name": runtime.model_name, **describe()},
+            model=model_summary(runtime),
         )
 
-    @app.get("/metrics", dependencies=guarded)
+    @app.get("/metrics")
     def metrics() -> Response:
         return Response(runtime.metrics_text(), media_type=PROMETHEUS_TEXT)
 
-    @app.get("/v1/keyframes", response_model=KeyframesResponse, dependencies=guarded)
-    def keyframes(request: Request) -> KeyframesResponse:
+    @app.get("/v1/keyframes", response_model=KeyframesResponse)
+    def keyframes() -> KeyframesResponse:
         snap = runtime.snapshot()
         st = runtime.ingest_stats()
-        b = base(request)
+        b = ""  # relative URLs (thumb_url)
         return KeyframesResponse(
             version=snap.version,
             keyframes=[keyframe_info(k, b, i + 1) for i, k in enumerate(snap.keyframes)],
             ingest=IngestInfo(**st.to_dict()) if st else None,
         )
 
-    @app.get("/v1/keyframes/{keyframe_id}.jpg", dependencies=guarded)
+    @app.get("/v1/keyframes/{keyframe_id}.jpg")
     def keyframe_jpeg(keyframe_id: int) -> Response:
         data = runtime.jpeg(keyframe_id)
         if data is None:
@@ -272,11 +319,12 @@ def create_app(
             )
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600, immutable"})
 
-    @app.post("/v1/ask", response_model=AskResponse, dependencies=guarded)
-    async def ask(req: AskRequest, request: Request) -> Any:
+    @app.post("/v1/ask", response_model=AskResponse)
+    async def ask(req: AskRequest) -> Any:
         rid = f"ask-{uuid.uuid4().hex[:12]}"
-        b, n = base(request), limit(req.max_new_tokens)
+        b, n = "", limit(req.max_new_tokens)
         kwargs = {"max_new_tokens": req.max_new_tokens, "use_cache": req.use_cache}
+        await _check_budget(runtime, req.question, req.options)
         if not req.stream:
             answer = await _ask_blocking(runtime, req.question, req.options, kwargs)
             return answer_response(answer, rid, b, n)
@@ -293,16 +341,17 @@ def create_app(
 
         return EventSourceResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.get("/v1/models", dependencies=guarded)
+    @app.get("/v1/models")
     def models() -> dict[str, Any]:
         model = {"id": runtime.model_name, "object": "model", "created": 0, "owned_by": "egovlm"}
         return {"object": "list", "data": [model]}
 
-    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=guarded)
-    async def chat(req: ChatCompletionRequest, request: Request) -> Any:
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+    async def chat(req: ChatCompletionRequest) -> Any:
         question, options = question_from_chat(req)
+        await _check_budget(runtime, question, options)
         max_new = req.max_completion_tokens or req.max_tokens
-        b, n = base(request), limit(max_new)
+        b, n = "", limit(max_new)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         kwargs = {"max_new_tokens": max_new, "use_cache": True}
         if not req.stream:
@@ -347,7 +396,7 @@ def create_app(
 
     from egovlm.edge.voice.routes import add_voice_routes
 
-    add_voice_routes(app, runtime, voice, guarded)
+    add_voice_routes(app, runtime, voice, [])  # the token: TokenCheck, for every route
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -355,6 +404,60 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
+
+
+def model_summary(runtime: EdgeRuntime) -> dict[str, Any]:
+    """The model as /healthz shows it without a token: its name and the backend's description,
+    minus anything that looks like a file path (where the model lives on the device is not
+    for anonymous callers)."""
+    describe = getattr(runtime.engine.backend, "describe", dict)
+    info = {k: v for k, v in describe().items() if k != "model" and not _looks_like_path(v)}
+    return {"name": runtime.model_name, **info}
+
+
+def _looks_like_path(value: Any) -> bool:
+    return isinstance(value, str) and ("/" in value or "\\" in value or value.startswith("~"))
+
+
+# One 1x1 frame: the question turn's tokens do not depend on the frames before it.
+_PLACEHOLDER_FRAME = Frame(1, 0.0, np.zeros((1, 1, 3), np.uint8))
+
+
+def question_turn_tokens(
+    runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None
+) -> int | None:
+    """The tokens a question adds after the cached [system + frames] prefix (question, options,
+    end of turn, assistant header), rendered with the backend's own chat template and counted with
+    its own tokenizer, as the backend will (``egovlm.edge.backends.prompt.split_ids``). None
+    when the backend has no tokenizer to count with (test doubles)."""
+    backend = runtime.engine.backend
+    processor, tokenizer = getattr(backend, "processor", None), getattr(backend, "tokenizer", None)
+    if processor is None or tokenizer is None:
+        return None
+    system_prompt = getattr(getattr(runtime.engine, "params", None), "system_prompt", SYSTEM_PROMPT)
+    prompt = render_prompt(
+        processor.apply_chat_template, [_PLACEHOLDER_FRAME], question, options, system_prompt
+    )
+    return len(text_ids(tokenizer, prompt.suffix))
+
+
+def check_question_budget(runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None) -> None:
+    """Raise :class:`QuestionTooLongError` (422 naming the limit) for a question turn over
+    ``egovlm.contract.MAX_QUESTION_TOKENS``, before the question queues for the model or touches
+    it. That limit is the question's share of the model's context in the device profile's memory
+    plan (``egovlm.edge.profile.profile_workload``, ``egovlm.export.fit``), so a question within
+    it fits the budget the profile was admitted with. The backend checks again at prefill
+    (``split_ids``); this check makes an over-long question cost milliseconds, not a model call."""
+    n = question_turn_tokens(runtime, question, options)
+    if n is not None:
+        check_question_tokens(n)
+
+
+async def _check_budget(runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None) -> None:
+    try:
+        await run_in_threadpool(check_question_budget, runtime, question, options)
+    except QuestionTooLongError as e:
+        raise HTTPException(422, str(e)) from e
 
 
 def _usage(full: AskResponse) -> Usage:

@@ -86,14 +86,13 @@ def add_voice_routes(app: FastAPI, runtime: Any, voice: Any, guarded: list[Any])
         except Exception as e:
             status, detail = voice_error(e)
             raise HTTPException(status, detail) from e
-        return audio_response(turn, rid, str(request.base_url).rstrip("/"), limit(n_max))
+        return audio_response(turn, rid, "", limit(n_max))  # relative thumbnail URLs
 
     @app.get("/v1/voice", response_model=VoiceStatusResponse, dependencies=guarded)
     def voice_status(request: Request) -> VoiceStatusResponse:
         if voice is None:
             return VoiceStatusResponse(enabled=False, state="off")
-        base = str(request.base_url).rstrip("/")
-        return status_response(voice, base, limit)
+        return status_response(voice, "", limit)  # relative thumbnail URLs, not the request's Host
 
     @app.post("/v1/voice/ptt", response_model=PushToTalkResponse, dependencies=guarded)
     def push_to_talk(req: PushToTalkRequest) -> PushToTalkResponse:

@@ -37,7 +37,7 @@ async function api(path, options = {}) {
 async function setThumb(img, kf) {
   if (!token) { img.src = kf.thumbnail_url; return; }
   if (!blobUrls.has(kf.id)) {
-    const res = await api(new URL(kf.thumbnail_url).pathname);
+    const res = await api(new URL(kf.thumbnail_url, location.href).pathname); // relative or absolute
     blobUrls.set(kf.id, URL.createObjectURL(await res.blob()));
   }
   img.src = blobUrls.get(kf.id);
@@ -65,12 +65,17 @@ function markCited() {
 async function refreshStrip() {
   try {
     const data = await (await api("/v1/keyframes")).json();
+    const health = await (await api("/healthz")).json();
     const st = data.ingest;
-    $("status").classList.toggle("bad", !!st && st.state !== "running");
-    $("status").textContent = st
-      ? `${st.source} · ${st.state} · ${st.fps_in.toFixed(1)} fps · ${st.frames_received} frames · ` +
+    // /healthz per component: the ones not ok, with their last error (e.g. the camera is lost)
+    const problems = Object.entries(health.components || {})
+      .filter(([, c]) => c.status === "degraded")
+      .map(([name, c]) => ` · ${name}: ${c.detail}${c.last_error ? ` (${c.last_error})` : ""}`);
+    $("status").classList.toggle("bad", health.status === "degraded" || (!!st && st.state !== "running"));
+    $("status").textContent = `${health.status}` + (st
+      ? ` · ${st.source} · ${st.state} · ${st.fps_in.toFixed(1)} fps · ${st.frames_received} frames · ` +
         `${st.frames_dropped} dropped · ${data.keyframes.length} keyframes`
-      : `${data.keyframes.length} keyframes`;
+      : ` · ${data.keyframes.length} keyframes`) + problems.join("");
     if (data.version !== stripVersion) {
       stripVersion = data.version;
       $("strip").replaceChildren(...data.keyframes.map((kf) => figure(kf)));

@@ -47,7 +47,7 @@ def test_dry_run_prints_the_pipeline() -> None:
     [
         (["--source", "webcam0", "--dry-run"], "is not a URI"),
         (["--source", "test://?fps=fast", "--dry-run"], "fps='fast' is not a number"),
-        (["--source", "test://", "--host", "0.0.0.0", "--model", "x"], "pass --token"),
+        (["--source", "test://", "--host", "0.0.0.0", "--model", "x"], "pass a bearer token"),
         (["--source", "test://"], "--model is required"),
         (["--source", "csi://0", "--model", "x"], "nvarguscamerasrc is not installed"),
         (["--source", "file:///no/such/clip.mp4", "--model", "x"], "file not found"),
@@ -64,7 +64,7 @@ def test_refusals_before_start(args: list[str], message: str) -> None:
 def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path, sig: signal.Signals) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "EGOVLM_TOKEN": "tok-123", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "EGOVLM_TOKEN": "tok-4f9c2a7e1b8d", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [*EGOVLM, "edge", "run", "--model", str(tiny_model_dir), "--source", "synth://?fps=15&size=320x240",
          "--port", str(port), "--max-new-tokens", "8", "--status-every", "1"],
@@ -84,7 +84,7 @@ def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path,
             "--url",
             url,
             "--token",
-            "tok-123",
+            "tok-4f9c2a7e1b8d",
         )
         assert code == 0, said
         assert "answer:" in said and "latency: TTFT" in said and "cached frames" in said
@@ -100,7 +100,8 @@ def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path,
             proc.communicate()
     assert proc.returncode == 0, out
     assert stop_s < 15
-    assert "bearer token required" in out and "web UI: http://127.0.0.1:" in out and "tok-123" not in out
+    assert "bearer token required" in out and "web UI: http://127.0.0.1:" in out
+    assert "tok-4f9c2a7e1b8d" not in out
     assert "source running" in out  # the periodic status line
     assert f"signal {int(sig)}: shutting down" in out and "stopping: source" in out
 
