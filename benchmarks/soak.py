@@ -1,12 +1,16 @@
 """A long run under load: does the runtime stay up, stay small and stay fast?
 
 The runtime (the offline tiny Qwen2.5-VL by default) runs on the synthetic live stream with its
-HTTP server on 127.0.0.1; ``clients`` threads, each with its own ``httpx.Client``, POST
-``/v1/ask`` in a bounded loop: one question in flight per client, a mix of multiple-choice and
-open questions, a timeout on every request and a random think time between questions, until the
-deadline. A sampler thread records every ``sample_s`` the process's RSS, threads
-(``/proc/self/status``) and open file descriptors (``/proc/self/fd``), the ingest counters, and
-polls ``/healthz`` and ``/metrics`` over HTTP. Server, runtime and clients share one process, so
+HTTP server on 127.0.0.1 and a voice assistant (Whisper tiny.en, espeak-ng answers to a null
+sink); ``clients`` threads, each with its own ``httpx.Client``, send requests in a bounded loop:
+one in flight per client, a timeout on every request and a random think time between them, until
+the deadline. The request mix (:data:`MIX`): multiple-choice and open ``/v1/ask`` questions,
+``use_cache: false`` questions (the whole prompt prefilled from scratch: the path that once
+aborted the server), OpenAI-style ``/v1/chat/completions`` and spoken questions uploaded to
+``/v1/ask/audio`` (espeak-ng speech made once at start; half are also spoken back). A sampler
+thread records every ``sample_s`` the process's RSS, threads (``/proc/self/status``) and open
+file descriptors (``/proc/self/fd``), the ingest counters, and polls ``/healthz`` and
+``/metrics`` over HTTP. Server, runtime and clients share one process, so
 the resource numbers include the clients' (constant) share.
 
 Definitions (the report repeats them in its notes):
@@ -22,10 +26,10 @@ Definitions (the report repeats them in its notes):
 
 Verdict: fail on any request error (a non-200 answer, 429 included: with one question in flight
 per client and ``max_pending >= clients`` the runtime must never be busy; a timeout; a
-malformed body), a failed poll (HTTP error or ``/healthz`` not ``ok``), an ingest error,
-``rss_growth > rss_bound`` (0.05), ``fd_growth > fd_bound`` (8), ``thread_growth >
-thread_bound`` (4), ``p95_ratio > p95_bound`` (1.5; 0 disables), fewer than 2 resource samples
-or no request after warm-up, or an interrupted run.
+malformed body; a spoken question not transcribed), a failed poll (HTTP error or ``/healthz``
+not ``ok``), an ingest error, ``rss_growth > rss_bound`` (0.05), ``fd_growth > fd_bound`` (8),
+``thread_growth > thread_bound`` (4), ``p95_ratio > p95_bound`` (1.5; 0 disables), fewer than 2
+resource samples or no request after warm-up, or an interrupted run.
 
     egovlm bench soak --minutes 30 --clients 4 --out bench      # the issue's done-when run
     egovlm bench soak --minutes 1 --clients 4 --out /tmp/soak   # a smoke run
@@ -63,6 +67,15 @@ OPEN_QUESTIONS: tuple[str, ...] = (
     "Describe what changed in the last minute.",
     "What colour is the object I held last?",
 )
+SPOKEN_QUESTIONS: tuple[str, ...] = ("What did I pick up last?", "Where did I put the keys?")
+# Request kinds and their share of the requests (each client draws one per request).
+MIX: tuple[tuple[str, float], ...] = (
+    ("mc", 0.25),  # /v1/ask with lettered options
+    ("open", 0.2),  # /v1/ask, free text
+    ("nocache", 0.15),  # /v1/ask with use_cache: false
+    ("chat", 0.25),  # /v1/chat/completions (options typed as lines, like a chat client)
+    ("audio", 0.15),  # /v1/ask/audio, a spoken question (WAV)
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,7 @@ class Request:
 
     t: float
     client: int
-    kind: str  # "mc" | "open"
+    kind: str  # one of MIX: "mc" | "open" | "nocache" | "chat" | "audio"
     status: int | None  # HTTP status; None when no response came back
     latency_ms: float  # client wall time, request sent → body read
     ttft_ms: float | None = None  # the server's time to first token
@@ -207,7 +220,7 @@ def summarise(
             }
         )
 
-    errors = [f"{r.t:.1f}s client {r.client}: {r.error}" for r in requests if not r.ok]
+    errors = [f"{r.t:.1f}s client {r.client} {r.kind}: {r.error}" for r in requests if not r.ok]
     busy = sum(r.status == 429 for r in requests)
     if errors:
         reasons.append(f"{len(errors)} request errors{_first(errors)}")
@@ -224,6 +237,7 @@ def summarise(
     numbers: dict[str, Any] = {
         "requests": len(requests),
         "requests_after_warmup": len(measured),
+        "by_kind": _by_kind(requests),
         "errors": len(errors),
         "busy_429": busy,
         "poll_errors": len(poll_errors),
@@ -325,9 +339,31 @@ def summarise(
             "errors 0",
             not ingest.get("errors"),
         ),
+        *[
+            line(
+                f"{kind}: requests / errors / p50 / p95 ms",
+                f"{k['requests']} / {k['errors']} / {_num(k['p50_ms'])} / {_num(k['p95_ms'])}",
+            )
+            for kind, k in numbers["by_kind"].items()
+        ],
         line("verdict", "pass" if not reasons else "fail", "", not reasons),
     ]
     return Verdict(rows, summary, numbers, reasons)
+
+
+def _by_kind(requests: Sequence[Request]) -> dict[str, dict[str, Any]]:
+    """Per request kind: how many, errors, latency p50/p95 (ms) of the answered ones."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in sorted({r.kind for r in requests}):
+        mine = [r for r in requests if r.kind == kind]
+        p50, p95 = _p50_p95([r.latency_ms for r in mine if r.ok])
+        out[kind] = {
+            "requests": len(mine),
+            "errors": sum(not r.ok for r in mine),
+            "p50_ms": p50,
+            "p95_ms": p95,
+        }
+    return out
 
 
 def _num(v: Any) -> str:
@@ -351,6 +387,18 @@ def _bounded(
 
 
 # --- the run ----------------------------------------------------------------------------------------
+
+
+def _voice(rt: Any) -> tuple[Any, tuple[bytes, ...]]:
+    """A voice assistant for the runtime (Whisper tiny.en, espeak-ng to a null sink) and the
+    spoken questions the clients upload (espeak-ng, made once)."""
+    from egovlm.edge.voice.asr import AsrOptions, Transcriber
+    from egovlm.edge.voice.audio import wav_bytes
+    from egovlm.edge.voice.pipeline import VoiceAssistant
+    from egovlm.edge.voice.tts import AudioOut, EspeakTts, Speaker, spoken_clip
+
+    assistant = VoiceAssistant(rt, Transcriber(AsrOptions(threads=1)), Speaker(EspeakTts(), AudioOut("null")))
+    return assistant, tuple(wav_bytes(spoken_clip(q)) for q in SPOKEN_QUESTIONS)
 
 
 class LoopbackServer:
@@ -385,27 +433,66 @@ class LoopbackServer:
         self._sock.close()
 
 
-def _question(rng: random.Random) -> tuple[str, dict[str, Any]]:
-    if rng.random() < 0.5:
-        question, options = rng.choice(MC_QUESTIONS)
-        return "mc", {"question": question, "options": options}
-    return "open", {"question": rng.choice(OPEN_QUESTIONS)}
+@dataclass(frozen=True)
+class Call:
+    """One request to send: where, what, and how to read its answer."""
+
+    kind: str
+    path: str
+    json: dict[str, Any] | None = None
+    content: bytes | None = None
+    params: dict[str, str] | None = None
 
 
-def _ask(http: Any, body: dict[str, Any]) -> tuple[int | None, float | None, str | None]:
-    """(status, ttft_ms, error) of one POST /v1/ask."""
+def _call(rng: random.Random, speech: Sequence[bytes]) -> Call:
+    """A request drawn from :data:`MIX` (``speech``: WAV bytes of spoken questions)."""
+    kinds = [k for k, _ in MIX if k != "audio" or speech]
+    kind = rng.choices(kinds, weights=[w for k, w in MIX if k in kinds])[0]
+    question, options = rng.choice(MC_QUESTIONS)
+    if kind == "mc":
+        return Call(kind, "/v1/ask", {"question": question, "options": options})
+    if kind == "open":
+        return Call(kind, "/v1/ask", {"question": rng.choice(OPEN_QUESTIONS)})
+    if kind == "nocache":
+        return Call(kind, "/v1/ask", {"question": rng.choice(OPEN_QUESTIONS), "use_cache": False})
+    if kind == "chat":
+        typed = question + "\n" + "\n".join(f"{k}. {v}" for k, v in options.items())
+        return Call(kind, "/v1/chat/completions", {"messages": [{"role": "user", "content": typed}]})
+    speak = "true" if rng.random() < 0.5 else "false"
+    return Call(kind, "/v1/ask/audio", content=rng.choice(speech), params={"speak": speak})
+
+
+def _answer_problem(call: Call, data: dict[str, Any]) -> tuple[float | None, str | None]:
+    """(ttft_ms, problem) read from a 200 answer of ``call``."""
+    answer = data["egovlm"] if call.kind == "chat" else data
+    ttft = float(answer["latency"]["ttft_ms"])
+    if "text" not in answer:
+        return ttft, "no text in the answer"
+    if call.kind == "chat" and not isinstance(data["choices"][0]["message"]["content"], str):
+        return ttft, "no message content in the chat answer"
+    if call.kind == "audio" and not data["transcript"]["text"].strip():
+        return ttft, "the spoken question was not transcribed"
+    return ttft, None
+
+
+def _send(http: Any, call: Call) -> tuple[int | None, float | None, str | None]:
+    """(status, ttft_ms, error) of one request."""
     import httpx
 
     try:
-        r = http.post("/v1/ask", json=body)
+        if call.content is not None:
+            headers = {"content-type": "audio/wav"}
+            r = http.post(call.path, content=call.content, params=call.params, headers=headers)
+        else:
+            r = http.post(call.path, json=call.json)
     except httpx.HTTPError as e:
         return None, None, f"{type(e).__name__}: {e}"
     if r.status_code != 200:
         return r.status_code, None, f"HTTP {r.status_code}: {r.text[:200]}"
     try:
-        data = r.json()
-        return 200, float(data["latency"]["ttft_ms"]), None if "text" in data else "no text in the answer"
-    except (ValueError, KeyError, TypeError) as e:
+        ttft, problem = _answer_problem(call, r.json())
+        return 200, ttft, problem
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         return 200, None, f"malformed answer: {type(e).__name__}: {e}"
 
 
@@ -417,6 +504,7 @@ class _Shared:
     stop: threading.Event
     think_s: tuple[float, float]
     timeout_s: float
+    speech: tuple[bytes, ...] = ()
     requests: list[Request] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     poll_errors: list[str] = field(default_factory=list)
@@ -428,15 +516,15 @@ def _client(i: int, sh: _Shared, seed: int) -> None:
     rng = random.Random(seed * 1000 + i)
     with httpx.Client(base_url=sh.url, timeout=sh.timeout_s) as http:
         while not sh.stop.is_set() and time.monotonic() < sh.deadline:
-            kind, body = _question(rng)
+            call = _call(rng, sh.speech)
             start = time.monotonic()
             try:
-                status, ttft, error = _ask(http, body)
+                status, ttft, error = _send(http, call)
             except Exception as e:  # a bug here must show up as an error, not a silently dead client
                 status, ttft, error = None, None, f"client: {type(e).__name__}: {e}"
             end = time.monotonic()
             sh.requests.append(
-                Request(start - sh.t0, i, kind, status, (end - start) * 1000, ttft, error)
+                Request(start - sh.t0, i, call.kind, status, (end - start) * 1000, ttft, error)
             )  # list.append is atomic
             sh.stop.wait(min(rng.uniform(*sh.think_s), max(0.0, sh.deadline - time.monotonic())))
 
@@ -504,9 +592,12 @@ def run(
     request_timeout_s: float = 60.0,
     threads: int | None = 1,
     seed: int = 0,
+    voice: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> SoakReport:
-    """Soak the runtime and write ``out/soak.json`` + ``.md`` + ``.png``; see the module docstring."""
+    """Soak the runtime and write ``out/soak.json`` + ``.md`` + ``.png``; see the module docstring.
+    ``voice`` False: no speech model and no audio uploads in the mix (the other kinds keep their
+    relative shares)."""
     import matplotlib
     import torch
 
@@ -549,6 +640,7 @@ def run(
             "request_timeout_s": request_timeout_s,
             "torch_threads": threads,
             "source": SOURCE,
+            "mix": dict(MIX) if voice else {k: w for k, w in MIX if k != "audio"},
             "model": str(model) if model else "offline tiny Qwen2.5-VL (random init)",
             "bounds": asdict(bounds),
             "seed": seed,
@@ -573,12 +665,19 @@ def run(
         rt.start()
         workers: list[threading.Thread] = []
         sh: _Shared | None = None
+        assistant = None
         try:
             if not rt.wait_for_keyframes(3, timeout=120):
                 raise RuntimeError(f"the runtime never held 3 keyframes: {rt.status_line()}")
-            with LoopbackServer(create_app(rt)) as server:
+            speech: tuple[bytes, ...] = ()
+            if voice:
+                assistant, speech = _voice(rt)
+                report.params["asr"] = assistant.transcriber.describe()
+            with LoopbackServer(create_app(rt, voice=assistant)) as server:
                 t0 = time.monotonic()
-                sh = _Shared(server.url, t0, t0 + duration_s, threading.Event(), think_s, request_timeout_s)
+                sh = _Shared(
+                    server.url, t0, t0 + duration_s, threading.Event(), think_s, request_timeout_s, speech
+                )
                 workers = [
                     threading.Thread(
                         target=_sampler, args=(sh, rt, sample_s), name="soak-sampler", daemon=True
@@ -614,6 +713,8 @@ def run(
         finally:
             if sh is not None:
                 sh.stop.set()
+            if assistant is not None:
+                assistant.stop()
             rt.stop()
 
     assert sh is not None
@@ -634,10 +735,12 @@ def run(
     report.samples = [asdict(s) for s in sh.samples]
     report.verdict = {"passed": verdict.passed, "reasons": verdict.reasons, **verdict.numbers}
     report.notes += [
-        f"{clients} clients over HTTP on 127.0.0.1, one question in flight each, "
-        f"{think_s[0]:g}-{think_s[1]:g} s think time, {request_timeout_s:g} s timeout; half "
-        "multiple-choice, half open questions. Latency is the client's wall time per request; "
-        "ttft is the server's time to first token.",
+        f"{clients} clients over HTTP on 127.0.0.1, one request in flight each, "
+        f"{think_s[0]:g}-{think_s[1]:g} s think time, {request_timeout_s:g} s timeout; the mix "
+        f"{report.params['mix']}: mc/open /v1/ask questions, nocache = use_cache false, chat = "
+        "/v1/chat/completions, audio = espeak-ng WAV uploads to /v1/ask/audio (half spoken back to a "
+        "null sink). Latency is the client's wall time per request; ttft is the server's time to "
+        "first token.",
         f"Warm-up: the first {warmup_minutes:.3g} min (rows marked warm-up). Growth compares the median over "
         f"the last W of the soak with the median over the first W after warm-up, W = min({window_s:g} s, "
         "time after warm-up / 3); fds and threads are differences of those medians.",

@@ -85,6 +85,8 @@ class IngestStats:
     fps_out: float
     last_timestamp_s: float | None
     uptime_s: float
+    last_frame_age_s: float | None = None  # wall seconds since a frame last reached on_frame
+    last_error_age_s: float | None = None  # wall seconds since last_error happened
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,7 +289,7 @@ class Ingest:
         self.spec = parse_source(source) if isinstance(source, str) else source
         self.options = options or IngestOptions()
         self.on_frame = on_frame
-        self.description = pipeline_description(self.spec, self.options.output)
+        self.description = pipeline_description(self.spec, self.options.output)  # credentials masked
         self._synth_factory = synth_frames
         self._synth_iter: Iterator[tuple[float, np.ndarray, Any]] | None = None
         self._feeder: _SynthFeeder | None = None
@@ -304,6 +306,7 @@ class Ingest:
         self._restarts = 0
         self._errors = 0
         self._last_error: str | None = None
+        self._last_error_wall: float | None = None
         self._last_t: float | None = None
         self._last_wall: float | None = None
         self._offset: float | None = None
@@ -361,6 +364,8 @@ class Ingest:
                 fps_out=self._rate_out.rate(now),
                 last_timestamp_s=self._last_t,
                 uptime_s=now - self._started,
+                last_frame_age_s=None if self._last_wall is None else now - self._last_wall,
+                last_error_age_s=None if self._last_error_wall is None else now - self._last_error_wall,
             )
 
     def wait_for_frames(self, n: int, timeout: float) -> bool:
@@ -393,10 +398,11 @@ class Ingest:
 
     def _build(self) -> Any:
         g = gst()
-        try:
-            pipeline = g.parse_launch(self.description)
+        try:  # the one place the credentials of the source URI are used
+            pipeline = g.parse_launch(pipeline_description(self.spec, self.options.output, reveal=True))
         except Exception as e:  # GLib.Error: names the element or property GStreamer rejected
-            raise SourceError(f"{self.spec.uri}: GStreamer cannot build the pipeline: {e}") from e
+            reason = self.spec.redact(str(e))
+            raise SourceError(f"{self.spec.uri}: GStreamer cannot build the pipeline: {reason}") from None
         sink = pipeline.get_by_name("sink")
         sink.connect("new-sample", self._on_sample)
         if self.spec.kind == "synth":
@@ -475,7 +481,7 @@ class Ingest:
             if msg is not None:
                 err, debug = msg.parse_error()
                 reason = f"{msg.src.get_name()}: {err.message}"
-                log.debug("%s", debug)
+                log.debug("%s", self.spec.redact(debug or ""))
             self._note_error(f"pipeline refused to start ({reason})")
             self._teardown(pipeline, bus)
             return "start failure"
@@ -500,7 +506,7 @@ class Ingest:
                 if msg is not None and msg.type == g.MessageType.ERROR:
                     err, debug = msg.parse_error()
                     self._note_error(f"{msg.src.get_name()}: {err.message}")
-                    log.debug("%s", debug)
+                    log.debug("%s", self.spec.redact(debug or ""))
                     outcome = "error"
                     break
                 if msg is not None and msg.type == g.MessageType.EOS:
@@ -567,10 +573,14 @@ class Ingest:
         return t
 
     def _note_error(self, message: str) -> None:
+        """Count and log a source error; GStreamer's messages may echo the URI, so the source's
+        credentials are masked here, before the text reaches a log, /healthz or the API."""
+        message = self.spec.redact(message)
         log.warning("%s: %s", self.spec.uri, message)
         with self._lock:
             self._errors += 1
             self._last_error = message
+            self._last_error_wall = time.monotonic()
 
 
 def _finished(frames: Iterator[Any]) -> bool:

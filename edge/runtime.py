@@ -6,6 +6,11 @@ CLI and the demo talk to. The engine already serialises questions on the model; 
 adds admission control (at most ``max_pending`` questions waiting, then 429), keeps JPEG
 thumbnails of keyframes (cited ones stay available after the buffer evicts them), and owns a
 Prometheus registry (one per runtime, so tests can run several).
+
+:meth:`EdgeRuntime.health` is what ``/healthz`` reports: one :class:`ComponentHealth` per part
+(source, model, buffer, voice) with the age of the last frame and the last error, and an overall
+status that is ``degraded`` as soon as any part is (a camera that delivered nothing for
+``RuntimeOptions.source_stale_s``, whether it never delivered or was lost after running).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from egovlm.contract import QuestionTooLongError
+from egovlm.edge.engine import EngineError
 from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats, SynthFactory, default_synth_frames
 from egovlm.edge.memory import limit_malloc_arenas
 from egovlm.edge.sources import SourceSpec
@@ -46,6 +53,44 @@ class StoppingError(RuntimeError):
 # How long stop() waits for questions in flight to notice the cancellation (each stops at its
 # next piece of text) before stopping the engine regardless.
 _CANCEL_WAIT_S = 5.0
+# A camera that delivered no frame for this long reads "degraded" in /healthz (edge run
+# --stale-after). Cameras deliver 10-60 frames a second and the synthetic source 10, so 10 s of
+# silence is an outage, not jitter; an RTSP camera's first frame usually arrives within 2-5 s.
+DEFAULT_SOURCE_STALE_S = 10.0
+# Health levels, worst last: the overall status is the worst of the components'.
+_SEVERITY = {"off": 0, "ok": 0, "starting": 1, "degraded": 2}
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    """One part of the runtime as ``/healthz`` shows it. ``status``: ok | starting | degraded |
+    off (not configured); ``detail``: one readable line; ages in wall-clock seconds."""
+
+    status: str
+    detail: str
+    last_error: str | None = None
+    last_error_age_s: float | None = None
+    last_frame_age_s: float | None = None  # the source's: since a frame last reached the engine
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Health:
+    """The runtime's health: the worst component decides ``status`` (ok | starting | degraded)."""
+
+    status: str
+    components: dict[str, ComponentHealth]
+
+    @property
+    def problems(self) -> list[str]:
+        """``"source: no frame for 12 s …"`` for each component that is not ok (or off)."""
+        return [
+            f"{name}: {c.detail}" + (f" (last error: {c.last_error})" if c.last_error else "")
+            for name, c in self.components.items()
+            if c.status not in ("ok", "off")
+        ]
 
 
 @dataclass(frozen=True)
@@ -55,6 +100,7 @@ class RuntimeOptions:
     jpeg_quality: int = 85
     jpeg_cache: int = 512  # thumbnails kept (buffer + recently cited keyframes)
     status_log_s: float = 0.0  # >0: log a one-line status this often (``edge run``)
+    source_stale_s: float = DEFAULT_SOURCE_STALE_S  # no frame for this long: health "degraded"
     malloc_arenas: int | None = 2  # glibc arena cap for a flat RSS over hours (egovlm.edge.memory)
 
 
@@ -141,6 +187,17 @@ class _LiveCollector(Collector):
         up = GaugeMetricFamily("egovlm_ingest_up", "1 when the source is delivering", labels=["state"])
         up.add_metric([st.state], 1.0 if st.state == "running" else 0.0)
         yield up
+        if st.last_frame_age_s is not None:
+            yield GaugeMetricFamily(
+                "egovlm_ingest_last_frame_age_seconds",
+                "wall seconds since the source last delivered a frame",
+                value=st.last_frame_age_s,
+            )
+        stale = GaugeMetricFamily(
+            "egovlm_source_degraded", "1 when /healthz reads the source as degraded (no frame, failed)"
+        )
+        stale.add_metric([], 1.0 if self._rt.source_health().status == "degraded" else 0.0)
+        yield stale
 
 
 _MS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -169,6 +226,7 @@ class EdgeRuntime:
         self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality)
         self._pending = 0
         self._pending_lock = threading.Condition()  # guards _pending; notified when it drops
+        self._question_error: tuple[str, float] | None = None  # the last failed question, when
         self._stop = threading.Event()
         self._status_thread: threading.Thread | None = None
         self.registry = CollectorRegistry()
@@ -230,14 +288,28 @@ class EdgeRuntime:
         return bool(getattr(decision, "keyframe", decision))
 
     def _log_status(self) -> None:
+        """The periodic status line; a change of health is logged as a warning with its reasons."""
+        previous = "ok"
         while not self._stop.wait(self.options.status_log_s):
             log.info("%s", self.status_line())
+            health = self.health()
+            if health.status != previous and health.status != "starting":
+                report = "; ".join(health.problems) or "all components ok"
+                (log.warning if health.status == "degraded" else log.info)(
+                    "health %s: %s", health.status, report
+                )
+                previous = health.status
 
     def status_line(self) -> str:
         st, eng = self.ingest_stats(), self.engine.status()
+        age = (
+            ""
+            if st is None or st.last_frame_age_s is None
+            else f", last frame {st.last_frame_age_s:.1f} s ago"
+        )
         src = (
             f"{st.state} {st.fps_in:.1f} fps in, {st.frames_received} frames, {st.frames_dropped} dropped, "
-            f"{st.keyframes_taken} keyframes taken"
+            f"{st.keyframes_taken} keyframes taken{age}"
             if st
             else "no source"
         )
@@ -245,6 +317,71 @@ class EdgeRuntime:
             f"source {src} | buffer {eng.keyframes} keyframes (v{eng.buffer_version}, "
             f"{'ready' if eng.ready else 'rebuilding'}, last build {eng.last_build_ms:.0f} ms)"
         )
+
+    # -- health --------------------------------------------------------------------------------
+
+    def health(self, voice: Any = None) -> Health:
+        """Per component (source, model, buffer, voice) and overall; ``voice``: the app's
+        :class:`egovlm.edge.voice.pipeline.VoiceAssistant`, None when voice is off."""
+        components = {
+            "source": self.source_health(),
+            "model": self._model_health(),
+            "buffer": self._buffer_health(),
+            "voice": _voice_health(voice),
+        }
+        worst = max(components.values(), key=lambda c: _SEVERITY[c.status]).status
+        return Health("ok" if worst == "off" else worst, components)
+
+    def source_health(self) -> ComponentHealth:
+        """The camera: ``degraded`` when it delivered no frame for ``source_stale_s`` (never, or
+        not since it was lost) or ended/failed for good; ``starting`` while the first frame is
+        awaited."""
+        st = self.ingest_stats()
+        if st is None:
+            return ComponentHealth("off", "no source: frames are pushed by the caller")
+        stale = self.options.source_stale_s
+        errors = {"last_error": st.last_error, "last_error_age_s": st.last_error_age_s}
+        age = st.last_frame_age_s
+        if st.state in ("ended", "failed", "stopped"):
+            status, detail = "degraded", f"{st.state}: the source delivers no more frames"
+        elif age is None and st.uptime_s > stale:
+            status, detail = (
+                "degraded",
+                f"no frame since the source started {st.uptime_s:.0f} s ago ({st.state})",
+            )
+        elif age is None:
+            status, detail = "starting", f"waiting for the first frame ({st.state}, {st.uptime_s:.0f} s)"
+        elif age > stale:
+            status, detail = "degraded", f"no frame for {age:.0f} s ({st.state}; degraded after {stale:g} s)"
+        else:
+            status, detail = "ok", f"{st.state}, {st.fps_in:.1f} fps, last frame {age:.1f} s ago"
+        return ComponentHealth(status, detail, last_frame_age_s=age, **errors)
+
+    def _model_health(self) -> ComponentHealth:
+        eng = self.engine.status()
+        failed = self._question_error
+        errors: dict[str, Any] = {}
+        if failed is not None:  # a failed question is reported, but fails only that request
+            errors = {"last_error": failed[0], "last_error_age_s": time.monotonic() - failed[1]}
+        if eng.last_error is not None:
+            return ComponentHealth("degraded", "the last model state rebuild failed", eng.last_error, None)
+        if not eng.running:
+            return ComponentHealth("degraded", "the engine's worker is not running", **errors)
+        if eng.state_version is None:
+            return ComponentHealth("starting", "no model state yet (waiting for keyframes)", **errors)
+        detail = (
+            f"{'ready' if eng.ready else 'rebuilding'}, state v{eng.state_version}, "
+            f"last build {eng.last_build_ms:.0f} ms"
+        )
+        return ComponentHealth("ok", detail, **errors)
+
+    def _buffer_health(self) -> ComponentHealth:
+        snap = self.snapshot()
+        capacity = getattr(self.engine.buffer, "capacity", None)
+        if not snap.keyframes:
+            return ComponentHealth("starting", "empty: no keyframe taken yet")
+        held = f"{len(snap.keyframes)}/{capacity}" if capacity else f"{len(snap.keyframes)}"
+        return ComponentHealth("ok", f"{held} keyframes, newest at t={snap.keyframes[-1].t:.1f} s")
 
     # -- questions -----------------------------------------------------------------------------
 
@@ -285,8 +422,10 @@ class EdgeRuntime:
         except StoppingError:
             self._m_questions.labels("cancelled").inc()
             raise
-        except Exception:
+        except Exception as e:
             self._m_questions.labels("error").inc()
+            if not isinstance(e, (QuestionTooLongError, EngineError)):  # the asker's, or too early
+                self._question_error = (f"a question failed: {type(e).__name__}: {e}", time.monotonic())
             raise
         finally:
             with self._pending_lock:
@@ -335,6 +474,21 @@ class EdgeRuntime:
                 return True
             time.sleep(0.05)
         return False
+
+
+def _voice_health(voice: Any) -> ComponentHealth:
+    """Spoken questions: off without a voice assistant; degraded when its microphone failed or is
+    reconnecting after errors; the last error of the microphone or of a spoken turn."""
+    if voice is None:
+        return ComponentHealth("off", "voice is off (edge run --voice / --mic)")
+    src = voice.source_stats()
+    turn_errors = [t.error for t in list(voice.history) if t.error]
+    last_error = (src.last_error if src is not None else None) or (turn_errors[-1] if turn_errors else None)
+    if src is None:
+        return ComponentHealth("ok", f"{voice.state}, uploads only (no microphone)", last_error)
+    if src.state == "failed" or (src.state == "reconnecting" and src.errors):
+        return ComponentHealth("degraded", f"microphone {src.state}", last_error)
+    return ComponentHealth("ok", f"{voice.state}, microphone {src.state}", last_error)
 
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

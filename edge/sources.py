@@ -10,6 +10,13 @@ Grammar (query parameters are optional; unknown ones are an error, not silently 
     synth://?fps=10&size=640x480&seed=0&realtime=1               EgoSynth live frames through appsrc
     test://?pattern=ball&fps=30&size=640x480                     videotestsrc
 
+Credentials in a URI (``rtsp://user:password@host/…``, or ``?password=…``-style query values) are
+a secret: :func:`parse_source` keeps them only in :attr:`SourceSpec.location` (what GStreamer
+opens) and :attr:`SourceSpec.secrets`; ``SourceSpec.uri``, every error message and every pipeline
+description printed or logged show them as ``***`` (:func:`redact_uri`, :func:`redact_text`).
+Only :class:`egovlm.edge.ingest.Ingest` asks for the real description (``reveal=True``), to build
+the pipeline. Percent-encode ``/ ? # @`` inside a user name or password, as the URI standard says.
+
 Every pipeline ends in the same tail: ``videoconvert ! videoscale ! video/x-raw,format=RGB
 [,width,height] ! appsink drop=true max-buffers=N`` so ingest gets RGB numpy frames and never
 blocks the camera. On Jetson (``nvvidconv`` present) conversion and scaling happen in the
@@ -21,9 +28,10 @@ hardware converter first. The whole description is a gst-launch string so
 from __future__ import annotations
 
 import os
+import re
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -42,6 +50,75 @@ _PARAMS: dict[str, tuple[str, ...]] = {
 
 HasElement = Callable[[str], bool]
 
+# --- secrets in URIs ----------------------------------------------------------------------------
+# Hand-written (a few regular expressions) because the standard library has no URI redaction and
+# the text to clean is not only URIs: GStreamer error messages and pipeline descriptions embed them.
+
+REDACTED = "***"
+# Query parameters whose value is a credential (compared case-insensitively, whole name).
+SECRET_PARAMS = re.compile(
+    r"pass|password|passwd|pwd|secret|token|access_token|auth|authorization|key|apikey|api_key|"
+    r"sig|signature|credential|credentials",
+    re.IGNORECASE,
+)
+# Literal secrets shorter than this are masked only where they sit inside a URI (replacing every
+# "ab" in a message would garble it; such a password is guessable anyway).
+MIN_LITERAL_SECRET = 4
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
+_QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&;#\s]+)=(?P<value>[^&;#\s]*)")
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its credentials masked: the password of ``user:password@`` (a user name alone
+    is masked too: some services put a token there) and the values of query parameters named like
+    :data:`SECRET_PARAMS`. Everything else is kept, so the URI still says which camera it is.
+
+    >>> redact_uri("rtsp://admin:s3cret@10.0.0.5/live?channel=1&password=x")
+    'rtsp://admin:***@10.0.0.5/live?channel=1&password=***'
+    """
+
+    def userinfo(m: re.Match[str]) -> str:
+        user, colon, _ = m["userinfo"].partition(":")
+        return f"{m['scheme']}{user}:{REDACTED}@" if colon else f"{m['scheme']}{REDACTED}@"
+
+    def pair(m: re.Match[str]) -> str:
+        secret = SECRET_PARAMS.fullmatch(unquote(m["key"])) and m["value"]
+        return f"{m['sep']}{m['key']}={REDACTED}" if secret else m[0]
+
+    head, hash_, fragment = uri.partition("#")
+    base, q, query = head.partition("?")
+    redacted = _USERINFO.sub(userinfo, base, count=1)
+    if q:
+        redacted += _QUERY_PAIR.sub(pair, "?" + query)
+    return redacted + hash_ + fragment
+
+
+def uri_secrets(uri: str) -> tuple[str, ...]:
+    """The credential strings in ``uri`` (as written and percent-decoded), longest first: what
+    :func:`redact_text` also masks when they turn up outside a URI (a GStreamer message)."""
+    found: set[str] = set()
+    m = _USERINFO.match(uri)
+    if m:
+        user, colon, password = m["userinfo"].partition(":")
+        found.add(password if colon else user)
+    for pm in _QUERY_PAIR.finditer("?" + uri.partition("?")[2].partition("#")[0]):
+        if SECRET_PARAMS.fullmatch(unquote(pm["key"])):
+            found.add(pm["value"])
+    found |= {unquote(s) for s in found}
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every URI in it passed through :func:`redact_uri` and every literal secret
+    (of at least :data:`MIN_LITERAL_SECRET` characters) replaced by ``***``. For messages that
+    may echo a URI: GStreamer errors, pipeline descriptions, exception texts."""
+    text = _URI_IN_TEXT.sub(lambda m: redact_uri(m[0]), text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_LITERAL_SECRET:
+            text = text.replace(secret, REDACTED)
+    return text
+
 
 class SourceError(ValueError):
     """A source URI that is malformed or cannot run on this machine; the message says why and
@@ -50,11 +127,13 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A parsed source URI. ``location`` is the device path, sensor id, stream URL or file path."""
+    """A parsed source URI. ``uri`` is the URI as shown (credentials masked: safe to log, serve
+    and display); ``location`` is the device path, sensor id, stream URL (credentials included:
+    never print it) or file path; ``secrets`` are the credentials, for :meth:`redact`."""
 
     kind: str
     uri: str
-    location: str = ""
+    location: str = field(default="", repr=False)
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -64,6 +143,11 @@ class SourceSpec:
     pattern: str = "ball"
     fmt: str = "raw"  # v4l2 only: raw or mjpeg
     extra: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def redact(self, text: str) -> str:
+        """``text`` safe to show: this source's credentials masked (see :func:`redact_text`)."""
+        return redact_text(text, self.secrets)
 
     @property
     def live(self) -> bool:
@@ -139,28 +223,45 @@ def parse_size(text: str, what: str = "size") -> tuple[int, int]:
 
 
 def parse_source(uri: str) -> SourceSpec:
-    """Parse and syntax-check a source URI (no device or file access: see :func:`check_source`)."""
-    uri = uri.strip()
-    if "://" not in uri:
+    """Parse and syntax-check a source URI (no device or file access: see :func:`check_source`).
+    The URI's credentials stay in ``location``/``secrets`` only; messages show :func:`redact_uri`."""
+    raw = uri.strip()
+    shown = redact_uri(raw)
+    if "://" not in raw:
         raise SourceError(
-            f"source {uri!r} is not a URI; use one of: v4l2:///dev/video0, csi://0, rtsp://host/path, "
+            f"source {shown!r} is not a URI; use one of: v4l2:///dev/video0, csi://0, rtsp://host/path, "
             "file:///abs/clip.mp4, synth://, test://"
         )
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(raw)
+        hostname = parts.hostname
+    except ValueError as e:  # e.g. an unclosed [IPv6] bracket
+        raise SourceError(f"{shown}: not a valid URI ({e})") from None
     kind = parts.scheme.lower()
+    secrets = uri_secrets(raw)
     if kind in ("rtsp", "rtsps", "rtspt"):
-        if not parts.hostname:
-            raise SourceError(f"{uri}: an RTSP URI needs a host, e.g. rtsp://192.168.1.10:554/stream")
-        return SourceSpec(kind="rtsp", uri=uri, location=uri)
+        after_host = raw.partition("://")[2].partition("@")[2]
+        if "@" in after_host or "@" in parts.path + parts.query + parts.fragment:
+            # A user name or password holding an unencoded "@", "/", "?" or "#": parsers split it
+            # differently (GStreamer at the first "@") and part of the password could be shown as
+            # a host or path, so the URI is not echoed.
+            raise SourceError(
+                "an RTSP URI has '@', '/', '?' or '#' inside its user name or password: percent-encode "
+                "them (%40 for @, %2F for /, %3F for ?, %23 for #), e.g. rtsp://user:p%40ss@host/stream"
+            )
+        if not hostname:
+            raise SourceError(f"{shown}: an RTSP URI needs a host, e.g. rtsp://192.168.1.10:554/stream")
+        return SourceSpec(kind="rtsp", uri=shown, location=raw, secrets=secrets)
     if kind not in KINDS:
-        raise SourceError(f"{uri}: unknown source scheme {kind!r}; expected one of {', '.join(KINDS)}")
+        raise SourceError(f"{shown}: unknown source scheme {kind!r}; expected one of {', '.join(KINDS)}")
 
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - set(_PARAMS[kind]))
     if unknown:
-        raise SourceError(f"{uri}: unknown parameter(s) {unknown}; {kind}:// accepts {list(_PARAMS[kind])}")
+        raise SourceError(f"{shown}: unknown parameter(s) {unknown}; {kind}:// accepts {list(_PARAMS[kind])}")
     q = {k: _one(query, k) for k in _PARAMS[kind]}
-    return _PARSERS[kind](uri, parts.netloc, unquote(parts.path), q)
+    spec = _PARSERS[kind](shown, parts.netloc, unquote(parts.path), q)
+    return replace(spec, secrets=secrets) if secrets else spec
 
 
 def _parse_v4l2(uri: str, netloc: str, path: str, q: dict[str, str | None]) -> SourceSpec:
@@ -352,13 +453,15 @@ def _tail(spec: SourceSpec, out: OutputFormat, has: HasElement) -> list[str]:
 
 
 def pipeline_description(
-    spec: SourceSpec, out: OutputFormat | None = None, has: HasElement | None = None
+    spec: SourceSpec, out: OutputFormat | None = None, has: HasElement | None = None, *, reveal: bool = False
 ) -> str:
     """The gst-launch description for a source. ``has`` answers "is this element installed?"
-    (defaults to asking GStreamer; tests pass a fake to render the Jetson variant)."""
+    (defaults to asking GStreamer; tests pass a fake to render the Jetson variant). Credentials
+    are masked (``***``) unless ``reveal``: only the code that builds the pipeline reveals them."""
     out = out or OutputFormat()
     has = has or gst_element_exists
-    return " ! ".join(_head(spec, has) + _tail(spec, out, has))
+    description = " ! ".join(_head(spec, has) + _tail(spec, out, has))
+    return description if reveal else spec.redact(description)
 
 
 def hardware_decoders(has: HasElement) -> list[str]:

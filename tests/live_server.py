@@ -4,12 +4,13 @@ only the real process shows (GStreamer loaded first, uvicorn's own loop, signals
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +63,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def edge_run(args: Sequence[str], log: Path) -> Iterator[LiveServer]:
-    """``egovlm edge run ARGS --port P`` of this venv; killed if a test leaves it running."""
+def edge_run(args: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> Iterator[LiveServer]:
+    """``egovlm edge run ARGS --port P`` of this venv; killed if a test leaves it running. ``env``:
+    variables added to this process's environment (e.g. the token as EGOVLM_TOKEN)."""
     port = free_port()
     cmd = [str(Path(sys.executable).with_name("egovlm")), "edge", "run", *args, "--port", str(port)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         server = LiveServer(f"http://127.0.0.1:{port}", proc, log)
         try:
             yield server

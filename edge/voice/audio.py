@@ -25,7 +25,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,6 +34,7 @@ import numpy as np
 
 from egovlm.atomic import atomic_write_bytes
 from egovlm.edge.gst import gst
+from egovlm.edge.sources import redact_text, redact_uri, uri_secrets
 
 log = logging.getLogger("egovlm.edge.voice")
 
@@ -205,12 +206,17 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class AudioSourceSpec:
-    """A parsed audio source URI. ``location``: the device name or file path."""
+    """A parsed audio source URI. ``uri`` as shown (credentials masked, like the camera's:
+    :func:`egovlm.edge.sources.redact_uri`); ``location``: the device name or file path."""
 
     kind: str
     uri: str
-    location: str = ""
+    location: str = field(default="", repr=False)
     realtime: bool = True
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def redact(self, text: str) -> str:
+        return redact_text(text, self.secrets)
 
     @property
     def live(self) -> bool:
@@ -218,14 +224,19 @@ class AudioSourceSpec:
 
 
 def parse_audio_source(uri: str) -> AudioSourceSpec:
-    """Parse and syntax-check an audio source URI (no device or file access)."""
-    uri = uri.strip()
+    """Parse and syntax-check an audio source URI (no device or file access). Credentials in it
+    stay in ``location``/``secrets``; ``uri`` and every message show them masked."""
+    raw = uri.strip()
+    uri, secrets = redact_uri(raw), uri_secrets(raw)
     if "://" not in uri:
         raise AudioSourceError(
             f"audio source {uri!r} is not a URI; use mic://, pulse://[device], alsa://hw:1,0 or "
             "file:///abs/question.wav"
         )
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(raw)
+    except ValueError as e:
+        raise AudioSourceError(f"{uri}: not a valid URI ({e})") from None
     kind = parts.scheme.lower()
     if kind not in KINDS:
         raise AudioSourceError(f"{uri}: unknown audio source scheme {kind!r}; expected one of {KINDS}")
@@ -236,9 +247,9 @@ def parse_audio_source(uri: str) -> AudioSourceSpec:
         raise AudioSourceError(f"{uri}: unknown parameter(s) {unknown}; {kind}:// accepts {list(allowed)}")
     location = unquote(parts.netloc + parts.path)
     if kind == "mic":
-        return AudioSourceSpec("mic", uri)
+        return AudioSourceSpec("mic", uri, secrets=secrets)
     if kind in ("pulse", "alsa"):
-        return AudioSourceSpec(kind, uri, location.strip("/"))
+        return AudioSourceSpec(kind, uri, location.strip("/"), secrets=secrets)
     path = unquote(parts.path)
     if parts.netloc not in ("", "localhost") or not path.startswith("/"):
         raise AudioSourceError(f"{uri}: file URIs need an absolute path: file:///abs/question.wav")
@@ -249,17 +260,18 @@ def parse_audio_source(uri: str) -> AudioSourceSpec:
     realtime = (query.get("realtime") or ["1"])[-1].strip().lower()
     if realtime not in ("0", "1", "true", "false"):
         raise AudioSourceError(f"{uri}: realtime={realtime!r} must be 1/0/true/false")
-    return AudioSourceSpec("file", uri, path, realtime in ("1", "true"))
+    return AudioSourceSpec("file", uri, path, realtime in ("1", "true"), secrets=secrets)
 
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def audio_pipeline_description(spec: AudioSourceSpec, max_buffers: int = 200) -> str:
+def audio_pipeline_description(spec: AudioSourceSpec, max_buffers: int = 200, *, reveal: bool = False) -> str:
     """The gst-launch description of a source (paste into gst-launch-1.0 to debug a microphone).
     Live sources drop the oldest buffers if the consumer stalls (counted); a file read faster
-    than real time back-pressures instead, so every sample arrives."""
+    than real time back-pressures instead, so every sample arrives. Credentials are masked
+    unless ``reveal`` (only :class:`AudioSource` reveals them, to build the pipeline)."""
     head = {
         "mic": "autoaudiosrc",
         "pulse": "pulsesrc" + (f" device={_quote(spec.location)}" if spec.location else ""),
@@ -268,10 +280,11 @@ def audio_pipeline_description(spec: AudioSourceSpec, max_buffers: int = 200) ->
     }[spec.kind]
     paced = spec.kind == "file" and spec.realtime
     drop = "true" if spec.live else "false"
-    return (
+    description = (
         f"{head} ! audioconvert ! audioresample ! {PCM_CAPS} ! appsink name=sink "
         f"sync={'true' if paced else 'false'} drop={drop} max-buffers={max_buffers}"
     )
+    return description if reveal else spec.redact(description)
 
 
 def required_audio_elements(spec: AudioSourceSpec) -> list[str]:
@@ -372,9 +385,12 @@ class AudioSource:
 
     def _parse(self) -> Any:
         try:
-            return gst().parse_launch(self.description)
+            return gst().parse_launch(audio_pipeline_description(self.spec, reveal=True))
         except Exception as e:  # GLib.Error names the element GStreamer rejected
-            raise AudioSourceError(f"{self.spec.uri}: GStreamer cannot build the pipeline: {e}") from e
+            reason = self.spec.redact(str(e))
+            raise AudioSourceError(
+                f"{self.spec.uri}: GStreamer cannot build the pipeline: {reason}"
+            ) from None
 
     def _supervise(self) -> None:
         backoff = self._backoff[0]
@@ -440,6 +456,7 @@ class AudioSource:
             log.exception("on_audio failed")
 
     def _note_error(self, message: str) -> None:
+        message = self.spec.redact(message)  # a GStreamer message may echo the device URI
         log.warning("%s: %s", self.spec.uri, message)
         with self._lock:
             self._errors += 1

@@ -1,13 +1,25 @@
-"""bench soak: the verdict logic on synthetic records, and a short real soak over HTTP."""
+"""bench soak: the verdict logic on synthetic records, the request mix, and a short real soak over
+HTTP with every kind of request (questions with and without the cache, chat, spoken uploads)."""
 
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from egovlm.benchmarks.soak import Bounds, Request, Sample, process_resources, run, summarise
+from egovlm.benchmarks.soak import (
+    MIX,
+    Bounds,
+    Request,
+    Sample,
+    _call,
+    process_resources,
+    run,
+    summarise,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,6 +120,33 @@ def test_cannot_pass_without_data_or_when_interrupted() -> None:
     assert any("2 ingest errors" in r and "pipeline died" in r for r in v.reasons)
 
 
+def test_the_request_mix_follows_its_weights_and_builds_each_kind() -> None:
+    rng = random.Random(0)
+    calls = [_call(rng, (b"RIFF-a", b"RIFF-b")) for _ in range(4000)]
+    shares = Counter(c.kind for c in calls)
+    for kind, weight in MIX:
+        assert abs(shares[kind] / len(calls) - weight) < 0.03, (kind, shares)
+    by_kind = {c.kind: c for c in calls}
+    assert by_kind["nocache"].path == "/v1/ask" and by_kind["nocache"].json["use_cache"] is False
+    assert "use_cache" not in by_kind["mc"].json and by_kind["mc"].json["options"]
+    chat = by_kind["chat"]
+    assert chat.path == "/v1/chat/completions" and "\nA. " in chat.json["messages"][0]["content"]
+    audio = [c for c in calls if c.kind == "audio"]
+    assert {c.content for c in audio} == {b"RIFF-a", b"RIFF-b"}
+    assert {c.params["speak"] for c in audio} == {"true", "false"}
+    no_voice = Counter(_call(rng, ()).kind for _ in range(500))
+    assert "audio" not in no_voice and set(no_voice) == {k for k, _ in MIX} - {"audio"}
+
+
+def test_errors_are_counted_per_kind() -> None:
+    reqs = _requests(error_at=300.0)
+    v = _judge(reqs, _samples())
+    kinds = v.numbers["by_kind"]
+    assert set(kinds) == {"mc", "open"} and sum(k["requests"] for k in kinds.values()) == len(reqs)
+    assert kinds["mc" if 300 % 2 else "open"]["errors"] == 1
+    assert any(row["metric"].startswith("open: requests") for row in v.summary)
+
+
 def test_process_resources_reads_proc() -> None:
     rss_mb, fds, threads = process_resources()
     assert rss_mb > 10 and fds >= 3 and threads >= 1
@@ -133,6 +172,9 @@ def test_short_soak_over_http(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert v["passed"], v["reasons"]
     assert report.passed and v["errors"] == 0 and v["poll_errors"] == 0
     assert v["requests_after_warmup"] > 0 and v["frames_received"] > 0
+    kinds = v["by_kind"]
+    assert set(kinds) == {k for k, _ in MIX}, kinds  # every kind was sent, and answered
+    assert all(k["requests"] > 0 and k["errors"] == 0 for k in kinds.values()), kinds
     assert {"rss_growth", "fd_growth", "thread_growth", "p95_ratio", "rss_after_warmup_mb"} <= set(v)
     rows = data["rows"]
     assert [r["minute"] for r in rows] == [0.0, 0.13, 0.27]  # 24 s in rows of 8 s

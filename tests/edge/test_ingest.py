@@ -1,9 +1,11 @@
-"""Sources → GStreamer pipelines → frames: URI parsing, pipeline descriptions (incl. the Jetson
-variant), real ingest from test/synth/file sources, drop counting, end/loop/reconnect."""
+"""Sources → GStreamer pipelines → frames: URI parsing, credentials masked everywhere but the
+pipeline GStreamer opens, pipeline descriptions (incl. the Jetson variant), real ingest from
+test/synth/file sources, drop counting, end/loop/reconnect."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,10 @@ from egovlm.edge.sources import (
     check_source,
     parse_source,
     pipeline_description,
+    redact_text,
+    redact_uri,
 )
+from egovlm.edge.voice.audio import audio_pipeline_description, parse_audio_source
 
 
 def jetson(name: str) -> bool:
@@ -83,6 +88,87 @@ def test_invalid_uris_fail_with_a_clear_message(uri: str, message: str) -> None:
     with pytest.raises(SourceError) as e:
         parse_source(uri)
     assert message in str(e.value)
+
+
+# --- credentials ----------------------------------------------------------------------------------
+
+SECRET = "s3cret-pw"
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("rtsp://admin:s3cret@10.0.0.5:554/live?channel=1", "rtsp://admin:***@10.0.0.5:554/live?channel=1"),
+        ("rtsps://token123@cam.local/s", "rtsps://***@cam.local/s"),  # a user name alone may be a token
+        ("rtsp://cam/s?user=bob&Password=x&pwd=y&token=z#f", "rtsp://cam/s?user=bob&Password=***&pwd=***&token=***#f"),
+        ("rtsp://a:p%40ss@h/x", "rtsp://a:***@h/x"),
+        ("rtsp://10.0.0.5/live?channel=1", "rtsp://10.0.0.5/live?channel=1"),  # nothing to hide
+        ("file:///data/b@c.mp4?loop=1", "file:///data/b@c.mp4?loop=1"),  # an @ in a path is not a user
+    ],
+)  # fmt: skip
+def test_redact_uri_masks_credentials_and_keeps_the_rest(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+
+
+def test_a_parsed_source_keeps_its_password_only_for_the_pipeline() -> None:
+    uri = f"rtsp://admin:{SECRET}@10.0.0.5:554/live?channel=1"
+    spec = parse_source(uri)
+    assert spec.uri == "rtsp://admin:***@10.0.0.5:554/live?channel=1"
+    assert spec.location == uri  # what rtspsrc opens
+    assert SECRET not in repr(spec) and SECRET not in str(spec)
+    shown = pipeline_description(spec, has=desktop)
+    assert SECRET not in shown and 'location="rtsp://admin:***@10.0.0.5:554/live?channel=1"' in shown
+    assert f'location="{uri}"' in pipeline_description(spec, has=desktop, reveal=True)
+    # GStreamer messages may echo the URI or the password: masked either way
+    message = f"rtspsrc0: Unauthorized for {uri} (user admin, password {SECRET})"
+    assert spec.redact(message) == (
+        "rtspsrc0: Unauthorized for rtsp://admin:***@10.0.0.5:554/live?channel=1 (user admin, password ***)"
+    )
+    assert redact_text("see rtsp://u:pw@h/x.", ["pw"]) == "see rtsp://u:***@h/x."  # short: only in the URI
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"rtsp://admin:{SECRET}@cam/x?channel=1&fps=fast",  # parse errors name the URI...
+        f"rtsp://admin:{SECRET}@/x",
+        f"rtsp://admin:{SECRET}@[::1/x",
+        f"rtsp://admin:pa@{SECRET}@cam/x",  # ...or, when ambiguous, do not echo it at all
+        f"rtsp://admin:pa/{SECRET}@cam/x",
+        f"http://admin:{SECRET}@cam/x",
+    ],
+)
+def test_source_errors_never_show_the_password(uri: str) -> None:
+    try:
+        spec = parse_source(uri)
+    except SourceError as e:
+        assert SECRET not in str(e), str(e)
+        return
+    assert SECRET not in spec.uri and spec.kind == "rtsp"  # rtsp passes its query to the camera
+
+
+def test_voice_sources_mask_credentials_too() -> None:
+    spec = parse_audio_source(f"pulse://user:{SECRET}@server/mic")
+    assert spec.uri == "pulse://user:***@server/mic" and SECRET not in repr(spec)
+    assert SECRET not in audio_pipeline_description(spec)
+    assert SECRET in audio_pipeline_description(spec, reveal=True)
+
+
+def test_ingest_masks_the_password_in_its_errors_stats_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    frames = Collector()
+    caplog.set_level(logging.DEBUG, logger="egovlm.edge.ingest")
+    # nothing listens on port 9: rtspsrc fails at once, with its own message, and ingest retries
+    ingest = Ingest(f"rtsp://admin:{SECRET}@127.0.0.1:9/x", frames, IngestOptions(backoff_initial_s=0.1))
+    with ingest:
+        deadline = time.monotonic() + 20
+        while ingest.stats().errors < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = ingest.stats()
+    assert st.errors >= 2 and st.last_error and "rtspsrc" in st.last_error, st
+    assert st.source == "rtsp://admin:***@127.0.0.1:9/x" and SECRET not in str(st.to_dict())
+    assert SECRET not in ingest.description
+    assert any("rtspsrc" in r.getMessage() for r in caplog.records)
+    assert not [r.getMessage() for r in caplog.records if SECRET in r.getMessage()]
 
 
 # --- pipeline descriptions ------------------------------------------------------------------------
