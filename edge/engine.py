@@ -49,6 +49,19 @@ class EngineError(RuntimeError):
     """A question cannot be answered (no keyframes yet, the worker failed, timeout)."""
 
 
+class AnswerTooLongError(ValueError):
+    """A question asked for a longer answer than the engine's ``max_new_tokens``: the device profile's
+    memory plan (KV cache, TensorRT decode profile) reserves room for that many tokens and no more."""
+
+    @classmethod
+    def for_limit(cls, asked: int, limit: int) -> AnswerTooLongError:
+        return cls(
+            f"max_new_tokens {asked} exceeds this device's limit of {limit} (the device profile's "
+            "generation.max_new_tokens, which its memory plan reserves; start the server with a larger "
+            "--max-new-tokens if the device has room)"
+        )
+
+
 class _StoppingError(Exception):
     """The engine is stopping: a background rebuild abandons its work."""
 
@@ -413,6 +426,8 @@ class Engine:
             raise EngineError("empty question")
         t0 = time.perf_counter()
         p = self.params
+        if max_new_tokens is not None and max_new_tokens > p.max_new_tokens:
+            raise AnswerTooLongError.for_limit(max_new_tokens, p.max_new_tokens)
         gen = GenerationParams(
             max_new_tokens=max_new_tokens or p.max_new_tokens,
             do_sample=p.do_sample if do_sample is None else do_sample,

@@ -81,6 +81,7 @@ from egovlm.edge.api_models import (
     Usage,
 )
 from egovlm.edge.backends.prompt import render_prompt, text_ids
+from egovlm.edge.engine import AnswerTooLongError
 from egovlm.edge.http_guards import (
     BodyLimit,
     CrossSiteCheck,
@@ -279,7 +280,12 @@ def create_app(
         app.add_middleware(HostCheck, allowed=allowed_hosts)
 
     def limit(max_new_tokens: int | None) -> int:
-        return max_new_tokens or int(getattr(getattr(runtime.engine, "params", None), "max_new_tokens", 256))
+        """The answer length of a request: its own, at most the engine's (422 above it, before any
+        model work or streaming; the engine refuses the same for in-process callers)."""
+        cap = int(getattr(getattr(runtime.engine, "params", None), "max_new_tokens", 256))
+        if max_new_tokens is not None and max_new_tokens > cap:
+            raise HTTPException(422, str(AnswerTooLongError.for_limit(max_new_tokens, cap)))
+        return max_new_tokens or cap
 
     @app.get("/healthz", response_model=HealthResponse)
     def healthz() -> HealthResponse:
@@ -479,7 +485,7 @@ def _error_detail(exc: BaseException) -> tuple[int, str]:
         return 503, str(exc)
     if type(exc).__name__ == "EngineError":  # no keyframes yet, no model state: try again later
         return 503, str(exc)
-    if isinstance(exc, QuestionTooLongError):  # names egovlm.contract.MAX_QUESTION_TOKENS
+    if isinstance(exc, (QuestionTooLongError, AnswerTooLongError)):  # each names its limit
         return 422, str(exc)
     return 500, f"{type(exc).__name__}: {exc}"
 

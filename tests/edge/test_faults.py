@@ -344,7 +344,8 @@ def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: P
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "egovlm.cli", "edge", "run", "--model", str(tiny_model_dir),
-         "--source", "synth://?fps=10&size=160x120", "--port", str(port), "--status-every", "0"],
+         "--source", "synth://?fps=10&size=160x120", "--port", str(port), "--status-every", "0",
+         "--max-new-tokens", "4096"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     streamed: list[str] = []

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from egovlm.contract import parse_answer
 from egovlm.edge.api_models import AskResponse, ChatCompletionRequest, ChatMessage
+from egovlm.edge.engine import AnswerTooLongError
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, build_runtime
 from egovlm.edge.server import create_app, question_from_chat
 from tests.edge.edge_fakes import ServerThread, scripted_engine, sse_events
@@ -141,6 +142,23 @@ def test_bad_requests_are_rejected_with_reasons(client: TestClient) -> None:
     image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}
     r = client.post("/v1/chat/completions", json={"messages": [image]})
     assert r.status_code == 400 and "image_url" in r.json()["detail"]
+
+
+def test_answers_longer_than_the_device_plan_are_refused_up_front(
+    client: TestClient, tiny_runtime: EdgeRuntime
+) -> None:
+    """The profile's max_new_tokens (16 here) is what the device's memory plan reserves: a request may
+    ask for fewer, never more; refused with the limit before the model or a stream starts."""
+    for stream in (False, True):
+        r = client.post("/v1/ask", json={"question": "q", "max_new_tokens": 17, "stream": stream})
+        assert r.status_code == 422 and "limit of 16" in r.json()["detail"], r.text
+    chat = {"messages": [{"role": "user", "content": "q"}], "max_tokens": 100}
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 422 and "limit of 16" in r.json()["detail"]
+    ok = client.post("/v1/ask", json={"question": "q", "max_new_tokens": 16})
+    assert ok.status_code == 200 and ok.json()["latency"]["n_new_tokens"] <= 16
+    with pytest.raises(AnswerTooLongError, match="limit of 16"):
+        tiny_runtime.engine.ask("q", max_new_tokens=17)
 
 
 def test_openai_client_unchanged(live_url: str, tiny_runtime: EdgeRuntime) -> None:
