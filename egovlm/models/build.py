@@ -2,7 +2,8 @@
 
 The result loads with plain transformers (``AutoModelForImageTextToText.from_pretrained(DIR,
 local_files_only=True)`` and ``AutoProcessor.from_pretrained(DIR)``), no egovlm import needed.
-egovlm adds one file, ``egovlm.json``, with the keyframe size the model was built for.
+egovlm adds one file, ``egovlm.json``, with the keyframe size the model was built for; a 3B slice
+(:func:`build_slice3b`) adds ``slice.json`` with the real model's layer counts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -22,7 +24,7 @@ from transformers import (
 )
 
 from egovlm.contract import CONTRACT_VERSION
-from egovlm.models.presets import PRESETS, ModelPreset
+from egovlm.models.presets import PRESETS, SLICE_META, ModelPreset, slice3b_preset, slice_meta
 from egovlm.models.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
 EGOVLM_META = "egovlm.json"
@@ -30,14 +32,18 @@ PATCH, MERGE, TEMPORAL = 14, 2, 2
 
 
 def model_config(preset: ModelPreset, tokenizer_len: int, token_ids: dict[str, int]) -> Qwen2_5_VLConfig:
+    if preset.vocab_rows is not None and preset.vocab_rows < tokenizer_len:
+        raise ValueError(
+            f"vocab_rows {preset.vocab_rows} is smaller than the tokenizer ({tokenizer_len} tokens)"
+        )
     text = {
-        "vocab_size": tokenizer_len,
+        "vocab_size": preset.vocab_rows or tokenizer_len,
         "hidden_size": preset.hidden_size,
         "intermediate_size": preset.intermediate_size,
         "num_hidden_layers": preset.num_layers,
         "num_attention_heads": preset.num_heads,
         "num_key_value_heads": preset.num_kv_heads,
-        "max_position_embeddings": 32768,
+        "max_position_embeddings": preset.max_position_embeddings,
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 1000000.0,
@@ -57,9 +63,11 @@ def model_config(preset: ModelPreset, tokenizer_len: int, token_ids: dict[str, i
         "patch_size": PATCH,
         "spatial_merge_size": MERGE,
         "temporal_patch_size": TEMPORAL,
-        "window_size": PATCH * MERGE * 2,  # 2x2 merged cells per window, like Qwen's 112 px at full size
+        "window_size": preset.window_size,
         "fullatt_block_indexes": preset.fullatt_blocks,
     }
+    if preset.tokens_per_second is not None:
+        vision["tokens_per_second"] = preset.tokens_per_second
     return Qwen2_5_VLConfig(
         text_config=text,
         vision_config=vision,
@@ -94,8 +102,25 @@ def build_model(kind: str, out: Path | str, seed: int = 0) -> Path:
     """
     if kind not in PRESETS:
         raise ValueError(f"unknown model size {kind!r}; choose one of {', '.join(PRESETS)}")
-    preset = PRESETS[kind]
-    out = Path(out)
+    return _build(PRESETS[kind], kind, Path(out), seed, torch.float32, {})
+
+
+def build_slice3b(out: Path | str, layers: int, vision_layers: int | None = None, seed: int = 0) -> Path:
+    """Qwen2.5-VL-3B-Instruct's real widths with only ``layers`` decoder layers and ``vision_layers`` ViT
+    blocks (see :func:`egovlm.models.presets.slice3b_preset`), random weights, into ``out``.
+
+    Saved in bfloat16 like the real checkpoint, so safetensors bytes per layer are the real ones (and a
+    1-layer slice is 0.9 GB on disk instead of 1.8 GB); loaders upcast as they wish (egovlm loads fp32).
+    ``slice.json`` records the real layer counts for :func:`egovlm.models.presets.real_layer_counts`.
+    """
+    preset = slice3b_preset(layers, vision_layers)
+    extra = {SLICE_META: slice_meta(preset.num_layers, preset.vision_depth)}
+    return _build(preset, "slice3b", Path(out), seed, torch.bfloat16, extra)
+
+
+def _build(
+    preset: ModelPreset, kind: str, out: Path, seed: int, dtype: torch.dtype, extra_json: dict[str, Any]
+) -> Path:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder")
     processor = build_processor(preset)
@@ -103,7 +128,8 @@ def build_model(kind: str, out: Path | str, seed: int = 0) -> Path:
     ids = {t: tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens}
     config = model_config(preset, len(tok), ids)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    # Initialised directly in ``dtype``: a 3B-wide slice is never materialised in fp32 here.
+    model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
 
@@ -121,6 +147,10 @@ def build_model(kind: str, out: Path | str, seed: int = 0) -> Path:
             "trained": False,
         }
         (tmp / EGOVLM_META).write_text(json.dumps(meta, indent=2) + "\n")
+        for name, body in extra_json.items():
+            (tmp / name).write_text(json.dumps(body, indent=2) + "\n")
+        for path in tmp.iterdir():  # mkdtemp/safetensors create owner-only modes; models are shared
+            path.chmod(0o644)
         tmp.chmod(0o755)
         if out.exists():
             out.rmdir()
