@@ -54,6 +54,12 @@ VISION, EMBED, DECODER = "vision", "embed", "decoder"
 GRAPHS = (VISION, EMBED, DECODER)
 OPSET = 19  # QuantizeLinear/DequantizeLinear with fp16 scales and FP8 types need opset 19
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room to spare
+# Highest ONNX IR version written. The device runtimes read what onnx 1.23 here could write (IR 14):
+# ONNX Runtime 1.23.2, the newest with CPython 3.10 wheels (JetPack 6), loads IR <= 11 and opsets
+# <= 23 (measured); ModelOpt pins its own ONNX output to IR 10 for ORT and TensorRT. The tracer writes
+# IR 9, INT4 weights need IR 10: every graph is saved at IR 9 or 10.
+MAX_IR_VERSION = 10
+INT4_IR_VERSION = 10  # INT4/UINT4 tensor types were added in IR 10
 
 
 @dataclass(frozen=True)
@@ -311,22 +317,86 @@ def _dynamic_axes(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
 
 
 def save_onnx(model_proto: Any, path: Path) -> list[str]:
-    """Save an ONNX model; above protobuf's 2 GB limit the weights go to ``<name>.data`` beside it."""
+    """Save an ONNX model and check it by path; above protobuf's 2 GB limit the weights go to
+    ``<name>.data`` beside it (one file). Returns the external-data files written (empty or that one).
+
+    Works for protos of any size: only the path-based ONNX tools (save with external data,
+    ``onnx.checker.check_model(path)``) touch a proto that may exceed 2 GB; its in-memory size is
+    never serialised."""
     import onnx
 
-    if model_proto.ByteSize() < EXTERNAL_DATA_BYTES:
-        onnx.save_model(model_proto, str(path))
-        return []
+    _pin_ir_version(model_proto)
     location = f"{path.name}.data"
-    onnx.save_model(
-        model_proto,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=location,
-        size_threshold=1024,
-    )
-    return [location]
+    # onnx appends to an existing data file; a stale one (an earlier save of this graph) must go first.
+    (path.parent / location).unlink(missing_ok=True)
+    if _fits_protobuf(model_proto):
+        onnx.save_model(model_proto, str(path))
+        written = []
+    else:
+        onnx.save_model(
+            model_proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=location,
+            size_threshold=1024,
+        )
+        written = [location]
+    onnx.checker.check_model(str(path))  # by path: also for graphs past 2 GB
+    return written
+
+
+def external_data_files(path: Path) -> list[str]:
+    """The external-data files a saved graph references (relative to its folder), read from the proto
+    without loading any weights."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted({ExternalDataInfo(t).location for t in _all_tensors(model.graph) if uses_external_data(t)})
+
+
+def _all_tensors(graph: Any) -> list[Any]:
+    """Initializers and node-attribute tensors (Constant values: ModelOpt's quantizer constants are
+    large enough to go external), subgraphs included."""
+    import onnx
+
+    out = [*graph.initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                out.append(attr.t)
+            out += list(attr.tensors)
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                out += _all_tensors(sub)
+    return out
+
+
+def graph_file_bytes(path: Path) -> int:
+    """Bytes of a saved graph on disk: the ``.onnx`` plus every external-data file it references."""
+    return path.stat().st_size + sum((path.parent / f).stat().st_size for f in external_data_files(path))
+
+
+def _fits_protobuf(model_proto: Any) -> bool:
+    """Below :data:`EXTERNAL_DATA_BYTES` when serialised? protobuf refuses to size a message past
+    2 GB (``EncodeError``), which also answers the question."""
+    from google.protobuf.message import EncodeError
+
+    try:
+        return int(model_proto.ByteSize()) < EXTERNAL_DATA_BYTES
+    except (EncodeError, ValueError):
+        return False
+
+
+def _pin_ir_version(model_proto: Any) -> None:
+    """IR 10 where INT4 tensors need it, never above :data:`MAX_IR_VERSION` (see there); the
+    checker then validates the graph against the version written."""
+    import onnx
+
+    int4 = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    if any(t.data_type in int4 for t in model_proto.graph.initializer):
+        model_proto.ir_version = max(model_proto.ir_version, INT4_IR_VERSION)
+    model_proto.ir_version = min(model_proto.ir_version, MAX_IR_VERSION)
 
 
 def trace_to_onnx(
@@ -364,10 +434,41 @@ def trace_to_onnx(
                 dynamo=False,
                 do_constant_folding=True,
             )
-        proto = onnx.load(str(tmp))
+        proto = onnx.load(str(tmp), load_external_data=False)
+        if external_data_files(tmp):  # past 2 GB the tracer wrote one file per tensor
+            return _gather_external_data(proto, tmp.parent, path)
         return save_onnx(proto, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _gather_external_data(proto: Any, src_dir: Path, path: Path) -> list[str]:
+    """Save ``proto`` (whose tensors live in per-tensor files in ``src_dir``) to ``path`` with ONE
+    ``<name>.data``, moving one tensor at a time with onnx's own external-data helpers.
+
+    Written out because ``onnx.load`` + ``onnx.save`` (the library's way to re-home external data) holds
+    every weight in memory at once: 12 GB more for a 3B decoder traced in fp32, beside the module."""
+    import onnx
+    from onnx.external_data_helper import (
+        load_external_data_for_tensor,
+        save_external_data,
+        set_external_data,
+        uses_external_data,
+    )
+
+    location = f"{path.name}.data"
+    (path.parent / location).write_bytes(b"")
+    for tensor in _all_tensors(proto.graph):
+        if not uses_external_data(tensor):
+            continue
+        load_external_data_for_tensor(tensor, str(src_dir))  # this tensor's bytes only
+        set_external_data(tensor, location)
+        save_external_data(tensor, str(path.parent))  # appends, records offset and length
+        tensor.ClearField("raw_data")
+    _pin_ir_version(proto)
+    onnx.save_model(proto, str(path))
+    onnx.checker.check_model(str(path))
+    return [location]
 
 
 def example_decoder_args(

@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +33,9 @@ from egovlm.export.parity import (
 from egovlm.export.prompts import Prompt, dataset_prompts, generated_prompts
 from egovlm.export.report import write_report
 from egovlm.export.targets import ExportConfigError, Target, resolve
+
+if TYPE_CHECKING:
+    from egovlm.export.tensorrt_build import ExportFit
 
 WORK = ".work"  # intermediates inside staging; removed before publishing
 
@@ -56,7 +59,10 @@ class ExportOptions:
     edgellm_bin: Path | None = None
     seed: int = 0
     threads: int | None = None  # torch + ONNX Runtime intra-op threads (None: their defaults)
-    keyframes: int = 8  # keyframes the device keeps in its prompt: sizes the TensorRT profiles
+    # Keyframes the device keeps in its prompt and the longest answer: size the TensorRT profiles and the
+    # fit check (default: the device profile configs/edge/<target>.yaml, else 8 keyframes, 256 tokens).
+    keyframes: int | None = None
+    answer_tokens: int | None = None
 
 
 @dataclass
@@ -84,13 +90,42 @@ def run_export(opts: ExportOptions) -> ExportResult:
         torch.set_num_threads(opts.threads)
     if opts.backend not in {"onnx", "edgellm"}:
         raise ExportConfigError(f"unknown backend {opts.backend!r}; choose onnx or edgellm")
+    fit = check_fit(opts, target, precision)  # from the checkpoint's headers: before any heavy work
     edgellm_steps = _edgellm_preflight(opts, target, precision)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{opts.out.name}.staging-", dir=opts.out.parent))
     try:
-        return _export_in(staging, opts, target, precision, thresholds, edgellm_steps)
+        return _export_in(staging, opts, target, precision, thresholds, edgellm_steps, fit)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_fit(opts: ExportOptions, target: Target, precision: str) -> ExportFit | None:
+    """TensorRT targets: :func:`egovlm.export.tensorrt_build.check_export_fit` on the checkpoint's
+    safetensors headers and config.json (weights as exported at ``precision``, KV and activations at
+    the profiles' maximum, runtime reserve), raising :class:`ExportConfigError` with the numbers and
+    the ``--keyframes`` that fit. None for ONNX Runtime targets (no device budget to plan)."""
+    if not target.uses_tensorrt:
+        return None
+    from egovlm.export.tensorrt_build import check_export_fit
+
+    return check_export_fit(target, _model_dir(opts.model), precision, opts.keyframes, opts.answer_tokens)
+
+
+def _model_dir(model: str) -> Path:
+    """A local model folder, or a hub id's snapshot in the local Hugging Face cache (never downloads)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as e:  # not a repo id, or not in the cache: the same refusal load_model would give
+        raise ExportConfigError(
+            f"model {model!r}: not a local folder and not in the local Hugging Face cache "
+            f"({type(e).__name__})"
+        ) from None
 
 
 def _edgellm_preflight(opts: ExportOptions, target: Target, precision: str) -> list[Any]:
@@ -122,6 +157,7 @@ def _export_in(
     precision: str,
     thresholds: dict[str, float],
     edgellm_steps: list[Any],
+    fit: ExportFit | None = None,
 ) -> ExportResult:
     from egovlm.contract import CONTRACT_VERSION
     from egovlm.models import load_model
@@ -130,11 +166,6 @@ def _export_in(
     loaded = load_model(opts.model)
     og.prepare_for_export(loaded.model)
     dims = og.model_dims(loaded)
-    if target.uses_tensorrt:  # fail before the long export if it cannot fit the device at all
-        from egovlm.export.tensorrt_build import Workload, plan_profiles
-
-        weights = estimated_weight_bytes(loaded.model, precision)
-        plan_profiles(target, dims.to_json(), weights, workload=Workload(keyframes=opts.keyframes))
     reference = VLMRunner(
         _torch_backend(loaded.model, dims, torch.float32),
         RunnerDims.from_model_block(dims.to_json()),
@@ -175,7 +206,7 @@ def _export_in(
     shutil.rmtree(work)
     notes: list[str] = []
     if target.uses_tensorrt:
-        report["tensorrt"] = _tensorrt_block(staging, opts, target, dims, graphs, notes)
+        report["tensorrt"] = _tensorrt_block(staging, opts, target, dims, graphs, notes, fit)
     if edgellm_steps:
         report["edgellm"] = _run_edgellm(staging, opts, edgellm_steps, report.get("tensorrt"), dims, notes)
     report["seconds"] = time.perf_counter() - start
@@ -188,20 +219,6 @@ def _export_in(
     manifest = write_manifest(staging, _manifest_body(report, dims, graphs, loaded, opts))
     _publish(staging, opts.out)
     return ExportResult(opts.out, True, report, opts.out / manifest.name, notes)
-
-
-BITS = {"fp32": 32, "fp16": 16, "int8": 8, "fp8": 8, "int4": 4}
-
-
-def estimated_weight_bytes(model: Any, precision: str) -> int:
-    """Bytes of the exported graphs' weights before exporting: the decoder layers at ``precision``,
-    everything else (vision tower, embeddings, LM head: kept FP16 on TensorRT targets) at 16 bits.
-    The tied LM head is counted twice because the embed and decoder graphs each carry a copy."""
-    total = 0.0
-    for name, param in model.named_parameters(remove_duplicate=False):
-        bits = BITS[precision] if ".language_model.layers." in f".{name}" else 16
-        total += param.numel() * bits / 8
-    return int(total)
 
 
 def _prompts_eval(opts: ExportOptions, size: tuple[int, int]) -> list[Prompt]:
@@ -272,7 +289,7 @@ def _build_ort_graphs(
             plain.inputs,
             plain.outputs,
             precision,
-            _external(staging, "decoder.onnx"),
+            og.external_data_files(staging / "decoder.onnx"),
             seconds,
         )
         method = (
@@ -288,10 +305,6 @@ def _build_ort_graphs(
     backend = OrtBackend({name: staging / g.file for name, g in graphs.items()}, threads=threads)
     methods = {name: "onnxruntime CPU (the exported graph)" for name in graphs}
     return graphs, VLMRunner(backend, reference.dims, reference.processor), methods, quant, fp32_bytes
-
-
-def _external(root: Path, name: str) -> list[str]:
-    return [p.name for p in root.glob(name + ".data")]
 
 
 def _build_tensorrt_graphs(
@@ -312,10 +325,12 @@ def _build_tensorrt_graphs(
     }
     quant: dict[str, Any] = {}
     fp32_bytes = None
-    decoder: torch.nn.Module = og.DecoderGraph(model16).eval()
+    decoder: torch.nn.Module
     if precision == "fp16":
+        decoder = og.DecoderGraph(model16).eval()
         graphs[og.DECODER] = og.export_decoder(decoder, dims, staging / "decoder.onnx", f16, "fp16")
     else:
+        del model16  # the quantised decoder is made from the fp32 model; the fp16 copy is 7 GB at 3B
         decoder, quant, fp32_bytes, spec = _modelopt_decoder(
             staging, work, opts, precision, loaded, dims, reference
         )
@@ -356,6 +371,7 @@ def _modelopt_decoder(
     calib_seconds = time.perf_counter() - t0
     decoder = export_in_half(decoder, precision)
     spec = og.export_decoder(decoder, dims, staging / "decoder.onnx", torch.float16, precision)
+    traced_bytes = _graph_bytes(staging, spec)  # what ModelOpt's ONNX post-processing reads (fp16 + Q/DQ)
     spec.external_data = modelopt_postprocess(precision, staging / "decoder.onnx")
     spec.export_seconds += calib_seconds
     quant = {
@@ -367,6 +383,7 @@ def _modelopt_decoder(
             "source": str(opts.data) if opts.data else "generated frames (egovlm.export.prompts)",
         },
         "ops": qdq_summary(staging / "decoder.onnx"),
+        "traced_bytes": traced_bytes,
     }
     return decoder, quant, _graph_bytes(work, fp32_spec), spec
 
@@ -418,14 +435,15 @@ def _tensorrt_block(
     dims: og.ModelDims,
     graphs: dict[str, og.GraphSpec],
     notes: list[str],
+    fit: ExportFit | None,
 ) -> dict[str, Any]:
     from egovlm.export import tensorrt_build as tb
 
     model = dims.to_json()
-    weights = sum(_graph_bytes(staging, g) for g in graphs.values())
-    plan = tb.plan_profiles(
-        target, model, weights, kv_dtype_bytes=2, workload=tb.Workload(keyframes=opts.keyframes)
-    )
+    # The fit check again, on the exported files' real bytes (same workload, budget and accounting).
+    real = {name: _graph_bytes(staging, g) for name, g in graphs.items()}
+    assert fit is not None, "run_export checks the fit of every TensorRT target before exporting"
+    plan = fit.with_file_bytes(real, dims.tokens_per_keyframe)
     usable, reason = tb.tensorrt_status()
     block: dict[str, Any] = {
         "status": "pending-device",

@@ -50,21 +50,23 @@ def ort_int8(src: Path, dst: Path) -> None:
 
 
 def ort_int4(src: Path, dst: Path, block_size: int = ORT_INT4_BLOCK) -> None:
-    """4-bit weight-only quantisation (MatMulNBits), symmetric blocks of ``block_size``."""
+    """4-bit weight-only quantisation (MatMulNBits), symmetric blocks of ``block_size``. The quantiser
+    works on the in-memory proto (loaded with its external data) and never serialises it whole; the
+    result is written with external data when the source needed it."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=True)
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True)
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=_needs_external(src))
 
 
 def _needs_external(path: Path) -> bool:
-    from egovlm.export.onnx_graphs import EXTERNAL_DATA_BYTES
+    """Is the graph at ``path`` (with its ``<name>.data``, if any) past the external-data threshold?"""
+    from egovlm.export.onnx_graphs import EXTERNAL_DATA_BYTES, graph_file_bytes
 
-    total = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-    return total >= EXTERNAL_DATA_BYTES
+    return graph_file_bytes(path) >= EXTERNAL_DATA_BYTES
 
 
 def ort_quantize(precision: str, src: Path, dst: Path) -> None:
@@ -131,9 +133,16 @@ def modelopt_postprocess(precision: str, path: Path) -> list[str]:
         "int4": INT4QuantExporter.process_model,
         "fp8": FP8QuantExporter.process_model,
     }
-    model = onnx.load(str(path))
-    # The exporters locate weight shapes through value_info, which the tracer does not write.
-    model = onnx.shape_inference.infer_shapes(model)
+    # The exporters locate weight shapes through value_info, which the tracer does not write. Shape
+    # inference by path: a 3B decoder in fp16 (~6 GB) is past protobuf's 2 GB limit, where the
+    # in-memory ``infer_shapes`` fails. The inferred copy sits beside the graph so its external-data
+    # references resolve; the exporters then need the weights in memory (they rewrite them).
+    inferred = path.with_name(f".{path.stem}.inferred.onnx")
+    try:
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+        model = onnx.load(str(inferred), load_external_data=True)
+    finally:
+        inferred.unlink(missing_ok=True)
     try:
         model = exporters[precision](model)
     except Exception as e:  # ModelOpt raises bare asserts/ValueErrors on unexpected patterns
