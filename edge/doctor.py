@@ -445,7 +445,7 @@ def check_python_packages(host: Host) -> list[Check]:
 
 
 def check_model(path: Path) -> list[Check]:
-    from egovlm.models.loading import ModelLoadError, check_model_dir
+    from egovlm.models.files import ModelLoadError, check_model_dir
 
     try:
         check_model_dir(path)

@@ -102,7 +102,7 @@ def export(
 def _user_errors() -> tuple[type[BaseException], ...]:
     from egovlm.export.edgellm import EdgeLLMUnavailableError
     from egovlm.export.targets import ExportConfigError
-    from egovlm.models.loading import ModelLoadError
+    from egovlm.models.files import ModelLoadError
     from egovlm.schema import DatasetError
 
     return (ExportConfigError, ModelLoadError, FileExistsError, EdgeLLMUnavailableError, DatasetError)

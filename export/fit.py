@@ -43,6 +43,7 @@ from typing import Any
 
 from egovlm.contract import MAX_QUESTION_TOKENS
 from egovlm.export.targets import ExportConfigError
+from egovlm.models.files import ModelLoadError, keyframe_size_of, read_safetensors_headers
 
 GiB = 1024**3
 MiB = 1024**2
@@ -56,9 +57,6 @@ PROFILE_ALIGN = 64  # context limits are rounded UP to a multiple of this
 # Prompt tokens around the frames (upper bounds of Qwen2.5-VL's tokenizer on the contract's prompt):
 SYSTEM_TOKENS = 80  # system prompt + chat scaffolding up to the first frame (the real tokenizer: ~60)
 LABEL_TOKENS = 16  # per frame: "Frame 12 (t=123.4 s): " + <|vision_start|> + <|vision_end|> + "\n"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-EGOVLM_META = "egovlm.json"  # egovlm.models.build.EGOVLM_META (that module imports torch)
-DEFAULT_KEYFRAME_SIZE = (448, 336)  # egovlm.models.presets.DEFAULT_KEYFRAME_SIZE (kept equal by a test)
 
 
 class FitError(ExportConfigError):
@@ -81,25 +79,10 @@ class TensorShape:
 def read_tensors(model_dir: str | Path) -> list[TensorShape]:
     """Names and shapes of every tensor of a checkpoint (``model.safetensors`` or the shards its
     ``model.safetensors.index.json`` names), from the safetensors headers only: no weight is read."""
-    from safetensors import SafetensorError, safe_open
-
-    root = Path(model_dir)
-    index = root / SAFETENSORS_INDEX
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map") or {}
-        files = sorted({root / str(f) for f in weight_map.values()})
-    else:
-        files = sorted(root.glob("*.safetensors"))
-    if not files:
-        raise FitError(f"{root}: no *.safetensors weights (nor {SAFETENSORS_INDEX}) to size the model from")
-    out: list[TensorShape] = []
-    for path in files:
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                out += [TensorShape(k, tuple(int(d) for d in f.get_slice(k).get_shape())) for k in f.keys()]  # noqa: SIM118 - safe_open is not a mapping
-        except (SafetensorError, OSError) as e:
-            raise FitError(f"{path}: cannot read the safetensors header: {e}") from e
-    return out
+    try:
+        return [TensorShape(t.name, t.shape) for t in read_safetensors_headers(model_dir)]
+    except ModelLoadError as e:
+        raise FitError(f"cannot size the model from its weights: {e}") from e
 
 
 def read_config(model_dir: str | Path) -> dict[str, Any]:
@@ -110,12 +93,8 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
 
 
 def keyframe_size(model_dir: str | Path) -> tuple[int, int]:
-    """The keyframe size an export of ``model_dir`` uses (as egovlm.models.loading.keyframe_size_of)."""
-    meta = Path(model_dir) / EGOVLM_META
-    if meta.is_file():
-        w, h = json.loads(meta.read_text())["keyframe_size"]
-        return int(w), int(h)
-    return DEFAULT_KEYFRAME_SIZE
+    """The keyframe size an export of ``model_dir`` uses."""
+    return keyframe_size_of(model_dir)
 
 
 @dataclass(frozen=True)

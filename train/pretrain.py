@@ -296,7 +296,8 @@ def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[TrainExamp
 
 def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
     """The folder the run starts from: ``model.init_from``, or a fresh build in ``<run>/init``."""
-    from egovlm.models.build import EGOVLM_META, build_model
+    from egovlm.models.build import build_model
+    from egovlm.models.files import EGOVLM_META
 
     if cfg.model.init_from:
         start = Path(cfg.model.init_from)
@@ -381,7 +382,7 @@ def init_answer_tags(model: Any, tokenizer: Any) -> list[str]:
 
 def save_model(model: Any, processor: Any, init: Path, out: Path, info: dict[str, Any]) -> Path:
     """Weights (safetensors) + processor + egovlm.json, written beside ``out`` and renamed into place."""
-    from egovlm.models.build import EGOVLM_META
+    from egovlm.models.files import EGOVLM_META
 
     tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
@@ -399,7 +400,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from egovlm.models.loading import keyframe_size_of
+    from egovlm.models.files import keyframe_size_of
 
     t0 = time.perf_counter()
     if cfg.run.threads:

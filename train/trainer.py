@@ -273,7 +273,7 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     its ``get_last_checkpoint`` takes the highest step whatever is inside: a crash, SIGKILL or a
     full disk during a save leaves a torn folder that a restart would then fail (or worse, half)
     load. Complete means: a parseable ``trainer_state.json`` and every weight file readable."""
-    from egovlm.models.loading import ModelLoadError, check_safetensors
+    from egovlm.models.files import ModelLoadError, check_safetensors
 
     state = ckpt / "trainer_state.json"
     try:
@@ -333,7 +333,7 @@ def save_final(trainer: Any, run_dir: Path) -> Path:
 
 def _write_meta(trainer: Any, out: Path) -> None:
     from egovlm.contract import CONTRACT_VERSION
-    from egovlm.models.build import EGOVLM_META
+    from egovlm.models.files import EGOVLM_META
 
     base = Path(str(getattr(trainer.model.config, "_name_or_path", "")))
     meta: dict[str, Any] = {}

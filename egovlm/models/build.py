@@ -24,10 +24,10 @@ from transformers import (
 )
 
 from egovlm.contract import CONTRACT_VERSION
+from egovlm.models.files import EGOVLM_META
 from egovlm.models.presets import PRESETS, SLICE_META, ModelPreset, slice3b_preset, slice_meta
 from egovlm.models.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
-EGOVLM_META = "egovlm.json"
 PATCH, MERGE, TEMPORAL = 14, 2, 2
 
 

@@ -8,7 +8,6 @@ a checkpoint that lacks weights the model needs is refused rather than silently 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,12 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from egovlm.models.build import EGOVLM_META
+# The file checks are torch-free (egovlm.models.files) so the device's doctor and the export's fit
+# check use them too; re-exported here for the loaders' callers.
+from egovlm.models.files import ModelLoadError, check_model_dir, keyframe_size_of
 from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE
 
-# Each entry is satisfied by any one of its names (transformers 5 writes processor_config.json;
-# older checkpoints, like the published Qwen2.5-VL ones, have preprocessor_config.json).
-REQUIRED_FILES = (
-    ("config.json",),
-    ("tokenizer_config.json",),
-    ("processor_config.json", "preprocessor_config.json"),
-)
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder that is missing, incomplete or unsafe; the message names what is wrong."""
+__all__ = ["LoadedModel", "ModelLoadError", "check_model_dir", "keyframe_size_of", "load_model"]
 
 
 @dataclass
@@ -43,59 +34,6 @@ class LoadedModel:
     @property
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
-
-
-def check_model_dir(path: Path) -> None:
-    """Raise :class:`ModelLoadError` naming the first missing file of a local checkpoint."""
-    if not path.is_dir():
-        raise ModelLoadError(f"model folder not found: {path}")
-    for names in REQUIRED_FILES:
-        if not any((path / name).is_file() for name in names):
-            raise ModelLoadError(f"model folder {path} is incomplete: missing {' or '.join(names)}")
-    weights = list(path.glob("*.safetensors")) + list(path.glob("*.safetensors.index.json"))
-    if not weights:
-        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
-        hint = f" (found only pickled weights {pickled}; convert them to safetensors)" if pickled else ""
-        raise ModelLoadError(f"model folder {path} is incomplete: no *.safetensors weights{hint}")
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ModelLoadError(
-                f"weight index {index} is corrupt ({type(e).__name__}: {e}); expected JSON with a "
-                "'weight_map' of tensor name → shard file"
-            ) from None
-        for shard in sorted(shards):
-            if not (path / shard).is_file():
-                raise ModelLoadError(f"model folder {path} is incomplete: missing weight shard {shard}")
-    for weights_file in sorted(path.glob("*.safetensors")):
-        check_safetensors(weights_file)
-
-
-def check_safetensors(path: Path) -> None:
-    """Open a safetensors file's header (no tensor data is read): a file cut short, a corrupt
-    header or a non-safetensors file raises :class:`ModelLoadError` naming it. The library
-    checks that the header is valid JSON and that its tensors exactly cover the file."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            f.keys()
-    except (SafetensorError, OSError) as e:
-        size = path.stat().st_size if path.exists() else 0
-        raise ModelLoadError(
-            f"weights file {path} ({size} bytes) is truncated or corrupt: {e}; copy or download it "
-            "again (or rebuild the model)"
-        ) from e
-
-
-def keyframe_size_of(path: Path) -> tuple[int, int]:
-    meta = path / EGOVLM_META
-    if meta.is_file():
-        w, h = json.loads(meta.read_text())["keyframe_size"]
-        return (int(w), int(h))
-    return DEFAULT_KEYFRAME_SIZE
 
 
 def load_model(

@@ -237,32 +237,23 @@ _VISION_LAYER = re.compile(r"(?:^|\.)visual\.blocks\.(\d+)\.")
 
 
 def checkpoint_weight_bytes(model_dir: Path | str) -> WeightBytes:
-    """Read every ``*.safetensors`` header in ``model_dir`` (no tensor data) and split the bytes into
+    """Read every safetensors header in ``model_dir`` (no tensor data) and split the bytes into
     fixed parts, decoder layers and ViT blocks. Tied weights are stored once, as in the checkpoint."""
-    from safetensors import safe_open
+    from egovlm.models.files import read_safetensors_headers
 
-    model_dir = Path(model_dir)
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise ValueError(f"{model_dir}: no *.safetensors weights to measure")
     fixed, text, vision = 0, 0, 0
     text_ids: set[int] = set()
     vision_ids: set[int] = set()
-    for path in files:
-        with safe_open(str(path), framework="numpy") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                info = f.get_slice(name)
-                size = _dtype_bytes(info.get_dtype(), path, name)
-                for dim in info.get_shape():
-                    size *= int(dim)
-                if m := _TEXT_LAYER.search(name):
-                    text += size
-                    text_ids.add(int(m.group(1)))
-                elif m := _VISION_LAYER.search(name):
-                    vision += size
-                    vision_ids.add(int(m.group(1)))
-                else:
-                    fixed += size
+    for tensor in read_safetensors_headers(model_dir):
+        size = tensor.nbytes
+        if m := _TEXT_LAYER.search(tensor.name):
+            text += size
+            text_ids.add(int(m.group(1)))
+        elif m := _VISION_LAYER.search(tensor.name):
+            vision += size
+            vision_ids.add(int(m.group(1)))
+        else:
+            fixed += size
     counts = layer_counts(model_dir)
     if len(text_ids) != counts.text or len(vision_ids) != counts.vision:
         raise ValueError(
@@ -278,23 +269,3 @@ def real_weight_bytes(model_dir: Path | str) -> int:
     Qwen2.5-VL-3B-Instruct's 2 x 3,754,622,976 bytes."""
     w = checkpoint_weight_bytes(model_dir)
     return scale_to_real(model_dir, w.fixed, w.per_text_layer, w.per_vision_layer)
-
-
-_DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
-
-
-def _dtype_bytes(dtype: str, path: Path, name: str) -> int:
-    if dtype not in _DTYPE_BYTES:
-        raise ValueError(f"{path}: tensor {name!r} has dtype {dtype}, which this size count does not know")
-    return _DTYPE_BYTES[dtype]

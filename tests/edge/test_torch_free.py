@@ -77,6 +77,20 @@ def test_doctor_runs_without_torch() -> None:
     assert out["report"]["exit_code"] in (0, 1)  # 1: something is missing on this machine
 
 
+def test_doctor_checks_a_model_and_a_torn_one_without_torch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``doctor --model`` reads the checkpoint's files and safetensors headers (egovlm.models.files),
+    never the model: a complete checkpoint is ok, a truncated weight file is named."""
+    out = _probe("doctor", tiny_model_dir)
+    assert [a for a in out["attempts"] if "doctor.py" not in a["stack"][-1]] == [], _explain(out["attempts"])
+    assert out["report"]["checks"]["model"] == "ok"
+    torn = tmp_path / "torn"
+    shutil.copytree(tiny_model_dir, torn)
+    weights = torn / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = _probe("doctor", torn)
+    assert out["report"]["checks"]["model"] == "missing" and out["report"]["exit_code"] == 1
+
+
 def test_build_engines_without_torch(cpu_export: Path) -> None:
     out = _probe("build-engines", cpu_export)
     assert not out["attempts"], _explain(out["attempts"])

@@ -80,12 +80,14 @@ def scenario_cli(_: Path | None) -> dict[str, Any]:
     return {"runs": runs}
 
 
-def scenario_doctor(_: Path | None) -> dict[str, Any]:
+def scenario_doctor(model_dir: Path | None) -> dict[str, Any]:
+    """``egovlm doctor --json`` (with ``--model MODEL_DIR`` when given: a checkpoint's files checked)."""
     from typer.testing import CliRunner
 
     from egovlm.cli import app
 
-    result = CliRunner().invoke(app, ["doctor", "--json"])
+    extra = ["--model", str(model_dir)] if model_dir is not None else []
+    result = CliRunner().invoke(app, ["doctor", "--json", *extra])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     checks = json.loads(result.stdout)

@@ -25,6 +25,7 @@ from egovlm.export import fit
 from egovlm.export import pipeline as pl
 from egovlm.export import tensorrt_build as tb
 from egovlm.export.targets import ExportConfigError, load_targets
+from egovlm.models.files import SAFETENSORS_INDEX
 from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE, QWEN25_VL_3B
 
 TRT_TARGETS = sorted(n for n, t in load_targets().items() if t.uses_tensorrt)
@@ -288,7 +289,7 @@ def test_headers_are_read_from_single_and_sharded_checkpoints(tiny_model_dir: Pa
         name = f"model-0000{i + 1}-of-00002.safetensors"
         save_file({t.name: np.zeros(t.shape, dtype=np.float16) for t in part}, str(tmp_path / name))
         weight_map |= {t.name: name for t in part}
-    (tmp_path / fit.SAFETENSORS_INDEX).write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / SAFETENSORS_INDEX).write_text(json.dumps({"weight_map": weight_map}))
     assert sorted(fit.read_tensors(tmp_path), key=lambda t: t.name) == sorted(tensors, key=lambda t: t.name)
     with pytest.raises(fit.FitError, match="no \\*.safetensors"):
         fit.read_tensors(tmp_path / "nothing")
