@@ -60,7 +60,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ratio = sizes["decoder_bytes"] / sizes["decoder_fp32_bytes"]
         lines += [
             "",
-            f"Decoder {sizes['decoder_bytes']:,} bytes = {ratio:.2f} x its fp32 export "
+            f"Decoder {sizes['decoder_bytes']:,} bytes = {ratio:.2f} x its fp32 weights "
             f"({sizes['decoder_fp32_bytes']:,} bytes).",
         ]
     if report.get("quantization"):
