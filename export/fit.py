@@ -43,7 +43,7 @@ from typing import Any
 
 from egovlm.contract import MAX_QUESTION_TOKENS
 from egovlm.export.targets import ExportConfigError
-from egovlm.models.files import ModelLoadError, keyframe_size_of, read_safetensors_headers
+from egovlm.models.files import ModelLoadError, read_safetensors_headers
 
 GiB = 1024**3
 MiB = 1024**2
@@ -90,11 +90,6 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FitError(f"{path}: missing; the fit check reads the model's sizes from it")
     return dict(json.loads(path.read_text()))
-
-
-def keyframe_size(model_dir: str | Path) -> tuple[int, int]:
-    """The keyframe size an export of ``model_dir`` uses."""
-    return keyframe_size_of(model_dir)
 
 
 @dataclass(frozen=True)

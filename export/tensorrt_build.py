@@ -182,10 +182,11 @@ def check_export_fit(
     planned in chunks of :data:`egovlm.export.fit.TENSORRT_MAX_CHUNK` tokens (the manifest's
     ``tensorrt.plan.max_chunk``, which the runtime reads)."""
     from egovlm.export import fit
+    from egovlm.models.files import keyframe_size_of
 
     dims = fit.ModelDims.from_model_dir(model_dir)
     weights = fit.weight_bytes(fit.read_tensors(model_dir), "tensorrt", precision)
-    size = fit.keyframe_size(model_dir)
+    size = keyframe_size_of(model_dir)
     work = export_workload(target, dims, size, keyframes, new_tokens)
     plan = memory_plan(dims, weights, work, size, target_budget(target))
     if not plan.fits:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-SHARPEN = 6.0
+from tests.exports import quick_export, sharpened_tiny
+
 N_NEW = 12
 QUESTIONS: list[tuple[str, dict[str, str] | None]] = [
     ("What did I pick up first?", {"A": "a red cup", "B": "a blue book", "C": "the phone"}),
@@ -34,43 +35,6 @@ def keyframe_images(n: int, seed: int) -> list[np.ndarray]:
     """Deterministic test keyframes (HxWx3 uint8), identical in every venv (numpy's PCG64 stream)."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, size=(84, 112, 3), dtype=np.uint8) for _ in range(n)]
-
-
-def sharpened_tiny(path: Path) -> Path:
-    """The tiny preset with its decoder's 2-D weights scaled by SHARPEN, saved as safetensors."""
-    import torch
-
-    from egovlm.models import load_model
-    from egovlm.models.build import build_model
-
-    build_model("tiny", path, seed=0)
-    loaded = load_model(path)
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if "language_model.layers" in name and param.ndim == 2:
-                param.mul_(SHARPEN)
-    loaded.model.save_pretrained(path, safe_serialization=True)
-    return path
-
-
-def export(model: Path, out: Path, precision: str) -> Path:
-    from egovlm.export.pipeline import ExportOptions, run_export
-
-    result = run_export(
-        ExportOptions(
-            model=str(model),
-            out=out,
-            target="cpu",
-            precision=precision,
-            parity_prompts=1,
-            frames_per_prompt=2,
-            max_new_tokens=6,
-            threads=1,
-        )
-    )
-    if not result.passed:
-        raise SystemExit(f"the {precision} export of {model} failed parity: see {out}/report.json")
-    return out
 
 
 def reference_answers(model: Path) -> list[dict[str, Any]]:
@@ -93,8 +57,8 @@ def reference_answers(model: Path) -> list[dict[str, Any]]:
 def main(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     model = sharpened_tiny(root / "model")
-    export(model, root / "fp32", "fp32")
-    export(model, root / "int8", "int8")
+    quick_export(model, root / "fp32", precision="fp32")
+    quick_export(model, root / "int8", precision="int8")
     (root / "reference.json").write_text(json.dumps(reference_answers(model), indent=1))
     print(f"device fixture written to {root}")
 

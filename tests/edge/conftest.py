@@ -23,3 +23,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p.set_state(g.State.NULL)
     assert msg is not None and msg.type == g.MessageType.EOS
     return path
+
+
+@pytest.fixture(scope="module")
+def nano_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real TensorRT-target export (fp16 graphs, planned profiles, engines pending a device)."""
+    from tests.exports import quick_export
+
+    out = tmp_path_factory.mktemp("exports") / "nano"
+    return quick_export(tiny_model_dir, out, "orin-nano", "fp16", max_new_tokens=4)

@@ -24,24 +24,17 @@ from egovlm.edge.acceptance import (
 )
 from egovlm.edge.doctor import Check
 from egovlm.export.manifest import load_manifest
-from tests.edge import test_backend_tensorrt
 
 SOURCE = "synth://?fps=10&size=320x240&seed=0"
-# A real orin-nano (TensorRT-target) export, engines pending a device: the TensorRT backend tests' fixture.
-nano_export = test_backend_tensorrt.nano_dir
 
 
 @pytest.fixture(scope="module")
-def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The device tests' fixture model (a tiny model whose greedy answers vary token to token, so the
-    answers are not empty) exported for the ``cpu`` target at fp32."""
-    import torch
+def onnx_export(sharp_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sharpened tiny model (its greedy answers vary token to token, so they are not empty)
+    exported for the ``cpu`` target at fp32."""
+    from tests.exports import quick_export
 
-    from tests.device.fixture import export, sharpened_tiny
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("acceptance")
-    return export(sharpened_tiny(root / "model"), root / "fp32", "fp32")
+    return quick_export(sharp_model_dir, tmp_path_factory.mktemp("acceptance") / "fp32")
 
 
 def _tensorrt_importable() -> bool:
@@ -113,7 +106,7 @@ def test_onnx_export_on_synth_measures_and_reports(onnx_export: Path, tmp_path: 
 
 
 def test_tensorrt_export_without_tensorrt_fails_at_engines_and_exits_1(
-    nano_export: Path, tmp_path: Path
+    nano_dir: Path, tmp_path: Path
 ) -> None:
     if _tensorrt_importable():
         pytest.skip("TensorRT is importable here")
@@ -121,7 +114,7 @@ def test_tensorrt_export_without_tensorrt_fails_at_engines_and_exits_1(
 
     out = tmp_path / "report"
     result = CliRunner().invoke(
-        app, ["doctor", "--acceptance", str(nano_export), "--seconds", "2", "--out", str(out)]
+        app, ["doctor", "--acceptance", str(nano_dir), "--seconds", "2", "--out", str(out)]
     )
     assert result.exit_code == 1, result.output
     data = json.loads((out / "acceptance.json").read_text())
@@ -130,7 +123,7 @@ def test_tensorrt_export_without_tensorrt_fails_at_engines_and_exits_1(
     assert steps["manifest"]["status"] == "ok" and steps["manifest"]["data"]["runtime"] == "tensorrt"
     engines = steps["engines"]
     assert "tensorrt" in engines["error"].lower()
-    assert f"egovlm export build-engines {nano_export}" in engines["fix"]
+    assert f"egovlm export build-engines {nano_dir}" in engines["fix"]
     for name in ("live", "bench"):
         assert steps[name]["status"] == "skipped" and "engines" in steps[name]["error"]
     assert (out / "acceptance.md").read_text().startswith("# egovlm acceptance: FAIL")

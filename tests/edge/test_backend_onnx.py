@@ -27,8 +27,8 @@ from egovlm.edge.backends.onnx_backend import (
 from egovlm.edge.backends.torch_backend import TorchBackend
 from egovlm.edge.buffer import Keyframe, KeyframeBuffer
 from egovlm.edge.engine import Engine, EngineParams
-from egovlm.export.pipeline import ExportOptions, run_export
 from egovlm.frames import resize_for_model
+from tests.exports import quick_export
 
 OPTIONS = {"A": "a red cup", "B": "a blue book", "C": "the phone"}
 QUESTIONS: list[tuple[str, Mapping[str, str] | None]] = [
@@ -36,7 +36,6 @@ QUESTIONS: list[tuple[str, Mapping[str, str] | None]] = [
     ("Where did I leave my keys?", None),
 ]
 N_NEW = 12
-SHARPEN = 6.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,48 +48,13 @@ def _one_torch_thread() -> Any:
 
 
 @pytest.fixture(scope="module")
-def sharp_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny preset with its decoder's weight matrices scaled x6. A random-init model with tied
-    embeddings echoes the prompt's last token ("\\n") forever, which would make token equality
-    vacuous; sharpened, its greedy answers change token to token (asserted below)."""
-    from egovlm.models import load_model
-    from egovlm.models.build import build_model
-
-    path = build_model("tiny", tmp_path_factory.mktemp("models") / "tiny-sharp", seed=0)
-    loaded = load_model(path)
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if "language_model.layers" in name and param.ndim == 2:
-                param.mul_(SHARPEN)
-    loaded.model.save_pretrained(path, safe_serialization=True)
-    return path
-
-
-def _export(model: Path, out: Path, precision: str) -> Path:
-    result = run_export(
-        ExportOptions(
-            model=str(model),
-            out=out,
-            target="cpu",
-            precision=precision,
-            parity_prompts=1,
-            frames_per_prompt=2,
-            max_new_tokens=6,
-            threads=1,
-        )
-    )
-    assert result.passed, result.report["parity"]["failures"]
-    return out
-
-
-@pytest.fixture(scope="module")
 def fp32_dir(sharp_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _export(sharp_model_dir, tmp_path_factory.mktemp("exports") / "fp32", "fp32")
+    return quick_export(sharp_model_dir, tmp_path_factory.mktemp("exports") / "fp32")
 
 
 @pytest.fixture(scope="module")
 def int8_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _export(tiny_model_dir, tmp_path_factory.mktemp("exports") / "int8", "int8")
+    return quick_export(tiny_model_dir, tmp_path_factory.mktemp("exports") / "int8", precision="int8")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import egovlm.edge.backends.tensorrt_backend as tb
 from egovlm.descriptor import describe
@@ -68,29 +67,7 @@ from egovlm.edge.backends.tensorrt_backend import (
 )
 from egovlm.edge.buffer import KeyframeBuffer
 from egovlm.export.manifest import load_manifest
-from egovlm.export.pipeline import ExportOptions, run_export
 from egovlm.frames import resize_for_model
-
-
-@pytest.fixture(scope="module")
-def nano_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real TensorRT-target export (fp16 graphs, planned profiles, engines pending a device)."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("exports") / "nano"
-    result = run_export(
-        ExportOptions(
-            model=str(tiny_model_dir),
-            out=out,
-            target="orin-nano",
-            precision="fp16",
-            parity_prompts=1,
-            frames_per_prompt=2,
-            max_new_tokens=4,
-            threads=1,
-        )
-    )
-    assert result.passed
-    return out
 
 
 def _tensorrt_importable() -> bool:

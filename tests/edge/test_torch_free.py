@@ -21,24 +21,8 @@ PROBE = Path(__file__).with_name("torch_free_probe.py")
 
 
 @pytest.fixture(scope="module")
-def cpu_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from egovlm.export.pipeline import ExportOptions, run_export
-
-    out = tmp_path_factory.mktemp("exports") / "fp32"
-    result = run_export(
-        ExportOptions(
-            model=str(tiny_model_dir),
-            out=out,
-            target="cpu",
-            precision="fp32",
-            parity_prompts=1,
-            frames_per_prompt=2,
-            max_new_tokens=4,
-            threads=1,
-        )
-    )
-    assert result.passed, result.report["parity"]["failures"]
-    return out
+def cpu_export(tiny_fp32_export: Path) -> Path:
+    return tiny_fp32_export
 
 
 def _probe(scenario: str, export_dir: Path | None = None) -> dict[str, Any]:

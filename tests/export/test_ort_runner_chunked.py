@@ -15,32 +15,15 @@ import pytest
 from egovlm.contract import build_messages
 from egovlm.export import fit
 from egovlm.export.ort_runner import KVState, VLMRunner, manifest_max_chunk
-from egovlm.export.pipeline import ExportOptions, run_export
 from egovlm.export.prompts import generated_prompts
+from tests.exports import quick_export
 
 CHUNKS = (1, 7, 10_000)
 
 
-def _export(model_dir: Path, out: Path) -> Path:
-    result = run_export(
-        ExportOptions(
-            model=str(model_dir),
-            out=out,
-            target="cpu",
-            precision="fp32",
-            parity_prompts=1,
-            frames_per_prompt=2,
-            max_new_tokens=4,
-            threads=1,
-        )
-    )
-    assert result.passed
-    return out
-
-
 @pytest.fixture(scope="module")
-def tiny_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _export(tiny_model_dir, tmp_path_factory.mktemp("exports") / "tiny")
+def tiny_export(tiny_fp32_export: Path) -> Path:
+    return tiny_fp32_export
 
 
 def _prompt(runner: VLMRunner, frames: int = 3) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -100,7 +83,7 @@ def test_chunked_prefill_equals_the_unchunked_one(tiny_export: Path) -> None:
 def test_chunked_prefill_equals_the_unchunked_one_on_the_small_model(
     small_model_dir: Path, tmp_path: Path
 ) -> None:
-    _check_equal_to_unchunked(_export(small_model_dir, tmp_path / "small"))
+    _check_equal_to_unchunked(quick_export(small_model_dir, tmp_path / "small", max_new_tokens=4))
 
 
 def test_a_cut_state_is_copied_for_its_first_call_only(tiny_export: Path) -> None:
