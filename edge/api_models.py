@@ -169,6 +169,9 @@ class HealthResponse(BaseModel):
         default_factory=dict, description="source, model, buffer, voice"
     )
     ready: bool = Field(description="the model state matches the buffer")
+    capture: Literal["on", "paused", "off"] = Field(
+        default="off", description="on: frames reach the model; paused: dropped on arrival; off: no camera"
+    )
     keyframes: int
     ingest_state: str | None
     frames_received: int

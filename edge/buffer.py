@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,9 @@ from egovlm.keyframes import reason_priority, redundancy_victim
 @dataclass(frozen=True, eq=False)
 class Keyframe:
     """One buffered keyframe. ``id`` is unique for the buffer's lifetime (cache key for the
-    engine's vision features); ``image`` is the model-size RGB frame, read-only."""
+    engine's vision features); ``image`` is the model-size RGB frame, read-only; ``wall``: the
+    ``time.monotonic()`` at which it was taken, what the retention limit counts from (stream time
+    stops when the camera does; the wall clock does not)."""
 
     id: int
     t: float
@@ -36,6 +39,7 @@ class Keyframe:
     thumb: np.ndarray
     sharpness: float
     reason: str = ""
+    wall: float = field(default_factory=time.monotonic)
 
     def __repr__(self) -> str:
         return (
@@ -160,10 +164,26 @@ class KeyframeBuffer:
                 self._commit([k for k in self._s.keyframes if k not in aged])
             return len(aged)
 
-    def clear(self) -> None:
+    def expire_older_than(self, max_age_s: float, now: float | None = None) -> int:
+        """Drop keyframes taken more than ``max_age_s`` wall-clock seconds before ``now``
+        (``time.monotonic()``): the privacy retention limit, enforced whether or not frames still
+        arrive. Returns how many."""
+        now = time.monotonic() if now is None else now
         with self._cond:
-            if self._s.keyframes:
-                self._commit([])
+            old = [k for k in self._s.keyframes if now - k.wall > max_age_s]
+            if old:
+                self.stats.evicted_age += len(old)
+                self._commit([k for k in self._s.keyframes if k not in old])
+            return len(old)
+
+    def clear(self) -> int:
+        """Drop every keyframe and forget the stream's time (forget: a later stream may start at
+        t=0 again). Always bumps the version, so a state built before it is recognisably older.
+        Returns the new version."""
+        with self._cond:
+            self._s.newest_t = float("-inf")
+            self._commit([])
+            return self._s.version
 
     def wait_for_change(self, after_version: int, timeout: float | None = None) -> int:
         """Block until the version differs from ``after_version`` (or timeout); return the version."""

@@ -201,6 +201,15 @@ def run(
     ),
     asr_device: str = typer.Option("auto", help="auto | cpu | cuda"),
     ptt_key: bool = typer.Option(True, help="With --mic and a terminal: Enter toggles push-to-talk."),
+    retention: float | None = typer.Option(
+        None, min=1.0, help="Override the profile: keep keyframes, thumbnails, transcripts N s at most (600)."
+    ),
+    capture_hook: str | None = typer.Option(
+        None, help="Override the profile: a command run with on|paused|off when capture changes (an LED)."
+    ),
+    log_transcripts: bool | None = typer.Option(
+        None, "--log-transcripts/--no-log-transcripts", help="Log spoken questions at INFO (default: no)."
+    ),
 ) -> None:
     """Run the edge assistant in the foreground: camera → keyframes → model, over HTTP + web page.
     With --voice/--mic, questions can be spoken and answers are spoken back."""
@@ -264,6 +273,9 @@ def run(
             horizon_s=horizon,
             max_new_tokens=max_new_tokens,
             options=options,
+            retention_s=retention,
+            capture_hook=capture_hook,
+            log_transcripts=log_transcripts,
         )
     except Exception as e:  # ProfileError, MemoryBudgetError, ModelLoadError, BackendError
         _fail(f"cannot start with model {model!r} and profile {profile!r}: {e}")
@@ -573,6 +585,44 @@ def ask_audio(
         f"voice:   transcript {v['transcript_ms']:.0f} ms (ASR {v['asr_ms']:.0f} ms for "
         f"{v['audio_s']:.1f} s), first token {v['first_token_ms']:.0f} ms after the end of speech{spoken}"
     )
+
+
+def _privacy_call(method: str, path: str, url: str, token: str | None) -> dict[str, Any]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    endpoint = url.rstrip("/") + path
+    try:
+        r = httpx.request(method, endpoint, headers=headers, timeout=30)
+    except httpx.ConnectError:
+        _fail(f"no server at {url}: start one with `egovlm edge run --model DIR`", 1)
+    except httpx.HTTPError as e:
+        _fail(f"{endpoint}: {e}", 1)
+    _raise_for(r)
+    return dict(r.json())
+
+
+URL_OPTION = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run).")
+TOKEN_OPTION = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV}).")
+
+
+@app.command()
+def pause(url: str = URL_OPTION, token: str | None = TOKEN_OPTION) -> None:
+    """Pause capture: no camera frame reaches the keyframe buffer or the model until resume."""
+    typer.echo(f"capture {_privacy_call('POST', '/v1/capture/pause', url, token)['capture']}")
+
+
+@app.command()
+def resume(url: str = URL_OPTION, token: str | None = TOKEN_OPTION) -> None:
+    """Resume capture after pause."""
+    typer.echo(f"capture {_privacy_call('POST', '/v1/capture/resume', url, token)['capture']}")
+
+
+@app.command()
+def forget(url: str = URL_OPTION, token: str | None = TOKEN_OPTION) -> None:
+    """Forget everything the device saw and heard: keyframes, thumbnails, model state, transcripts."""
+    r = _privacy_call("DELETE", "/v1/keyframes", url, token)
+    typer.echo(f"forgotten; capture {r['capture']}")
 
 
 def _raise_for(r: Any) -> None:

@@ -77,6 +77,7 @@ class EngineParams:
     warm_timeout_s: float = 120.0  # a question before the first prefix exists waits this long
     rebuild_chunk_frames: int = 8  # background prefill granularity: a question waits at most one chunk
     system_prompt: str = SYSTEM_PROMPT
+    blur_faces: bool = False  # pixelate faces before a keyframe reaches the model (egovlm.edge.faces)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,8 @@ class Engine:
         self._stop = threading.Event()
         self._asking = 0  # questions waiting or running: the worker steps aside (guarded by _cond)
         self._thread: threading.Thread | None = None
+        self._forgot_version = -1  # buffer version of the last forget(): older states are discarded
+        self._reset_selector = False  # set by forget(); the ingest thread resets its selector
 
     @classmethod
     def from_profile(cls, backend: Backend, profile: EdgeProfile, check: bool = True) -> Engine:
@@ -216,6 +219,7 @@ class Engine:
             top_p=g.top_p,
             debounce_s=e.debounce_s,
             max_debounce_s=e.max_debounce_s,
+            blur_faces=profile.faces.blur_model_input,
         )
         buffer = KeyframeBuffer(profile.keyframes.capacity, profile.keyframes.horizon_s)
         return cls(backend, buffer, params, KeyframeSelector(profile.selector))
@@ -248,6 +252,9 @@ class Engine:
 
     def add_frame(self, t: float, rgb: np.ndarray) -> Decision:
         """Offer one camera frame (HxWx3 uint8 RGB at any size). Cheap; never waits for the model."""
+        if self._reset_selector:  # forget(): the selector's memory of past frames goes too
+            self._reset_selector = False
+            self.selector.reset()
         descriptor = describe(rgb)
         decision = self.selector.offer(t, descriptor=descriptor, bank=self.buffer.thumbs())
         with self._cond:
@@ -266,10 +273,31 @@ class Engine:
         self, t: float, rgb: np.ndarray, reason: str, descriptor: Descriptor | None = None
     ) -> Keyframe | None:
         image = resize_for_model(rgb, self.backend.keyframe_size)
+        if self.params.blur_faces:  # the buffer, its thumbnails and the model only ever see the blurred frame
+            from egovlm.edge.faces import blur_faces
+
+            image = blur_faces(image)
         kf = self.buffer.add(t, image, descriptor or describe(rgb), reason)
         with self._cond:
             self._shared.counters.keyframes_selected += kf is not None
         return kf
+
+    def forget(self) -> int:
+        """Forget everything seen: the buffer's keyframes, the cached vision features, the model's
+        prefix state and the selector's memory of recent frames (reset by the ingest thread before
+        its next frame: the selector is not thread-safe). A rebuild already running for an older
+        buffer version finishes but is discarded (:meth:`refresh`). Returns the buffer's new version.
+        Answers already handed out keep the frames they cite; nothing here can reach them."""
+        with self._cond:
+            version = self.buffer.clear()
+            self._forgot_version = version
+            self._features = {}
+            self._shared.warm = None
+            self._shared.empty_version = version
+            self._reset_selector = True
+            self._cond.notify_all()
+        log.info("forgot every keyframe, vision feature and model state (buffer v%d)", version)
+        return version
 
     # -- background state ----------------------------------------------------------------------
 
@@ -324,9 +352,13 @@ class Engine:
             features.append(self._features_for(kf))
         live = set(snapshot.ids)
         for kid in [k for k in self._features if k not in live]:
-            del self._features[kid]
+            self._features.pop(kid, None)
         state, reused = self._build(snapshot, features, background)
         with self._cond:
+            if snapshot.version < self._forgot_version:  # built from frames forget() dropped
+                for kid in snapshot.ids:
+                    self._features.pop(kid, None)
+                return None
             self._shared.warm = _Warm(state, snapshot)
             self._shared.empty_version = None
             c = self._shared.counters

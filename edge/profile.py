@@ -92,6 +92,30 @@ class EngineSettings(BaseModel):
     max_debounce_s: float = Field(default=0.5, ge=0)
 
 
+class PrivacySettings(BaseModel):
+    """What the device keeps, and how it shows that it is recording (README "Privacy").
+    ``retention_s``: the wall-clock age after which every keyframe, thumbnail and transcript is
+    dropped, whether or not the camera still runs (default 10 min); ``capture_hook``: a command
+    run with ``on``, ``paused`` or ``off`` appended whenever capture changes (a recording LED, e.g.
+    ``gpioset`` of libgpiod on a Jetson header pin); ``log_transcripts``: log what was heard at INFO
+    (off: transcripts are never logged)."""
+
+    model_config = _STRICT
+    retention_s: float = Field(default=600.0, gt=0, le=86400)
+    capture_hook: str | None = None
+    log_transcripts: bool = False
+
+
+class FaceSettings(BaseModel):
+    """Bystander protection (egovlm.edge.faces): ``blur_served`` pixelates faces in every image the
+    server hands out (thumbnails, the page); ``blur_model_input`` also in each keyframe before the
+    model sees it (costs one face detection per keyframe; the model then cannot describe faces)."""
+
+    model_config = _STRICT
+    blur_served: bool = True
+    blur_model_input: bool = False
+
+
 class EdgeProfile(BaseModel):
     """One device class. ``memory_budget_gb`` is what the runtime may use, not the board's RAM."""
 
@@ -113,6 +137,8 @@ class EdgeProfile(BaseModel):
     selector: SelectorParams = Field(default_factory=SelectorParams)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    faces: FaceSettings = Field(default_factory=FaceSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     source: str = ""  # the file it was loaded from (set by load_profile)
 
 

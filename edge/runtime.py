@@ -11,17 +11,28 @@ Prometheus registry (one per runtime, so tests can run several).
 (source, model, buffer, voice) with the age of the last frame and the last error, and an overall
 status that is ``degraded`` as soon as any part is (a camera that delivered nothing for
 ``RuntimeOptions.source_stale_s``, whether it never delivered or was lost after running).
+
+Privacy (README "Privacy"): :meth:`EdgeRuntime.pause` stops frames at the door (nothing reaches the
+selector, the buffer or the model; the source stays open), :meth:`EdgeRuntime.forget` drops
+everything seen (keyframes, thumbnails, vision features, prefix state, and whatever registered
+with :meth:`EdgeRuntime.add_memory`, e.g. the voice history), and a housekeeping thread drops
+every keyframe, thumbnail and registered item older than ``RuntimeOptions.retention_s`` by the
+wall clock, whether or not the camera still delivers. :meth:`EdgeRuntime.capture_state` (on |
+paused | off) is in ``/healthz`` and the status line, and ``RuntimeOptions.capture_hook`` (a
+command, e.g. one that drives a recording LED) runs with the new state whenever it changes.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import shlex
+import subprocess
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +68,15 @@ _CANCEL_WAIT_S = 5.0
 # --stale-after). Cameras deliver 10-60 frames a second and the synthetic source 10, so 10 s of
 # silence is an outage, not jitter; an RTSP camera's first frame usually arrives within 2-5 s.
 DEFAULT_SOURCE_STALE_S = 10.0
+# How long keyframes, thumbnails and transcripts are kept at most (wall clock), unless the device
+# profile says otherwise (privacy.retention_s): short, because the assistant answers about the last
+# few minutes and a head-mounted camera films everyone the wearer meets.
+DEFAULT_RETENTION_S = 600.0
+# How long a capture hook (e.g. a recording-LED command) may run before it is killed.
+CAPTURE_HOOK_TIMEOUT_S = 5.0
+CAPTURE_STATES = ("on", "paused", "off")
+# A retention check every this often at most (and every tenth of the retention, if shorter).
+_HOUSEKEEPING_S = 1.0
 # Health levels, worst last: the overall status is the worst of the components'.
 _SEVERITY = {"off": 0, "ok": 0, "starting": 1, "degraded": 2}
 
@@ -82,6 +102,7 @@ class Health:
 
     status: str
     components: dict[str, ComponentHealth]
+    capture: str = "off"  # on | paused | off (EdgeRuntime.capture_state)
 
     @property
     def problems(self) -> list[str]:
@@ -99,17 +120,34 @@ class RuntimeOptions:
     max_pending: int = 4  # questions waiting for the model before new ones get "busy"
     jpeg_quality: int = 85
     jpeg_cache: int = 512  # thumbnails kept (buffer + recently cited keyframes)
+    blur_faces: bool = True  # pixelate faces in every thumbnail served (profile: faces.blur_served)
     status_log_s: float = 0.0  # >0: log a one-line status this often (``edge run``)
     source_stale_s: float = DEFAULT_SOURCE_STALE_S  # no frame for this long: health "degraded"
     malloc_arenas: int | None = 2  # glibc arena cap for a flat RSS over hours (egovlm.edge.memory)
+    retention_s: float | None = DEFAULT_RETENTION_S  # wall-clock age limit of everything seen (None: none)
+    capture_hook: str | None = None  # command run with on|paused|off when capture changes (an LED)
+    log_transcripts: bool = False  # the voice assistant logs what it heard at INFO (opt-in)
+
+    def __post_init__(self) -> None:
+        if self.retention_s is not None and self.retention_s <= 0:
+            raise ValueError(
+                f"RuntimeOptions.retention_s must be > 0 seconds (or None), got {self.retention_s}"
+            )
 
 
 class _JpegCache:
     """Keyframe id → JPEG bytes, least recently used out. Keyframe images are immutable, so an
-    id's JPEG never changes."""
+    id's JPEG never changes. Each entry keeps its keyframe's capture time (``Keyframe.wall``) for
+    the retention limit (:meth:`expire`), and :meth:`clear` empties it (forget)."""
 
-    def __init__(self, size: int, quality: int) -> None:
+    def __init__(self, size: int, quality: int, blur_faces: bool = True) -> None:
         self._items: OrderedDict[int, bytes] = OrderedDict()
+        self._blur_faces = blur_faces
+        if blur_faces:  # a missing detector fails at start-up, naming its package, not on a thumbnail
+            from egovlm.edge.faces import default_blurrer
+
+            default_blurrer().load()
+        self._walls: dict[int, float] = {}
         self._size = size
         self._quality = quality
         self._lock = threading.Lock()
@@ -121,18 +159,42 @@ class _JpegCache:
                 self._items.move_to_end(kid)
             return data
 
-    def put(self, kid: int, image: np.ndarray) -> bytes:
+    def put(self, kid: int, image: np.ndarray, wall: float) -> bytes:
         data = self.get(kid)
         if data is not None:
             return data
+        if self._blur_faces:  # bystanders: no face leaves the device unblurred (egovlm.edge.faces)
+            from egovlm.edge.faces import blur_faces
+
+            image = blur_faces(image)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG", quality=self._quality)
         data = buf.getvalue()
         with self._lock:
             self._items[kid] = data
+            self._walls[kid] = wall
             while len(self._items) > self._size:
-                self._items.popitem(last=False)
+                old, _ = self._items.popitem(last=False)
+                self._walls.pop(old, None)
         return data
+
+    def expire(self, max_age_s: float, now: float) -> int:
+        """Drop thumbnails of keyframes taken more than ``max_age_s`` before ``now``."""
+        with self._lock:
+            old = [k for k, wall in self._walls.items() if now - wall > max_age_s]
+            for k in old:
+                self._items.pop(k, None)
+                del self._walls[k]
+            return len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._walls.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
 
 class _LiveCollector(Collector):
@@ -223,12 +285,19 @@ class EdgeRuntime:
         self.options = options or RuntimeOptions()
         self.model_name = model_name
         self.ingest = Ingest(source, self._on_frame, self.options.ingest, synth_frames) if source else None
-        self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality)
+        self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality, self.options.blur_faces)
         self._pending = 0
         self._pending_lock = threading.Condition()  # guards _pending; notified when it drops
         self._question_error: tuple[str, float] | None = None  # the last failed question, when
         self._stop = threading.Event()
         self._status_thread: threading.Thread | None = None
+        self._paused = False
+        self._epoch = 0  # bumped by forget(): an answer from before it caches no thumbnails
+        self._memory_lock = threading.Lock()  # pause/resume/forget/retention, one at a time
+        self._memories: list[Callable[[float | None], None]] = []  # add_memory
+        self._wake = threading.Event()  # housekeeping: check now (capture changed)
+        self._housekeeper: threading.Thread | None = None
+        self._hook_state: str | None = None  # the capture state the hook was last run with
         self.registry = CollectorRegistry()
         self._m_questions = Counter(
             "egovlm_questions", "questions answered, by outcome", ["outcome"], registry=self.registry
@@ -264,6 +333,8 @@ class EdgeRuntime:
         if self.options.status_log_s > 0:
             self._status_thread = threading.Thread(target=self._log_status, name="egovlm-status", daemon=True)
             self._status_thread.start()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="egovlm-privacy", daemon=True)
+        self._housekeeper.start()
         return self
 
     def stop(self) -> None:
@@ -272,6 +343,11 @@ class EdgeRuntime:
         self._stop.set()
         if self.ingest is not None:
             self.ingest.stop()
+        self._wake.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(CAPTURE_HOOK_TIMEOUT_S + 1)
+            self._housekeeper = None
+        self._run_capture_hook()  # "off"
         with self._pending_lock:
             if not self._pending_lock.wait_for(lambda: self._pending == 0, _CANCEL_WAIT_S):
                 log.warning("stopping with %d question(s) still running", self._pending)
@@ -284,8 +360,112 @@ class EdgeRuntime:
         self.stop()
 
     def _on_frame(self, t: float, rgb: np.ndarray) -> bool:
+        if self._paused:  # paused: the frame goes no further than this
+            return False
         decision = self.engine.add_frame(t, rgb)
         return bool(getattr(decision, "keyframe", decision))
+
+    # -- privacy -------------------------------------------------------------------------------
+
+    def capture_state(self) -> str:
+        """``paused`` (by :meth:`pause`), ``on`` (a source is open or opening and frames reach the
+        model), or ``off`` (no source, or it ended, failed or was stopped)."""
+        if self._paused:
+            return "paused"
+        st = self.ingest_stats()
+        if st is None or self._stop.is_set() or st.state in ("ended", "failed", "stopped"):
+            return "off"
+        return "on"
+
+    def pause(self) -> str:
+        """Stop frames before the selector, the buffer and the model (the source stays open, so
+        :meth:`resume` is instant). What was seen before stays until :meth:`forget` or retention."""
+        with self._memory_lock:
+            self._paused = True
+        log.info("capture paused: camera frames are dropped on arrival")
+        self._wake.set()
+        return self.capture_state()
+
+    def resume(self) -> str:
+        with self._memory_lock:
+            self._paused = False
+        log.info("capture resumed")
+        self._wake.set()
+        return self.capture_state()
+
+    def forget(self) -> None:
+        """Forget everything seen: the buffer, every thumbnail (cited ones too), the engine's
+        vision features and prefix state (:meth:`egovlm.edge.engine.Engine.forget`) and every
+        :meth:`add_memory` (the voice history). Answers already sent are the client's."""
+        with self._memory_lock:
+            self._epoch += 1
+            forget = getattr(self.engine, "forget", None)
+            if forget is not None:
+                forget()
+            else:  # an engine without features or state (test doubles)
+                self.engine.buffer.clear()
+            self._jpegs.clear()
+            for memory in list(self._memories):
+                memory(None)
+        log.info("forgot everything seen: keyframes, thumbnails, features, model state, transcripts")
+
+    def add_memory(self, expire: Callable[[float | None], None]) -> None:
+        """Register something else that holds what the camera or microphone caught (the voice
+        history): ``expire(max_age_s)`` drops its items older than that (wall clock), and
+        ``expire(None)`` drops them all (forget)."""
+        with self._memory_lock:
+            self._memories.append(expire)
+
+    def enforce_retention(self, now: float | None = None) -> int:
+        """Drop keyframes, thumbnails and registered items older than ``retention_s`` (wall
+        clock, ``time.monotonic()``); the housekeeping thread calls this every second or so.
+        Returns how many keyframes and thumbnails went."""
+        max_age = self.options.retention_s
+        if max_age is None:
+            return 0
+        now = time.monotonic() if now is None else now
+        with self._memory_lock:
+            n = self.engine.buffer.expire_older_than(max_age, now) + self._jpegs.expire(max_age, now)
+            for memory in list(self._memories):
+                memory(max_age)
+        return n
+
+    def _housekeeping(self) -> None:
+        """Retention and the capture hook, on their own thread: both must work when no frame
+        arrives (a camera that stopped is exactly when old keyframes would otherwise stay)."""
+        period = _HOUSEKEEPING_S
+        if self.options.retention_s is not None:
+            period = min(period, self.options.retention_s / 10)
+        while not self._stop.is_set():
+            self._wake.wait(period)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.enforce_retention()
+                self._run_capture_hook()
+            except Exception:  # keep enforcing: one failure must not end retention
+                log.exception("privacy housekeeping failed")
+
+    def _run_capture_hook(self) -> None:
+        """Run ``capture_hook STATE`` when the capture state changed since the last run."""
+        state = self.capture_state()
+        if state == self._hook_state:
+            return
+        self._hook_state = state
+        hook = self.options.capture_hook
+        if not hook:
+            return
+        cmd = [*shlex.split(hook), state]
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=CAPTURE_HOOK_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("capture hook %r failed: %s", hook, e)
+            return
+        if done.returncode != 0:
+            log.warning("capture hook %r exited %d: %s", hook, done.returncode, done.stderr.strip()[-300:])
 
     def _log_status(self) -> None:
         """The periodic status line; a change of health is logged as a warning with its reasons."""
@@ -315,7 +495,8 @@ class EdgeRuntime:
         )
         return (
             f"source {src} | buffer {eng.keyframes} keyframes (v{eng.buffer_version}, "
-            f"{'ready' if eng.ready else 'rebuilding'}, last build {eng.last_build_ms:.0f} ms)"
+            f"{'ready' if eng.ready else 'rebuilding'}, last build {eng.last_build_ms:.0f} ms) | "
+            f"capture {self.capture_state()}"
         )
 
     # -- health --------------------------------------------------------------------------------
@@ -330,7 +511,7 @@ class EdgeRuntime:
             "voice": _voice_health(voice),
         }
         worst = max(components.values(), key=lambda c: _SEVERITY[c.status]).status
-        return Health("ok" if worst == "off" else worst, components)
+        return Health("ok" if worst == "off" else worst, components, self.capture_state())
 
     def source_health(self) -> ComponentHealth:
         """The camera: ``degraded`` when it delivered no frame for ``source_stale_s`` (never, or
@@ -408,6 +589,7 @@ class EdgeRuntime:
             if self._pending >= self.options.max_pending:
                 raise BusyError(f"{self._pending} questions already waiting for the model; retry shortly")
             self._pending += 1
+        epoch = self._epoch
 
         def text(piece: str) -> None:  # the model's only callback: where a stop can interrupt it
             if self._stop.is_set():
@@ -432,8 +614,11 @@ class EdgeRuntime:
                 self._pending -= 1
                 self._pending_lock.notify_all()
         self._record(answer)
-        for cited in answer.cited:  # keep cited thumbnails servable after eviction
-            self._jpegs.put(cited.keyframe_id, answer.keyframes[cited.index - 1].image)
+        with self._memory_lock:
+            if self._epoch == epoch:  # not forgotten meanwhile: keep cited thumbnails after eviction
+                for cited in answer.cited:
+                    kf = answer.keyframes[cited.index - 1]
+                    self._jpegs.put(kf.id, kf.image, kf.wall)
         return answer
 
     def _record(self, answer: Any) -> None:
@@ -455,9 +640,10 @@ class EdgeRuntime:
         data = self._jpegs.get(keyframe_id)
         if data is not None:
             return data
-        for kf in self.snapshot().keyframes:
-            if kf.id == keyframe_id:
-                return self._jpegs.put(kf.id, kf.image)
+        with self._memory_lock:  # not a keyframe forget() or retention is dropping right now
+            for kf in self.snapshot().keyframes:
+                if kf.id == keyframe_id:
+                    return self._jpegs.put(kf.id, kf.image, kf.wall)
         return None
 
     def ingest_stats(self) -> IngestStats | None:
@@ -505,10 +691,14 @@ def build_runtime(
     horizon_s: float | None = None,
     max_new_tokens: int | None = None,
     options: RuntimeOptions | None = None,
+    retention_s: float | None = None,
+    capture_hook: str | None = None,
+    log_transcripts: bool | None = None,
 ) -> EdgeRuntime:
     """Load a model and assemble a runtime (not started) from a device profile
-    (configs/edge/<profile>.yaml); the keyword arguments override the profile's fields.
-    Heavy imports happen here."""
+    (configs/edge/<profile>.yaml); the keyword arguments override the profile's fields. The
+    profile's ``privacy`` section (or these overrides) replaces ``options``' retention, capture
+    hook and transcript logging. Heavy imports happen here."""
     from egovlm.edge.backends import create_backend
     from egovlm.edge.engine import Engine
     from egovlm.edge.profile import ProfileError, load_profile
@@ -543,5 +733,14 @@ def build_runtime(
     )
     engine = Engine.from_profile(be, prof)
     name = Path(str(model)).name or str(model)
+    privacy = prof.privacy
+    options = replace(
+        options or RuntimeOptions(),
+        retention_s=retention_s or privacy.retention_s,
+        capture_hook=capture_hook if capture_hook is not None else privacy.capture_hook,
+        log_transcripts=privacy.log_transcripts if log_transcripts is None else log_transcripts,
+    )
+    log.info("privacy: keyframes, thumbnails and transcripts kept at most %.0f s", options.retention_s)
     log.info("profile %s: %s, K=%d, %s", prof.device, prof.backend, prof.keyframes.capacity, prof.precision)
+    options = replace(options, blur_faces=prof.faces.blur_served)  # bystanders (egovlm.edge.faces)
     return EdgeRuntime(engine, source, options, model_name=name)

@@ -5,7 +5,11 @@ Routes (with a bearer token, every route but :data:`PUBLIC_PATHS` needs it):
 * ``POST /v1/ask``: an :class:`AskResponse` (letter/text, ``<think>`` trace, cited keyframes
   with timestamps and thumbnail URLs, latency breakdown); ``"stream": true`` sends
   Server-Sent Events: ``token`` events with text pieces, then one ``answer`` event (or ``error``);
-* ``GET /v1/keyframes`` and ``GET /v1/keyframes/{id}.jpg``: the buffer and its thumbnails;
+* ``GET /v1/keyframes`` and ``GET /v1/keyframes/{id}.jpg``: the buffer and its thumbnails
+  (``Cache-Control: no-store``: a browser keeps no camera frame); ``DELETE /v1/keyframes``
+  forgets everything seen (:meth:`EdgeRuntime.forget`);
+* ``POST /v1/capture/pause`` and ``POST /v1/capture/resume``: frames stop at the door, or flow
+  again (``GET /v1/capture``: the state, also in ``/healthz``);
 * ``POST /v1/chat/completions`` (+ ``GET /v1/models``): an OpenAI-compatible subset, streaming
   too, so the official ``openai`` client works unchanged; the full answer rides along in an
   extra ``egovlm`` field;
@@ -110,6 +114,8 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Nothing here may return data about the camera, the model's files or the answers.
 PUBLIC_PATHS = frozenset({"/", "/healthz"})
 PUBLIC_PREFIXES = ("/static/",)
+# Camera content is never stored by a browser or a proxy (README "Privacy").
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 # --- conversions ------------------------------------------------------------------------------
@@ -295,6 +301,7 @@ def create_app(
             status=health.status,
             components={k: ComponentHealthInfo(**c.to_dict()) for k, c in health.components.items()},
             ready=eng.ready,
+            capture=health.capture,
             keyframes=eng.keyframes,
             ingest_state=st.state if st else None,
             frames_received=st.frames_received if st else 0,
@@ -323,7 +330,26 @@ def create_app(
             raise HTTPException(
                 404, f"keyframe {keyframe_id} is not in the buffer (evicted or never existed)"
             )
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600, immutable"})
+        return Response(data, media_type="image/jpeg", headers=NO_STORE)
+
+    @app.delete("/v1/keyframes")
+    def forget() -> dict[str, Any]:
+        """Forget everything seen (keyframes, thumbnails, vision features, model state, voice
+        history); capture carries on as it was (pause first to stop it too)."""
+        runtime.forget()
+        return {"forgotten": True, "capture": runtime.capture_state()}
+
+    @app.get("/v1/capture")
+    def capture() -> dict[str, str]:
+        return {"capture": runtime.capture_state()}
+
+    @app.post("/v1/capture/pause")
+    def pause() -> dict[str, str]:
+        return {"capture": runtime.pause()}
+
+    @app.post("/v1/capture/resume")
+    def resume() -> dict[str, str]:
+        return {"capture": runtime.resume()}
 
     @app.post("/v1/ask", response_model=AskResponse)
     async def ask(req: AskRequest) -> Any:

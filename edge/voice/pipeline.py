@@ -21,6 +21,13 @@ heard; for an upload, the moment the body was received; for push-to-talk, the ke
 
 A new question interrupts the answer being spoken: speech onset (VAD), a push-to-talk press
 or a new upload stops the speaker first.
+
+Privacy commands: an utterance that is exactly one of :data:`PRIVACY_COMMANDS` ("pause recording",
+"resume recording", "forget that", ...) is not a question: it pauses or resumes capture, or
+forgets everything seen (:meth:`egovlm.edge.runtime.EdgeRuntime.forget`), and the confirmation is
+spoken. Transcripts are logged only when the runtime's ``log_transcripts`` is on (the profile's
+``privacy.log_transcripts``, ``edge run --log-transcripts``), and the turn history is dropped by the
+runtime's retention and by forget.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import collections
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +52,32 @@ from egovlm.edge.voice.vad import Segmenter, Utterance, VadOptions, speech_secon
 from egovlm.edge.voice.wake import strip_wake_phrase
 
 log = logging.getLogger("egovlm.edge.voice")
+
+# Whole utterances (lower case, punctuation dropped) that control capture instead of asking. Only
+# whole utterances: "did I forget that key?" is a question.
+PRIVACY_COMMANDS = {
+    "pause recording": "pause",
+    "stop recording": "pause",
+    "pause capture": "pause",
+    "resume recording": "resume",
+    "start recording": "resume",
+    "resume capture": "resume",
+    "forget that": "forget",
+    "forget it": "forget",
+    "forget everything": "forget",
+}
+COMMAND_REPLIES = {
+    "pause": "Recording paused.",
+    "resume": "Recording resumed.",
+    "forget": "Forgotten: everything I saw is gone.",
+}
+
+
+def privacy_command(text: str) -> str | None:
+    """``pause``, ``resume`` or ``forget`` when the utterance is one of :data:`PRIVACY_COMMANDS`."""
+    words = " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+    return PRIVACY_COMMANDS.get(words)
+
 
 TokenCallback = Callable[[str], None]
 
@@ -102,6 +136,10 @@ class VoiceTurn:
     latency: VoiceLatency | None = None
     ignored: str | None = None  # why this was not a question
     error: str | None = None
+    command: str | None = None  # a privacy command carried out instead: pause | resume | forget
+    mono: float = field(
+        default_factory=lambda: time.monotonic()
+    )  # lambda: `time` is a field here  # for the retention limit
 
 
 def answer_to_speech(answer: Any, now_t: float | None = None) -> str:
@@ -154,6 +192,18 @@ class VoiceAssistant:
         self._stop = threading.Event()
         self.dropped = 0
         self.state = "idle"  # idle | listening | heard | thinking | speaking
+        self.log_transcripts = bool(getattr(getattr(runtime, "options", None), "log_transcripts", False))
+        if hasattr(runtime, "add_memory"):  # the runtime's retention and forget() reach the history
+            runtime.add_memory(self.expire_history)
+
+    def expire_history(self, max_age_s: float | None) -> None:
+        """Drop turns older than ``max_age_s`` (wall clock), or all of them (None: forget)."""
+        now = time.monotonic()
+        with self._cond:
+            kept = [t for t in self.history if max_age_s is not None and now - t.mono <= max_age_s]
+            if len(kept) != len(self.history):
+                self.history.clear()
+                self.history.extend(kept)
 
     # -- one utterance -----------------------------------------------------------------------
 
@@ -248,7 +298,10 @@ class VoiceAssistant:
                 )
         tr = turn.transcript = self.transcriber.transcribe(audio)
         t_transcript = time.monotonic()
-        log.info("heard (%s, %.0f ms ASR): %r", turn.trigger, tr.asr_ms, tr.text)
+        if self.log_transcripts:
+            log.info("heard (%s, %.0f ms ASR): %r", turn.trigger, tr.asr_ms, tr.text)
+        else:  # what was said stays out of the log unless the user opted in
+            log.info("heard (%s, %.0f ms ASR): %d characters", turn.trigger, tr.asr_ms, len(tr.text))
         if not tr.text or (tr.no_speech_prob > o.max_no_speech_prob and tr.avg_logprob < o.min_avg_logprob):
             raise NoQuestionError(f"no words recognised in {tr.audio_s:.1f} s of audio")
         question = tr.text
@@ -260,6 +313,10 @@ class VoiceAssistant:
                 raise NoQuestionError(f"the wake phrase {o.wake_phrase!r} without a question")
             question = rest
         turn.question = question
+        command = privacy_command(question)
+        if command is not None:
+            self._command(turn, command, speak)
+            return
         first: list[float] = []
 
         def tokens(piece: str) -> None:
@@ -295,6 +352,16 @@ class VoiceAssistant:
             tts_ms=None if t_spoken is None else (t_spoken - t_answer) * ms,
             spoken_ms=None if t_spoken is None else (t_spoken - end) * ms,
         )
+
+    def _command(self, turn: VoiceTurn, command: str, speak: bool | None) -> None:
+        """Carry out a spoken privacy command and say so."""
+        getattr(self.runtime, command)()
+        turn.command = command
+        turn.spoken_text = COMMAND_REPLIES[command]
+        log.info("spoken command: %s", command)
+        if (self.options.speak if speak is None else speak) and self.speaker is not None:
+            self.state = "speaking"
+            turn.speech = self.speaker.speak(turn.spoken_text)
 
     def _now_t(self) -> float | None:
         """The stream's current time (for "seen N seconds ago")."""
@@ -427,8 +494,8 @@ class VoiceAssistant:
                 check_speech=ptt,
                 require_wake=not ptt,
             )
-        except NoQuestionError as e:
-            log.info("not a question: %s", e)
+        except NoQuestionError as e:  # the reason may quote the transcript
+            log.info("not a question: %s", e if self.log_transcripts else type(e).__name__)
         except Exception as e:  # busy, no keyframes yet, ASR failure: log it, keep listening
             log.warning("spoken question failed: %s", e)
 

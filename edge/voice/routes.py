@@ -1,6 +1,7 @@
 """The voice routes of the edge HTTP API (mounted by :func:`egovlm.edge.server.create_app`).
 
-* ``POST /v1/ask/audio``: a spoken question as WAV/OGG/FLAC/WebM, either the raw request body
+* ``POST /v1/ask/audio``: a spoken question (or a privacy command, "pause recording", "forget
+  that": then ``{"command", "spoken_text", "capture"}``) as WAV/OGG/FLAC/WebM, either the raw request body
   (``Content-Type: audio/wav`` …) or the ``audio`` field of a multipart form. Query (or form)
   fields: ``options`` (a JSON object, letters → text), ``max_new_tokens``, ``speak`` (also say
   the answer on the device). The answer is the ``/v1/ask`` response plus ``transcript``,
@@ -22,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import Message
@@ -86,6 +88,10 @@ def add_voice_routes(app: FastAPI, runtime: Any, voice: Any, guarded: list[Any])
         except Exception as e:
             status, detail = voice_error(e)
             raise HTTPException(status, detail) from e
+        if turn.command is not None:  # "pause recording", "forget that": done, nothing to answer
+            return JSONResponse(
+                {"command": turn.command, "spoken_text": turn.spoken_text, "capture": runtime.capture_state()}
+            )
         return audio_response(turn, rid, "", limit(n_max))  # relative thumbnail URLs
 
     @app.get("/v1/voice", response_model=VoiceStatusResponse, dependencies=guarded)

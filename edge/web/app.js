@@ -71,6 +71,7 @@ async function refreshStrip() {
     const problems = Object.entries(health.components || {})
       .filter(([, c]) => c.status === "degraded")
       .map(([name, c]) => ` · ${name}: ${c.detail}${c.last_error ? ` (${c.last_error})` : ""}`);
+    showCapture(health.capture);
     $("status").classList.toggle("bad", health.status === "degraded" || (!!st && st.state !== "running"));
     $("status").textContent = `${health.status}` + (st
       ? ` · ${st.source} · ${st.state} · ${st.fps_in.toFixed(1)} fps · ${st.frames_received} frames · ` +
@@ -78,12 +79,57 @@ async function refreshStrip() {
       : ` · ${data.keyframes.length} keyframes`) + problems.join("");
     if (data.version !== stripVersion) {
       stripVersion = data.version;
+      // a thumbnail the server dropped (evicted, past retention, forgotten) goes from this page too
+      const live = new Set(data.keyframes.map((kf) => kf.id));
+      for (const [id, url] of blobUrls) {
+        if (!live.has(id) && !citedIds.has(id)) { URL.revokeObjectURL(url); blobUrls.delete(id); }
+      }
       $("strip").replaceChildren(...data.keyframes.map((kf) => figure(kf)));
     }
   } catch (e) {
     $("status").classList.add("bad");
     $("status").textContent = `offline (${e.message})`;
   }
+}
+
+// --- privacy: capture state, pause/resume, forget ------------------------------------------
+const CAPTURE_TEXT = { on: "● recording", paused: "❚❚ paused", off: "○ camera off" };
+
+function showCapture(state) {
+  const el = $("capture");
+  el.className = state;
+  el.textContent = CAPTURE_TEXT[state] || `capture ${state}`;
+  document.body.dataset.capture = state;
+  $("pause-button").textContent = state === "paused" ? "Resume" : "Pause";
+}
+
+async function togglePause() {
+  const resume = document.body.dataset.capture === "paused";
+  try {
+    const r = await (await api(`/v1/capture/${resume ? "resume" : "pause"}`, { method: "POST" })).json();
+    showCapture(r.capture);
+  } catch (e) { $("error").textContent = e.message; }
+}
+
+function forgetShown() {
+  // Nothing the page shows or holds of the camera stays: thumbnails (and their blob copies),
+  // the answer with its cited frames, the last transcript.
+  for (const url of blobUrls.values()) URL.revokeObjectURL(url);
+  blobUrls.clear();
+  citedIds = new Set();
+  stripVersion = -1;
+  $("strip").replaceChildren();
+  resetAnswer();
+  for (const id of ["voice-transcript", "voice-note", "voice-latency"]) $(id).textContent = "";
+}
+
+async function forget() {
+  try {
+    await api("/v1/keyframes", { method: "DELETE" });
+    forgetShown();
+    document.body.dataset.forgotten = "1";
+  } catch (e) { $("error").textContent = e.message; }
+  refreshStrip();
 }
 
 function parseOptions(text) {
@@ -250,7 +296,13 @@ async function toggleRecord() {
       const a = await (await api(`/v1/ask/audio${query}`, {
         method: "POST", headers: { "Content-Type": blob.type || "audio/webm" }, body: blob,
       })).json();
-      showTurn({ transcript: a.transcript, voice_latency: a.voice_latency, answer: a });
+      if (a.command) {  // "pause recording", "forget that": carried out, nothing to answer
+        if (a.command === "forget") forgetShown();
+        $("voice-note").textContent = a.spoken_text;
+        showCapture(a.capture);
+      } else {
+        showTurn({ transcript: a.transcript, voice_latency: a.voice_latency, answer: a });
+      }
     } catch (e) {
       $("voice-note").textContent = e.message;
     }
@@ -264,6 +316,8 @@ $("talk-button").addEventListener("click", toggleTalk);
 $("record-button").addEventListener("click", toggleRecord);
 $("hush-button").addEventListener("click", () => api("/v1/voice/stop", { method: "POST" }).catch(() => {}));
 
+$("pause-button").addEventListener("click", togglePause);
+$("forget-button").addEventListener("click", forget);
 $("ask-form").addEventListener("submit", ask);
 refreshStrip();
 setInterval(refreshStrip, 1000);

@@ -65,9 +65,15 @@ def warm_runtime() -> EdgeRuntime:
     """The real runtime and engine around the scripted model, three keyframes in (no camera)."""
     rt = EdgeRuntime(scripted_engine(capacity=6), None)
     rt.start()
+    return refill(rt)
+
+
+def refill(rt: EdgeRuntime) -> EdgeRuntime:
+    """Three keyframes in, again after a route walk that included ``DELETE /v1/keyframes`` (forget)."""
     rng = np.random.default_rng(1)
-    for i in range(3):
-        rt.engine.add_keyframe(1.0 + i, rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    if len(rt.engine.buffer) < 3:
+        for i in range(3):
+            rt.engine.add_keyframe(1.0 + i, rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
     assert rt.wait_for_keyframes(3, timeout=30), rt.status_line()
     return rt
 
@@ -258,6 +264,7 @@ def test_the_token_is_compared_with_compare_digest_on_every_guarded_route(
             denied = c.request(method, path, headers=wrong)
             assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer", path
             assert c.request(method, path, headers={"Authorization": TOKEN}).status_code == 401
+        refill(runtime)
         ok = c.post("/v1/ask", json={"question": "q"}, headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200, ok.text
         assert c.get("/healthz").status_code == 200  # liveness probes need no token
@@ -390,6 +397,9 @@ def test_every_state_changing_route_refuses_cross_site_requests(
                 assert r.status_code not in (401, 403), (method, path, headers, r.status_code, r.text[:200])
         page = c.get("/", headers={"Sec-Fetch-Site": "cross-site"})  # reading is not changing
         assert page.status_code == 200
+    assert {("POST", "/v1/capture/pause"), ("DELETE", "/v1/keyframes")} <= set(changing)
+    runtime.resume()
+    refill(runtime)
 
 
 def test_a_same_origin_page_can_ask(runtime: EdgeRuntime) -> None:

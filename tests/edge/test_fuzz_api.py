@@ -61,6 +61,10 @@ OPERATIONS = [
     ("GET", "/v1/voice"),
     ("POST", "/v1/voice/ptt"),
     ("POST", "/v1/voice/stop"),
+    ("DELETE", "/v1/keyframes"),
+    ("GET", "/v1/capture"),
+    ("POST", "/v1/capture/pause"),
+    ("POST", "/v1/capture/resume"),
 ]
 # Operations with inputs to get wrong (negative generation of the others is unsatisfiable).
 WITH_INPUTS = {
@@ -81,13 +85,18 @@ def runtime() -> Iterator[EdgeRuntime]:
     rt = EdgeRuntime(scripted_engine(capacity=8), None)
     rt.start()
     try:
-        rng = np.random.default_rng(0)
-        for i in range(4):
-            rt.engine.add_keyframe(1.0 + i, rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
-        assert rt.wait_for_keyframes(4, timeout=30), rt.status_line()
-        yield rt
+        yield refill(rt)
     finally:
         rt.stop()
+
+
+def refill(rt: EdgeRuntime) -> EdgeRuntime:
+    """Four keyframes in: at the start, and again after ``DELETE /v1/keyframes`` forgot them."""
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        rt.engine.add_keyframe(1.0 + i, rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    assert rt.wait_for_keyframes(4, timeout=30), rt.status_line()
+    return rt
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +178,9 @@ def test_fuzzed_requests_get_no_server_error(
         assert statuses[200] > EXAMPLES // 2, statuses  # the fuzz reaches the model, not just validation
     if mode is GenerationMode.NEGATIVE and (method, path) not in VOICE_OFF:
         assert set(statuses) - {400, 404, 405, 413, 415, 422} == set(), statuses  # refused, not run
+    if (method, path) == ("DELETE", "/v1/keyframes"):  # forget: nothing left to answer from
+        assert len(runtime.engine.buffer) == 0
+        refill(runtime)
     assert_healthy(client, runtime)
 
 
@@ -177,6 +189,8 @@ def test_fuzzed_requests_get_no_server_error_long(
     schema: Any, client: TestClient, runtime: EdgeRuntime, method: str, path: str, mode: GenerationMode
 ) -> None:
     fuzz(schema, method, path, mode, EXAMPLES * 10)
+    if (method, path) == ("DELETE", "/v1/keyframes"):
+        refill(runtime)
     assert_healthy(client, runtime)
 
 

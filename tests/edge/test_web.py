@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,6 +121,45 @@ def test_page_streams_an_answer_and_highlights_cited_frames(
     assert shot.std() > 10, "blank screenshot"
     accent = np.all(np.abs(shot.astype(int) - [255, 176, 46]) < 12, axis=-1)
     assert accent.sum() > 200, "no highlighted frame border visible in the screenshot"
+
+
+def test_page_pause_and_forget_buttons(server: tuple[str, EdgeRuntime], browser: object) -> None:
+    """Pause stops frames reaching the engine and the page says so; Forget empties the buffer, the
+    strip and the answer, and a thumbnail the page showed is gone from the server; Resume resumes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, rt = server
+    d: Any = browser  # selenium's WebDriver
+    d.get(f"{url}/#token=web-token")
+    wait = WebDriverWait(d, 20)
+    wait.until(lambda drv: drv.find_element(By.ID, "capture").text == "● recording")
+    wait.until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#strip .kf img")) >= 1)
+    shown = int(d.find_element(By.CSS_SELECTOR, "#strip .kf").get_attribute("data-id"))
+
+    d.find_element(By.ID, "pause-button").click()
+    wait.until(lambda drv: drv.find_element(By.ID, "capture").text == "❚❚ paused")
+    assert rt.capture_state() == "paused"
+    assert d.find_element(By.ID, "pause-button").text == "Resume"
+    seen = rt.engine.status().frames_seen
+    time.sleep(0.6)  # the source delivers 20 fps meanwhile
+    assert rt.engine.status().frames_seen == seen, "a frame reached the engine while paused"
+
+    d.find_element(By.ID, "forget-button").click()
+    wait.until(lambda drv: drv.find_elements(By.CSS_SELECTOR, "body[data-forgotten]"))
+    assert len(rt.engine.buffer) == 0 and rt.jpeg(shown) is None
+    assert d.find_elements(By.CSS_SELECTOR, "#strip .kf") == []
+    assert d.find_element(By.ID, "answer-main").text == ""
+    status = d.execute_async_script(
+        "const cb = arguments[arguments.length - 1]; fetch(arguments[0], "
+        "{headers: {Authorization: 'Bearer web-token'}}).then(r => cb(r.status))",
+        f"/v1/keyframes/{shown}.jpg",
+    )
+    assert status == 404
+
+    d.find_element(By.ID, "pause-button").click()
+    wait.until(lambda drv: drv.find_element(By.ID, "capture").text == "● recording")
+    assert rt.wait_for_keyframes(1, timeout=20), rt.status_line()  # frames flow again
 
 
 def test_page_without_token_reports_the_error(server: tuple[str, EdgeRuntime], browser: object) -> None:
