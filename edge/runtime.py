@@ -159,24 +159,24 @@ class _JpegCache:
                 self._items.move_to_end(kid)
             return data
 
-    def put(self, kid: int, image: np.ndarray, wall: float) -> bytes:
-        data = self.get(kid)
-        if data is not None:
-            return data
+    def encode(self, image: np.ndarray) -> bytes:
+        """A keyframe's JPEG, faces blurred first: the slow part (tens of ms), taken under no lock so
+        that pause, forget and retention never wait for it."""
         if self._blur_faces:  # bystanders: no face leaves the device unblurred (egovlm.edge.faces)
             from egovlm.edge.faces import blur_faces
 
             image = blur_faces(image)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG", quality=self._quality)
-        data = buf.getvalue()
+        return buf.getvalue()
+
+    def store(self, kid: int, data: bytes, wall: float) -> None:
         with self._lock:
             self._items[kid] = data
             self._walls[kid] = wall
             while len(self._items) > self._size:
                 old, _ = self._items.popitem(last=False)
                 self._walls.pop(old, None)
-        return data
 
     def expire(self, max_age_s: float, now: float) -> int:
         """Drop thumbnails of keyframes taken more than ``max_age_s`` before ``now``."""
@@ -614,11 +614,12 @@ class EdgeRuntime:
                 self._pending -= 1
                 self._pending_lock.notify_all()
         self._record(answer)
+        cited = [answer.keyframes[c.index - 1] for c in answer.cited]
+        encoded = [(kf, self._jpegs.encode(kf.image)) for kf in cited if self._jpegs.get(kf.id) is None]
         with self._memory_lock:
             if self._epoch == epoch:  # not forgotten meanwhile: keep cited thumbnails after eviction
-                for cited in answer.cited:
-                    kf = answer.keyframes[cited.index - 1]
-                    self._jpegs.put(kf.id, kf.image, kf.wall)
+                for kf, data in encoded:
+                    self._jpegs.store(kf.id, data, kf.wall)
         return answer
 
     def _record(self, answer: Any) -> None:
@@ -640,11 +641,18 @@ class EdgeRuntime:
         data = self._jpegs.get(keyframe_id)
         if data is not None:
             return data
-        with self._memory_lock:  # not a keyframe forget() or retention is dropping right now
-            for kf in self.snapshot().keyframes:
-                if kf.id == keyframe_id:
-                    return self._jpegs.put(kf.id, kf.image, kf.wall)
-        return None
+        kf = self._buffered(keyframe_id)
+        if kf is None:
+            return None
+        data = self._jpegs.encode(kf.image)
+        with self._memory_lock:  # served and kept only if forget() or retention has not dropped it meanwhile
+            if self._buffered(keyframe_id) is None:
+                return None
+            self._jpegs.store(kf.id, data, kf.wall)
+        return data
+
+    def _buffered(self, keyframe_id: int) -> Any:
+        return next((kf for kf in self.snapshot().keyframes if kf.id == keyframe_id), None)
 
     def ingest_stats(self) -> IngestStats | None:
         return self.ingest.stats() if self.ingest is not None else None
