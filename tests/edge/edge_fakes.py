@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from egovlm.edge.backends.base import (
     TokenCallback,
     VisionFeatures,
 )
+from tests.live_server import free_port as free_port  # re-exported: the one free-port helper
 
 
 class ScriptedBackend(Backend):
@@ -225,12 +227,16 @@ class FlakyFrames:
         return False
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextmanager
+def running(rt: Any, keyframes: int, timeout: float = 30) -> Iterator[Any]:
+    """``rt`` (an EdgeRuntime) started, with ``keyframes`` in its buffer and the model state warm;
+    stopped afterwards."""
+    rt.start()
+    try:
+        assert rt.wait_for_keyframes(keyframes, timeout=timeout), rt.status_line()
+        yield rt
+    finally:
+        rt.stop()
 
 
 class ServerThread:

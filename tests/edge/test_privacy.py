@@ -21,7 +21,7 @@ from egovlm.edge.profile import ProfileError, load_profile
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions
 from egovlm.edge.server import create_app
 from egovlm.edge.voice.pipeline import privacy_command
-from tests.edge.edge_fakes import scripted_engine
+from tests.edge.edge_fakes import running, scripted_engine
 
 SYNTH = "synth://?fps=20&size=320x240&seed=7"
 QUESTION = {"question": "What did I pick up?", "options": {"A": "a cup", "B": "a book"}}
@@ -50,12 +50,8 @@ def pushed_runtime(n: int = 3, **options: object) -> EdgeRuntime:
 @pytest.fixture
 def live() -> Iterator[EdgeRuntime]:
     rt = EdgeRuntime(scripted_engine(capacity=6), SYNTH)
-    rt.start()
-    try:
-        assert rt.wait_for_keyframes(3, timeout=30), rt.status_line()
+    with running(rt, 3, timeout=30):
         yield rt
-    finally:
-        rt.stop()
 
 
 def test_pause_stops_frames_before_the_engine_and_resume_restarts_them(live: EdgeRuntime) -> None:

@@ -28,7 +28,7 @@ from egovlm.edge.api_models import AskResponse, ChatCompletionRequest, ChatMessa
 from egovlm.edge.engine import AnswerTooLongError
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, build_runtime
 from egovlm.edge.server import create_app, question_from_chat
-from tests.edge.edge_fakes import ServerThread, scripted_engine, sse_events
+from tests.edge.edge_fakes import ServerThread, running, scripted_engine, sse_events
 
 OPTIONS = {"A": "a yellow banana", "B": "a red cup", "C": "a blue book"}
 
@@ -42,12 +42,8 @@ def tiny_runtime(tiny_model_dir: Path) -> Iterator[EdgeRuntime]:
         max_new_tokens=16,
         options=RuntimeOptions(),
     )
-    rt.start()
-    try:
-        assert rt.wait_for_keyframes(3, timeout=60), rt.status_line()
+    with running(rt, 3, timeout=60):
         yield rt
-    finally:
-        rt.stop()
 
 
 @pytest.fixture(scope="module")
@@ -216,12 +212,8 @@ def test_edge_ask_without_a_server_says_how_to_start_one() -> None:
 @pytest.fixture
 def scripted() -> Iterator[EdgeRuntime]:
     rt = EdgeRuntime(scripted_engine(capacity=50), "synth://?fps=20&size=160x120&seed=2")
-    rt.start()
-    try:
-        assert rt.wait_for_keyframes(2, timeout=30), rt.status_line()
+    with running(rt, 2, timeout=30):
         yield rt
-    finally:
-        rt.stop()
 
 
 def test_cited_keyframes_and_their_thumbnails_survive_eviction(scripted: EdgeRuntime) -> None:

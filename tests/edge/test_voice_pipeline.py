@@ -26,7 +26,7 @@ from egovlm.edge.voice.pipeline import VoiceAssistant, VoiceOptions, VoiceTurn, 
 from egovlm.edge.voice.tts import AudioOut, EspeakTts, Speaker, spoken_clip
 from egovlm.edge.voice.vad import VadOptions
 from egovlm.edge.voice.wake import words
-from tests.edge.edge_fakes import scripted_engine
+from tests.edge.edge_fakes import running, scripted_engine
 
 pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -42,12 +42,8 @@ def asr() -> Transcriber:
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[EdgeRuntime]:
     rt = EdgeRuntime(scripted_engine(capacity=6), "synth://?fps=15&size=320x240&seed=5")
-    rt.start()
-    try:
-        assert rt.wait_for_keyframes(3, timeout=30), rt.status_line()
+    with running(rt, 3, timeout=30):
         yield rt
-    finally:
-        rt.stop()
 
 
 @pytest.fixture(scope="module")

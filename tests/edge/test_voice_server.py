@@ -32,7 +32,7 @@ from egovlm.edge.voice.audio import SAMPLE_RATE, wav_bytes
 from egovlm.edge.voice.pipeline import VoiceAssistant, VoiceOptions
 from egovlm.edge.voice.tts import AudioOut, EspeakTts, Speaker, spoken_clip
 from egovlm.edge.voice.wake import words
-from tests.edge.edge_fakes import ServerThread, scripted_engine
+from tests.edge.edge_fakes import ServerThread, running, scripted_engine
 
 pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -55,12 +55,8 @@ def question_wav() -> bytes:
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[EdgeRuntime]:
     rt = EdgeRuntime(scripted_engine(capacity=6), "synth://?fps=15&size=320x240&seed=2")
-    rt.start()
-    try:
-        assert rt.wait_for_keyframes(3, timeout=30), rt.status_line()
+    with running(rt, 3, timeout=30):
         yield rt
-    finally:
-        rt.stop()
 
 
 @pytest.fixture(scope="module")
