@@ -285,7 +285,11 @@ class EdgeRuntime:
         self.options = options or RuntimeOptions()
         self.model_name = model_name
         self.ingest = Ingest(source, self._on_frame, self.options.ingest, synth_frames) if source else None
-        self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality, self.options.blur_faces)
+        # Thumbnails are made from the buffer's images; when the engine already blurs faces as a keyframe
+        # enters the buffer (faces.blur_model_input), detecting again per thumbnail would be wasted work.
+        blurred_in_buffer = bool(getattr(getattr(engine, "params", None), "blur_faces", False))
+        blur_thumbnails = self.options.blur_faces and not blurred_in_buffer
+        self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality, blur_thumbnails)
         self._pending = 0
         self._pending_lock = threading.Condition()  # guards _pending; notified when it drops
         self._question_error: tuple[str, float] | None = None  # the last failed question, when

@@ -165,6 +165,27 @@ def test_with_blurring_switched_off_the_face_is_served_as_it_is() -> None:
     assert detail(served, box) > detail(photo(), box) / 2
 
 
+def test_with_the_model_input_blurred_thumbnails_are_blurred_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """faces.blur_model_input blurs a keyframe as it enters the buffer; the thumbnails are made from
+    those images, so the face is still served blurred, and detection is not run a second time."""
+    calls: list[int] = []
+
+    def counting(rgb: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return blur_faces(rgb)
+
+    monkeypatch.setattr(faces, "blur_faces", counting)
+    engine = make_engine(blur_model_input=True)
+    rt = EdgeRuntime(engine, None, RuntimeOptions(blur_faces=True))
+    kf = engine.add_keyframe(1.0, photo())
+    assert kf is not None and len(calls) == 1
+    served = decode(rt.jpeg(kf.id) or b"")
+    box = inner_face_box()
+    assert detail(served, box) < detail(photo(), box) / 10
+    assert len(calls) == 1
+    rt.stop()
+
+
 @pytest.mark.parametrize("blur", [True, False])
 def test_the_profile_switch_blurs_the_model_input(blur: bool) -> None:
     engine = make_engine(blur_model_input=blur)
