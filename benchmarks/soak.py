@@ -598,14 +598,7 @@ def run(
     """Soak the runtime and write ``out/soak.json`` + ``.md`` + ``.png``; see the module docstring.
     ``voice`` False: no speech model and no audio uploads in the mix (the other kinds keep their
     relative shares)."""
-    import matplotlib
     import torch
-
-    # matplotlib's font extension aborts the process when it is first imported after torch and
-    # then GStreamer (Gst.init loads libunwind, whose _Unwind_Resume then unwinds ft2font's C++
-    # exceptions): load it before the runtime starts, not when the plot is drawn at the end.
-    matplotlib.use("Agg")
-    import matplotlib.pyplot
 
     from egovlm.edge.runtime import RuntimeOptions, build_runtime
     from egovlm.edge.server import create_app

@@ -178,7 +178,6 @@ def run_acceptance(options: AcceptanceOptions, echo: Callable[[str], Any] = prin
     measured until then."""
     from egovlm.edge.doctor import Host, run_checks
 
-    _preload_matplotlib()
     host = Host()
     checks: list[Any] = []
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -221,19 +220,6 @@ def run_acceptance(options: AcceptanceOptions, echo: Callable[[str], Any] = prin
     else:
         record(_skipped("bench", "--no-bench", echo))
     return report
-
-
-def _preload_matplotlib() -> None:
-    """Import matplotlib (when installed) before GStreamer: the latency benchmark draws a plot after the
-    live step, and matplotlib's font extension crashes the process when first imported after torch and
-    GStreamer (the soak benchmark documents the same; seen here as a segfault in _mathtext_data)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot
-    except ImportError:
-        pass  # the device install has no matplotlib; see the bench step
 
 
 # --- step 1: doctor ---------------------------------------------------------------------------------
@@ -340,26 +326,14 @@ def device_memory_mb() -> tuple[float, float] | None:
     """(used, total) MB of CUDA device memory, or None without CUDA. cuda-python's ``cudaMemGetInfo``
     (the device extra ships cuda-python for the TensorRT backend); on a Jetson CPU and GPU share the
     memory, so "used" is the whole board's, and NVIDIA notes it excludes swap."""
-    cudart = _cudart()
-    if cudart is None:
+    from egovlm.trt_support import cuda_device_error, cuda_runtime
+
+    if cuda_device_error() is not None:  # no cuda-python, driver or GPU (a CPU machine creates no context)
         return None
-    err, free, total = cudart.cudaMemGetInfo()
+    err, free, total = cuda_runtime().cudaMemGetInfo()
     if int(err) != 0:
         return None
     return (total - free) / 1024**2, total / 1024**2
-
-
-def _cudart() -> Any:
-    """cuda-python's runtime module (``cuda.bindings.runtime`` since 12.6, ``cuda.cudart`` before), or
-    None when cuda-python or a CUDA device is absent (a CPU machine never creates a CUDA context)."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            module = importlib.import_module(name)
-        except Exception:
-            continue
-        err, count = module.cudaGetDeviceCount()
-        return module if int(err) == 0 and count > 0 else None
-    return None
 
 
 class _Sampler:
