@@ -12,6 +12,7 @@ Sampling picks, for each requested time, the last frame whose timestamp is at or
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from egovlm.frames import Frame
+
+SEEK_GAP_S = 4.0  # decode through gaps up to this long (a few GOPs); seek past longer ones
 
 
 class VideoError(RuntimeError):
@@ -63,6 +66,7 @@ class VideoReader:
         if not container.streams.video:
             container.close()
             raise VideoError(f"no video stream in {self.path}")
+        container.streams.video[0].thread_type = "AUTO"  # before the codec opens (PyAV refuses after)
         return container
 
     @property
@@ -95,7 +99,6 @@ class VideoReader:
         import av
 
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         try:
             for frame in container.decode(stream):
                 t = float(frame.pts * stream.time_base) if frame.pts is not None else float(frame.time or 0.0)
@@ -108,27 +111,60 @@ class VideoReader:
         with self._open() as container:
             yield from self._decode(container)
 
-    def frames_at(self, timestamps: Sequence[float]) -> list[tuple[float, np.ndarray]]:
-        """For each requested time (any order), the frame shown at that time. One decode pass."""
+    def frames_at(
+        self, timestamps: Sequence[float], seek_gap_s: float = SEEK_GAP_S
+    ) -> list[tuple[float, np.ndarray]]:
+        """For each requested time (any order), the frame shown at that time.
+
+        Times are visited in order in one container. Decoding jumps (a backward seek to the key
+        frame at or before the time) whenever the next time lies more than ``seek_gap_s`` past the
+        last decoded frame, so a clip window late in an hour-long Ego4D video costs a few GOPs,
+        not a decode from the start. Times before the first frame get the first frame.
+        """
         if not timestamps:
             return []
         order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
         result: list[tuple[float, np.ndarray] | None] = [None] * len(timestamps)
-        k = 0
-        previous: tuple[float, np.ndarray] | None = None
-        for t, img in self.iter_frames():
-            while k < len(order) and timestamps[order[k]] < t - 1e-6 and previous is not None:
-                result[order[k]] = previous
-                k += 1
-            if k == len(order):
-                break
-            previous = (t, img)
-        while k < len(order) and previous is not None:  # times at or past the last frame
-            result[order[k]] = previous
-            k += 1
-        if previous is None or any(r is None for r in result):
+        with self._open() as container:
+            stream = container.streams.video[0]
+            frames: Iterator[tuple[float, np.ndarray]] | None = None
+            shown: tuple[float, np.ndarray] | None = None  # last decoded frame at or before the time
+            ahead: tuple[float, np.ndarray] | None = None  # decoded, but after the time
+            for i in order:
+                target = float(timestamps[i])
+                last = shown or ahead
+                if frames is None or (last is not None and target - last[0] > seek_gap_s):
+                    frames, shown, ahead = self._seek(container, stream, target), None, None
+                while True:
+                    frame = ahead if ahead is not None else next(frames, None)
+                    ahead = None
+                    if frame is None:
+                        break
+                    if frame[0] > target + 1e-6:
+                        ahead = frame
+                        break
+                    shown = frame
+                result[i] = shown if shown is not None else ahead
+        if any(r is None for r in result):
             raise VideoError(f"video {self.path} has no decodable frames")
         return [r for r in result if r is not None]
+
+    def _seek(self, container: Any, stream: Any, t: float) -> Iterator[tuple[float, np.ndarray]]:
+        """Decoded frames from the key frame at or before ``t``; from the start when the container
+        cannot seek or lands after ``t`` (a missing or wrong index)."""
+        import av
+
+        if t > 0 and stream.time_base is not None:
+            try:
+                container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+                frames = self._decode(container)
+                first = next(frames, None)
+                if first is not None and first[0] <= t + 1e-6:
+                    return itertools.chain([first], frames)
+            except av.error.FFmpegError:
+                pass
+        container.seek(0, stream=stream, backward=True, any_frame=False)
+        return self._decode(container)
 
     def uniform(self, n: int) -> list[Frame]:
         """``n`` frames at the centres of equal segments, as a contract frame set (indices 1..n)."""

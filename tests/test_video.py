@@ -65,3 +65,48 @@ def test_frame_dir(tmp_path):
     frames = read_frame_dir(tmp_path)
     assert [t for t, _ in frames] == [1.0, 2.0, 3.0]
     assert int(frames[0][1][0, 0, 0]) == 100
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """40 s at 10 fps with a key frame every 10 frames; frame i's grey level is (5 * i) % 250."""
+    path = tmp_path_factory.mktemp("v") / "long.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"g": "10", "keyint_min": "10", "sc_threshold": "0"})
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for i in range(400):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (5 * i) % 250, np.uint8), format="rgb24")
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("gap", [0.5, 4.0, 1e9])
+def test_frames_at_with_seeks_equals_decoding_everything(long_clip, gap):
+    """Jumping over gaps by seeking picks exactly the frames a full decode would (gap 1e9: never seeks)."""
+    everything = list(VideoReader(long_clip).iter_frames())
+    times = [39.95, 0.0, 12.34, 12.36, 30.0, 5.0, 100.0, 20.9, 21.0, 0.05]
+    got = VideoReader(long_clip).frames_at(times, seek_gap_s=gap)
+    for want_t, (t, img) in zip(times, got, strict=True):
+        expected = max((f for f in everything if f[0] <= want_t + 1e-6), key=lambda f: f[0])
+        assert t == pytest.approx(expected[0])
+        assert float(img.mean()) == pytest.approx(float(expected[1].mean()), abs=3)
+
+
+def test_frames_at_late_window_decodes_few_frames(long_clip, monkeypatch):
+    """A time 35 s in decodes a GOP or two, not the 350 frames before it."""
+    reader = VideoReader(long_clip)
+    decoded = []
+    original = reader._decode
+
+    def counting(container):
+        for frame in original(container):
+            decoded.append(frame[0])
+            yield frame
+
+    monkeypatch.setattr(reader, "_decode", counting)
+    ((t, _),) = reader.frames_at([35.0])
+    assert t == pytest.approx(35.0)
+    assert len(decoded) <= 25
