@@ -2,8 +2,12 @@
 
 A dataset is a JSONL file, one :class:`QAItem` per line. Paths inside a row (``video``,
 ``frames_dir``) are relative to the JSONL file's folder unless absolute, so a dataset folder
-can be moved as a whole. Reading validates every row; an invalid row raises
-:class:`DatasetError` naming ``file:line:field`` — rows are never silently dropped.
+can be moved as a whole. A row may cut a clip out of a longer source video with ``start_s`` /
+``end_s``: frames are sampled only inside that window, while every time in the row
+(``salient_times``) and every frame timestamp stays in the source video's timebase, so one
+video file serves many questions and the keyframe reward compares like with like.
+Reading validates every row; an invalid row raises :class:`DatasetError` naming
+``file:line:field`` — rows are never silently dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from egovlm.atomic import atomic_write_text
 
@@ -36,7 +48,11 @@ class QAItem(BaseModel):
     question: str = Field(min_length=1)
     options: dict[str, str]
     answer: str | None = None  # None: the benchmark withholds it (e.g. EgoSchema's 4,500)
-    salient_times: list[float] | None = None  # seconds; exact for EgoSynth
+    # clip window in the source video (seconds): frames are sampled only within [start_s, end_s];
+    # None means the video's start / end. Declared before salient_times, which are checked against it.
+    start_s: float | None = Field(default=None, ge=0)
+    end_s: float | None = None
+    salient_times: list[float] | None = None  # seconds in the source video; exact for EgoSynth
     duration_s: float | None = Field(default=None, gt=0)
     question_type: str | None = None
     source: str = Field(min_length=1)
@@ -54,12 +70,31 @@ class QAItem(BaseModel):
             raise ValueError("option texts must be non-empty")
         return options
 
+    @field_validator("end_s")
+    @classmethod
+    def _end_after_start(cls, end: float | None, info: ValidationInfo) -> float | None:
+        start = info.data.get("start_s") or 0.0
+        if end is not None and end <= start:
+            raise ValueError(f"end_s ({end}) must be greater than start_s ({start})")
+        return end
+
     @field_validator("salient_times")
     @classmethod
-    def _times(cls, times: list[float] | None) -> list[float] | None:
-        if times is not None and any(t < 0 for t in times):
+    def _times(cls, times: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if times is None:
+            return None
+        if any(t < 0 for t in times):
             raise ValueError("timestamps must be >= 0")
-        return sorted(times) if times is not None else None
+        lo, hi = info.data.get("start_s"), info.data.get("end_s")
+        outside = [
+            t for t in times if (lo is not None and t < lo - 1e-6) or (hi is not None and t > hi + 1e-6)
+        ]
+        if outside:
+            raise ValueError(
+                f"{outside} lie outside the clip window [start_s={lo}, end_s={hi}]; salient times are "
+                "in the source video's timebase and must fall inside the window"
+            )
+        return sorted(times)
 
     @model_validator(mode="after")
     def _consistent(self) -> QAItem:
@@ -67,6 +102,8 @@ class QAItem(BaseModel):
             raise ValueError(f"answer {self.answer!r} is not one of the options {list(self.options)}")
         if (self.video is None) == (self.frames_dir is None):
             raise ValueError("exactly one of 'video' and 'frames_dir' must be set")
+        if self.end_s is not None and self.duration_s is not None and self.end_s > self.duration_s + 1e-6:
+            raise ValueError(f"end_s ({self.end_s}) is past the video's duration_s ({self.duration_s})")
         return self
 
     @property

@@ -39,6 +39,15 @@ def test_round_trip(tmp_path):
         (_row(options={"A": "x", "C": "y"}), ":2:options"),
         (_row(question=""), ":2:question"),
         (_row(salient_times=[-1.0]), ":2:salient_times"),
+        (_row(start_s=-0.5), ":2:start_s"),
+        (_row(start_s=4.0, end_s=4.0), ":2:end_s: Value error, end_s (4.0) must be greater than start_s"),
+        (_row(end_s=-1.0), ":2:end_s"),
+        (
+            _row(start_s=1.0, end_s=5.0, salient_times=[2.0, 6.5]),
+            ":2:salient_times: Value error, [6.5] lie outside",
+        ),
+        (_row(start_s=3.0, salient_times=[1.0]), ":2:salient_times"),
+        (_row(end_s=40.0, duration_s=30.0), "end_s (40.0) is past the video's duration_s"),
         (_row(frames_dir="f/"), ":2:"),
         ({**_row(), "colour": "red"}, ":2:colour"),
         ("{not json", ":2: not valid JSON"),
@@ -79,3 +88,14 @@ def test_written_files_are_world_readable(tmp_path):
     path = tmp_path / "d.jsonl"
     write_jsonl(path, [QAItem.model_validate(_row())])
     assert path.stat().st_mode & 0o044 == 0o044
+
+
+def test_clip_window_round_trips_and_old_rows_still_load(tmp_path):
+    path = tmp_path / "d.jsonl"
+    old = _row(id="old")  # written before start_s/end_s existed
+    _write(path, [old, _row(id="cut", start_s=2.0, end_s=9.5, salient_times=[9.5, 2.0])])
+    old_item, cut = read_jsonl(path)
+    assert (old_item.start_s, old_item.end_s) == (None, None)
+    assert (cut.start_s, cut.end_s, cut.salient_times) == (2.0, 9.5, [2.0, 9.5])
+    write_jsonl(path, [old_item, cut])
+    assert read_jsonl(path) == [old_item, cut]

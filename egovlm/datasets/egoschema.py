@@ -5,55 +5,27 @@ EgoSchema's own files: ``questions.json`` is a list of ``{"q_uid", "google_drive
 index for the public 500-question subset; videos are ``<q_uid>.mp4``. The other 4,500 answers
 are withheld by the benchmark: those rows are kept with ``answer: null`` and evaluation on them
 produces a submission file, not a score.
+
+EgoSchema's clips are 3-minute cuts of Ego4D videos. Its repository publishes ``uid_to_ego4d.json``
+(``{q_uid: {"video_uid", "starting_sec", "ending_sec"}}``); given with ``ego4d_map``, each row
+records the Ego4D ``video_uid`` as its source video, so the contamination guard can drop Ego4D
+training rows cut from the same videos. Without it a row's source video is its own q_uid, which
+no Ego4D-derived training row can match (the guard then says so).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
+from egovlm.datasets.common import SOURCE_VIDEO, Where, check_videos, load_json, relative
 from egovlm.schema import OPTION_LETTERS, DatasetError, QAItem
 
 N_OPTIONS = 5
 REQUIRED_KEYS = ("q_uid", "question", *(f"option {i}" for i in range(N_OPTIONS)))
 
 
-def _load_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DatasetError(f"{path}: {what} not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-
-
-def _line_of_entries(path: Path) -> list[int]:
-    """Line number where each top-level list entry starts (for error messages)."""
-    lines: list[int] = []
-    depth, line = 0, 1
-    in_str = escape = False
-    for ch in path.read_text(encoding="utf-8"):
-        if ch == "\n":
-            line += 1
-        if in_str:
-            escape = not escape and ch == "\\"
-            if ch == '"' and not escape:
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth == 2:
-                lines.append(line)
-        elif ch in "]}":
-            depth -= 1
-    return lines
-
-
 def load_answers(path: Path) -> dict[str, int]:
-    answers = _load_json(path, "answers file")
+    answers = load_json(path, "answers file")
     if not isinstance(answers, dict):
         raise DatasetError(f"{path}: expected an object mapping q_uid to option index")
     for uid, idx in answers.items():
@@ -62,57 +34,76 @@ def load_answers(path: Path) -> dict[str, int]:
     return answers
 
 
+def load_ego4d_map(path: Path) -> dict[str, dict[str, object]]:
+    """EgoSchema's ``uid_to_ego4d.json``: q_uid → the Ego4D video and the seconds the clip was cut from."""
+    mapping = load_json(path, "EgoSchema uid_to_ego4d map")
+    if not isinstance(mapping, dict):
+        raise DatasetError(
+            f"{path}: expected an object mapping q_uid to {{video_uid, starting_sec, ending_sec}}"
+        )
+    where = Where(path)
+    for i, (uid, entry) in enumerate(mapping.items()):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("video_uid"), str)
+            or not entry["video_uid"]
+        ):
+            raise DatasetError(f"{where(i)}:video_uid: missing for q_uid {uid!r}")
+    return mapping
+
+
 def import_egoschema(
-    questions: Path, answers: Path | None, videos: Path, out: Path, require_videos: bool = True
+    questions: Path,
+    answers: Path | None,
+    videos: Path,
+    out: Path,
+    require_videos: bool = True,
+    ego4d_map: Path | None = None,
 ) -> list[QAItem]:
     """Read EgoSchema's files and return schema rows; video paths are written relative to ``out``'s folder."""
-    rows = _load_json(questions, "questions file")
+    rows = load_json(questions, "questions file")
     if not isinstance(rows, list):
         raise DatasetError(f"{questions}: expected a list of question objects")
     answer_map = load_answers(answers) if answers is not None else {}
-    lines = _line_of_entries(questions)
+    origin = load_ego4d_map(ego4d_map) if ego4d_map is not None else {}
+    where_in = Where(questions)
     out_dir = out.parent.resolve()
     items: list[QAItem] = []
     missing: list[str] = []
     for i, row in enumerate(rows):
-        where = f"{questions}:{lines[i] if i < len(lines) else '?'}"
         if not isinstance(row, dict):
-            raise DatasetError(f"{where}: entry {i} is not an object")
+            raise DatasetError(f"{where_in(i)}: entry {i} is not an object")
         for key in REQUIRED_KEYS:
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise DatasetError(
-                    f"{where}:{key}: missing or empty in entry {i} (q_uid {row.get('q_uid')!r})"
+                    f"{where_in(i)}:{key}: missing or empty in entry {i} (q_uid {row.get('q_uid')!r})"
                 )
         uid = row["q_uid"]
         video = (videos / f"{uid}.mp4").resolve()
         if not video.is_file():
             missing.append(str(video))
         idx = answer_map.get(uid)
+        meta: dict[str, object] = {"google_drive_id": row.get("google_drive_id"), "subset": idx is not None}
+        if uid in origin:
+            src = origin[uid]
+            meta |= {SOURCE_VIDEO: src["video_uid"], "ego4d_start_s": src.get("starting_sec"),
+                     "ego4d_end_s": src.get("ending_sec")}  # fmt: skip
         items.append(
             QAItem(
                 id=uid,
-                video=_relative(video, out_dir),
+                video=relative(video, out_dir),
                 question=row["question"],
                 options={OPTION_LETTERS[k]: row[f"option {k}"] for k in range(N_OPTIONS)},
                 answer=OPTION_LETTERS[idx] if idx is not None else None,
                 duration_s=180.0,
                 source="egoschema",
-                meta={"google_drive_id": row.get("google_drive_id"), "subset": idx is not None},
+                meta=meta,
             )
         )
     unknown = sorted(set(answer_map) - {it.id for it in items})
     if unknown and len(unknown) == len(answer_map):
         raise DatasetError(f"{answers}: none of its {len(answer_map)} q_uids appear in {questions}")
-    if missing and require_videos:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise DatasetError(
-            f"{len(missing)} videos not found: {shown} (pass --allow-missing-videos to import anyway)"
-        )
+    if origin and not any(it.id in origin for it in items):
+        raise DatasetError(f"{ego4d_map}: none of its {len(origin)} q_uids appear in {questions}")
+    check_videos(missing, require_videos)
     return items
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return str(path.relative_to(base))
-    except ValueError:
-        return str(path)

@@ -46,7 +46,7 @@ def test_egoschema_round_trip_with_real_answers(tmp_path):
     answers = json.loads(ANSWERS.read_text())
     for it in items:
         if it.id in answers:
-            assert "ABCDE".index(it.answer) == answers[it.id]
+            assert it.answer is not None and "ABCDE".index(it.answer) == answers[it.id]
         else:
             assert it.answer is None and not it.answered
     assert items[0].media_path(out.parent) == (tmp_path / "videos" / f"{uids[0]}.mp4").resolve()
@@ -93,7 +93,10 @@ def test_egoplan(tmp_path):
     path.write_text(json.dumps([sample, {**sample, "sample_id": 116, "golden_choice_idx": None}], indent=2))
     items = import_egoplan(path, tmp_path / "videos", tmp_path / "o.jsonl", fps=10.0)
     assert items[0].answer == "A" and items[1].answer is None
-    assert items[0].salient_times == [10.5, 76.0]
+    # EPIC-KITCHENS frames count from 1: frame f is at (f - 1) / fps
+    assert items[0].salient_times == [10.4, 75.9]
+    assert (items[0].start_s, items[0].end_s) == (3.5, 75.9)  # first step's start .. observation
+    assert items[0].meta["source_video"] == "P01_13"
     assert list(items[0].options) == ["A", "B", "C", "D"]
     del sample["choice_b"]
     path.write_text(json.dumps([sample], indent=2))
