@@ -115,7 +115,6 @@ def make_data(runs: Path) -> None:
             run([*cmd, "--split", split, *LOOK, "--workers", "2"], threads=1)
     write_otherclip(runs / "data" / "test" / "qa.jsonl", runs / "data" / "test" / "qa_otherclip.jsonl")
     write_perception(runs / "data" / "val")
-    warm_frame_cache(runs)
 
 
 def write_perception(folder: Path) -> None:
@@ -128,14 +127,16 @@ def write_perception(folder: Path) -> None:
         write_jsonl(folder / PERCEPTION, perception_qa(folder, frames=8, per_clip=6, seed=0))
 
 
-def warm_frame_cache(runs: Path) -> None:
-    """Decode the RL clips' frame sets once, before parallel GRPO runs would each decode them."""
-    from egovlm.models.presets import PRESETS
-    from egovlm.train.dataset import FrameSpec, load_items, prepare_items
-
-    data = runs / "data" / "rl_train" / "qa.jsonl"
-    spec = FrameSpec(8, "uniform", PRESETS["nano"].keyframe_size)
-    prepare_items(load_items(data, answered_only=True), data.parent, spec, runs / "frame_cache")
+def prepare_rl_frames(runs: Path) -> None:
+    """``egovlm data prepare`` for the GRPO arms (training never decodes): once per frame spec, after
+    the base stage (the keyframe size is read from its final checkpoint)."""
+    for arm in ARMS:
+        cmd = [EGOVLM, "data", "prepare", "--config", f"configs/mini/grpo_{arm}.yaml"]
+        cmd += [
+            f"model.path={runs / 'pretrain' / 'final'}",
+            f"data.train={runs / 'data' / 'rl_train' / 'qa.jsonl'}",
+        ]
+        run([*cmd, f"data.cache_dir={runs / 'frame_cache'}", "--workers", "2"], 1)
 
 
 def write_otherclip(src: Path, dst: Path) -> None:
@@ -225,6 +226,7 @@ def main() -> None:
     base = runs / "pretrain" / "final"
     stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
     stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
+    stage(runs, "prepare (RL frame sets)", lambda: prepare_rl_frames(runs))
     grpo = [grpo_job(runs, arm, s, args.threads) for arm in ARMS for s in SEEDS]
     stage(runs, f"GRPO ({len(grpo)} runs, {args.jobs} at a time)", lambda: parallel(grpo, args.jobs))
     models = {

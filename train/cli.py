@@ -8,6 +8,7 @@ folds a LoRA adapter into a 16-bit checkpoint. Heavy imports happen inside the c
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def run(
         _fail(f"config error: {e}")
         return
     from egovlm.train.preflight import PreflightError
+    from egovlm.train.prepare import DataNotPreparedError, prepare_command
     from egovlm.train.trainer import train
 
     try:
@@ -66,9 +68,42 @@ def run(
     except PreflightError as e:
         _fail(str(e))
         return
+    except DataNotPreparedError as e:
+        if os.environ.get("RANK", "0") != "0":  # every rank refuses; one of them says why
+            raise typer.Exit(2) from None
+        _fail(e.message(prepare_command(config, overrides or [])))
+        return
     step = f"{result.step_time_s:.3f} s/step (median)" if result.step_time_s else "no steps run"
     resumed = f", resumed from {result.resumed_from}" if result.resumed_from else ""
     typer.echo(f"trained to step {result.global_step} ({step}{resumed}); model in {result.final_dir}")
+
+
+def prepare_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="Training recipe (configs/*.yaml)."),
+    overrides: list[str] | None = typer.Argument(
+        None, help="The same dotted overrides as the training command, e.g. data.train=DIR/qa.jsonl."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", "-j", min=1, help="Decoding processes (default: every CPU this process may use)."
+    ),
+) -> None:
+    """Decode a recipe's training frames into its frame cache, in parallel, before any launch;
+    resumable (rows already cached are skipped). Registered as `egovlm data prepare`."""
+    from egovlm.schema import DatasetError
+    from egovlm.train.config import ConfigError, load_config
+    from egovlm.train.prepare import PrepareError, prepare
+    from egovlm.train.sampling import SamplingError
+
+    _quiet_libraries()
+    try:
+        result = prepare(load_config(config, overrides or []), workers, progress=True)
+    except (ConfigError, DatasetError, PrepareError, SamplingError, ValueError) as e:
+        _fail(f"prepare error: {e}")
+        return
+    typer.echo(
+        f"prepared {result.rows} rows ({result.decoded} decoded now, {result.reused} already cached) "
+        f"in {result.seconds:.1f} s; manifest {result.manifest}"
+    )
 
 
 @app.command("pretrain")
@@ -138,11 +173,23 @@ def merge(
 def evaluate(
     model: str = typer.Option(..., help="Checkpoint folder, LoRA adapter folder or hub id."),
     data: Path = typer.Option(..., help="JSONL dataset (egovlm.schema)."),
-    out: Path = typer.Option(..., help="Output folder (completions.jsonl, metrics.json, submission.json)."),
+    out: Path = typer.Option(..., help="Output folder (completions.jsonl, metrics.json, submission.csv)."),
+    prompt: str = typer.Option(
+        "egovlm",
+        help="egovlm (the answer grammar, keyframe F1) or plain (the option letter only, as published).",
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="The model's training recipe: max_new_tokens defaults to its max_completion_length.",
+    ),
     frames: int = typer.Option(8, help="Frames per prompt."),
     sampling: str = typer.Option("uniform", help="uniform or salient (the edge keyframe selector)."),
     batch_size: int = typer.Option(4, help="Prompts per generate() call."),
-    max_new_tokens: int = typer.Option(256, help="Completion length limit."),
+    max_new_tokens: int | None = typer.Option(
+        None,
+        help="Completion length limit (default: --config's or the model run's recipe, else 512; plain: 16).",
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     limit: int | None = typer.Option(None, help="Evaluate only the first N items."),
     keyframe_tolerance: float | None = typer.Option(None, help="Seconds (default: nearest frame)."),
@@ -150,7 +197,8 @@ def evaluate(
         None, help="Decoded-frame cache (default: OUT/frame_cache); evals of one dataset can share one."
     ),
 ) -> None:
-    """Greedy eval; resumable (skips ids already in OUT/completions.jsonl)."""
+    """Greedy eval; resumable (skips ids already done). Under `accelerate launch` the items are split
+    across the processes and the main one writes the merged results."""
     from egovlm.schema import DatasetError
     from egovlm.train.eval import EvalOptions
     from egovlm.train.eval import evaluate as run_eval
@@ -165,6 +213,8 @@ def evaluate(
         sampling=sampling,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        prompt=prompt,
+        recipe=config,
         device=device,
         keyframe_tolerance_s=keyframe_tolerance,
         limit=limit,
@@ -175,7 +225,10 @@ def evaluate(
     except (DatasetError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
         return
-    typer.echo(_summary(result))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        typer.echo(_summary(result))
 
 
 def _summary(m: dict[str, Any]) -> str:
@@ -184,7 +237,8 @@ def _summary(m: dict[str, Any]) -> str:
 
     kf = "n/a" if m["keyframe_f1"] is None else f"{m['keyframe_f1']:.3f}"
     lines = [
-        f"items {m['items']} (answered {m['answered_items']}, withheld {m['withheld_items']})",
+        f"items {m['items']} (answered {m['answered_items']}, withheld {m['withheld_items']}), "
+        f"--prompt {m.get('prompt', 'egovlm')}, max_new_tokens {m.get('max_new_tokens')}",
         f"accuracy {pct(m['accuracy'])}  format failures {pct(m['format_failure_rate'])}  keyframe F1 {kf}",
     ]
     lines += [f"  {t}: {pct(v['accuracy'])} of {v['items']}" for t, v in m["per_question_type"].items()]

@@ -4,7 +4,10 @@ Video is decoded once per (clip, frame count, sampling, keyframe size): the chos
 resized to the model's keyframe size and cached as PNG files plus a ``frames.json`` index (the
 same layout :func:`egovlm.video.read_frame_dir` reads), so GRPO steps and repeated evals never
 touch the decoder. A cache entry is written to a temporary folder and renamed into place: a
-killed preparation leaves no half-written entry.
+killed preparation leaves no half-written entry. A row's clip window (``start_s``/``end_s``,
+seconds in the source video) is part of the entry's key: two rows cut from one video never share
+frames. ``egovlm data prepare`` (:mod:`egovlm.train.prepare`) fills the cache for a whole
+training set before launch; the trainer then only reads it (:func:`read_prepared`).
 
 The training dataset (a ``datasets.Dataset``) has the columns TRL and the rewards read:
 ``prompt`` (contract messages with image placeholders), ``images`` (the frame PNGs, decoded to
@@ -31,7 +34,11 @@ from egovlm.frames import Frame, resize_for_model
 from egovlm.schema import QAItem, read_jsonl
 from egovlm.train import sampling
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the clip window is part of the key
+
+
+class NotPreparedError(RuntimeError):
+    """A row's frame set is not in the cache and the caller may not decode it (the trainer)."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,18 @@ class PreparedItem:
         return build_messages(self.frames, self.item.question, self.item.options)
 
 
-def cache_key(media: Path, spec: FrameSpec) -> str:
-    """Changes when the clip file, the frame count, the sampling or the keyframe size change."""
+Window = tuple[float | None, float | None]
+
+
+def clip_window(item: QAItem) -> Window:
+    """The row's clip in its source video (seconds; None: from the start / to the end)."""
+    return (item.start_s, item.end_s)
+
+
+def cache_key(media: Path, spec: FrameSpec, window: Window = (None, None)) -> str:
+    """Changes when the clip file, its window, the frame count, the sampling or the keyframe size change."""
     st = media.stat()
-    ident = [str(media.resolve()), st.st_size, st.st_mtime_ns, spec.ident(), CACHE_VERSION]
+    ident = [str(media.resolve()), st.st_size, st.st_mtime_ns, spec.ident(), list(window), CACHE_VERSION]
     if media.is_dir() and (media / "frames.json").is_file():
         ident.append((media / "frames.json").stat().st_mtime_ns)
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
@@ -116,19 +131,57 @@ def write_entry(folder: Path, timed: list[tuple[float, np.ndarray]], size: tuple
     return frames
 
 
-def prepare_item(item: QAItem, base: Path, spec: FrameSpec, cache_dir: Path) -> PreparedItem:
-    """Decode (or reuse) the item's frame set. Errors name the row and the clip."""
+def _describe(media: Path, window: Window) -> str:
+    start, end = window
+    if start is None and end is None:
+        return str(media)
+    return f"{media} [{start if start is not None else 0:g} s – {f'{end:g} s' if end is not None else 'end'}]"
+
+
+def entry_folder(item: QAItem, base: Path, spec: FrameSpec, cache_dir: Path) -> Path:
+    """Where the row's frame set lives in the cache. Errors name the row and the clip."""
     media = item.media_path(base)
     if not media.exists():
         raise sampling.SamplingError(f"row {item.id!r}: media not found: {media}")
-    folder = cache_dir / f"{_safe(item.id)}-{cache_key(media, spec)}"
-    if (folder / "frames.json").is_file():
-        return PreparedItem(item, folder, load_entry(folder))
+    return cache_dir / f"{_safe(item.id)}-{cache_key(media, spec, clip_window(item))}"
+
+
+def is_prepared(folder: Path) -> bool:
+    return (folder / "frames.json").is_file()
+
+
+def decode_item(item: QAItem, base: Path, spec: FrameSpec, folder: Path) -> list[Frame]:
+    """Decode the row's frames (inside its clip window) and write them to ``folder``."""
+    media = item.media_path(base)
+    window = clip_window(item)
     try:
-        timed = sampling.sample(media, spec.n, spec.mode, spec.selector)
+        timed = sampling.sample(media, spec.n, spec.mode, spec.selector, start_s=window[0], end_s=window[1])
     except Exception as e:
-        raise sampling.SamplingError(f"row {item.id!r}: cannot sample frames from {media}: {e}") from e
-    return PreparedItem(item, folder, write_entry(folder, timed, spec.size))
+        raise sampling.SamplingError(
+            f"row {item.id!r}: cannot sample frames from {_describe(media, window)}: {e}"
+        ) from e
+    return write_entry(folder, timed, spec.size)
+
+
+def prepare_item(item: QAItem, base: Path, spec: FrameSpec, cache_dir: Path) -> PreparedItem:
+    """Decode (or reuse) the item's frame set. Errors name the row and the clip."""
+    folder = entry_folder(item, base, spec, cache_dir)
+    if is_prepared(folder):
+        return PreparedItem(item, folder, load_entry(folder))
+    return PreparedItem(item, folder, decode_item(item, base, spec, folder))
+
+
+def read_prepared(item: QAItem, base: Path, spec: FrameSpec, cache_dir: Path) -> PreparedItem:
+    """The item's cached frame set; :class:`NotPreparedError` instead of decoding (the trainer
+    must never decode: every rank would wait for it, see :mod:`egovlm.train.prepare`)."""
+    folder = entry_folder(item, base, spec, cache_dir)
+    if not is_prepared(folder):
+        clip = _describe(item.media_path(base), clip_window(item))
+        raise NotPreparedError(
+            f"row {item.id!r}: no frames in the cache for {clip} "
+            f"(expected {folder}; the clip or the recipe's frame settings changed since it was prepared?)"
+        )
+    return PreparedItem(item, folder, load_entry(folder))
 
 
 def prepare_items(
@@ -165,11 +218,14 @@ def to_hf_dataset(
     prepared: list[PreparedItem], selector_k: int, selector: dict[str, Any] | None = None
 ) -> Any:
     """A ``datasets.Dataset`` whose ``images`` column decodes the cached PNGs lazily to PIL."""
+    return hf_dataset([row(p, selector_k, selector) for p in prepared])
+
+
+def hf_dataset(rows: list[dict[str, Any]]) -> Any:
+    """Training rows (:func:`row`) as a ``datasets.Dataset``; ``images`` decode lazily to PIL."""
     from datasets import Dataset, Image, List
 
-    rows = [row(p, selector_k, selector) for p in prepared]
-    ds = Dataset.from_list(rows)
-    return ds.cast_column("images", List(Image()))
+    return Dataset.from_list(rows).cast_column("images", List(Image()))
 
 
 def load_items(path: Path, max_items: int | None = None, answered_only: bool = False) -> list[QAItem]:

@@ -14,10 +14,20 @@ What this module adds to TRL, and why:
   run folder (transformers restores optimizer, scheduler, RNG and the sampler position).
 * TensorBoard logs go to ``<run>/tensorboard`` (a fixed folder, so a resumed run appends to
   the same curves); ``curves.png`` is drawn at the end (:mod:`egovlm.train.plot`).
+* Distributed launches (``accelerate launch``): the trainer never decodes video. The frames come
+  from ``egovlm data prepare`` (:mod:`egovlm.train.prepare`), run before the launch; an unprepared
+  dataset is refused with that command. Only a single-process run of a recipe with a
+  ``data.synth`` block (the CPU demo) prepares itself, because one process has nobody waiting on
+  it. The model is loaded by every rank outside ``main_process_first`` (ZeRO-3's
+  ``zero3_init_flag`` makes ``from_pretrained`` a collective). ``data_order.jsonl`` records each
+  generation batch's row ids per rank, ``run.json`` the world size, and each rank writes
+  ``ranks/rank-<i>.json``: its rank, backend and a SHA-256 of its final parameters (equal on
+  every rank when the replicas agree).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -25,7 +35,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -35,9 +45,13 @@ from egovlm.train.config import TrainConfig
 from egovlm.train.generation import suppress_vision_tokens
 from egovlm.train.rewards import build_rewards
 
+if TYPE_CHECKING:
+    from egovlm.train.dataset import FrameSpec
+
 log = logging.getLogger("egovlm.train")
 
 DATA_ORDER = "data_order.jsonl"
+RANKS_DIR = "ranks"
 TENSORBOARD_DIR = "tensorboard"
 FINAL_DIR = "final"
 
@@ -50,6 +64,7 @@ class RunResult:
     resumed_from: str | None
     step_time_s: float | None  # median of TRL's per-step wall time
     train_items: int
+    world_size: int  # processes that trained (accelerate's num_processes)
 
 
 def ensure_model(cfg: TrainConfig) -> str:
@@ -92,8 +107,7 @@ def load_policy(cfg: TrainConfig, model_id: str, device: str) -> tuple[Any, Any,
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from egovlm.models.loading import keyframe_size_of
-    from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE
+    from egovlm.train.prepare import keyframe_size
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(cfg.model.dtype, device), "use_safetensors": True}
     if cfg.model.attn_implementation:
@@ -113,9 +127,7 @@ def load_policy(cfg: TrainConfig, model_id: str, device: str) -> tuple[Any, Any,
     if cfg.model.freeze_vision:
         for p in vision_tower(model).parameters():
             p.requires_grad_(False)
-    local = Path(model_id)
-    size = keyframe_size_of(local) if local.is_dir() else DEFAULT_KEYFRAME_SIZE
-    return model, processor, size
+    return model, processor, keyframe_size(model_id)
 
 
 def vision_tower(model: Any) -> Any:
@@ -194,13 +206,26 @@ def _trainer_class() -> type:
             restore_full_weights(target, ckpt)
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
-            if self.model.training and self.accelerator.is_main_process:
-                line = {"step": int(self.state.global_step), "ids": [x.get("id") for x in inputs]}
-                with open(Path(self.args.output_dir) / DATA_ORDER, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(line) + "\n")
+            if self.model.training:
+                record_data_order(self, [x.get("id") for x in inputs])
             return super()._generate_and_score_completions(inputs)
 
     return EgoGRPOTrainer
+
+
+def record_data_order(trainer: Any, ids: list[Any]) -> None:
+    """Append this generation batch's row ids to ``data_order.jsonl``: ``ids`` is the whole batch
+    (rank 0's rows first); with several processes ``ranks`` holds each rank's share. Every rank
+    calls this (it gathers from all of them)."""
+    from accelerate.utils import gather_object
+
+    line: dict[str, Any] = {"step": int(trainer.state.global_step), "ids": ids}
+    if trainer.accelerator.num_processes > 1:
+        per_rank = gather_object([ids])
+        line.update(ids=[i for r in per_rank for i in r], ranks=per_rank)
+    if trainer.accelerator.is_main_process:
+        with open(Path(trainer.args.output_dir) / DATA_ORDER, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
 
 
 def tensorboard_callback(run_dir: Path) -> Any:
@@ -210,16 +235,36 @@ def tensorboard_callback(run_dir: Path) -> Any:
     return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR)))
 
 
-def build_dataset(cfg: TrainConfig, data: Path, run_dir: Path, size: tuple[int, int]) -> Any:
-    from egovlm.train.dataset import FrameSpec, load_items, prepare_items, to_hf_dataset
+def prepared_data(cfg: TrainConfig, spec: FrameSpec, world_size: int) -> Path:
+    """The training JSONL, its frames checked to be in the cache (:mod:`egovlm.train.prepare`).
 
-    items = load_items(data, cfg.data.max_items, answered_only=True)
-    if not items:
-        raise ValueError(f"{data}: no rows with an answer to train on")
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "frame_cache"
-    spec = FrameSpec(cfg.data.frames, cfg.data.sampling, size, cfg.data.selector)
-    prepared = prepare_items(items, data.parent, spec, cache, progress=True)
-    return to_hf_dataset(prepared, cfg.data.selector_k, cfg.data.selector)
+    Only a single-process run of a recipe with a ``data.synth`` block (the CPU demo) generates and
+    prepares its data here: one process, so nobody waits. With more processes every rank must find
+    the data prepared, or all of them refuse with the ``egovlm data prepare`` command; no rank
+    decodes while the others wait at a barrier."""
+    from egovlm.train.prepare import check_prepared, prepare
+
+    if cfg.data.synth is not None and world_size == 1:
+        prepare(cfg, workers=1)  # small demo data: in-process (no pool start-up); skips cached rows
+    data = Path(cfg.data.train)
+    check_prepared(cfg, data, spec)
+    return data
+
+
+def build_dataset(cfg: TrainConfig, data: Path, spec: FrameSpec) -> Any:
+    """The training rows, read from the prepared frame cache (never decoding)."""
+    from egovlm.train.dataset import NotPreparedError, hf_dataset, read_prepared, row
+    from egovlm.train.prepare import DataNotPreparedError, cache_dir_of, training_items
+
+    cache = cache_dir_of(cfg)
+    rows = []
+    for item in training_items(cfg, data):  # one row's frames in memory at a time
+        try:
+            prepared = read_prepared(item, data.parent, spec, cache)
+        except NotPreparedError as e:
+            raise DataNotPreparedError(str(e), cfg.source) from e
+        rows.append(row(prepared, cfg.data.selector_k, cfg.data.selector))
+    return hf_dataset(rows)
 
 
 def build_trainer(
@@ -235,13 +280,24 @@ def build_trainer(
     run_dir.mkdir(parents=True, exist_ok=True)
     funcs, weights = rewards or build_rewards(cfg.rewards)
     args = grpo_args(cfg, device, weights)  # first: it sets up the (distributed) process state
-    # One process per machine builds the model, generates data and decodes frames; the others
-    # then find them ready (cache entries are renamed into place, so a race is harmless too).
-    with args.main_process_first(local=True, desc="model, data and frame cache"):
+    log.info(
+        "rank %d of %d (local rank %d, %s)",
+        args.process_index,
+        args.world_size,
+        args.local_process_index,
+        getattr(args.distributed_state, "distributed_type", "NO"),
+    )
+    # Building the offline model is file creation (seconds): one process per machine does it.
+    with args.main_process_first(local=True, desc="offline model"):
         model_id = ensure_model(cfg)
-        data = ensure_data(cfg)
-        model, processor, size = load_policy(cfg, model_id, device)
-        dataset = build_dataset(cfg, data, run_dir, size)
+    from egovlm.train.prepare import frame_spec, keyframe_size
+
+    spec = frame_spec(cfg, keyframe_size(model_id))
+    data = prepared_data(cfg, spec, args.world_size)  # refuses unprepared data before loading anything
+    # Every rank loads the model itself, outside main_process_first: with ZeRO-3's zero3_init_flag
+    # from_pretrained runs collectives, which one rank alone (the others at a barrier) would hang in.
+    model, processor, _ = load_policy(cfg, model_id, device)
+    dataset = build_dataset(cfg, data, spec)
     suppress_vision_tokens(args, model)
     trainer_cls = _trainer_class()
     return trainer_cls(
@@ -293,7 +349,11 @@ def checkpoint_problem(ckpt: Path) -> str | None:
 
 def last_checkpoint(run_dir: Path) -> str | None:
     """The newest *complete* checkpoint; torn ones (see :func:`checkpoint_problem`) are renamed
-    aside to ``.torn-checkpoint-N`` (kept for inspection, never resumed from or rotated)."""
+    aside to ``.torn-checkpoint-N`` (kept for inspection, never resumed from or rotated).
+
+    Every rank of a launch calls this before the process group exists; only global rank 0
+    renames (the others skip torn folders too), so two ranks never race on one rename."""
+    import os
     import re
 
     if not run_dir.is_dir():
@@ -305,6 +365,8 @@ def last_checkpoint(run_dir: Path) -> str | None:
         problem = checkpoint_problem(ckpt) if ckpt.is_dir() else "not a folder"
         if problem is None:
             return str(ckpt)
+        if os.environ.get("RANK", "0") != "0":
+            continue
         aside = ckpt.with_name(f".torn-{ckpt.name}")
         if aside.exists():
             shutil.rmtree(aside)
@@ -329,6 +391,49 @@ def save_final(trainer: Any, run_dir: Path) -> Path:
         _write_meta(trainer, tmp)
         replace_dir(tmp, final)
     return final
+
+
+def params_fingerprint(model: Any) -> str | None:
+    """SHA-256 over this process's parameters (name, dtype, shape, bytes; in name order), or None
+    when they are partitioned across ranks (DeepSpeed ZeRO-3), where a local hash means nothing.
+    One tensor at a time on the CPU, so it needs no second copy of the model."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        if hasattr(p, "ds_id"):  # a ZeRO-3 partitioned parameter
+            return None
+        t = p.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(p.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_rank_fingerprint(trainer: Any, run_dir: Path) -> Path:
+    """``ranks/rank-<i>.json`` for this process: who it was and a hash of its final weights.
+
+    Data-parallel replicas must end with identical parameters; compare the ``params_sha256`` of
+    all ranks (``egovlm``'s two-process test does) to catch a replica that diverged."""
+    import os
+    import socket
+
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model)
+    record = {
+        "rank": int(acc.process_index),
+        "local_rank": int(acc.local_process_index),
+        "world_size": int(acc.num_processes),
+        "distributed_type": str(acc.distributed_type).split(".")[-1],
+        "backend": acc.state.backend,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "global_step": int(trainer.state.global_step),
+        "params_sha256": params_fingerprint(model),
+        "parameters": sum(int(getattr(p, "ds_numel", p.numel())) for p in model.parameters()),
+    }
+    out = run_dir / RANKS_DIR / f"rank-{record['rank']}.json"
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    return out
 
 
 def _write_meta(trainer: Any, out: Path) -> None:
@@ -393,7 +498,9 @@ def train(cfg: TrainConfig) -> RunResult:
         resumed_from=resume,
         step_time_s=median_step_time(trainer.state.log_history),
         train_items=len(trainer.train_dataset),
+        world_size=int(trainer.accelerator.num_processes),
     )
+    write_rank_fingerprint(trainer, run_dir)
     if trainer.accelerator.is_main_process:
         summary = {k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}
         summary["wall_time_s"] = round(time.perf_counter() - t0, 2)

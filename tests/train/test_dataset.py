@@ -11,7 +11,14 @@ import pytest
 
 from egovlm.schema import read_jsonl
 from egovlm.train import sampling
-from egovlm.train.dataset import FrameSpec, prepare_item, prepare_items, to_hf_dataset
+from egovlm.train.dataset import (
+    FrameSpec,
+    NotPreparedError,
+    prepare_item,
+    prepare_items,
+    read_prepared,
+    to_hf_dataset,
+)
 
 SIZE = (112, 84)
 
@@ -105,3 +112,18 @@ def test_rows_without_annotations_get_selector_frames(fixture_data: Path, tmp_pa
     ds = to_hf_dataset(prepared, selector_k=2)
     frames = ds[0]["selector_frames"]
     assert len(frames) == 2 and all(1 <= i <= 4 for i in frames)
+
+
+def test_read_prepared_never_decodes(
+    fixture_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = read_jsonl(fixture_data)
+    spec = FrameSpec(4, "uniform", SIZE)
+    real = prepare_item(items[0], fixture_data.parent, spec, tmp_path)
+    monkeypatch.setattr(sampling, "sample", lambda *a, **k: pytest.fail("read_prepared decoded"))
+    assert read_prepared(items[0], fixture_data.parent, spec, tmp_path).folder == real.folder
+    with pytest.raises(NotPreparedError, match=r"row 'fx01': no frames in the cache for .*clip01\.mp4"):
+        read_prepared(items[1], fixture_data.parent, spec, tmp_path)
+    cut = items[0].model_copy(update={"start_s": 0.5, "end_s": 2.0})  # another window: another entry
+    with pytest.raises(NotPreparedError, match=r"clip00\.mp4 \[0\.5 s – 2 s\]"):
+        read_prepared(cut, fixture_data.parent, spec, tmp_path)

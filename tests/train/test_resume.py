@@ -119,3 +119,19 @@ def test_resume_restores_the_checkpoint_weights(
     assert any(not torch.equal(fresh.model.state_dict()[k], v) for k, v in trained.items())
     fresh._load_from_checkpoint(str(run / f"checkpoint-{STEPS}"))
     assert all(torch.equal(fresh.model.state_dict()[k], v) for k, v in trained.items())
+
+
+def test_only_rank_zero_moves_a_torn_checkpoint_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All ranks look for the checkpoint before the process group exists; two renaming the same
+    torn folder would race (the loser crashes). Every rank skips it, rank 0 alone moves it."""
+    from egovlm.train.trainer import last_checkpoint
+
+    (tmp_path / "checkpoint-2").mkdir()  # torn: no trainer_state.json
+    monkeypatch.setenv("RANK", "1")
+    assert last_checkpoint(tmp_path) is None
+    assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / ".torn-checkpoint-2").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert last_checkpoint(tmp_path) is None
+    assert (tmp_path / ".torn-checkpoint-2").is_dir() and not (tmp_path / "checkpoint-2").exists()

@@ -1,0 +1,141 @@
+"""Two-process GRPO on CPU (gloo) through ``accelerate launch``, killed after a checkpoint and
+relaunched: both ranks ran, each trained on its own share of the rows, and both end with the
+same (trained) weights.
+
+The launch is the user's: ``egovlm data prepare`` first, then
+``accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m egovlm.cli train …``.
+The model is the trained mini checkpoint shipped in models/egovlm-mini: its completions earn
+rewards that differ within a group, so the gradients are non-zero and differ between ranks (a
+random-init model earns all-zero rewards, hence zero gradients, and identical weights would
+prove nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "models" / "egovlm-mini"
+STEPS = 4
+PER_RANK = 4  # completions per rank and step = one prompt x num_generations
+
+
+def overrides(run: Path, data: Path) -> list[str]:
+    return [
+        f"run.output_dir={run}",
+        f"model.path={MODEL}",
+        f"data.train={data}",
+        f"grpo.max_steps={STEPS}",
+        "grpo.save_steps=2",
+        "grpo.save_total_limit=10",
+        f"grpo.per_device_train_batch_size={PER_RANK}",
+        f"grpo.num_generations={PER_RANK}",
+        "grpo.max_completion_length=32",
+        "run.plot=false",
+    ]
+
+
+def launch(run: Path, data: Path) -> list[str]:
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    config = REPO / "configs" / "accelerate" / "cpu_2proc.yaml"
+    recipe = REPO / "configs" / "tiny_cpu.yaml"
+    train = ["-m", "egovlm.cli", "train", "--config", str(recipe)]
+    return [accelerate, "launch", "--config_file", str(config), *train, *overrides(run, data)]
+
+
+def env() -> dict[str, str]:
+    # One thread per rank: two ranks on two cores, without oversubscribing them.
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def complete_checkpoints(run: Path) -> list[int]:
+    return sorted(
+        int(p.name.split("-")[1]) for p in run.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+    )
+
+
+def kill_launch(pid: int) -> None:
+    """SIGKILL the launcher and every process under it, as a crash or a preemption would. Killing
+    the launcher's process group is not enough: torchrun starts each rank in a session of its own,
+    and an orphaned rank trains on (and writes checkpoints) after its launcher died."""
+    import psutil
+
+    launcher = psutil.Process(pid)
+    ranks = launcher.children(recursive=True)
+    for proc in [launcher, *ranks]:
+        proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(ranks, timeout=30)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_split_data_resume_and_agree(fixture_data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    data = tmp_path / "data" / "qa.jsonl"
+    shutil.copytree(fixture_data.parent, data.parent)
+    run = tmp_path / "run"
+    prepare = [sys.executable, "-m", "egovlm.cli", "data", "prepare", "--config"]
+    prepare += [str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(run, data), "--workers", "2"]
+    subprocess.run(prepare, check=True, env=env(), capture_output=True, cwd=tmp_path)
+
+    # First launch: killed (the launcher and both ranks, one process group) after checkpoint-2.
+    log1 = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        launch(run, data),
+        env=env(),
+        stdout=log1,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(run) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, (
+        "the first launch ended before a checkpoint: " + (tmp_path / "first.log").read_text()[-3000:]
+    )
+    kill_launch(first.pid)
+    first.wait()
+    at_kill = complete_checkpoints(run)
+    assert at_kill and at_kill[-1] < STEPS and not (run / "final").exists()
+    first_log = (tmp_path / "first.log").read_text()
+    assert "rank 0 of 2" in first_log and "rank 1 of 2" in first_log
+
+    # Same command again: both ranks resume from the checkpoint and finish.
+    second = subprocess.run(launch(run, data), env=env(), capture_output=True, text=True, cwd=tmp_path)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["global_step"] == STEPS
+    assert summary["resumed_from"].endswith(f"checkpoint-{at_kill[-1]}")
+
+    ranks = [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert {(r["world_size"], r["distributed_type"], r["backend"], r["global_step"]) for r in ranks} == {
+        (2, "MULTI_CPU", "gloo", STEPS)
+    }
+    assert ranks[0]["pid"] != ranks[1]["pid"]
+    assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]  # the replicas agree
+    trained, base = load_file(run / "final" / "model.safetensors"), load_file(MODEL / "model.safetensors")
+    assert any(not trained[k].equal(base[k]) for k in trained)  # ... and they did train
+
+    # Each step's rows were split: one prompt (x num_generations) per rank, different prompts.
+    steps: dict[int, list[list[str]]] = {}
+    for line in (run / "data_order.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        steps[entry["step"]] = entry["ranks"]  # a step redone after the resume replaces its first try
+    assert sorted(steps) == list(range(STEPS))
+    for share in steps.values():
+        assert [len(s) for s in share] == [PER_RANK, PER_RANK]
+        assert len(set(share[0])) == len(set(share[1])) == 1 and set(share[0]) != set(share[1])
+    # Three steps of two prompts are one epoch of the six rows: every row once, none twice.
+    epoch = [rows[0] for s in range(3) for rows in steps[s]]
+    assert sorted(epoch) == sorted(f"fx{i:02d}" for i in range(6))
