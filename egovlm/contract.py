@@ -12,7 +12,9 @@ Answer (R1-Zero style)::
     <answer>C</answer>
 
 :func:`parse_answer` is the one parser used by rewards, eval and edge: tolerant of whitespace
-and tag case, strict about the letter set. Bump :data:`CONTRACT_VERSION` whenever the prompt
+and tag case, strict about the letter set. Evaluation also has a *plain* prompt, the letter-only
+one published EgoSchema numbers are measured with (:func:`build_plain_messages`), and its parser
+:func:`parse_letter`; neither is used in training or on the device. Bump :data:`CONTRACT_VERSION` whenever the prompt
 rendering or the answer grammar changes; export manifests record it and the runtime refuses a
 mismatch.
 """
@@ -187,3 +189,70 @@ def _read_answer(body: str, letters: str | None) -> tuple[str | None, str | None
     if len(value) == 1 and value.upper() in letters.upper():
         return value.upper(), None
     return None, f"<answer> must be one letter of {letters}, got {value!r}"
+
+
+# The plain prompt: how published EgoSchema numbers for Qwen2.5-VL are measured. lmms-eval's EgoSchema
+# task (lmms_eval/tasks/egoschema/utils.py, egoschema_doc_to_text) sends the visuals, then the question,
+# each option on its own line as "A. text", then "\nAnswer with the option's letter from the given
+# choices directly."; its Qwen2.5-VL wrapper (lmms_eval/models/qwen2_5_vl.py) puts the visuals first in
+# the user turn under a "You are a helpful assistant." system message; greedy, max_new_tokens 16
+# (lmms_eval/tasks/egoschema/_default_template_yaml). One difference stays: lmms-eval passes the clip as a
+# video, we pass the same N frames as images (the path our training and the edge runtime use).
+PLAIN_SYSTEM_PROMPT = "You are a helpful assistant."
+PLAIN_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+PLAIN_MAX_NEW_TOKENS = 16
+
+
+def plain_question_text(question: str, options: Mapping[str, str]) -> str:
+    """The plain prompt's text: question, ``L. option`` lines, the letter-only instruction."""
+    lines = [question.strip(), *(f"{letter}. {text.strip()}" for letter, text in options.items())]
+    return "\n".join([*lines, PLAIN_INSTRUCTION])
+
+
+def build_plain_messages(frames: Sequence[Frame], question: str, options: Mapping[str, str]) -> list[Message]:
+    """Chat messages for the plain letter-only prompt (see :data:`PLAIN_INSTRUCTION`): the frames as
+    bare images (no labels), then :func:`plain_question_text`. Multiple-choice questions only."""
+    if not frames:
+        raise ValueError("a prompt needs at least one frame")
+    if not options:
+        raise ValueError("the plain prompt asks for an option letter: the question needs options")
+    images: list[dict[str, Any]] = [{"type": "image"} for _ in frames]
+    return [
+        {"role": "system", "content": [{"type": "text", "text": PLAIN_SYSTEM_PROMPT}]},
+        {
+            "role": "user",
+            "content": [*images, {"type": "text", "text": plain_question_text(question, options)}],
+        },
+    ]
+
+
+# A whole answer that is one letter, allowing wrapping ("(B)", "**B**", "'B'") and a trailing period.
+_BARE = re.compile(r"^[\s*_`'\"(\[]*([A-Za-z])[\s*_`'\")\]]*[.!]?[\s*_`'\"]*$")
+# An answer that starts with an option label: "B.", "B. the keys", "(B) the keys", "B) keys", "B: keys".
+_LABEL = re.compile(r"^[\s*_`'\"]*(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z])[.):\]])")
+# An explicit statement anywhere: "Answer: B", "The answer is (C).", "option D" — the letter must be
+# followed by punctuation or the end ("Answer: A person ..." is a sentence, not a letter).
+_STATED = re.compile(
+    r"(?i:\b(?:answer|option|choice)\b)\s*(?i:is)?\s*[:\-]?\s*[*_`'\"]*[(\[]?([A-Z])(?=[)\].,;:!*_`'\"]|\s*$)"
+)
+
+
+def parse_letter(text: str, letters: str = "ABCDE") -> str | None:
+    """The option letter of a plain-prompt completion (:func:`build_plain_messages`), or None.
+
+    The plain prompt's counterpart of :func:`parse_answer`, for letter-only answers. Accepted, in this
+    order: the whole completion is one letter ("B", "b", "B.", "(B)", "**B**"); it starts with an option
+    label ("B. the keys", "(B) the keys", "B) keys"); it states the letter ("Answer: B", "The answer is
+    (C)."). A letter outside ``letters`` is not an answer. More lenient than lmms-eval's exact match
+    (which takes "B" or "B." only), so a model that wraps its letter is not scored as wrong."""
+    allowed = letters.upper()
+    if (m := _BARE.match(text)) is not None:
+        letter = m.group(1).upper()
+        return letter if letter in allowed else None
+    if (m := _LABEL.match(text)) is not None:
+        letter = next(g for g in m.groups() if g)
+        return letter if letter in allowed else None
+    for m in _STATED.finditer(text):
+        if m.group(1) in allowed:
+            return m.group(1)
+    return None

@@ -91,3 +91,56 @@ def test_letter_set_is_configurable():
 def test_open_answer_is_free_text():
     p = parse_answer("<think>t</think><keyframes>2</keyframes><answer> on the shelf </answer>", letters=None)
     assert p.format_ok and p.answer == "on the shelf"
+
+
+def test_plain_prompt_is_images_then_question_options_and_the_letter_instruction():
+    from egovlm.contract import PLAIN_INSTRUCTION, build_plain_messages
+
+    msgs = build_plain_messages(_frames(3), "What did I pick up?", {"A": "cup", "B": "book"})
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "<answer>" not in msgs[0]["content"][0]["text"]  # no grammar asked for
+    content = msgs[1]["content"]
+    assert [c["type"] for c in content] == ["image"] * 3 + ["text"]
+    assert content[-1]["text"] == f"What did I pick up?\nA. cup\nB. book\n{PLAIN_INSTRUCTION}"
+    with pytest.raises(ValueError, match="needs options"):
+        build_plain_messages(_frames(1), "Where are my keys?", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("B", "B"),
+        ("B.", "B"),
+        (" c \n", "C"),
+        ("(B) the keys", "B"),
+        ("B) the keys", "B"),
+        ("D. The person washes the dishes.", "D"),
+        ("Answer: B", "B"),
+        ("The answer is (C).", "C"),
+        ("The correct answer is A, because the cup moves.", "A"),
+        ("**D**", "D"),
+        ("Answer: **C**", "C"),
+    ],
+)
+def test_parse_letter_reads_the_letter_however_it_is_wrapped(text, letter):
+    from egovlm.contract import parse_letter
+
+    assert parse_letter(text, "ABCDE") == letter
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "I am not sure.",
+        "A person picks up the cup.",  # an article, not option A
+        "Answer: A person picks up the cup.",
+        "E",  # outside the option set
+        "The answer is E.",
+        "<think>x</think><keyframes>1</keyframes><answer>B</answer>",  # the grammar is not the plain prompt
+    ],
+)
+def test_parse_letter_refuses_what_is_not_a_letter_answer(text):
+    from egovlm.contract import parse_letter
+
+    assert parse_letter(text, "ABCD") is None

@@ -116,7 +116,12 @@ class RewardsSection:
     format_partial: float = 0.5  # credit for a completion with all blocks but not the exact grammar
     format_tag_share: float = 0.5  # share of that partial credit paid for tags alone (0: valid blocks only)
     keyframe_tolerance_s: float | None = None  # None: each salient time maps to its nearest frame
-    keyframe_requires_correct: bool = False  # pay the keyframe F1 only with a correct answer
+    keyframe_requires_correct: bool = False  # pay the keyframe reward only with a correct answer
+    # The keyframe reward's definition (egovlm.train.rewards module docstring); the defaults are plain F1.
+    keyframe_beta: float = 1.0  # F-beta; < 1 weights precision (over-citing costs more)
+    keyframe_max_cited: int | None = None  # citing more frames than this scores 0
+    keyframe_prior: Literal["none", "cite_all", "positional"] = "none"  # content-free baseline subtracted
+    keyframe_prior_data: str | None = None  # JSONL the positional prior is estimated from (None: data.train)
     max_tokens: int | None = None  # length shaping (DAPO soft overlong): hard limit in tokens
     length_buffer_tokens: int = 64  # the penalty ramps from 0 to -1 over this many tokens
 
@@ -268,6 +273,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"{src}: rewards.format_partial must be in [0, 1], got {cfg.rewards.format_partial}"
         )
+    check_keyframe(cfg)
     if w.length > 0 and cfg.rewards.max_tokens is None:
         raise ConfigError(f"{src}: rewards.weights.length > 0 needs rewards.max_tokens")
     if (
@@ -284,6 +290,40 @@ def validate(cfg: TrainConfig) -> None:
             f"{src}: model.load_in_4bit needs lora.enabled: true (4-bit weights cannot be trained)"
         )
     check_batch(cfg, num_processes=1)
+
+
+def check_keyframe(cfg: TrainConfig) -> None:
+    """The keyframe reward's knobs; a positional prior without its own data reads ``data.train``."""
+    r, src = cfg.rewards, cfg.source
+    if not r.keyframe_beta > 0:
+        raise ConfigError(
+            f"{src}: rewards.keyframe_beta must be > 0 (0.5 weights precision), got {r.keyframe_beta}"
+        )
+    if r.keyframe_max_cited is not None and r.keyframe_max_cited < 1:
+        raise ConfigError(
+            f"{src}: rewards.keyframe_max_cited must be >= 1 or null (no cap), got {r.keyframe_max_cited}"
+        )
+    if r.keyframe_prior_data is not None and r.keyframe_prior != "positional":
+        raise ConfigError(
+            f"{src}: rewards.keyframe_prior_data is only read with rewards.keyframe_prior: positional "
+            f"(got {r.keyframe_prior!r}); remove it or set the prior"
+        )
+    if r.keyframe_prior == "positional" and r.keyframe_prior_data is None:
+        r.keyframe_prior_data = cfg.data.train
+
+
+def grpo_default(name: str) -> Any:
+    """TRL's GRPOConfig default for a field (what a recipe that leaves the key out trains with)."""
+    from trl import GRPOConfig
+
+    for f in dataclasses.fields(GRPOConfig):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise ConfigError(f"trl.GRPOConfig.{name} has no default")
+    raise ConfigError(f"unknown key grpo.{name} (not a field of trl.GRPOConfig)")
 
 
 def generation_batch(grpo: dict[str, Any], num_processes: int) -> tuple[int, int]:

@@ -1,27 +1,64 @@
-"""``egovlm eval``: greedy answers of a model on a dataset, scored with the training rewards' parser.
+"""``egovlm eval``: greedy answers of a model on a dataset, scored with the contract's parsers.
 
-Frames go through the same contract and the same frame cache as training (uniform or salient
-sampling, resized to the model's keyframe size). Outputs in ``--out``:
+Frames go through the same frame cache as training (uniform or salient sampling, resized to the
+model's keyframe size). Two prompts (``--prompt``):
 
-* ``completions.jsonl`` — one row per item, appended as it is produced (a killed eval resumes by
-  skipping the ids already there; a torn last line is dropped);
-* ``metrics.json`` — accuracy overall and per question type (items with public answers),
-  format-failure rate, keyframe F1 (items with a salient set), counts;
-* ``submission.json`` — for items without public answers (EgoSchema's withheld 4,500), the
-  benchmark's submission format ``{q_uid: option index}``; ``-1`` marks a completion with no
-  parsable letter (scored wrong by the benchmark, counted in ``metrics.json``).
+* ``egovlm`` (default) — the contract's grammar prompt (:func:`egovlm.contract.build_messages`),
+  scored by :func:`egovlm.contract.parse_answer`: accuracy, format failures, keyframe F1 (with the
+  content-free keyframe baselines computed on the same items, so a keyframe F1 can be judged);
+* ``plain`` — the letter-only prompt published EgoSchema numbers for Qwen2.5-VL are measured with
+  (:func:`egovlm.contract.build_plain_messages`, lmms-eval's), scored by
+  :func:`egovlm.contract.parse_letter`: accuracy only (no format, no keyframes).
+
+``max_new_tokens`` defaults to what the model was trained to write: ``--config RECIPE``'s
+``grpo.max_completion_length``, else the recipe ``egovlm train`` saved next to the model
+(``RUN/config.yaml`` for ``RUN/final``, ``RUN/checkpoint-N``, ``RUN/merged``), else 512 (the 3B
+recipe's); the plain prompt uses lmms-eval's 16. ``metrics.json`` records the value and its source.
+
+Several processes: ``accelerate launch --config_file … -m egovlm.cli eval …`` shards the items not
+yet done across ranks (``PartialState.split_between_processes``); each rank appends to its own
+``completions.rank<R>.jsonl``; after every rank finished, the main process merges them into
+``completions.jsonl`` and writes the metrics and the submission. A killed eval resumes (any number
+of processes) by skipping the ids in all these files; a torn last line is dropped.
+
+Outputs in ``--out``:
+
+* ``completions.jsonl`` — one row per item (completion, parsed answer, scores);
+* ``metrics.json`` — accuracy overall and per question type (items with public answers), the
+  prompt, ``max_new_tokens`` and its source, the process count, format-failure and no-answer rates,
+  keyframe F1 and its content-free baselines (grammar prompt only), the submission summary;
+* ``submission.csv`` — when the items include EgoSchema rows or rows without a public answer: the
+  EgoSchema competition's format (Kaggle ``egoschema-public``): header ``q_uid,answer``, one row per
+  item given (the 500 with public answers too), ``answer`` the 0-based option index. A completion
+  with no parsable letter still gets a row, with :data:`NO_LETTER_INDEX` (option A: the competition
+  needs an answer for every question, and a fixed guess scores exactly chance); such rows are
+  counted in ``metrics.json`` (``submission.no_letter_rows``). Sources for the format: the
+  egoschema/EgoSchema README (submissions go to the Kaggle competition ``egoschema-public``) and a
+  submission shown in that repository's issue #22 (``q_uid,answer`` then ``<q_uid>,<0..4>`` rows);
+  the Kaggle page itself could not be read from here. The repository's older validation server
+  (``validate.py``) takes the same answers as JSON ``{q_uid: index}``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from egovlm.atomic import atomic_write_text
-from egovlm.contract import parse_answer
+from egovlm.contract import (
+    PLAIN_MAX_NEW_TOKENS,
+    Message,
+    build_messages,
+    build_plain_messages,
+    parse_answer,
+    parse_letter,
+)
 from egovlm.schema import QAItem, read_jsonl
 from egovlm.train import sampling
 from egovlm.train.dataset import FrameSpec, PreparedItem, prepare_item
@@ -29,8 +66,13 @@ from egovlm.train.generation import greedy
 from egovlm.train.rewards import f1, salient_set
 
 COMPLETIONS = "completions.jsonl"
+PART = "completions.rank{rank}.jsonl"  # one per process while an eval runs
 METRICS = "metrics.json"
-SUBMISSION = "submission.json"
+SUBMISSION = "submission.csv"
+PROMPTS = ("egovlm", "plain")
+DEFAULT_MAX_NEW_TOKENS = 512  # configs/egovlm_3b.yaml's grpo.max_completion_length
+NO_LETTER_INDEX = 0  # the submission's answer for a completion without a parsable letter
+SAVED_RECIPE = "config.yaml"  # what `egovlm train` writes in its run folder
 
 
 @dataclass
@@ -38,7 +80,9 @@ class EvalOptions:
     frames: int = 8
     sampling: str = "uniform"
     batch_size: int = 4
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None: see resolve_max_new_tokens
+    prompt: str = "egovlm"  # egovlm (the grammar) or plain (the letter only)
+    recipe: Path | None = None  # the training recipe, for max_new_tokens
     device: str = "cpu"
     keyframe_tolerance_s: float | None = None
     selector_k: int = 2
@@ -66,6 +110,168 @@ def load_for_eval(model: str, device: str) -> tuple[Any, Any, tuple[int, int]]:
     return loaded.model, loaded.processor, loaded.keyframe_size
 
 
+# --- max_new_tokens ---------------------------------------------------------------------------------
+
+
+def saved_recipe(model: str) -> tuple[Path, dict[str, Any]] | None:
+    """The recipe ``egovlm train`` saved next to a model: ``config.yaml`` (with a ``grpo`` section) in
+    the model's folder or its parent (the run folder of ``final/``, ``checkpoint-N/``, ``merged/``)."""
+    import yaml
+
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    for folder in (path, path.parent):
+        candidate = folder / SAVED_RECIPE
+        if candidate.is_file():
+            tree = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+            if isinstance(tree, dict) and isinstance(tree.get("grpo"), dict):
+                return candidate, tree
+    return None
+
+
+def _completion_length(grpo: dict[str, Any], where: str) -> tuple[int, str]:
+    if grpo.get("max_completion_length") is not None:
+        return int(grpo["max_completion_length"]), f"{where}: grpo.max_completion_length"
+    from egovlm.train.config import grpo_default
+
+    return int(
+        grpo_default("max_completion_length")
+    ), f"{where} leaves it to TRL's default max_completion_length"
+
+
+def resolve_max_new_tokens(opts: EvalOptions, model: str) -> tuple[int, str]:
+    """(max_new_tokens, where it came from): the flag, the plain prompt's 16, ``--config``'s recipe,
+    the recipe saved next to the model, or :data:`DEFAULT_MAX_NEW_TOKENS`."""
+    if opts.max_new_tokens is not None:
+        return opts.max_new_tokens, "--max-new-tokens"
+    if opts.prompt == "plain":
+        return PLAIN_MAX_NEW_TOKENS, "plain prompt: lmms-eval's EgoSchema max_new_tokens"
+    if opts.recipe is not None:
+        from egovlm.train.config import load_config
+
+        return _completion_length(load_config(opts.recipe).grpo, str(opts.recipe))
+    found = saved_recipe(model)
+    if found is not None:
+        return _completion_length(found[1]["grpo"], str(found[0]))
+    return DEFAULT_MAX_NEW_TOKENS, "default: configs/egovlm_3b.yaml's grpo.max_completion_length"
+
+
+# --- prompts and scoring ----------------------------------------------------------------------------
+
+
+def prompt_messages(p: PreparedItem, prompt: str) -> list[Message]:
+    if prompt == "plain":
+        return build_plain_messages(p.frames, p.item.question, p.item.options)
+    return build_messages(p.frames, p.item.question, p.item.options)
+
+
+def score(p: PreparedItem, completion: str, opts: EvalOptions) -> dict[str, Any]:
+    """One completions.jsonl row. Keyframe and format fields are None under the plain prompt."""
+    item = p.item
+    letters = "".join(item.options)
+    row: dict[str, Any] = {
+        "id": item.id,
+        "prompt": opts.prompt,
+        "question_type": item.question_type,
+        "answer": item.answer,
+        "source": item.source,
+        "q_uid": item.meta.get("q_uid", item.id),
+        "letters": letters,
+        "frame_times": p.frame_times,
+        "completion": completion,
+    }
+    if opts.prompt == "plain":
+        letter = parse_letter(completion, letters)
+        row.update(predicted=letter, format_ok=None, problems=[] if letter else ["no option letter"])
+        row.update(keyframes=None, salient_frames=None, keyframe_f1=None)
+    else:
+        parsed = parse_answer(completion, letters)
+        selector = [] if item.salient_times else sampling.selector_frames(p.frames, opts.selector_k)
+        target = salient_set(p.frame_times, item.salient_times, selector, opts.keyframe_tolerance_s)
+        row.update(predicted=parsed.answer, format_ok=parsed.format_ok, problems=parsed.problems)
+        row.update(
+            keyframes=parsed.keyframes,
+            salient_frames=target,
+            keyframe_f1=f1(parsed.keyframes or [], target) if target else None,
+        )
+    row["correct"] = None if item.answer is None else row["predicted"] == item.answer
+    return row
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def content_free_keyframe_f1(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """What citing without looking earns on these rows: every frame, and the one fixed frame
+    position per question type that scores best here (chosen on these very rows, so an upper
+    bound for any fixed-position policy). A model's keyframe F1 means something above these."""
+    kf = [r for r in rows if r.get("keyframe_f1") is not None]
+    cite_all = [f1(range(1, len(r["frame_times"]) + 1), r["salient_frames"]) for r in kf]
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in kf:
+        by_type[r["question_type"] or "untyped"].append(r)
+    fixed: list[float] = []
+    for group in by_type.values():
+        n = max(len(r["frame_times"]) for r in group)
+        fixed.append(max(sum(f1([p], r["salient_frames"]) for r in group) for p in range(1, n + 1)))
+    return {
+        "keyframe_f1_cite_all": _mean(cite_all),
+        "keyframe_f1_best_fixed_position": sum(fixed) / len(kf) if kf else None,
+    }
+
+
+def metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    answered = [r for r in rows if r["answer"] is not None]
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    for r in answered:
+        by_type[r["question_type"] or "untyped"].append(bool(r["correct"]))
+    formats = [not r["format_ok"] for r in rows if r.get("format_ok") is not None]
+    kf = [r["keyframe_f1"] for r in rows if r.get("keyframe_f1") is not None]
+    return {
+        "items": len(rows),
+        "answered_items": len(answered),
+        "accuracy": _mean([float(bool(r["correct"])) for r in answered]),
+        "per_question_type": {
+            t: {"items": len(v), "accuracy": sum(v) / len(v)} for t, v in sorted(by_type.items())
+        },
+        "format_failure_rate": _mean([float(x) for x in formats]),
+        "no_answer_rate": _mean([float(r["predicted"] is None) for r in rows]),
+        "keyframe_f1": _mean(kf),
+        "keyframe_items": len(kf),
+        **content_free_keyframe_f1(rows),
+        "withheld_items": len(rows) - len(answered),
+    }
+
+
+# --- the EgoSchema submission -------------------------------------------------------------------------
+
+
+def wants_submission(rows: list[dict[str, Any]]) -> bool:
+    return any(r["answer"] is None or r.get("source") == "egoschema" for r in rows)
+
+
+def submission_csv(rows: list[dict[str, Any]]) -> tuple[str, int]:
+    """(CSV text, rows with no parsable letter): ``q_uid,answer`` with the 0-based option index, one
+    row per item in order; no parsable letter → :data:`NO_LETTER_INDEX`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["q_uid", "answer"])
+    missing = 0
+    for r in rows:
+        letter, letters = r["predicted"], r["letters"]
+        if letter and letter in letters:
+            writer.writerow([r["q_uid"], letters.index(letter)])
+        else:
+            writer.writerow([r["q_uid"], NO_LETTER_INDEX])
+            missing += 1
+    return buf.getvalue(), missing
+
+
+# --- completions files --------------------------------------------------------------------------------
+
+
 def read_done(path: Path) -> list[dict[str, Any]]:
     """Rows already written; a torn last line (killed mid-write) is cut off the file."""
     if not path.is_file():
@@ -86,85 +292,110 @@ def read_done(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def score(p: PreparedItem, completion: str, opts: EvalOptions) -> dict[str, Any]:
-    item = p.item
-    parsed = parse_answer(completion, "".join(item.options))
-    selector = [] if item.salient_times else sampling.selector_frames(p.frames, opts.selector_k)
-    target = salient_set(p.frame_times, item.salient_times, selector, opts.keyframe_tolerance_s)
-    return {
-        "id": item.id,
-        "question_type": item.question_type,
-        "answer": item.answer,
-        "predicted": parsed.answer,
-        "correct": None if item.answer is None else parsed.answer == item.answer,
-        "format_ok": parsed.format_ok,
-        "problems": parsed.problems,
-        "keyframes": parsed.keyframes,
-        "salient_frames": target,
-        "keyframe_f1": f1(parsed.keyframes or [], target) if target else None,
-        "frame_times": p.frame_times,
-        "completion": completion,
-        "q_uid": item.meta.get("q_uid", item.id),
-        "letters": "".join(item.options),
-    }
+def completion_files(out: Path) -> list[Path]:
+    """The merged file and every rank's part (of this or an earlier, interrupted launch)."""
+    return [out / COMPLETIONS, *sorted(out.glob(PART.format(rank="*")))]
 
 
-def metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    answered = [r for r in rows if r["answer"] is not None]
-    by_type: dict[str, list[bool]] = defaultdict(list)
-    for r in answered:
-        by_type[r["question_type"] or "untyped"].append(bool(r["correct"]))
-    kf = [r["keyframe_f1"] for r in rows if r["keyframe_f1"] is not None]
-    return {
-        "items": len(rows),
-        "answered_items": len(answered),
-        "accuracy": sum(bool(r["correct"]) for r in answered) / len(answered) if answered else None,
-        "per_question_type": {
-            t: {"items": len(v), "accuracy": sum(v) / len(v)} for t, v in sorted(by_type.items())
-        },
-        "format_failure_rate": sum(not r["format_ok"] for r in rows) / len(rows) if rows else None,
-        "no_answer_rate": sum(r["predicted"] is None for r in rows) / len(rows) if rows else None,
-        "keyframe_f1": sum(kf) / len(kf) if kf else None,
-        "keyframe_items": len(kf),
-        "withheld_items": len(rows) - len(answered),
-    }
+def read_all_done(out: Path) -> list[dict[str, Any]]:
+    """Every row of every completions file, first occurrence of an id kept."""
+    seen: dict[str, dict[str, Any]] = {}
+    for path in completion_files(out):
+        for r in read_done(path):
+            seen.setdefault(r["id"], r)
+    return list(seen.values())
 
 
-def submission(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """EgoSchema's format: q_uid → 0-based option index (-1: no parsable letter)."""
-    out = {}
-    for r in rows:
-        if r["answer"] is None:
-            letter = r["predicted"]
-            out[r["q_uid"]] = r["letters"].index(letter) if letter and letter in r["letters"] else -1
-    return out
+def check_same_settings(
+    done: list[dict[str, Any]], opts: EvalOptions, max_new_tokens: int, out: Path
+) -> None:
+    """A resumed eval must not mix completions made with another prompt or length limit."""
+    for r in done:
+        before = (r.get("prompt", "egovlm"), r.get("max_new_tokens", max_new_tokens))
+        if before != (opts.prompt, max_new_tokens):
+            raise ValueError(
+                f"{out} holds completions made with --prompt {before[0]} and max_new_tokens {before[1]}, not "
+                f"--prompt {opts.prompt} and {max_new_tokens}: use another --out (or delete {out})"
+            )
 
 
-def _batches(items: list[QAItem], size: int) -> list[list[QAItem]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def merge(out: Path, order: list[str]) -> list[dict[str, Any]]:
+    """Fold the rank parts into completions.jsonl (dataset order first), then delete the parts."""
+    rows = read_all_done(out)
+    rank = {item_id: i for i, item_id in enumerate(order)}
+    rows.sort(key=lambda r: rank.get(r["id"], len(rank)))
+    atomic_write_text(out / COMPLETIONS, "".join(json.dumps(r) + "\n" for r in rows))
+    for part in out.glob(PART.format(rank="*")):
+        part.unlink()
+    return rows
+
+
+# --- the run ------------------------------------------------------------------------------------------
 
 
 def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[str, Any]:
-    """Run (or resume) an eval; returns the metrics (also written to ``out/metrics.json``)."""
+    """Run (or resume) an eval in this process or, under ``accelerate launch``, in all of them;
+    returns the metrics (also written to ``out/metrics.json``) on every rank."""
+    from accelerate import PartialState
+
+    if opts.prompt not in PROMPTS:
+        raise ValueError(f"--prompt must be one of {', '.join(PROMPTS)}, got {opts.prompt!r}")
+    state = PartialState(cpu=opts.device == "cpu")
     items = read_jsonl(data)[: opts.limit] if opts.limit else read_jsonl(data)
+    max_new_tokens, source = resolve_max_new_tokens(opts, model_id)
     out.mkdir(parents=True, exist_ok=True)
-    done = read_done(out / COMPLETIONS)
+    with state.main_process_first():  # the main process repairs torn lines before the others read
+        done = read_all_done(out)
+    check_same_settings(done, opts, max_new_tokens, out)
     done_ids = {r["id"] for r in done}
     todo = [i for i in items if i.id not in done_ids]
-    if todo:
-        model, processor, size = load_for_eval(model_id, opts.device)
-        spec = FrameSpec(opts.frames, opts.sampling, size)
-        cache = opts.cache_dir or out / "frame_cache"
-        _run(model, processor, todo, data.parent, spec, cache, out / COMPLETIONS, opts)
-    wanted = {i.id for i in items}
-    rows = [r for r in read_done(out / COMPLETIONS) if r["id"] in wanted]
-    result = metrics(rows)
-    result.update(model=model_id, data=str(data), frames=opts.frames, sampling=opts.sampling)
-    atomic_write_text(out / METRICS, json.dumps(result, indent=2) + "\n")
-    sub = submission(rows)
-    if sub:
-        atomic_write_text(out / SUBMISSION, json.dumps(sub, indent=1) + "\n")
-    return result
+    with state.split_between_processes(todo) as mine:
+        if mine:
+            device = opts.device
+            if device == "cuda" and state.num_processes > 1:
+                device = f"cuda:{state.local_process_index}"
+            model, processor, size = load_for_eval(model_id, device)
+            spec = FrameSpec(opts.frames, opts.sampling, size)
+            cache = opts.cache_dir or out / "frame_cache"
+            sink = out / PART.format(rank=state.process_index)
+            extra = {"max_new_tokens": max_new_tokens, "rank": state.process_index}
+            _run(model, processor, mine, data.parent, spec, cache, sink, opts, extra)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        wanted = {i.id for i in items}
+        rows = [r for r in merge(out, [i.id for i in items]) if r["id"] in wanted]
+        result = metrics(rows)
+        result.update(
+            model=model_id,
+            data=str(data),
+            prompt=opts.prompt,
+            frames=opts.frames,
+            sampling=opts.sampling,
+            max_new_tokens=max_new_tokens,
+            max_new_tokens_source=source,
+            processes=state.num_processes,
+            submission=_write_submission(out, rows),
+        )
+        atomic_write_text(out / METRICS, json.dumps(result, indent=2) + "\n")
+    state.wait_for_everyone()
+    return dict(json.loads((out / METRICS).read_text(encoding="utf-8")))
+
+
+def _write_submission(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not wants_submission(rows):
+        return None
+    text, missing = submission_csv(rows)
+    atomic_write_text(out / SUBMISSION, text)
+    return {
+        "file": SUBMISSION,
+        "rows": len(rows),
+        "no_letter_rows": missing,
+        "no_letter_index": NO_LETTER_INDEX,
+    }
+
+
+def _batches(items: list[QAItem], size: int) -> Iterable[list[QAItem]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
 
 
 def _run(
@@ -176,18 +407,21 @@ def _run(
     cache: Path,
     sink: Path,
     opts: EvalOptions,
+    extra: dict[str, Any],
 ) -> None:
+    """Generate and score ``todo`` in batches, appending rows (with ``extra``: the length limit, the
+    rank that made them) to ``sink`` as they are produced."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn(f"eval {sink.stem}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not opts.progress) as bar, sink.open("a", encoding="utf-8") as f:
         task = bar.add_task("eval", total=len(todo))
         for batch in _batches(todo, opts.batch_size):
             prepared = [prepare_item(item, base, spec, cache) for item in batch]
-            messages = [p.messages() for p in prepared]
+            messages = [prompt_messages(p, opts.prompt) for p in prepared]
             images = [[f.pil() for f in p.frames] for p in prepared]
-            texts = greedy(model, processor, messages, images, opts.max_new_tokens)
+            texts = greedy(model, processor, messages, images, extra["max_new_tokens"])
             for p, text in zip(prepared, texts, strict=True):
-                f.write(json.dumps(score(p, text, opts)) + "\n")
+                f.write(json.dumps({**score(p, text, opts), **extra}) + "\n")
             f.flush()
             bar.advance(task, len(batch))

@@ -21,14 +21,41 @@ Definitions (this project's; the paper's exact formulas are not published):
 * **accuracy** — 1.0 when the parsed ``<answer>`` letter equals the ground-truth letter, else 0.
   The letter is read wherever the block stands (format is paid separately). Rows without a
   public answer get ``None``.
-* **keyframe** — F1 between the cited frame indices and the *salient set*: the prompt's frames
-  whose timestamps lie within ``keyframe_tolerance_s`` of the dataset's ``salient_times``
-  (``None``: each salient time maps to its nearest frame). Rows without temporal annotations use
-  the keyframe selector's picks among the prompt frames (column ``selector_frames``, filled at
-  dataset preparation); rows with neither get ``None``. Citing nothing, or no parsable
-  ``<keyframes>`` block, scores 0. With ``keyframe_requires_correct`` the F1 is paid only when
-  the answer is correct. The recipe validator keeps ``weights.keyframe <= weights.accuracy``, so
-  the keyframe reward (at most 1) can never pay more than a correct answer.
+* **keyframe** — how well the cited frame indices match the *salient set*, beyond what a policy
+  that never looks at the frames would get. The salient set: the prompt's frames whose timestamps lie
+  within ``keyframe_tolerance_s`` of the dataset's ``salient_times`` (``None``: each salient time
+  maps to its nearest frame); rows without temporal annotations use the keyframe selector's picks
+  among the prompt frames (column ``selector_frames``, filled at dataset preparation); rows with
+  neither get ``None``. Citing nothing, or no parsable ``<keyframes>`` block, scores 0. Four knobs
+  (recipe ``rewards.keyframe_*``; the defaults give plain F1, the miniature's first definition):
+
+  - ``keyframe_beta``: the match is F-beta, ``(1 + b²)·hits / (|cited| + b²·|salient|)``; ``b < 1``
+    weights precision, so over-citing costs more than missing a frame (b = 1: F1).
+  - ``keyframe_max_cited``: citing more frames than this scores 0 (None: no cap).
+  - ``keyframe_requires_correct``: paid only when the answer is correct (else 0).
+  - ``keyframe_prior``: what the score is measured against. ``none``: the F-beta itself. ``cite_all``
+    and ``positional``: ``max(0, F - B) / (1 - B)`` where ``B`` is, *for this prompt*, the best F-beta
+    any content-free strategy in a family achieves; ``None`` when ``B = 1`` (a content-free strategy
+    already cites exactly the salient set, so looking cannot be measured on this prompt). The family
+    for ``cite_all`` is {cite every frame}; for ``positional`` it is every prefix of the question
+    type's *positional ranking* (:class:`PositionalPrior`): the frame positions ordered by how much
+    citing that position alone would have earned on the training set, so the prefixes include the
+    best fixed position (k = 1) and cite-all (k = N). Prefixes longer than ``keyframe_max_cited`` are
+    left out (the cap already pays them 0). Any strategy in the family therefore earns exactly 0 on
+    every prompt, and an exact citation earns 1 wherever the family falls short of it.
+
+  Why a per-prompt baseline and not a constant: subtracting the family's *average* score would still
+  pay a content-free policy on the prompts where its guess happens to be right (``max(0, ·)`` of a
+  varying quantity has a positive mean); against the per-prompt maximum it earns nothing anywhere.
+  The review of issue 22 measured what plain F1 pays without looking (cite all 8 frames ≈ 0.31, the
+  best fixed frame per question type ≈ 0.43); ``tests/train/test_rewards.py`` rebuilds such a
+  dataset and shows both earn ~0 here. The ranking is estimated once, lazily at the first call, from
+  the JSONL in ``keyframe_prior_data`` (the recipe fills in ``data.train``): every row with
+  ``salient_times`` and a known clip span (``end_s`` or ``duration_s``, from ``start_s`` or 0) gives
+  relative positions in the clip, mapped to frame positions as uniform sampling places them. It is a
+  pure function of that file, so every rank of a distributed run computes the same reward. The
+  recipe validator keeps ``weights.keyframe <= weights.accuracy``: citing frames never pays more
+  than a correct answer.
 * **length** (optional; weight 0 disables it) — DAPO's soft overlong penalty on the completion's
   token count L: 0 while L <= max - buffer, then linearly down to -1 at L = max, -1 beyond.
 
@@ -38,8 +65,11 @@ in the grammar) through TRL's ``log_metric`` hook.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from egovlm.contract import ParsedAnswer, parse_answer
@@ -85,13 +115,19 @@ def format_score(text: str, parsed: ParsedAnswer, partial: float, tag_share: flo
     return partial * (tag_share * tags + (1.0 - tag_share) * parsed.parts_ok / 3.0)
 
 
-def f1(cited: Sequence[int], salient: Sequence[int]) -> float:
-    """F1 between two sets of frame indices; 0 when nothing is cited."""
+def f_beta(cited: Iterable[int], salient: Iterable[int], beta: float = 1.0) -> float:
+    """F-beta between two sets of frame indices, ``(1 + b²)·hits / (|cited| + b²·|salient|)``;
+    0 when nothing is cited. ``beta < 1`` weights precision (over-citing costs more)."""
     c, s = set(cited), set(salient)
     if not c or not s:
         return 0.0
-    hit = len(c & s)
-    return 2.0 * hit / (len(c) + len(s))
+    b2 = beta * beta
+    return (1.0 + b2) * len(c & s) / (len(c) + b2 * len(s))
+
+
+def f1(cited: Iterable[int], salient: Iterable[int]) -> float:
+    """F1 between two sets of frame indices; 0 when nothing is cited."""
+    return f_beta(cited, salient, 1.0)
 
 
 def salient_frame_indices(
@@ -170,15 +206,135 @@ class AccuracyReward:
         return [None if t is None else float(p.answer == t) for p, t in zip(parsed, truths, strict=True)]
 
 
+KEYFRAME_PRIORS = ("none", "cite_all", "positional")
+UNTYPED = ""  # the ranking key of rows without a question_type
+
+
+class PriorDataError(ValueError):
+    """The positional prior cannot be estimated from the given file; the message says what to do."""
+
+
+def position_of(u: float, n: int) -> int:
+    """The 1-based frame position (of ``n`` uniformly sampled) nearest to relative time ``u`` in [0, 1]:
+    uniform sampling puts frame p at the centre of segment p, so the nearest one is the segment's."""
+    return min(n, max(1, math.floor(u * n) + 1))
+
+
+class PositionalPrior:
+    """Where annotated moments fall in a clip, per question type, from a training set.
+
+    ``positions[question_type]`` holds, per annotated row, the relative times (0 = clip start, 1 =
+    clip end) of its salient moments. :meth:`ranking` turns them into the frame positions 1..N a
+    policy that never looks would cite, best first (module docstring)."""
+
+    def __init__(self, positions: dict[str, list[list[float]]], source: str = "<memory>") -> None:
+        self.positions = {k: v for k, v in positions.items() if v}
+        self.source = source
+        self._rankings: dict[tuple[str | None, int, float], list[int]] = {}
+
+    @classmethod
+    def from_items(cls, items: Iterable[Any], source: str = "<memory>") -> PositionalPrior:
+        """From schema rows (egovlm.schema.QAItem): those with ``salient_times`` and a known span."""
+        positions: dict[str, list[list[float]]] = defaultdict(list)
+        for item in items:
+            lo = getattr(item, "start_s", None) or 0.0
+            hi = getattr(item, "end_s", None) or item.duration_s
+            if not item.salient_times or hi is None or hi <= lo:
+                continue
+            rel = [min(1.0, max(0.0, (t - lo) / (hi - lo))) for t in item.salient_times]
+            positions[item.question_type or UNTYPED].append(rel)
+        if not positions:
+            raise PriorDataError(
+                f"{source}: no row has salient_times and a known clip span (end_s or duration_s), so the "
+                "positional keyframe prior cannot be estimated; use rewards.keyframe_prior: cite_all, or "
+                "point rewards.keyframe_prior_data at a JSONL that has them"
+            )
+        return cls(dict(positions), source)
+
+    @classmethod
+    def from_jsonl(cls, path: Path | str) -> PositionalPrior:
+        from egovlm.schema import read_jsonl
+
+        if not Path(path).is_file():
+            raise PriorDataError(
+                f"rewards.keyframe_prior_data: {path} not found (the positional keyframe prior is estimated "
+                "from a training JSONL; by default the recipe's data.train)"
+            )
+        return cls.from_items(read_jsonl(path), str(path))
+
+    def ranking(self, question_type: str | None, n: int, beta: float = 1.0) -> list[int]:
+        """Positions 1..n, best first: by the mean F-beta citing that position alone earns on this
+        type's rows (all rows pooled for a type the training set lacks); ties to the earlier frame."""
+        qt = question_type or UNTYPED
+        key = (qt if qt in self.positions else None, n, beta)
+        if key not in self._rankings:
+            rows = (
+                self.positions[qt]
+                if qt in self.positions
+                else [r for rs in self.positions.values() for r in rs]
+            )
+            sets = [{position_of(u, n) for u in rel} for rel in rows]
+            gain = [sum(f_beta([p], s, beta) for s in sets) / len(sets) for p in range(1, n + 1)]
+            self._rankings[key] = sorted(range(1, n + 1), key=lambda p: (-gain[p - 1], p))
+        return self._rankings[key]
+
+
 class KeyframeReward:
-    """F1 of cited frames vs the salient set (columns ``frame_times``, ``salient_times``,
-    ``selector_frames``; see :func:`salient_set`)."""
+    """Cited frames vs the salient set (columns ``frame_times``, ``salient_times``,
+    ``selector_frames``, ``question_type``, ``answer``; see :func:`salient_set` and the module
+    docstring for beta, the cap, the correctness gate and the content-free baseline)."""
 
     __name__ = "keyframe"
 
-    def __init__(self, tolerance_s: float | None = None, requires_correct: bool = False) -> None:
+    def __init__(
+        self,
+        tolerance_s: float | None = None,
+        requires_correct: bool = False,
+        beta: float = 1.0,
+        max_cited: int | None = None,
+        prior: str = "none",
+        prior_data: str | Path | PositionalPrior | None = None,
+    ) -> None:
+        if prior not in KEYFRAME_PRIORS:
+            raise ValueError(f"keyframe prior must be one of {KEYFRAME_PRIORS}, got {prior!r}")
+        if prior == "positional" and prior_data is None:
+            raise ValueError("the positional keyframe prior needs prior_data (a training JSONL)")
         self.tolerance_s = tolerance_s
         self.requires_correct = requires_correct
+        self.beta = beta
+        self.max_cited = max_cited
+        self.prior = prior
+        self._prior_data = prior_data
+
+    def positional(self) -> PositionalPrior:
+        """The prior, read from its JSONL on first use (the file may be generated after construction)."""
+        if not isinstance(self._prior_data, PositionalPrior):
+            assert self._prior_data is not None
+            self._prior_data = PositionalPrior.from_jsonl(self._prior_data)
+        return self._prior_data
+
+    def content_free(self, n: int, question_type: str | None) -> list[list[int]]:
+        """The citations of the content-free strategies this prompt is measured against."""
+        limit = n if self.max_cited is None else min(n, self.max_cited)
+        if self.prior == "cite_all":
+            return [list(range(1, n + 1))] if n <= limit else []
+        if self.prior == "positional":
+            order = self.positional().ranking(question_type, n, self.beta)
+            return [order[:k] for k in range(1, limit + 1)]
+        return []
+
+    def score(
+        self, cited: Sequence[int], target: Sequence[int], n: int, question_type: str | None
+    ) -> float | None:
+        """The reward of one citation (correctness already checked); None: looking is not measurable."""
+        baseline = max(
+            (f_beta(c, target, self.beta) for c in self.content_free(n, question_type)), default=0.0
+        )
+        if baseline >= 1.0 - 1e-9:
+            return None
+        if not cited or (self.max_cited is not None and len(set(cited)) > self.max_cited):
+            return 0.0
+        return max(0.0, f_beta(cited, target, self.beta) - baseline) / (1.0 - baseline)
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
@@ -189,15 +345,16 @@ class KeyframeReward:
         salient_times = columns.get("salient_times") or [None] * n
         selector = columns.get("selector_frames") or [None] * n
         truths = columns.get("answer") or [None] * n
+        types = columns.get("question_type") or [None] * n
         out: list[float | None] = []
         for i, p in enumerate(parsed):
             target = salient_set(frame_times[i], salient_times[i], selector[i], self.tolerance_s)
             if not target:
                 out.append(None)
-            elif self.requires_correct and (truths[i] is None or p.answer != truths[i]):
-                out.append(0.0)
-            else:
-                out.append(f1(p.keyframes or [], target))
+                continue
+            value = self.score(p.keyframes or [], target, len(frame_times[i]), types[i])
+            wrong = self.requires_correct and (truths[i] is None or p.answer != truths[i])
+            out.append(0.0 if wrong and value is not None else value)
         return out
 
 
@@ -224,7 +381,14 @@ def build_rewards(rewards_cfg: Any) -> tuple[list[RewardFn], list[float]]:
     funcs: list[RewardFn] = [
         FormatReward(rewards_cfg.format_partial, rewards_cfg.format_tag_share),
         AccuracyReward(),
-        KeyframeReward(rewards_cfg.keyframe_tolerance_s, rewards_cfg.keyframe_requires_correct),
+        KeyframeReward(
+            rewards_cfg.keyframe_tolerance_s,
+            rewards_cfg.keyframe_requires_correct,
+            beta=rewards_cfg.keyframe_beta,
+            max_cited=rewards_cfg.keyframe_max_cited,
+            prior=rewards_cfg.keyframe_prior,
+            prior_data=rewards_cfg.keyframe_prior_data,
+        ),
     ]
     weights = [w.format, w.accuracy, w.keyframe]
     if w.length > 0 and rewards_cfg.max_tokens is not None:

@@ -145,3 +145,94 @@ def test_saved_tree_round_trips(tmp_path: Path) -> None:
     cfg = load_config(REPO / "configs" / "tiny_cpu.yaml")
     again = write(tmp_path, cfg.to_dict())
     assert dataclasses.asdict(load_config(again)) | {"source": ""} == dataclasses.asdict(cfg) | {"source": ""}
+
+
+THREE_B = [REPO / "configs" / "egovlm_3b.yaml", REPO / "configs" / "egovlm_3b_qlora.yaml"]
+
+
+def grpo_lines(text: str) -> dict[str, tuple[str, str]]:
+    """Each key of the recipe's top-level ``grpo:`` section → (its line, the comment lines just above it
+    at the key's indentation; deeper-indented comment lines continue the previous key's comment)."""
+    lines = text.splitlines()
+    start = lines.index("grpo:")
+    out: dict[str, tuple[str, str]] = {}
+    above: list[str] = []
+    for line in lines[start + 1 :]:
+        if line and not line.startswith(" "):
+            break
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above = [*above, stripped] if line.startswith("  #") else []
+            continue
+        if not stripped:
+            above = []
+            continue
+        if line.startswith("  ") and not line.startswith("   ") and ":" in stripped:
+            out[stripped.split(":", 1)[0]] = (line, "\n".join(above))
+            above = []
+    return out
+
+
+@pytest.mark.parametrize("recipe", THREE_B, ids=lambda p: p.name)
+def test_every_grpo_value_that_differs_from_trl_says_why(recipe: Path) -> None:
+    """A hyper-parameter changed from TRL's GRPOConfig default without a reason fails here: the key's
+    line (or the comment just above it) must carry a comment naming the default."""
+    from egovlm.train.config import grpo_default
+
+    grpo = yaml.safe_load(recipe.read_text())["grpo"]
+    lines = grpo_lines(recipe.read_text())
+    assert set(lines) == set(grpo)
+    unexplained = []
+    for key, value in grpo.items():
+        default = grpo_default(key)
+        if value == default:
+            continue
+        line, above = lines[key]
+        comment = line.split("#", 1)[1] if "#" in line else above
+        if "default" not in comment:
+            unexplained.append(f"{key}: {value!r} (TRL default {default!r})")
+    assert not unexplained, f"{recipe.name}: say why these differ from TRL's defaults: {unexplained}"
+
+
+def test_grpo_lines_notices_a_missing_reason(tmp_path: Path) -> None:
+    text = (
+        "grpo:\n  seed: 1   # default 42: ours\n               # default is continued here\n"
+        "  beta: 0.04\n  # default 0.0: a reason above the key\n  logging_steps: 1\n"
+    )
+    lines = grpo_lines(text)
+    assert lines["beta"] == ("  beta: 0.04", "")  # the continuation above belongs to seed
+    assert lines["logging_steps"][1] == "# default 0.0: a reason above the key"
+
+
+@pytest.mark.parametrize("recipe", THREE_B, ids=lambda p: p.name)
+def test_3b_recipes_adopt_the_keyframe_reward_that_must_look(recipe: Path) -> None:
+    cfg = load_config(recipe)
+    r = cfg.rewards
+    assert r.keyframe_requires_correct and r.keyframe_beta < 1 and r.keyframe_prior == "positional"
+    assert r.keyframe_max_cited is not None and r.keyframe_max_cited < cfg.data.frames
+    assert r.keyframe_prior_data == cfg.data.train  # the prior is estimated on the training set
+
+
+@pytest.mark.parametrize(
+    ("rewards", "needle"),
+    [
+        ({"keyframe_beta": 0}, "keyframe_beta must be > 0"),
+        ({"keyframe_max_cited": 0}, "keyframe_max_cited must be >= 1"),
+        ({"keyframe_prior": "uniform"}, "rewards.keyframe_prior"),
+        ({"keyframe_prior_data": "x.jsonl"}, "only read with rewards.keyframe_prior: positional"),
+    ],
+)
+def test_keyframe_reward_settings_are_checked(tmp_path: Path, rewards: dict, needle: str) -> None:
+    path = write(tmp_path, variant(rewards=rewards))
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_positional_prior_data_defaults_to_the_training_set(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, variant(rewards={"keyframe_prior": "positional"})))
+    assert cfg.rewards.keyframe_prior_data == "d/qa.jsonl"
+    other = load_config(
+        write(tmp_path, variant(rewards={"keyframe_prior": "positional", "keyframe_prior_data": "p.jsonl"}))
+    )
+    assert other.rewards.keyframe_prior_data == "p.jsonl"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,12 @@ from egovlm.train.rewards import (
     FormatReward,
     KeyframeReward,
     LengthReward,
+    PositionalPrior,
+    PriorDataError,
     build_rewards,
     completion_text,
     f1,
+    f_beta,
     salient_frame_indices,
     soft_overlong,
     tags_present,
@@ -201,3 +205,152 @@ def test_tag_share_zero_stops_paying_for_tag_soup() -> None:
     assert (call(default, [soup])[0] or 0.0) > 0.5 / 3 + 0.05  # the default also pays its 5 of 6 tags
     assert call(blocks_only, [soup_answer])[0] == pytest.approx(2 * 0.5 / 3)  # an answer pays more
     assert call(blocks_only, [GOOD]) == [1.0]
+
+
+# --- the keyframe reward that must look (issue 22): content-free strategies earn nothing ---------------
+
+N_FRAMES = 8
+GRID = [i + 0.5 for i in range(N_FRAMES)]  # uniform sampling of an 8 s clip: frame p at p - 0.5 s
+
+
+def farmable_rows(seed: int, count: int = 400) -> list[tuple[str, list[int]]]:
+    """(question type, salient frame positions) drawn like the review's EgoSynth test set: "first"
+    questions mostly about frame 1, "last" ones about frame 8, one or two salient frames."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        qt = "first" if i % 2 == 0 else "last"
+        home = 1 if qt == "first" else N_FRAMES
+        size = 1 if rng.random() < 0.5 else 2
+        salient = {home} if rng.random() < 0.40 else {rng.randint(1, N_FRAMES)}
+        while len(salient) < size:
+            salient.add(rng.randint(1, N_FRAMES))
+        rows.append((qt, sorted(salient)))
+    return rows
+
+
+def as_items(rows: list[tuple[str, list[int]]]) -> list[Any]:
+    from egovlm.schema import QAItem
+
+    return [
+        QAItem(
+            id=f"r{i}",
+            video="v.mp4",
+            question="q",
+            options={"A": "x", "B": "y"},
+            answer="B",
+            salient_times=[GRID[p - 1] for p in salient],
+            duration_s=float(N_FRAMES),
+            question_type=qt,
+            source="test",
+        )
+        for i, (qt, salient) in enumerate(rows)
+    ]
+
+
+def strategy_scores(reward: KeyframeReward, rows: list[tuple[str, list[int]]], cite: Any, letter: str = "B"):
+    texts = [format_answer("t", cite(qt, salient), letter) for qt, salient in rows]
+    n = len(rows)
+    return call(
+        reward,
+        texts,
+        answer=["B"] * n,
+        frame_times=[GRID] * n,
+        salient_times=[[GRID[p - 1] for p in s] for _, s in rows],
+        selector_frames=[[]] * n,
+        question_type=[qt for qt, _ in rows],
+    )
+
+
+def mean(xs: list[float | None]) -> float:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals)
+
+
+def best_fixed_position(rows: list[tuple[str, list[int]]]) -> dict[str, int]:
+    """Per question type, the single frame whose citation earns the most plain F1 on ``rows``."""
+    return {
+        qt: max(range(1, N_FRAMES + 1), key=lambda p: sum(f1([p], s) for q, s in rows if q == qt))
+        for qt in {q for q, _ in rows}
+    }
+
+
+def test_content_free_strategies_that_farm_f1_earn_nothing_against_the_positional_prior() -> None:
+    train, test = farmable_rows(seed=1), farmable_rows(seed=2)
+    best = best_fixed_position(test)  # the strongest fixed choice, picked on the test set itself
+    cite_all = lambda qt, s: list(range(1, N_FRAMES + 1))  # noqa: E731
+    fixed = lambda qt, s: [best[qt]]  # noqa: E731
+    plain = KeyframeReward()
+    # The dataset reproduces what the review measured under plain F1 ...
+    assert mean(strategy_scores(plain, test, cite_all)) == pytest.approx(0.31, abs=0.02)
+    assert mean(strategy_scores(plain, test, fixed)) == pytest.approx(0.43, abs=0.02)
+    # ... and the recipe's reward pays neither anything.
+    prior = PositionalPrior.from_items(as_items(train))
+    looking = KeyframeReward(
+        requires_correct=True, beta=0.5, max_cited=None, prior="positional", prior_data=prior
+    )
+    assert mean(strategy_scores(looking, test, cite_all)) == 0.0
+    assert mean(strategy_scores(looking, test, fixed)) < 0.01
+    # Citing exactly the salient frames with the right answer earns full reward wherever looking can be
+    # measured (a content-free guess is not already exact), and that is most prompts.
+    exact = strategy_scores(looking, test, lambda qt, s: s)
+    assert mean(exact) == 1.0
+    assert sum(x is not None for x in exact) > 0.5 * len(test)
+    # A wrong answer earns nothing, however well it cites.
+    wrong = strategy_scores(looking, test, lambda qt, s: s, letter="A")
+    assert set(wrong) <= {0.0, None}
+
+
+def test_cap_and_cite_all_baseline() -> None:
+    capped = KeyframeReward(max_cited=2, prior="none")
+    # salient frames 2 and 3: three citations are over the cap, two are fine
+    assert kf_call(capped, [format_answer("t", [1, 2, 3], "B"), format_answer("t", [2, 3], "B")]) == [
+        0.0,
+        1.0,
+    ]
+    cite_all = KeyframeReward(prior="cite_all")
+    out = kf_call(cite_all, [format_answer("t", [1, 2, 3, 4], "B"), format_answer("t", [2, 3], "B")])
+    assert out == [0.0, 1.0]
+    half = kf_call(cite_all, [format_answer("t", [2], "B")])[0]  # F1 2/3 against cite-all's 2/3
+    assert half == pytest.approx(0.0)
+
+
+def test_f_beta_below_one_weights_precision() -> None:
+    over, under = [2, 3, 4], [2]
+    assert f_beta(over, [2, 3], 1.0) == pytest.approx(f1(over, [2, 3]))
+    assert f_beta(over, [2, 3], 0.5) < f_beta(under, [2, 3], 0.5)
+    assert f_beta(over, [2, 3], 2.0) > f_beta(under, [2, 3], 2.0)
+
+
+def test_positional_prior_is_read_lazily_from_a_jsonl_and_explains_missing_data(tmp_path: Path) -> None:
+    from egovlm.schema import write_jsonl
+
+    path = tmp_path / "qa.jsonl"
+    reward = KeyframeReward(prior="positional", prior_data=path)  # the file does not exist yet
+    write_jsonl(path, as_items([("first", [1])] * 3))
+    assert reward.positional().ranking("first", N_FRAMES)[0] == 1
+    assert reward.positional().ranking("never seen", N_FRAMES)[0] == 1  # pooled over all types
+    unannotated = [i.model_copy(update={"salient_times": None}) for i in as_items([("first", [1])])]
+    write_jsonl(tmp_path / "bare.jsonl", unannotated)
+    with pytest.raises(PriorDataError, match="keyframe_prior: cite_all"):
+        PositionalPrior.from_jsonl(tmp_path / "bare.jsonl")
+    with pytest.raises(PriorDataError, match="not found"):
+        PositionalPrior.from_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_positional_prior_uses_the_clip_window() -> None:
+    """A question cut from a long video (start_s/end_s) is placed within its window, not the video."""
+    item = as_items([("first", [1])])[0].model_copy(
+        update={"start_s": 100.0, "end_s": 108.0, "salient_times": [107.5], "duration_s": 600.0}
+    )
+    assert PositionalPrior.from_items([item]).ranking("first", N_FRAMES)[0] == N_FRAMES
+
+
+def test_build_rewards_passes_the_keyframe_definition() -> None:
+    cfg = RewardsSection(keyframe_beta=0.5, keyframe_max_cited=3, keyframe_prior="cite_all")
+    funcs, _ = build_rewards(cfg)
+    kf = funcs[2]
+    assert isinstance(kf, KeyframeReward)
+    assert (kf.beta, kf.max_cited, kf.prior) == (0.5, 3, "cite_all")
