@@ -14,9 +14,9 @@ Answer (R1-Zero style)::
 :func:`parse_answer` is the one parser used by rewards, eval and edge: tolerant of whitespace
 and tag case, strict about the letter set. Evaluation also has a *plain* prompt, the letter-only
 one published EgoSchema numbers are measured with (:func:`build_plain_messages`), and its parser
-:func:`parse_letter`; neither is used in training or on the device. Bump :data:`CONTRACT_VERSION` whenever the prompt
-rendering or the answer grammar changes; export manifests record it and the runtime refuses a
-mismatch.
+:func:`parse_letter`; neither is used in training or on the device. Bump
+:data:`CONTRACT_VERSION` whenever the prompt rendering or the answer grammar changes; export
+manifests record it and the runtime refuses a mismatch.
 """
 
 from __future__ import annotations
