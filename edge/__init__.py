@@ -1,4 +1,4 @@
-"""egovlm.edge: the live camera runtime (DESIGN.md §5).
+"""egovlm.edge: the live camera runtime (docs/architecture.md#edge-runtime).
 
 Core (buffer.py, engine.py, backends/): keyframe buffer, cached model state, model backends.
 The selector itself is shared with training: :mod:`egovlm.keyframes`. Ingest (GStreamer

@@ -1,8 +1,8 @@
 """``egovlm doctor``: what this machine has for the edge runtime, what is missing, and the fix.
 
-Users' recurring pains on Jetson (DESIGN.md §8) are environmental: CSI vs V4L2 confusion, a
-PyPI torch without CUDA, TensorRT/JetPack mismatches, a power mode that makes published speeds
-irreproducible, out-of-memory on 8 GB boards. Each check reports a status and, when something
+Users' recurring pains on Jetson (docs/architecture.md#on-the-device) are environmental: CSI vs V4L2
+confusion, a PyPI torch without CUDA, TensorRT/JetPack mismatches, a power mode that makes published
+speeds irreproducible, out-of-memory on 8 GB boards. Each check reports a status and, when something
 is wrong, the command or step that fixes it.
 
 Everything the checks read goes through :class:`Host` (file-system root, ``which``, command

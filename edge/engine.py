@@ -1,6 +1,6 @@
 """The edge engine: keyframes in, answers out, with the model's state for the buffer kept warm.
 
-Three threads meet here (DESIGN.md §5):
+Three threads meet here (docs/architecture.md#threads):
 
 * **ingest** calls :meth:`Engine.add_frame` for every camera frame: descriptor, selector,
   buffer; microseconds to a few milliseconds, never waits for the model;

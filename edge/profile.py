@@ -9,8 +9,8 @@ the backend holds them (tied LM head twice in exported graphs, quantisation scal
 runtime keeps live at most, activations at the TensorRT profiles' largest shapes, the vision cache and
 the runtime's overhead. The budget is ``memory_budget_gb`` when the profile sets it, else the export
 target's of the same name (configs/export/targets.yaml: memory_gb x budget_fraction), so a Jetson's
-budget is written once. Orin Nano's 8 GB is the case it exists for (DESIGN.md section 8:
-out-of-memory is the users' first complaint).
+budget is written once. Orin Nano's 8 GB is the case it exists for: out-of-memory is the users' first
+complaint (docs/architecture.md#the-memory-plan).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Camera and stream sources as URIs, mapped to GStreamer pipeline descriptions (DESIGN.md §5).
+"""Camera and stream sources as URIs, mapped to GStreamer pipelines (docs/architecture.md#sources-and-ingest).
 
 Grammar (query parameters are optional; unknown ones are an error, not silently ignored)::
 

@@ -16,7 +16,7 @@ and tag case, strict about the letter set. Evaluation also has a *plain* prompt,
 one published EgoSchema numbers are measured with (:func:`build_plain_messages`), and its parser
 :func:`parse_letter`; neither is used in training or on the device. Bump
 :data:`CONTRACT_VERSION` whenever the prompt rendering or the answer grammar changes; export
-manifests record it and the runtime refuses a mismatch.
+manifests record it and the onnx and tensorrt backends refuse a mismatch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Frame sets: what every stage shows the model (DESIGN.md section 3).
+"""Frame sets: what every stage shows the model (docs/architecture.md#the-contract).
 
 A frame set is an ordered list of keyframes, each an RGB image with its 1-based index in the
 set and its timestamp in the source video. Train, eval and the edge buffer all build the

@@ -1,4 +1,4 @@
-"""The one dataset schema every importer writes and every stage reads (DESIGN.md section 6).
+"""The one dataset schema every importer writes and every stage reads (docs/architecture.md#data).
 
 A dataset is a JSONL file, one :class:`QAItem` per line. Paths inside a row (``video``,
 ``frames_dir``) are relative to the JSONL file's folder unless absolute, so a dataset folder

@@ -1,13 +1,14 @@
 """``--backend edgellm``: drive NVIDIA TensorRT Edge-LLM's quantise/export tools for Qwen2.5-VL.
 
 Edge-LLM lives in its OWN Python environment (its export extra pins torch 2.13 and an older
-transformers than ours, DESIGN.md section 7), so we never import it: we find its console scripts (on
-PATH or in ``--edgellm-bin``, e.g. ``~/edgellm-venv/bin``), build the command lines and run them as
-subprocesses, logging each to ``edgellm/logs/``. Commands follow Edge-LLM's documented Qwen2.5-VL flow
-(Quick Start / VLM examples, releases 0.4-0.7): ``tensorrt-edgellm-quantize-llm`` -> ``tensorrt-edgellm-
-export-llm`` -> ``tensorrt-edgellm-export-visual``, then on the device ``llm_build --vlm`` and
-``visual_build`` from its C++ build. Later releases renamed the tools (``tensorrt-edgellm-quantize llm``,
-``trtedge``); when only those exist we say so and print the commands rather than guess flags.
+transformers than ours, docs/architecture.md#dependency-facts), so we never import it: we find its
+console scripts (on PATH or in ``--edgellm-bin``, e.g. ``~/edgellm-venv/bin``), build the command
+lines and run them as subprocesses, logging each to ``edgellm/logs/``. Commands follow Edge-LLM's
+documented Qwen2.5-VL flow (Quick Start / VLM examples, releases 0.4-0.7):
+``tensorrt-edgellm-quantize-llm`` -> ``tensorrt-edgellm-export-llm`` -> ``tensorrt-edgellm-export-visual``,
+then on the device ``llm_build --vlm`` and ``visual_build`` from its C++ build. Later releases renamed
+the tools (``tensorrt-edgellm-quantize llm``, ``trtedge``); when only those exist we say so and print
+the commands rather than guess flags.
 """
 
 from __future__ import annotations

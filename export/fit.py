@@ -4,7 +4,7 @@ holds at once at most (:func:`kv_live_tokens`), activations at the TensorRT prof
 cache and a runtime reserve, all from tensor SHAPES: a checkpoint's safetensors headers, or the
 parameter list its config.json implies. Nothing here loads weights or imports torch, so the export
 refuses an oversized job before ``load_model`` and the torch-free edge runtime checks a device profile
-with the same numbers (one accounting: :func:`memory_plan`; DESIGN.md section 8).
+with the same numbers (one accounting: :func:`memory_plan`; docs/architecture.md#the-memory-plan).
 
 Weights, per graph, as exported (``egovlm.export.pipeline``, ``egovlm.export.quantize``):
 
@@ -411,9 +411,9 @@ def chunk_sizes(tokens: int, max_chunk: int | None) -> list[int]:
 
 @dataclass(frozen=True)
 class Workload:
-    """What the edge runtime asks of the decoder (DESIGN.md section 5): a prefix of [system + K
-    keyframes], questions of at most ``question_tokens``, answers of at most ``new_tokens``, every
-    prefill in decoder calls of at most ``max_chunk`` tokens (None: a prefill is one call, as the
+    """What the edge runtime asks of the decoder (docs/architecture.md#engine-and-backends): a prefix of
+    [system + K keyframes], questions of at most ``question_tokens``, answers of at most ``new_tokens``,
+    every prefill in decoder calls of at most ``max_chunk`` tokens (None: a prefill is one call, as the
     torch backend and ONNX Runtime exports without a TensorRT plan run it)."""
 
     keyframes: int = 8

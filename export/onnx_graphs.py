@@ -22,9 +22,10 @@ the last position only: a 2 k-token prefill with Qwen's 151 k vocabulary would o
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` for all three graphs, because
 (1) the vision tower's window attention splits by data-dependent lengths that ``torch.export`` cannot
-guard (DESIGN.md section 7); tracing at the fixed keyframe grid bakes them in as constants, which is
-exactly right for fixed-size keyframes; (2) NVIDIA ModelOpt emits its Q/DQ nodes through TorchScript
-symbolic functions, so the TensorRT path needs this exporter anyway; one exporter, one set of quirks.
+guard (docs/architecture.md#dependency-facts); tracing at the fixed keyframe grid bakes them in as
+constants, which is exactly right for fixed-size keyframes; (2) NVIDIA ModelOpt emits its Q/DQ nodes
+through TorchScript symbolic functions, so the TensorRT path needs this exporter anyway; one exporter,
+one set of quirks.
 
 Model patching (no transformers source is changed; everything happens in the wrappers below):
 - attention is switched to the ``eager`` implementation: plain MatMul/Softmax ops that every ONNX

@@ -6,7 +6,7 @@ decoder as numpy functions); :class:`OrtBackend` implements it with ONNX Runtime
 parity check implements it with the PyTorch wrappers that were exported, so both are driven by the
 same code. Prefill is incremental: :meth:`VLMRunner.extend` appends tokens to a :class:`KVState`, so a
 caller can prefill [system + frames] once, keep the state, and append only a question later (the edge
-runtime's cached prefix, DESIGN.md section 5). Greedy tokens equal ``model.generate``'s
+runtime's cached prefix, docs/architecture.md#engine-and-backends). Greedy tokens equal ``model.generate``'s
 (``tests/export/test_export_cpu.py``).
 
 Chunked prefill: with ``max_chunk`` (a TensorRT-target export's ``tensorrt.plan.max_chunk``; None, no

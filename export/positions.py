@@ -1,12 +1,11 @@
-"""M-RoPE position ids on the host, in numpy (DESIGN.md section 7: "M-RoPE positions from get_rope_index
-computed on the host").
+"""M-RoPE position ids on the host, in numpy (docs/architecture.md#dependency-facts).
 
 Hand-written rather than calling transformers' ``get_rope_index`` because the device runtime must not
 need torch to compute them, and because the edge runtime extends a cached prefix: it needs the next
 position after a prefix, which this module returns explicitly. The rule (images only; no video) is
 Qwen2.5-VL's: text tokens advance t = h = w by one; an image's merged-token grid ``(gh, gw)`` starting
 at position ``p`` gets t = p, h = p + row, w = p + col, and the next token starts at ``p + max(gh, gw)``.
-``tests/export/test_positions.py`` checks it against ``get_rope_index`` token for token.
+``tests/export/test_export_positions.py`` checks it against ``get_rope_index`` token for token.
 """
 
 from __future__ import annotations

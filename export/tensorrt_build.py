@@ -5,7 +5,7 @@ Networks are built STRONGLY TYPED: the ONNX tensor types decide every layer's pr
 fp32 islands transformers keeps for RMSNorm/softmax, explicit Q/DQ from ModelOpt). TensorRT 11 removed
 the FP16/INT8 builder flags and TensorRT 10 (JetPack 6, Orin) already supports strongly-typed networks,
 so this one code path serves both; it also avoids the ViT's FP16 overflow that "let the builder pick
-precisions" can cause (DESIGN.md section 7).
+precisions" can cause (docs/architecture.md#dependency-facts).
 
 Versions: TensorRT 10.3+ (JetPack 6.1/6.2 and 7.x); 8.6 (JetPack 6.0) is refused at import with the
 upgrade (:mod:`egovlm.trt_support`). Plans are written without a second host copy: streamed to the

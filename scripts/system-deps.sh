@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages egovlm needs (DESIGN.md section 7) when any is missing.
+# Installs the Debian packages egovlm needs (docs/architecture.md#dependency-facts) when any is missing.
 # GStreamer has no Linux wheels on PyPI, so it comes from Debian; PyGObject is built
 # against libgirepository1.0-dev; espeak-ng makes test speech. Idempotent: a machine
 # that has them all pays one dpkg query.

@@ -2,9 +2,9 @@
 
 What this module adds to TRL, and why:
 
-* Frames enter as the ``images`` column with contract prompts (DESIGN.md §3, §7): TRL's video
-  path is not wired into the loss, its image path is (``tests/train/test_grad.py`` shows the
-  vision tower receives gradient from a GRPO step).
+* Frames enter as the ``images`` column with contract prompts (docs/architecture.md#the-contract): TRL's
+  video path is not wired into the loss, its image path is (docs/architecture.md#dependency-facts;
+  ``tests/train/test_grad.py`` shows the vision tower receives gradient from a GRPO step).
 * ``EgoGRPOTrainer`` is the only subclass; the loss path is TRL's, untouched. It overrides two
   methods: one appends which dataset rows each generation batch used to ``data_order.jsonl``
   (so a resumed run can be checked against an uninterrupted one); the other makes resuming a

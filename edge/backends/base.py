@@ -1,7 +1,8 @@
 """The backend interface: what the engine needs from a model runtime (torch, ONNX Runtime, TensorRT).
 
 The engine owns the policy (which keyframes, when to rebuild, which state a question sees); a
-backend owns the arithmetic, in three steps that map onto the cached-state idea (DESIGN.md §5):
+backend owns the arithmetic, in three steps that map onto the cached-state idea
+(docs/architecture.md#engine-and-backends):
 
 1. :meth:`Backend.encode_keyframe`: the vision encoder on one keyframe, called ONCE per keyframe
    when it enters the buffer (the engine caches the result by keyframe id);
@@ -100,8 +101,8 @@ class Generation:
 
 
 class Backend(ABC):
-    """A model runtime. Implementations: ``torch`` (transformers); ``onnx`` and ``tensorrt``
-    are placeholders until export/ defines its manifest."""
+    """A model runtime. Implementations: ``torch`` (transformers, a model folder); ``onnx`` and
+    ``tensorrt`` (an export folder, loaded through its manifest)."""
 
     name: str = "abstract"
     # True when build_prefix accepts ``previous=`` and reuses the KV of the keyframes a new

@@ -33,7 +33,7 @@ QWEN_SPECIAL_TOKENS = [
 ANSWER_TAGS = ["<think>", "</think>", "<keyframes>", "</keyframes>", "<answer>", "</answer>"]
 
 # Chat template: branches on content['type'] only, because `datasets` adds `video: None`
-# (and `image: None`) keys to every content item (DESIGN.md section 7).
+# (and `image: None`) keys to every content item (docs/architecture.md#dependency-facts).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"

@@ -1,6 +1,6 @@
-"""The cached model state (DESIGN.md §5): cached answers equal from-scratch ones token for token,
-vision runs once per keyframe, a question mid-rebuild sees a consistent snapshot, ingest never
-waits for the model."""
+"""The cached model state (docs/architecture.md#engine-and-backends): cached answers equal from-scratch
+ones token for token, vision runs once per keyframe, a question mid-rebuild sees a consistent
+snapshot, ingest never waits for the model."""
 
 from __future__ import annotations
 
@@ -124,8 +124,9 @@ def test_cached_greedy_equals_from_scratch_generate(which: str, request: pytest.
 
 
 def test_score_comparison_detects_wrong_positions(tiny: TorchBackend) -> None:
-    """Negative control: without mm_token_type_ids, positions fall back to 1-D (DESIGN.md §7) and
-    the logits move by more than 10x the tolerance used above, so that comparison has teeth."""
+    """Negative control: without mm_token_type_ids, positions fall back to 1-D
+    (docs/architecture.md#dependency-facts) and the logits move by more than 10x the tolerance used
+    above, so that comparison has teeth."""
     kfs = _keyframes(tiny, 3)
     q, opts = QUESTIONS[0]
     inputs, ref = _plain_transformers(tiny, kfs, q, opts, 1)

@@ -1,5 +1,6 @@
 """The pixels reach the GRPO loss: one GRPO step on the images column puts a non-zero gradient
-on the vision tower's parameters (TRL's video path would leave them at zero, DESIGN.md §7)."""
+on the vision tower's parameters (TRL's video path would leave them at zero,
+docs/architecture.md#dependency-facts)."""
 
 from __future__ import annotations
 
