@@ -87,6 +87,49 @@ def _latency(out: Path, quick: bool) -> Report:
     return latency.run(out, None, (1, 4, 8, 16, 32), repeats=repeats, scratch_repeats=scratch, threads=1)
 
 
+SLICE_LAYERS = 2  # decoder layers (and vision blocks) of the 3B-shaped slice of the full suite
+
+
+def slice_model(out: Path, layers: int = SLICE_LAYERS) -> Path:
+    """A ``egovlm model slice3b`` of ``layers`` layers in ``out`` (built once, then reused)."""
+    from egovlm.models.build import build_slice3b
+
+    if (out / "slice.json").is_file():
+        return out
+    return build_slice3b(out, layers)
+
+
+def _latency_slice(out: Path, quick: bool) -> Report:
+    from egovlm.benchmarks import latency
+
+    model = slice_model(out / "models" / f"slice3b-{SLICE_LAYERS}")
+    return latency.run(
+        out,
+        model,
+        (1, 8, 16, 32),
+        repeats=5,
+        scratch_repeats=2,
+        fresh_repeats=2,
+        warmup=1,
+        threads=1,
+        compare_attention=True,
+        part="latency_slice",
+    )
+
+
+def _roofline(out: Path, quick: bool) -> Report:
+    from egovlm.benchmarks import roofline
+
+    model = slice_model(out / "models" / f"slice3b-{SLICE_LAYERS}")
+    return roofline.run(out, model, k=8, repeats=3, exports=out / "models" / "exports", keep_exports=True)
+
+
+def _projection(out: Path, quick: bool) -> Report:
+    from egovlm.benchmarks import projection
+
+    return projection.run(out)
+
+
 def _export(out: Path, quick: bool) -> Report:
     from egovlm.benchmarks import export
 
@@ -108,14 +151,17 @@ def _train(out: Path, quick: bool) -> Report:
 Part = Callable[[Path, bool], Report]
 
 
-def default_parts() -> dict[str, Part]:
-    """The parts in run order; voice only where its module exists (it is optional)."""
+def default_parts(quick: bool = False) -> dict[str, Part]:
+    """The parts in run order; voice only where its module exists (it is optional); the 3B-shaped
+    slice parts (latency_slice, roofline: about 25 minutes on 2 cores) only in the full suite."""
     parts: dict[str, Part] = {
         "ingest": _ingest,
         "keyframes": _keyframes,
         "latency": _latency,
-        "export": _export,
     }
+    if not quick:
+        parts |= {"latency_slice": _latency_slice, "roofline": _roofline}
+    parts |= {"projection": _projection, "export": _export}
     if importlib.util.find_spec("egovlm.benchmarks.voice") is not None:
         parts["voice"] = _voice
     parts["train"] = _train
@@ -130,7 +176,7 @@ def run_all(
     echo: Callable[[str], Any] = print,
 ) -> list[Outcome]:
     """Run the parts (all, or ``only`` these), write ``out/summary.md``, return the outcomes."""
-    parts = parts if parts is not None else default_parts()
+    parts = parts if parts is not None else default_parts(quick)
     if only:
         unknown = sorted(set(only) - set(parts))
         if unknown:

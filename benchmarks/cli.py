@@ -39,22 +39,74 @@ def keyframes(
 @app.command()
 def latency(
     out: Path = typer.Option(Path("bench"), help="Output folder"),
-    model: Path = typer.Option(None, help="Model folder (default: build the offline small model)"),
+    model: Path = typer.Option(
+        None,
+        help="Model folder (default: the offline small model); a `egovlm model slice3b` slice adds"
+        " per-layer times and a projection to the real depth",
+    ),
     k: list[int] = typer.Option([1, 4, 8, 16, 32], help="Buffer sizes K (repeat the option)"),
     quick: bool = typer.Option(False, help="Fewer repeats"),
     threads: int = typer.Option(1, help="torch / ONNX Runtime intra-op threads (0: library default)"),
     backend: str = typer.Option(
         "torch", help="torch (model folder) or onnx (export folder from `egovlm export`)"
     ),
+    repeats: int = typer.Option(None, min=1, help="Cached questions per K (default 11; 5 with --quick)"),
+    scratch_repeats: int = typer.Option(None, min=1, help="From-scratch questions per K (default 5; 2)"),
+    fresh_repeats: int = typer.Option(3, min=1, help="Keyframe arrivals timed per K"),
+    compare_attention: bool = typer.Option(
+        True, help="torch: also time the cached question with transformers' stock sdpa (the old design)"
+    ),
 ) -> None:
     """Time to first token and decode tokens/s vs K: cached prefix vs from-scratch re-encoding."""
     from egovlm.benchmarks import latency as part
+    from egovlm.models.presets import SLICE_META
 
-    repeats, scratch = (5, 2) if quick else (11, 5)
+    default_repeats, default_scratch = (5, 2) if quick else (11, 5)
+    is_slice = model is not None and (model / SLICE_META).is_file()
     report = part.run(
-        out, model, k, repeats=repeats, scratch_repeats=scratch, threads=threads or None, backend_kind=backend
+        out,
+        model,
+        k,
+        repeats=repeats or default_repeats,
+        scratch_repeats=scratch_repeats or default_scratch,
+        threads=threads or None,
+        backend_kind=backend,
+        fresh_repeats=fresh_repeats,
+        compare_attention=compare_attention,
+        warmup=1 if is_slice else 2,
+        part="latency_slice" if is_slice else "latency",
     )
     typer.echo(report.markdown())
+
+
+@app.command()
+def roofline(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    model: Path = typer.Option(..., help="Model folder, e.g. `egovlm model slice3b --layers 2 --out DIR`"),
+    k: int = typer.Option(8, min=1, help="Keyframes cached before the question"),
+    repeats: int = typer.Option(3, min=1, help="Questions per implementation (interleaved)"),
+    exports: Path = typer.Option(
+        None, help="Folder of <precision>/ cpu exports of MODEL to reuse (missing ones are exported there)"
+    ),
+    quick: bool = typer.Option(False, help="Smaller STREAM arrays, fewer GEMM passes"),
+) -> None:
+    """Memory bandwidth (STREAM) and fp32 GEMM throughput of this machine, and torch / ONNX Runtime
+    fp32 / int8 / int4 decode and prefill as fractions of those limits."""
+    from egovlm.benchmarks import roofline as part
+
+    report = part.run(
+        out, model, k=k, repeats=repeats, exports=exports, quick=quick, keep_exports=exports is not None
+    )
+    typer.echo(report.markdown())
+
+
+@app.command()
+def projection(out: Path = typer.Option(Path("bench"), help="Output folder")) -> None:
+    """PROJECTION for Jetson modules: Qwen2.5-VL-3B bytes per decoded token and per question at each
+    TensorRT precision over each module's published bandwidth, next to published figures."""
+    from egovlm.benchmarks import projection as part
+
+    typer.echo(part.run(out).markdown())
 
 
 @app.command()
@@ -166,3 +218,27 @@ def all_parts(
     if failed:
         typer.echo(f"failed: {', '.join(failed)} (see {out / 'summary.md'})", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def peers(
+    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    model: Path = typer.Option(
+        None, help="Model folder (default: the offline small model; nano with --quick)"
+    ),
+    quick: bool = typer.Option(False, help="Nano model, K=2, 2 repeats"),
+    k: list[int] = typer.Option([], help="Buffer sizes K (repeat the option; default 1 8 16 32)"),
+    repeats: int = typer.Option(None, min=1, help="Timed repeats per K (default 3; 2 with --quick)"),
+    venv: Path = typer.Option(None, help="The peers venv (default .venv-peers, built by `make bench-peers`)"),
+) -> None:
+    """Same weights and frames in llama.cpp, OpenVINO GenAI, ONNX Runtime GenAI and ours: TTFT, tok/s, RSS."""
+    from egovlm.benchmarks import peers as part
+
+    try:
+        report = part.run(
+            out, model, quick=quick, ks=k or None, repeats=repeats, venv=venv or part.DEFAULT_VENV
+        )
+    except part.PeersUnavailableError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from e
+    typer.echo(report.markdown())

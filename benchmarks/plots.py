@@ -24,16 +24,56 @@ def _figure(ncols: int = 1) -> tuple[Any, Any]:
 
 
 def plot_latency(report: Report, out: Path) -> Path:
-    """TTFT vs K, cached prefix vs from scratch (log y: the gap is the point)."""
+    """TTFT vs K, cached prefix vs from scratch (log y: the gap is the point); dashed: the projection
+    to the real depth, when the report has one (a slice)."""
     fig, ax = _figure()
-    for mode in ("cached", "scratch"):
+    for mode in dict.fromkeys(r["mode"] for r in report.rows):
         rows = sorted((r for r in report.rows if r["mode"] == mode), key=lambda r: r["k"])
-        ax.plot([r["k"] for r in rows], [r["ttft_ms_median"] for r in rows], "o-", label=mode)
+        line = ax.plot([r["k"] for r in rows], [r["ttft_ms_median"] for r in rows], "o-", label=mode)[0]
+        if all("ttft_ms_projected" in r for r in rows):
+            ax.plot(
+                [r["k"] for r in rows],
+                [r["ttft_ms_projected"] for r in rows],
+                "s--",
+                color=line.get_color(),
+                label=f"{mode}, projected to real depth",
+            )
     ax.set(
         xlabel="keyframes in buffer (K)", ylabel="TTFT median (ms)", yscale="log", title="Time to first token"
     )
-    ax.legend()
-    return save_figure(fig, out / "latency.png")
+    ax.legend(fontsize="small")
+    return save_figure(fig, out / f"{report.part}.png")
+
+
+def plot_roofline(report: Report, out: Path) -> Path:
+    """Measured vs roofline time per implementation: decode step and question prefill."""
+    import numpy as np
+
+    fig, (left, right) = _figure(2)
+    names = [r["impl"] for r in report.rows]
+    xs = np.arange(len(names))
+    for ax, measured, bound, title in (
+        (left, "ms_per_token", "roofline_ms_per_token", "Decode step (bandwidth roofline)"),
+        (right, "prefill_ms", "roofline_prefill_ms", "Question prefill (fp32 GEMM roofline)"),
+    ):
+        ax.bar(xs - 0.2, [r[measured] for r in report.rows], 0.4, label="measured")
+        ax.bar(xs + 0.2, [r[bound] for r in report.rows], 0.4, label="roofline (shortest possible)")
+        ax.set_xticks(xs, names, rotation=20)
+        ax.set(ylabel="ms", title=title)
+        ax.legend(fontsize="small")
+    return save_figure(fig, out / "roofline.png")
+
+
+def plot_projection(report: Report, out: Path) -> Path:
+    """Bandwidth-bound decode tok/s per Jetson module and precision (a projection)."""
+    fig, ax = _figure()
+    for precision in dict.fromkeys(r["precision"] for r in report.rows):
+        rows = [r for r in report.rows if r["precision"] == precision]
+        ax.barh([f"{r['module']} {precision}" for r in rows], [r["max_tok_s"] for r in rows], label=precision)
+    ax.set(xlabel="decode tok/s upper bound (bandwidth / bytes per token)", title="PROJECTION: Qwen2.5-VL-3B")
+    ax.tick_params(axis="y", labelsize="x-small")
+    ax.legend(fontsize="small")
+    return save_figure(fig, out / "projection.png")
 
 
 def plot_keyframes(report: Report, out: Path) -> Path:
@@ -144,6 +184,9 @@ PLOTS: dict[str, Callable[[Report, Path], Path]] = {
     "train": plot_train,
     "voice": plot_voice,
     "soak": plot_soak,
+    "latency_slice": plot_latency,
+    "roofline": plot_roofline,
+    "projection": plot_projection,
 }
 
 

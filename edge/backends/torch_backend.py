@@ -12,6 +12,11 @@
   sequence, in the 4-row form generate itself builds ([text positions; t; h; w]). Explicit
   positions also keep generate away from the model's ``rope_deltas`` attribute, which the
   from-scratch path mutates.
+* Attention of the language model: :func:`grouped_query_sdpa` (registered with transformers'
+  ``AttentionInterface``) instead of the stock ``sdpa``, whose masked multi-token path (a question
+  on top of the cached prefix) copies every layer's K and V 8x (Qwen2.5-VL-3B: 16 query heads on 2
+  KV heads) before attending; profiled at the 3B's widths this copy was ~20 % of the cached TTFT at
+  K=32 (benchmarks/README.md, "latency at the 3B's shape").
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import DynamicCache
+from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from egovlm.contract import SYSTEM_PROMPT
@@ -53,6 +60,42 @@ from egovlm.processing import TextStream
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
 DTYPES |= {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+GQA_ATTENTION = "egovlm_gqa_sdpa"  # the language model's attention implementation (see grouped_query_sdpa)
+
+
+def grouped_query_sdpa(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """SDPA for grouped-query attention with a mask, without repeating K and V per query head.
+
+    Several tokens attending over a cache with a mask (a question after the cached prefix, a rebuild
+    chunk) is the one case where transformers' ``sdpa_attention_forward`` materialises ``repeat_kv``:
+    a copy of the whole K and V, ``num_key_value_groups`` times over, every layer, every question.
+    Here the query heads that share a KV head are folded into the query length instead ([b, kv_heads,
+    groups * q, d], the mask tiled to match), which is the same arithmetic (each query row attends to
+    its own KV head; rows are independent) with no K/V copy. Everything else (one query token, no mask,
+    no grouping) goes to the stock function. Written by hand because neither transformers nor torch's
+    CPU SDPA (``enable_gqa`` is slower here, measured) avoids the copy for this case."""
+    groups = int(getattr(module, "num_key_value_groups", 1))
+    b, heads, q, d = query.shape
+    if groups == 1 or q == 1 or attention_mask is None or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    kv_heads = key.shape[1]
+    folded = query.reshape(b, kv_heads, groups * q, d)  # heads h = kv * groups + g (repeat_kv's order)
+    mask = attention_mask.expand(b, heads, q, attention_mask.shape[-1]).reshape(b, kv_heads, groups * q, -1)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        folded, key, value, attn_mask=mask, dropout_p=kwargs.get("dropout", 0.0), scale=kwargs.get("scaling")
+    )
+    return out.reshape(b, heads, q, d).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(GQA_ATTENTION, grouped_query_sdpa)
+AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)  # the same boolean masks as sdpa
 
 
 @dataclass(frozen=True)
@@ -106,6 +149,8 @@ class TorchBackend(Backend):
             _guard_cuda_probe()
         self.loaded = loaded
         self.model = loaded.model
+        if self.model.config.get_text_config()._attn_implementation == "sdpa":
+            self.model.set_attn_implementation({"text_config": GQA_ATTENTION})
         self.processor = loaded.processor
         self.tokenizer = loaded.processor.tokenizer
         self.image_token_id = int(self.model.config.image_token_id)
@@ -385,7 +430,7 @@ def _guard_cuda_probe() -> None:
 
     Qwen2.5-VL's forward calls ``torch.cuda.is_current_stream_capturing()`` (through
     ``transformers.utils.import_utils.is_tracing``) on every image placeholder check. With a CUDA
-    build of torch and no NVIDIA driver (this project's CPU machines, DESIGN.md §7), that call
+    build of torch and no NVIDIA driver (docs/architecture.md#dependency-facts), that call
     normally raises (and transformers catches it), but in some processes (seen in ``egovlm edge
     run`` with GStreamer loaded) it reaches a ``noexcept`` error-log constructor that throws,
     and the process aborts (std::terminate). Without a usable GPU nothing can be capturing, so

@@ -55,7 +55,9 @@ def test_cli_bench_all_exits_nonzero_when_a_part_fails(
     from egovlm.cli import app
 
     ran: list[str] = []
-    monkeypatch.setattr(bench_all, "default_parts", lambda: {"broken": _boom, "fine": _ok("fine", ran)})
+    monkeypatch.setattr(
+        bench_all, "default_parts", lambda quick=False: {"broken": _boom, "fine": _ok("fine", ran)}
+    )
     result = CliRunner().invoke(app, ["bench", "all", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert ran == ["fine"]
@@ -66,7 +68,7 @@ def test_cli_bench_all_exits_zero_when_all_pass(tmp_path: Path, monkeypatch: pyt
     from egovlm.cli import app
 
     ran: list[str] = []
-    monkeypatch.setattr(bench_all, "default_parts", lambda: {"fine": _ok("fine", ran)})
+    monkeypatch.setattr(bench_all, "default_parts", lambda quick=False: {"fine": _ok("fine", ran)})
     result = CliRunner().invoke(app, ["bench", "all", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert ran == ["fine"]
@@ -74,4 +76,8 @@ def test_cli_bench_all_exits_zero_when_all_pass(tmp_path: Path, monkeypatch: pyt
 
 def test_default_parts_cover_every_benchmark() -> None:
     names = list(bench_all.default_parts())
-    assert names[:4] == ["ingest", "keyframes", "latency", "export"] and names[-1] == "train"
+    assert names[:3] == ["ingest", "keyframes", "latency"] and names[-1] == "train"
+    assert {"latency_slice", "roofline", "projection", "export"} <= set(names)
+    assert names.index("roofline") < names.index("projection")  # projection reads roofline.json
+    quick = list(bench_all.default_parts(quick=True))
+    assert "projection" in quick and not {"latency_slice", "roofline"} & set(quick)  # < 10 min

@@ -60,6 +60,34 @@ def _fake_reports() -> dict[str, Report]:
                 for m in ("cached", "scratch")
             ],
         ),
+        "latency_slice": Report(
+            "latency_slice",
+            rows=[
+                {"k": k, "mode": m, "ttft_ms_median": float(v), "ttft_ms_projected": float(36 * v)}
+                for k in (1, 32)
+                for m, v in (("cached", rng.uniform(5, 50)), ("scratch", rng.uniform(100, 500)))
+            ],
+        ),
+        "roofline": Report(
+            "roofline",
+            rows=[
+                {
+                    "impl": n,
+                    "ms_per_token": 2.0 * b,
+                    "roofline_ms_per_token": b,
+                    "prefill_ms": 3.0 * b,
+                    "roofline_prefill_ms": b,
+                }
+                for n, b in (("torch-fp32", 80.0), ("onnx-int4", 13.0))
+            ],
+        ),
+        "projection": Report(
+            "projection",
+            rows=[
+                {"module": m, "precision": p, "max_tok_s": t}
+                for m, p, t in (("Orin Nano", "int4", 29.5), ("Thor", "fp8", 74.8), ("Thor", "int4", 118.0))
+            ],
+        ),
         "keyframes": Report(
             "keyframes",
             rows=[
