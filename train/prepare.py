@@ -249,6 +249,10 @@ def prepare(cfg: TrainConfig, workers: int | None = None, progress: bool = False
 
     size = keyframe_size(ensure_model(cfg))
     data = ensure_data(cfg)
+    if cfg.rewards.keyframe_prior == "positional":  # fail before hours of decoding, not at the first reward
+        from egovlm.train.rewards import PositionalPrior
+
+        PositionalPrior.from_jsonl(cfg.rewards.keyframe_prior_data or data)
     return prepare_dataset(
         data, frame_spec(cfg, size), cache_dir_of(cfg), training_items(cfg, data), workers, progress
     )

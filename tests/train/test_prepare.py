@@ -163,3 +163,23 @@ def test_cli_prepare_then_train_refusal_names_the_exact_command(
     assert "prepared 6 rows (6 decoded now, 0 already cached)" in done.output
     again = runner.invoke(app, ["data", "prepare", "--config", str(RECIPE), *overrides])
     assert "(0 decoded now, 6 already cached)" in again.output
+
+
+def test_prepare_refuses_a_positional_prior_the_data_cannot_estimate_before_decoding(
+    fixture_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
+    """A recipe whose keyframe reward needs the positional prior, on rows without salient times:
+    prepare says so (and what to use instead) before it decodes anything."""
+    from egovlm.train.prepare import prepare
+    from egovlm.train.rewards import PriorDataError
+
+    data = copy_dataset(fixture_data, tmp_path / "data")
+    write_jsonl(data, [i.model_copy(update={"salient_times": None}) for i in read_jsonl(data)])
+    decoded: list[Path] = []
+    monkeypatch.setattr(sampling, "sample", lambda media, *a, **k: decoded.append(media))
+    cfg = recipe(tmp_path, data, tiny_model_dir, "rewards.keyframe_prior=positional")
+    with pytest.raises(PriorDataError, match="keyframe_prior: cite_all"):
+        prepare(cfg, workers=1)
+    assert decoded == []
+    monkeypatch.undo()
+    assert prepare(recipe(tmp_path, data, tiny_model_dir), workers=1).decoded == len(read_jsonl(data))
