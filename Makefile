@@ -80,10 +80,20 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf build $(VENV) .venv-device310 .venv-device312 .cache/trt-bindings .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build $(VENV) .venv-device310 .venv-device312 $(PEERS_VENV) .cache/trt-bindings .pytest_cache .mypy_cache .ruff_cache
 
 # The miniature EgoVLM experiment (docs/mini_experiment/README.md): EgoSynth data, the base stage,
 # GRPO arms (a) and (b) x 3 seeds, evals and the results table, on CPU (time of the last run in the docs).
 .PHONY: repro-mini
 repro-mini: setup
 	$(BIN)/python scripts/repro_mini.py --fresh
+
+# `egovlm bench peers` (benchmarks/README.md): llama.cpp (llama-cpp-python built from source, ~14 min on 2
+# cores), OpenVINO GenAI + optimum-intel and ONNX Runtime GenAI in their own venv, then one run (small
+# preset, K 1/8/16/32, ~17 min). Not part of `make test`; tests/benchmarks/test_peers.py (slow) uses it.
+PEERS_VENV := .venv-peers
+.PHONY: bench-peers
+$(PEERS_VENV)/.peers-installed: scripts/setup-peers.sh
+	bash scripts/setup-peers.sh $(PEERS_VENV)
+bench-peers: setup $(PEERS_VENV)/.peers-installed
+	$(BIN)/egovlm bench peers --out bench --k 1 --k 8 --k 16 --k 32
