@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from egovlm.benchmarks.report import Report, percentiles, save_figure
+from egovlm.models.presets import SHARPEN
 
 QUESTIONS = (  # first question, follow-up on the same frames, question after a new keyframe
     "What did I pick up just before I left the kitchen?",
@@ -53,7 +54,6 @@ IMAGE_TAG = "<|vision_start|><|image_pad|><|vision_end|>"
 DEFAULT_VENV = Path(__file__).resolve().parents[1] / ".venv-peers"
 WORKER = Path(__file__).resolve().with_name("peers_worker.py")
 GGUF_WRAPPER = Path(__file__).resolve().with_name("peers_gguf.py")
-SHARPEN = 6.0  # see _sharpen
 CONVERT_TIMEOUT_S = 1800
 
 
@@ -66,18 +66,10 @@ class PeersUnavailableError(RuntimeError):
 
 def _sharpen(path: Path) -> None:
     """Scale the decoder's 2-D weights: a random-init model with tied embeddings echoes the prompt's
-    last token, which would make greedy agreement between runtimes vacuous (tests/exports.py does the
-    same for the tiny test model)."""
-    import torch
+    last token, which would make greedy agreement between runtimes vacuous."""
+    from egovlm.models.build import sharpen_decoder
 
-    from egovlm.models import load_model
-
-    loaded = load_model(path)
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if "language_model.layers" in name and param.ndim == 2:
-                param.mul_(SHARPEN)
-    loaded.model.save_pretrained(path, safe_serialization=True)
+    sharpen_decoder(path, SHARPEN)
 
 
 def prepare_model(work: Path, model: Path | None, quick: bool) -> Path:

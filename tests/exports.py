@@ -10,24 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SHARPEN = 6.0
-
 
 def sharpened_tiny(path: Path) -> Path:
-    """The tiny preset with its decoder's 2-D weights scaled by SHARPEN, saved as safetensors."""
-    import torch
-
-    from egovlm.models import load_model
-    from egovlm.models.build import build_model
+    """The tiny preset with its decoder's 2-D weights sharpened (egovlm.models.build.sharpen_decoder)."""
+    from egovlm.models.build import build_model, sharpen_decoder
 
     build_model("tiny", path, seed=0)
-    loaded = load_model(path)
-    with torch.no_grad():
-        for name, param in loaded.model.named_parameters():
-            if "language_model.layers" in name and param.ndim == 2:
-                param.mul_(SHARPEN)
-    loaded.model.save_pretrained(path, safe_serialization=True)
-    return path
+    return sharpen_decoder(path)
 
 
 def quick_export(

@@ -25,7 +25,7 @@ from transformers import (
 
 from egovlm.contract import CONTRACT_VERSION
 from egovlm.models.files import EGOVLM_META
-from egovlm.models.presets import PRESETS, SLICE_META, ModelPreset, slice3b_preset, slice_meta
+from egovlm.models.presets import PRESETS, SHARPEN, SLICE_META, ModelPreset, slice3b_preset, slice_meta
 from egovlm.models.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
 PATCH, MERGE, TEMPORAL = 14, 2, 2
@@ -103,6 +103,23 @@ def build_model(kind: str, out: Path | str, seed: int = 0) -> Path:
     if kind not in PRESETS:
         raise ValueError(f"unknown model size {kind!r}; choose one of {', '.join(PRESETS)}")
     return _build(PRESETS[kind], kind, Path(out), seed, torch.float32, {})
+
+
+def sharpen_decoder(path: Path | str, factor: float = SHARPEN) -> Path:
+    """Scale an offline model's decoder weight matrices by ``factor`` in place (safetensors).
+
+    A random-init model with tied embeddings echoes the prompt's last token forever, which makes
+    token-equality checks (cached vs scratch, runtime vs runtime) vacuous; sharpened, its greedy
+    answers change token to token."""
+    from egovlm.models import load_model
+
+    loaded = load_model(path)
+    with torch.no_grad():
+        for name, param in loaded.model.named_parameters():
+            if "language_model.layers" in name and param.ndim == 2:
+                param.mul_(factor)
+    loaded.model.save_pretrained(path, safe_serialization=True)
+    return Path(path)
 
 
 def build_slice3b(out: Path | str, layers: int, vision_layers: int | None = None, seed: int = 0) -> Path:

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+SHARPEN = 6.0  # egovlm.models.build.sharpen_decoder's default: what tests and the peers benchmark use
+
 
 @dataclass(frozen=True)
 class ModelPreset:
