@@ -123,10 +123,6 @@ class TokenEvent(BaseModel):
     text: str
 
 
-class ErrorBody(BaseModel):
-    detail: str
-
-
 class IngestInfo(BaseModel):
     source: str
     state: str

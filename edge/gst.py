@@ -64,9 +64,5 @@ def gst() -> Any:
     return _load()[0]
 
 
-def gst_app() -> Any:
-    return _load()[1]
-
-
 def gst_video() -> Any:
     return _load()[2]

@@ -15,6 +15,7 @@ so the ground-truth files are byte-identical across runs, machines and worker co
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import time
@@ -25,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from egovlm.atomic import atomic_write_text
+from egovlm.atomic import atomic_write_bytes, atomic_write_text
 from egovlm.schema import write_jsonl
 from egovlm.synth import seeds
 from egovlm.synth.captions import caption_entries, narration
-from egovlm.synth.preview import contact_sheet, plan_tiles, write_png
+from egovlm.synth.preview import Tile, contact_sheet, plan_tiles, write_png
 from egovlm.synth.qa import QADraft, assign_letters, make_drafts
 from egovlm.synth.renderer import RenderConfig, Renderer
 from egovlm.synth.script import Script, plan_clip
@@ -286,3 +287,38 @@ def synthesize(
         time.perf_counter() - start,
         sum(o.cpu_seconds for o in outputs),
     )
+
+
+def gallery(
+    split: str, seed: int, indices: list[int], path: Path, per_clip: int = 6, width: int = 208
+) -> Path:
+    """One PNG showing several clips (a row of ``per_clip`` tiles each): the docs' contact sheet.
+
+    Rendered directly from the scripts (no video files); palette-quantised to stay small.
+    """
+    from PIL import Image
+
+    rows = []
+    for index in indices:
+        clip = build_clip(split, seed, index, SynthConfig())
+        cfg = clip.config
+        tiles = plan_tiles(clip.script.events, cfg.n_frames, cfg.fps, total=per_clip * 2)
+        events = [t for t in tiles if t.colour is not None]
+        others = [t for t in tiles if t.colour is None]
+        turns = [m for m in clip.script.head.moves if m.quick or m.walking]
+        if turns:  # show one blurred turn or a walk too
+            mid = round((turns[0].t0 + turns[0].t1) / 2 * cfg.fps)
+            kind = "walking" if turns[0].walking else "quick turn"
+            others = [Tile(mid, f"{mid / cfg.fps:.1f}s {kind}", None), *others]
+        chosen = sorted((events[: per_clip - 2] + others)[:per_clip], key=lambda t: t.frame)
+        frames = {t.frame: clip.renderer.render(t.frame / cfg.fps, t.frame) for t in chosen}
+        title = f"{clip.clip_id}: {clip.script.activity.description}"
+        rows.append(contact_sheet(frames, chosen, title, cols=per_clip, width=width))
+    sheet = np.vstack(rows)
+    img = Image.fromarray(sheet).quantize(
+        colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

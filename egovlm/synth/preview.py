@@ -7,7 +7,6 @@ reviewer can check at a glance that what the ground truth says is what the pixel
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,40 +77,3 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     if not ok:
         raise RuntimeError(f"could not encode {path} as PNG")
     atomic_write_bytes(path, buf.tobytes())
-
-
-def gallery(
-    split: str, seed: int, indices: list[int], path: Path, per_clip: int = 6, width: int = 208
-) -> Path:
-    """One PNG showing several clips (a row of ``per_clip`` tiles each): the docs' contact sheet.
-
-    Rendered directly from the scripts (no video files); palette-quantised to stay small.
-    """
-    from PIL import Image
-
-    from egovlm.synth.generate import SynthConfig, build_clip  # generate imports this module
-
-    rows = []
-    for index in indices:
-        clip = build_clip(split, seed, index, SynthConfig())
-        cfg = clip.config
-        tiles = plan_tiles(clip.script.events, cfg.n_frames, cfg.fps, total=per_clip * 2)
-        events = [t for t in tiles if t.colour is not None]
-        others = [t for t in tiles if t.colour is None]
-        turns = [m for m in clip.script.head.moves if m.quick or m.walking]
-        if turns:  # show one blurred turn or a walk too
-            mid = round((turns[0].t0 + turns[0].t1) / 2 * cfg.fps)
-            kind = "walking" if turns[0].walking else "quick turn"
-            others = [Tile(mid, f"{mid / cfg.fps:.1f}s {kind}", None), *others]
-        chosen = sorted((events[: per_clip - 2] + others)[:per_clip], key=lambda t: t.frame)
-        frames = {t.frame: clip.renderer.render(t.frame / cfg.fps, t.frame) for t in chosen}
-        title = f"{clip.clip_id}: {clip.script.activity.description}"
-        rows.append(contact_sheet(frames, chosen, title, cols=per_clip, width=width))
-    sheet = np.vstack(rows)
-    img = Image.fromarray(sheet).quantize(
-        colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-    )
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path

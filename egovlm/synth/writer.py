@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -82,10 +81,3 @@ class Mp4Writer:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close(ok=et is None)
-
-
-def decode_all(path: Path) -> Iterator[np.ndarray]:
-    """Every frame of a video as RGB uint8 (a plain PyAV loop; for tests and previews)."""
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")

@@ -225,7 +225,7 @@ def test_cli_synth(tmp_path: Path) -> None:
 
 
 def test_gallery_png(tmp_path: Path) -> None:
-    from egovlm.synth.preview import gallery
+    from egovlm.synth.generate import gallery
 
     path = gallery("test", 0, [0], tmp_path / "sheet.png", per_clip=3, width=120)
     img = cv2.imread(str(path))
