@@ -21,7 +21,6 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,19 +183,6 @@ def read_prepared(item: QAItem, base: Path, spec: FrameSpec, cache_dir: Path) ->
     return PreparedItem(item, folder, load_entry(folder))
 
 
-def prepare_items(
-    items: Iterable[QAItem], base: Path, spec: FrameSpec, cache_dir: Path, progress: bool = False
-) -> list[PreparedItem]:
-    items = list(items)
-    if progress:
-        from rich.progress import track
-
-        it: Iterable[QAItem] = track(items, description=f"decoding frames ({spec.n}/clip, {spec.mode})")
-    else:
-        it = items
-    return [prepare_item(item, base, spec, cache_dir) for item in it]
-
-
 def row(p: PreparedItem, selector_k: int, selector: dict[str, Any] | None = None) -> dict[str, Any]:
     """One training row (see module docstring for the columns)."""
     item = p.item
@@ -212,13 +198,6 @@ def row(p: PreparedItem, selector_k: int, selector: dict[str, Any] | None = None
         "selector_frames": [] if has_times else sampling.selector_frames(p.frames, selector_k, selector),
         "question_type": item.question_type,
     }
-
-
-def to_hf_dataset(
-    prepared: list[PreparedItem], selector_k: int, selector: dict[str, Any] | None = None
-) -> Any:
-    """A ``datasets.Dataset`` whose ``images`` column decodes the cached PNGs lazily to PIL."""
-    return hf_dataset([row(p, selector_k, selector) for p in prepared])
 
 
 def hf_dataset(rows: list[dict[str, Any]]) -> Any:

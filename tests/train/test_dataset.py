@@ -14,13 +14,22 @@ from egovlm.train import sampling
 from egovlm.train.dataset import (
     FrameSpec,
     NotPreparedError,
+    PreparedItem,
+    hf_dataset,
     prepare_item,
-    prepare_items,
     read_prepared,
-    to_hf_dataset,
+    row,
 )
 
 SIZE = (112, 84)
+
+
+def prepare_all(items: list[Any], base: Path, spec: FrameSpec, cache: Path) -> list[PreparedItem]:
+    return [prepare_item(item, base, spec, cache) for item in items]
+
+
+def training_dataset(prepared: list[PreparedItem]) -> Any:
+    return hf_dataset([row(p, selector_k=2) for p in prepared])
 
 
 def test_uniform_sampling_times_and_order(fixture_data: Path) -> None:
@@ -65,7 +74,7 @@ def test_cache_is_written_once_resized_and_reused(
 ) -> None:
     items = read_jsonl(fixture_data)
     spec = FrameSpec(4, "uniform", SIZE)
-    first = prepare_items(items, fixture_data.parent, spec, tmp_path / "cache")
+    first = prepare_all(items, fixture_data.parent, spec, tmp_path / "cache")
     assert all(f.image.shape == (SIZE[1], SIZE[0], 3) for p in first for f in p.frames)
     assert all(len(p.frame_files) == 4 and all(f.is_file() for f in p.frame_files) for p in first)
     index = json.loads((first[0].folder / "frames.json").read_text())
@@ -75,7 +84,7 @@ def test_cache_is_written_once_resized_and_reused(
         raise AssertionError("decoded again although the cache holds the frames")
 
     monkeypatch.setattr(sampling, "sample", no_decoding)
-    again = prepare_items(items, fixture_data.parent, spec, tmp_path / "cache")
+    again = prepare_all(items, fixture_data.parent, spec, tmp_path / "cache")
     assert [p.folder for p in again] == [p.folder for p in first]
     assert np.array_equal(again[0].frames[2].image, first[0].frames[2].image)
     # A different frame count is a different cache entry (and would need decoding).
@@ -92,8 +101,8 @@ def test_missing_media_names_the_row(fixture_data: Path, tmp_path: Path) -> None
 
 def test_training_rows(fixture_data: Path, tmp_path: Path) -> None:
     items = read_jsonl(fixture_data)
-    prepared = prepare_items(items, fixture_data.parent, FrameSpec(4, "uniform", SIZE), tmp_path)
-    ds = to_hf_dataset(prepared, selector_k=2)
+    prepared = prepare_all(items, fixture_data.parent, FrameSpec(4, "uniform", SIZE), tmp_path)
+    ds = training_dataset(prepared)
     assert len(ds) == len(items)
     row = ds[0]
     assert row["id"] == "fx00" and row["answer"] == items[0].answer and row["letters"] == "ABCD"
@@ -108,8 +117,8 @@ def test_training_rows(fixture_data: Path, tmp_path: Path) -> None:
 def test_rows_without_annotations_get_selector_frames(fixture_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("egovlm.keyframes")
     item = read_jsonl(fixture_data)[1].model_copy(update={"salient_times": None})
-    prepared = prepare_items([item], fixture_data.parent, FrameSpec(4, "uniform", SIZE), tmp_path)
-    ds = to_hf_dataset(prepared, selector_k=2)
+    prepared = prepare_all([item], fixture_data.parent, FrameSpec(4, "uniform", SIZE), tmp_path)
+    ds = training_dataset(prepared)
     frames = ds[0]["selector_frames"]
     assert len(frames) == 2 and all(1 <= i <= 4 for i in frames)
 
