@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from egovlm.benchmarks.report import Report, percentiles, save_figure
+from egovlm.models.files import keyframe_size_of
 from egovlm.models.presets import SHARPEN
 
 QUESTIONS = (  # first question, follow-up on the same frames, question after a new keyframe
@@ -136,17 +137,6 @@ def transformers4_view(model: Path, out: Path) -> Path:
     tok.pop("backend", None)
     (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=2) + "\n")
     return out
-
-
-def keyframe_size(model: Path) -> tuple[int, int]:
-    """(width, height) every keyframe is given at: the model's processor pins it (egovlm.json)."""
-    meta = model / "egovlm.json"
-    if meta.is_file():
-        w, h = json.loads(meta.read_text())["keyframe_size"]
-        return int(w), int(h)
-    from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE
-
-    return DEFAULT_KEYFRAME_SIZE
 
 
 def _image(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -537,7 +527,7 @@ def run(
     work = work or out / "peers-work"
     work.mkdir(parents=True, exist_ok=True)
     ckpt = prepare_model(work, model, quick)
-    size = keyframe_size(ckpt)
+    size = keyframe_size_of(ckpt)
     view = transformers4_view(ckpt, work / "checkpoint-transformers4")
     precisions = ("fp32", "int8", "int4")
 

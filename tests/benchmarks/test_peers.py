@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from egovlm.benchmarks import peers
+from egovlm.models.files import keyframe_size_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def test_request_maps_every_image_in_order(tiny_model_dir: Path, tmp_path: Path)
     from transformers import AutoProcessor
 
     template = AutoProcessor.from_pretrained(tiny_model_dir).apply_chat_template
-    fs = peers.make_frames(tmp_path, k=3, repeat=0, size=peers.keyframe_size(tiny_model_dir))
+    fs = peers.make_frames(tmp_path, k=3, repeat=0, size=keyframe_size_of(tiny_model_dir))
     req = peers.render_request(template, fs.frames, "Where are my keys?", 5)
     assert req["prompt"].count(peers.IMAGE_TAG) == 3
     assert req["prompt"].index("Frame 1 (t=1.0 s)") < req["prompt"].index("Frame 3 (t=5.0 s)")
@@ -107,7 +108,7 @@ def test_worker_protocol_with_our_engine(tiny_model_dir: Path, tmp_path: Path) -
     from transformers import AutoProcessor
 
     template = AutoProcessor.from_pretrained(tiny_model_dir).apply_chat_template
-    fs = peers.make_frames(tmp_path, k=2, repeat=0, size=peers.keyframe_size(tiny_model_dir))
+    fs = peers.make_frames(tmp_path, k=2, repeat=0, size=keyframe_size_of(tiny_model_dir))
     rt = peers.Runtime(
         "ours torch", "fp32", "main", ["--runtime", "ours-torch", "--model", str(tiny_model_dir)]
     )
