@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from egovlm.atomic import atomic_write_text
+from egovlm.models.files import keyframe_size_of
 from egovlm.schema import QAItem
 from egovlm.train.config import TrainConfig
 from egovlm.train.dataset import FrameSpec, decode_item, entry_folder, is_prepared, load_items
@@ -82,16 +83,6 @@ def prepare_command(config: str | Path, overrides: Sequence[str] | None) -> str:
     words = ["egovlm", "data", "prepare", "--config", str(config)]
     tail = " [the same key=value overrides as the training command]" if overrides is None else ""
     return shlex.join([*words, *(overrides or [])]) + tail
-
-
-def keyframe_size(model_id: str) -> tuple[int, int]:
-    """The model's keyframe size (w, h) without loading it: a local folder's ``egovlm.json``, else
-    (a hub id) the deployment default. The same rule as :func:`egovlm.train.trainer.load_policy`."""
-    from egovlm.models.files import keyframe_size_of
-    from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE
-
-    local = Path(model_id)
-    return keyframe_size_of(local) if local.is_dir() else DEFAULT_KEYFRAME_SIZE
 
 
 def frame_spec(cfg: TrainConfig, size: tuple[int, int]) -> FrameSpec:
@@ -247,7 +238,7 @@ def prepare(cfg: TrainConfig, workers: int | None = None, progress: bool = False
     so (both are file creation, needed to know the keyframe size and the rows), then decode."""
     from egovlm.train.trainer import ensure_data, ensure_model
 
-    size = keyframe_size(ensure_model(cfg))
+    size = keyframe_size_of(ensure_model(cfg))  # a hub id has no egovlm.json: the deployment default
     data = ensure_data(cfg)
     if cfg.rewards.keyframe_prior == "positional":  # fail before hours of decoding, not at the first reward
         from egovlm.train.rewards import PositionalPrior

@@ -107,7 +107,7 @@ def load_policy(cfg: TrainConfig, model_id: str, device: str) -> tuple[Any, Any,
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from egovlm.train.prepare import keyframe_size
+    from egovlm.models.files import keyframe_size_of
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(cfg.model.dtype, device), "use_safetensors": True}
     if cfg.model.attn_implementation:
@@ -127,7 +127,7 @@ def load_policy(cfg: TrainConfig, model_id: str, device: str) -> tuple[Any, Any,
     if cfg.model.freeze_vision:
         for p in vision_tower(model).parameters():
             p.requires_grad_(False)
-    return model, processor, keyframe_size(model_id)
+    return model, processor, keyframe_size_of(model_id)
 
 
 def vision_tower(model: Any) -> Any:
@@ -290,9 +290,10 @@ def build_trainer(
     # Building the offline model is file creation (seconds): one process per machine does it.
     with args.main_process_first(local=True, desc="offline model"):
         model_id = ensure_model(cfg)
-    from egovlm.train.prepare import frame_spec, keyframe_size
+    from egovlm.models.files import keyframe_size_of
+    from egovlm.train.prepare import frame_spec
 
-    spec = frame_spec(cfg, keyframe_size(model_id))
+    spec = frame_spec(cfg, keyframe_size_of(model_id))
     data = prepared_data(cfg, spec, args.world_size)  # refuses unprepared data before loading anything
     # Every rank loads the model itself, outside main_process_first: with ZeRO-3's zero3_init_flag
     # from_pretrained runs collectives, which one rank alone (the others at a barrier) would hang in.
