@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from egovlm.benchmarks.latency import OPTIONS, QUESTION
 from egovlm.benchmarks.report import Report, percentiles
 
 PRECISIONS = ("fp32", "int8", "int4")
-QUESTION = "What did I pick up just before I left the kitchen?"
-OPTIONS = {"A": "the red cup", "B": "the keys", "C": "a book", "D": "the phone", "E": "nothing"}
 TARGET_INT4_SIZE = 0.3  # int4 decoder bytes / fp32 decoder bytes, at most
 TARGET_INT4_TOP1 = 0.9  # int4 top-1 agreement with torch, at least
 

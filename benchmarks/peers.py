@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from egovlm.benchmarks.latency import OPTIONS
 from egovlm.benchmarks.report import Report, percentiles, save_figure
 from egovlm.models.files import keyframe_size_of
 from egovlm.models.presets import SHARPEN
@@ -49,7 +50,6 @@ QUESTIONS = (  # first question, follow-up on the same frames, question after a 
     "Where did I put the keys after I came back?",
     "What is on the table right now?",
 )
-OPTIONS = {"A": "the red cup", "B": "the keys", "C": "a book", "D": "the phone", "E": "nothing"}
 SCENARIOS = ("first", "followup", "new_keyframe")
 IMAGE_TAG = "<|vision_start|><|image_pad|><|vision_end|>"
 DEFAULT_VENV = Path(__file__).resolve().parents[1] / ".venv-peers"

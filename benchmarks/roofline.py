@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from egovlm.benchmarks.latency import OPTIONS, QUESTION
 from egovlm.benchmarks.report import Report, percentiles
 from egovlm.export.fit import ModelDims, TensorShape, read_tensors, weight_bytes
 
-QUESTION = "What did I pick up just before I left the kitchen?"
-OPTIONS = {"A": "the red cup", "B": "the keys", "C": "a book", "D": "the phone", "E": "nothing"}
 ORT_PRECISIONS = ("fp32", "int8", "int4")
 
 
@@ -199,18 +198,6 @@ def graph_bytes(export_dir: Path, graph: str) -> int:
     return sum(p.stat().st_size for p in export_dir.iterdir() if p.name.startswith(graph + ".onnx"))
 
 
-def _engine(backend: Any, k: int) -> Any:
-    from egovlm.benchmarks.latency import _images
-    from egovlm.edge.buffer import KeyframeBuffer
-    from egovlm.edge.engine import Engine, EngineParams
-
-    engine = Engine(backend, KeyframeBuffer(capacity=k), EngineParams())
-    for i, img in enumerate(_images(k, seed=k)):
-        engine.add_keyframe(1.0 + 2.0 * i, img)
-    engine.refresh()
-    return engine
-
-
 def _measure(engines: dict[str, Any], repeats: int, new_tokens: int) -> dict[str, list[Any]]:
     """Cached questions, backends interleaved repeat by repeat after one warm-up each."""
     for e in engines.values():
@@ -314,6 +301,7 @@ def run(
     the same question), then fractions of the roofline. ``exports``: a folder with ``<precision>/``
     exports to reuse; missing ones are made (in ``exports`` when ``keep_exports``, else in a temporary
     folder) and their wall time recorded."""
+    from egovlm.benchmarks.latency import _engine as warm_engine  # K keyframes added, prefix built
     from egovlm.edge.backends import create_backend
     from egovlm.edge.backends.torch_backend import TorchBackend
 
@@ -340,7 +328,7 @@ def run(
         backends: dict[str, Any] = {"torch-fp32": TorchBackend.load(model, threads=threads)}
         for p, d in dirs.items():
             backends[f"onnx-{p}"] = create_backend("onnx", d, device="cpu", threads=threads)
-        engines = {name: _engine(b, k) for name, b in backends.items()}
+        engines = {name: warm_engine(b, k, seed=k)[0] for name, b in backends.items()}
         q_tokens = int(
             engines["torch-fp32"].ask(QUESTION, OPTIONS, max_new_tokens=1).latency.n_prefill_tokens
         )
