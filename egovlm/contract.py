@@ -1,4 +1,4 @@
-"""The frames → prompt → answer contract shared by train/, eval, export/ and edge/.
+"""The frames → prompt → answer contract shared by train, eval, export and edge stages.
 
 Prompt: a system message, then ONE user message whose content is the frames first, each as
 ``Frame 3 (t=12.4 s): <image>``, then the question and lettered options. Frames come first so

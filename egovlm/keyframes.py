@@ -40,7 +40,7 @@ highest total score whose gaps stay within a bound (:func:`spread_select`): ``co
 ``k`` frames can cover the clip that densely (no moment is then further than ``coverage_s / 2``
 from a keyframe), else ``max_interval_s`` or twice the even spacing.
 
-Measured with ``benchmarks/keyframes.py`` (event recall within 0.5 s, K = 8 / 16 / 32) on 12
+Measured with ``egovlm/benchmarks/keyframes.py`` (event recall within 0.5 s, K = 8 / 16 / 32) on 12
 EgoSynth test clips of 30 s (``--split test --seed 1``; defaults tuned on ``--split train --seed
 100``): 0.74 / 0.99 / 1.00, where uniform sampling gets 0.27 / 0.63 / 1.00 and PySceneDetect's
 AdaptiveDetector 0.25 / 0.50 / 0.98 (the previous global-MAD rule: 0.36 / 0.50 / 0.78).

@@ -223,7 +223,7 @@ class ImageProcessor:
 class Tokenizer:
     """A ``tokenizers.Tokenizer`` (tokenizer.json) behind the subset of transformers' tokenizer
     API this project calls: ``tok(text, add_special_tokens=False)["input_ids"]``, ``decode(ids,
-    skip_special_tokens=...)``, ``convert_tokens_to_ids`` (edge/backends/prompt.py and
+    skip_special_tokens=...)``, ``convert_tokens_to_ids`` (egovlm/edge/backends/prompt.py and
     :class:`TextStream` accept either)."""
 
     def __init__(self, backend: Any, special_tokens_map: Mapping[str, str] | None = None) -> None:

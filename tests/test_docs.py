@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import builtins
-import functools
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "architecture.md"
@@ -26,10 +24,6 @@ DOC = ROOT / "docs" / "architecture.md"
 # DIR/<part>.json, is a placeholder for a user's folder).
 TOP_DIRS = {
     "egovlm",
-    "train",
-    "export",
-    "edge",
-    "benchmarks",
     "tests",
     "scripts",
     "configs",
@@ -80,7 +74,7 @@ def anchors(markdown: Path) -> set[str]:
 
 
 def python_sources() -> dict[Path, str]:
-    dirs = ["egovlm", "train", "export", "edge", "benchmarks", "scripts"]
+    dirs = ["egovlm", "scripts"]
     return {p: p.read_text(encoding="utf-8") for d in dirs for p in (ROOT / d).rglob("*.py")}
 
 
@@ -90,26 +84,11 @@ def defines(source: str, name: str) -> bool:
     return re.search(pattern, source, re.M) is not None
 
 
-@functools.cache
-def stage_folders() -> dict[str, str]:
-    """Import prefix -> folder, from pyproject's wheel mapping (egovlm.train -> train, ...)."""
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["scikit-build"]["wheel"][
-        "packages"
-    ]
-    return {key.replace("/", "."): folder for key, folder in packages.items()}
-
-
 def module_file(dotted: str) -> Path | None:
-    """The source file of an ``egovlm.*`` module, or None when ``dotted`` names no module."""
-    folders = stage_folders()
-    prefixes = [p for p in folders if dotted == p or dotted.startswith(p + ".")]
-    if not prefixes:
+    """The source file of an ``egovlm.*`` module (import path = file path), or None."""
+    if dotted != "egovlm" and not dotted.startswith("egovlm."):
         return None
-    prefix = max(prefixes, key=len)
-    base = ROOT / folders[prefix]
-    rest = dotted[len(prefix) :].lstrip(".")
-    if rest:
-        base = base.joinpath(*rest.split("."))
+    base = ROOT.joinpath(*dotted.split("."))
     for candidate in (base / "__init__.py", base.with_suffix(".py"), base.with_suffix(".pyi")):
         if candidate.is_file():
             return candidate

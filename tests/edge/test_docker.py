@@ -22,7 +22,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKER = ROOT / "edge" / "docker"
+DOCKER = ROOT / "egovlm" / "edge" / "docker"
 # Dockerfile -> (the Python its JetPack ships, the base image it must start from)
 EXPECTED = {
     "Dockerfile.jetpack6": ("3.10", re.compile(r"^nvcr\.io/nvidia/l4t-jetpack:r36\.4\.\d+$")),

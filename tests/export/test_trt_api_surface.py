@@ -7,7 +7,7 @@ puts them in .cache/trt-bindings/<release>/.
 
 What this proves: every ``trt.X`` / ``trt.X.Y`` name, and every method or property called on the
 TensorRT objects (builder, network, parser, config, profile, runtime, engine, context) in
-export/tensorrt_build.py and edge/backends/tensorrt_backend.py, is a name that release's bindings
+egovlm/export/tensorrt_build.py and egovlm/edge/backends/tensorrt_backend.py, is a name that release's bindings
 define; names only some releases have are used only behind the version gates of
 :mod:`egovlm.trt_support`, whose thresholds are checked against the tables too; TensorRT 8.6
 (JetPack 6.0) lacks ``STRONGLY_TYPED`` and is refused by the support check with the JetPack upgrade.

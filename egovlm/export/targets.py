@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from egovlm import paths
+
 RUNTIMES = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "fp8")
 
@@ -23,7 +25,7 @@ class ExportConfigError(ValueError):
 
 def config_dir() -> Path:
     """``configs/export`` of the checkout this package is installed from (editable install)."""
-    return Path(__file__).resolve().parents[1] / "configs" / "export"
+    return paths.CONFIGS_DIR / "export"
 
 
 @dataclass(frozen=True)

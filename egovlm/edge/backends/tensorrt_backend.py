@@ -14,7 +14,7 @@ TensorRT's Python runtime API (TensorRT 10.3+ and 11, :mod:`egovlm.trt_support` 
 ``trt.Runtime(logger)``, ``deserialize_cuda_engine`` (from an ``IStreamReaderV2`` on 10.9+, from an
 ``mmap`` of the plan before: never a Python ``bytes`` copy of it), ``create_execution_context``; per
 call ``set_optimization_profile_async`` (decoder: profile 0 ``prefill``, 1 ``decode``, the order
-export/tensorrt_build.py adds them), ``set_input_shape``, ``set_tensor_address`` for every I/O
+egovlm/export/tensorrt_build.py adds them), ``set_input_shape``, ``set_tensor_address`` for every I/O
 tensor, ``execute_async_v3(stream)``.
 
 Device memory is NVIDIA's cuda-python (``cuda.bindings.runtime``: cudaMalloc[Async], cudaMemcpyAsync,
@@ -156,7 +156,7 @@ def choose_profile(seq: int, past: int, ranges: Sequence[ProfileRange]) -> Profi
 
 # -- engine I/O against the manifest (pure: tested with a stand-in engine) ---------------------------
 
-# The manifest's dtype names (export/onnx_graphs.py) → TensorRT DataType member names.
+# The manifest's dtype names (egovlm/export/onnx_graphs.py) → TensorRT DataType member names.
 _TRT_DTYPE_NAMES = {
     "float32": "FLOAT",
     "float16": "HALF",

@@ -16,7 +16,7 @@ exceed 1 unless a number is wrong; :func:`fraction` flags that instead of printi
 Bytes come from :mod:`egovlm.export.fit` (the export's accounting, checked against real checkpoint
 headers in tests/export/test_fit.py) or from the measured graph files; FLOPs from the dims.
 
-    python -m egovlm.benchmarks.roofline --model SLICE_DIR --out bench   # see benchmarks/README.md
+    python -m egovlm.benchmarks.roofline --model SLICE_DIR --out bench   # see egovlm/benchmarks/README.md
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def gemm_gflops(shape: tuple[int, int, int], repeats: int = 5) -> float:
 
 
 # A performance benchmark of a random-init slice: near-flat logits over 151,936 rows make top-1 a coin
-# toss under 4-bit rounding (export/README.md, "Graphs past 2 GB"), so int4 is gated on the mean logit
+# toss under 4-bit rounding (egovlm/export/README.md, "Graphs past 2 GB"), so int4 is gated on the mean logit
 # cosine only, at a bar a wrong mask or position layout still fails. Every export's measured parity is
 # in its own report.json.
 SLICE_PARITY = {"int4": {"logits_cosine_mean": 0.8, "vision_cosine": 0.999}}
@@ -380,7 +380,7 @@ def run(
         " weight bytes / 1-thread bandwidth) / measured prefill ms. int8/int4 kernels are not fp32"
         " GEMMs: their ceiling differs, the fp32 one is the reference.",
         f"{dims.layers}-layer slice: the LM head (vocab {dims.vocab} x {dims.hidden}) is a larger share"
-        " of the bytes than in the full model; benchmarks/projection.py scales to the real depth.",
+        " of the bytes than in the full model; egovlm/benchmarks/projection.py scales to the real depth.",
         f"threads={threads}; load average before/after {load_before[0]:.1f}/{load_after[0]:.1f}.",
     ]
     for p, err in errors.items():

@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from egovlm import paths
+
 StepStatus = Literal["ok", "failed", "skipped"]
 FORMAT = "egovlm-acceptance"
 FORMAT_VERSION = 1
@@ -48,7 +50,7 @@ NO_CAMERA_FIX = (
     "Jetson), --source v4l2:///dev/videoN (USB), --source file:///path/clip.mp4 or --source synth://"
 )
 RUNTIME_BACKENDS = {"onnxruntime": "onnx", "tensorrt": "tensorrt"}  # manifest runtime -> edge backend
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "configs" / "edge"
+PROFILES_DIR = paths.CONFIGS_DIR / "edge"
 
 
 @dataclass

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from egovlm import paths
 from egovlm.benchmarks.latency import OPTIONS
 from egovlm.benchmarks.report import Report, percentiles, save_figure
 from egovlm.models.files import keyframe_size_of
@@ -52,7 +53,7 @@ QUESTIONS = (  # first question, follow-up on the same frames, question after a 
 )
 SCENARIOS = ("first", "followup", "new_keyframe")
 IMAGE_TAG = "<|vision_start|><|image_pad|><|vision_end|>"
-DEFAULT_VENV = Path(__file__).resolve().parents[1] / ".venv-peers"
+DEFAULT_VENV = paths.REPO_ROOT / ".venv-peers"
 WORKER = Path(__file__).resolve().with_name("peers_worker.py")
 GGUF_WRAPPER = Path(__file__).resolve().with_name("peers_gguf.py")
 CONVERT_TIMEOUT_S = 1800

@@ -18,6 +18,8 @@ from typing import Any
 
 import typer
 
+from egovlm import paths
+
 app = typer.Typer(
     help="The live edge runtime: camera ingest, keyframe buffer, questions.", no_args_is_help=True
 )
@@ -38,7 +40,7 @@ MAX_CONNECTIONS = 64
 KEEP_ALIVE_S = 5
 # The demo's built-in model: the miniature EgoVLM experiment's published checkpoint
 # (docs/mini_experiment; models/egovlm-mini/README.md is its card). Synthetic footage only.
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "egovlm-mini"
+DEMO_MODEL = paths.DEMO_MODEL
 
 
 def is_loopback(host: str) -> bool:

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from egovlm import paths
 from egovlm.benchmarks.report import Report
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+RECIPE = paths.CONFIGS_DIR / "tiny_cpu.yaml"
 
 
 class StepTimer:

@@ -16,7 +16,7 @@
   ``AttentionInterface``) instead of the stock ``sdpa``, whose masked multi-token path (a question
   on top of the cached prefix) copies every layer's K and V 8x (Qwen2.5-VL-3B: 16 query heads on 2
   KV heads) before attending; profiled at the 3B's widths this copy was ~20 % of the cached TTFT at
-  K=32 (benchmarks/README.md, "latency at the 3B's shape").
+  K=32 (egovlm/benchmarks/README.md, "latency at the 3B's shape").
 """
 
 from __future__ import annotations

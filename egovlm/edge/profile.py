@@ -22,6 +22,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from egovlm import paths
 from egovlm.contract import MAX_QUESTION_TOKENS
 from egovlm.export.fit import (
     KNOWN_MODELS,
@@ -40,7 +41,7 @@ from egovlm.keyframes import SelectorParams
 
 __all__ = ["KNOWN_MODELS", "ModelDims"]  # re-exported: the engine and the latency benchmark size models here
 
-PROFILE_DIR = Path(__file__).resolve().parents[1] / "configs" / "edge"
+PROFILE_DIR = paths.CONFIGS_DIR / "edge"
 Precision = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 GB = 1e9  # profiles state budgets in GB
 GiB = 1024**3  # the accounting reports GiB

@@ -14,7 +14,7 @@ CPU with one thread, and what blurring the model's input does to its answers.
   photograph's) into one keyframe of each clip as a bystander, so the input does change there.
 
 Run: ``python -m egovlm.benchmarks.faces --out bench [--clips 12]``; writes bench/faces.json and
-bench/faces.md (benchmarks/report.py).
+bench/faces.md (egovlm/benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from egovlm import paths
 from egovlm.benchmarks.report import Report, percentiles
 from egovlm.frames import resize_for_model
 
 PROFILE_SIZE = (448, 336)  # every configs/edge/*.yaml keyframes.size
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "egovlm-mini"
+DEMO_MODEL = paths.DEMO_MODEL
 CAMERA = (640, 480)  # the synthetic camera's frames, before the engine resizes them
 
 

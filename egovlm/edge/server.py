@@ -17,7 +17,7 @@ Routes (with a bearer token, every route but :data:`PUBLIC_PATHS` needs it):
   (Prometheus text format), ``GET /openapi.json`` (the schema; no Swagger UI: see below);
 * ``POST /v1/ask/audio``, ``GET /v1/voice``, ``POST /v1/voice/ptt|stop``: spoken questions
   (:mod:`egovlm.edge.voice.routes`; answered 503 unless the app was given a voice assistant);
-* ``GET /``: the web page (edge/web/), a static HTML + JS file, no build step.
+* ``GET /``: the web page (egovlm/edge/web/), a static HTML + JS file, no build step.
 
 Bad input is refused early and by name: a JSON body over :data:`MAX_JSON_BODY_BYTES` gets 413
 before the route reads it (by ``Content-Length``, or while a chunked body arrives; audio uploads

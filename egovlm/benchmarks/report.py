@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from egovlm import paths
 from egovlm.atomic import atomic_write_text
 
 PACKAGES = ("egovlm", "torch", "transformers", "trl", "onnxruntime", "opencv-python-headless", "av", "numpy")
@@ -97,7 +98,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[1]
+    root = paths.REPO_ROOT
     return _run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
 
 

@@ -261,7 +261,7 @@ def check_cuda(host: Host) -> list[Check]:
     if is_jetson(host):
         fix = (
             "install NVIDIA's PyTorch wheel for your JetPack (the PyPI wheel has no Jetson CUDA), "
-            "or run --backend onnx | tensorrt, which need no torch (edge/docker/README.md)"
+            "or run --backend onnx | tensorrt, which need no torch (egovlm/edge/docker/README.md)"
         )
         return [*checks, Check("cuda", "missing", f"torch {torch.__version__} cannot use the GPU", fix)]
     return [
