@@ -96,7 +96,8 @@ def mean_abs_diff(thumb: np.ndarray, bank: np.ndarray) -> np.ndarray:
     if bank.shape[1:] != thumb.shape:
         raise ValueError(f"bank thumbnails {bank.shape[1:]} do not match thumb {thumb.shape}")
     if _native is None:
-        return np.abs(bank - thumb[None]).mean(axis=(1, 2)).astype(np.float32)
+        dist: np.ndarray = np.abs(bank - thumb[None]).mean(axis=(1, 2)).astype(np.float32)
+        return dist
     out = np.empty(bank.shape[0], dtype=np.float32)
     _native.mean_abs_diff_many(thumb, bank, out)
     return out

@@ -199,9 +199,11 @@ class ImageProcessor:
             if self.do_rescale:
                 mean = mean * np.float32(1.0 / self.rescale_factor)
                 std = std * np.float32(1.0 / self.rescale_factor)
-            return ((chw - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+            normalised: np.ndarray = ((chw - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+            return normalised
         if self.do_rescale:
-            return (chw * np.float32(self.rescale_factor)).astype(np.float32)
+            rescaled: np.ndarray = (chw * np.float32(self.rescale_factor)).astype(np.float32)
+            return rescaled
         return chw
 
     def _patchify(self, chw: np.ndarray) -> np.ndarray:

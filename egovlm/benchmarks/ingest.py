@@ -8,6 +8,7 @@ frame on one core; native ≥ 3x faster than numpy.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -96,9 +97,9 @@ def run(out: Path, quick: bool = False) -> Report:
     for res in RESOLUTIONS:
         frames = synthetic_frames(*res, n=30 if quick else 90)
         f = frames[len(frames) // 2]
-        native = time_calls(lambda f=f: describe(f), repeats)
-        ref = time_calls(lambda f=f: describe_reference(f), max(5, repeats // 10))
-        ocv = time_calls(lambda f=f: opencv_descriptor(f), repeats)
+        native = time_calls(functools.partial(describe, f), repeats)
+        ref = time_calls(functools.partial(describe_reference, f), max(5, repeats // 10))
+        ocv = time_calls(functools.partial(opencv_descriptor, f), repeats)
         report.rows += [_row(res, "native", native), _row(res, "numpy", ref), _row(res, "opencv", ocv)]
 
         selector, descs = KeyframeSelector(), [describe(x) for x in frames]

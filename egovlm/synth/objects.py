@@ -90,7 +90,8 @@ def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The 2x3 matrix of ``a`` after ``b``."""
     a3 = np.vstack([a, [0.0, 0.0, 1.0]])
     b3 = np.vstack([b, [0.0, 0.0, 1.0]])
-    return (a3 @ b3)[:2]
+    out: np.ndarray = (a3 @ b3)[:2]
+    return out
 
 
 def draw_shapes(img: np.ndarray, shapes: tuple[Shape, ...] | list[Shape], m: np.ndarray) -> None:

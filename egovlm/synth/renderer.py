@@ -211,7 +211,8 @@ class Renderer:
             warped = cv2.warpAffine(
                 layer, compose(m, to_px), self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
-            return cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
+            rgb: np.ndarray = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
+            return rgb
         w, h = self.size
         acc = np.zeros((h, w, 4), np.uint16)
         span = self.config.shutter / self.script.fps
@@ -224,15 +225,17 @@ class Renderer:
         mean = cv2.convertScaleAbs(acc, alpha=1.0 / n)
         if max(box) > 1:
             mean = cv2.blur(mean, box)
-        return cv2.cvtColor(mean, cv2.COLOR_RGBA2RGB)
+        blurred: np.ndarray = cv2.cvtColor(mean, cv2.COLOR_RGBA2RGB)
+        return blurred
 
     def render_empty(self, t: float) -> np.ndarray:
         """The empty room through the same head pose (no objects, hands or sensor effects):
         what tests compare frames with to tell an object's pixels from its background."""
         m_px = compose(self.matrix(t), invert(self._to_world_px[:2]))
-        return cv2.warpAffine(
+        empty: np.ndarray = cv2.warpAffine(
             self.background, m_px, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
+        return empty
 
     def render(self, t: float, frame_index: int | None = None) -> np.ndarray:
         """The frame at time ``t`` as HxWx3 uint8 RGB."""

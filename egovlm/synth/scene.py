@@ -130,7 +130,8 @@ def _noise_texture(rng: np.random.Generator, h: int, w: int, amp: float, blur: i
     if blur > 1:
         n = cv2.GaussianBlur(n, (0, 0), blur)
     n = n / (float(np.abs(n).max()) + 1e-6)
-    return n * amp
+    out: np.ndarray = n * amp
+    return out
 
 
 def _fill(
