@@ -8,8 +8,8 @@ Supported: **TensorRT 10.3 and newer** (10.x, and 11.x where NVIDIA ships it), o
 * desktop / server GPUs: any TensorRT from 10.3 on (TensorRT 11 is not shipped for JetPack as of 11.3).
 
 Refused: TensorRT 8.6 (JetPack 6.0, L4T 36.3) and older. The export builds STRONGLY TYPED networks
-(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: TensorRT 8.6's bindings lack it, so 8.6 used to
-fail with a bare AttributeError deep inside the build), and engines built by
+(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: TensorRT 8.6's bindings lack it, so on 8.6 the
+build would fail with a bare AttributeError deep inside it), and engines built by
 one TensorRT version do not load in another anyway. :func:`import_tensorrt` is the only way the code
 imports ``tensorrt``: it refuses an older release at import with the JetPack upgrade that fixes it.
 

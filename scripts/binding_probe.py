@@ -1,8 +1,8 @@
 """Text-only probe: how fast does a decoder of the nano preset's shape learn letter binding?
 
-The miniature experiment's base model answered one letter to every multiple-choice question
-(docs/mini_experiment): it never bound an option's text to its letter. This probe isolates that
-skill, without frames: a random-init ``Qwen2ForCausalLM`` with the text dimensions of a preset
+A base model that never binds an option's text to its letter answers one letter to every
+multiple-choice question (docs/mini_experiment/LOG.md, run 3). This probe isolates that skill,
+without frames: a random-init ``Qwen2ForCausalLM`` with the text dimensions of a preset
 (Qwen2.5-VL's decoder is Qwen2's; with text only, M-RoPE is plain RoPE) reads
 
     Question: Which option is the teal mug?
@@ -13,7 +13,8 @@ skill, without frames: a random-init ``Qwen2ForCausalLM`` with the text dimensio
 
 and must write the letter (`` D``), weighted 10x as in the base stage; the think's words have a
 loss too, as target text. ``--prompt-weight`` also puts a next-token loss on the question block
-(from ``Question:`` to the user turn's end); it did not help, so the base stage has no such loss.
+(from ``Question:`` to the user turn's end); it does not help (docs/mini_experiment/LOG.md, the
+binding probes), so the base stage has no such loss.
 It reports the held-out teacher-forced letter accuracy every ``--every`` steps (200 fixed
 questions; chance 20%) as JSON lines.
 

@@ -1,8 +1,8 @@
 """mypy sees every stage: each ``egovlm.*`` module resolves to its source, never to ``Any``.
 
-The stages used to live in top-level folders mapped into ``egovlm.*`` by the wheel's import hook,
-which mypy cannot follow; with ``ignore_missing_imports`` on, every cross-stage import silently
-became ``Any``. These tests run mypy (the project's configuration, the cache ``make typecheck``
+With ``ignore_missing_imports`` on, an ``egovlm.*`` import that mypy cannot resolve to a file (a
+stage mapped in by an import hook rather than living in the package) silently becomes ``Any``, and
+every check across stages with it. These tests run mypy (the project's configuration, the cache ``make typecheck``
 fills) on a probe that imports every module of the package and reveals a few of the types the
 stages exchange.
 """

@@ -54,7 +54,7 @@ def latency(
     scratch_repeats: int = typer.Option(None, min=1, help="From-scratch questions per K (default 5; 2)"),
     fresh_repeats: int = typer.Option(3, min=1, help="Keyframe arrivals timed per K"),
     compare_attention: bool = typer.Option(
-        True, help="torch: also time the cached question with transformers' stock sdpa (the old design)"
+        True, help="torch: also time the cached question with transformers' stock sdpa, for comparison"
     ),
 ) -> None:
     """Time to first token and decode tokens/s vs K: cached prefix vs from-scratch re-encoding."""

@@ -45,8 +45,8 @@ class Module:
     source: str
 
 
-# Published peak DRAM bandwidth per module (NVIDIA data sheets; the URLs are where this session read or
-# found them). configs/export/targets.yaml holds 68 for orin-nano (the module before the JetPack 6.1
+# Published peak DRAM bandwidth per module (NVIDIA data sheets; each source names where the figure was
+# read). configs/export/targets.yaml holds 68 for orin-nano (the module before the JetPack 6.1
 # "Super" clocks), 102 for orin-nx and 205 for agx-orin.
 MODULES: tuple[Module, ...] = (
     Module(
@@ -78,7 +78,7 @@ MODULES: tuple[Module, ...] = (
         64,
         ("fp16", "int8", "int4"),
         "NVIDIA Jetson AGX Orin Series data sheet (256-bit LPDDR5; 205 in configs/export/targets.yaml;"
-        " not re-read in this session)",
+        " not re-checked against the sheet)",
     ),
     Module(
         "AGX Thor (T5000)",

@@ -18,6 +18,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ RECIPE = paths.CONFIGS_DIR / "tiny_cpu.yaml"
 
 
 class StepTimer:
-    """Wall time per optimiser step plus the time spent in the wrapped generation calls."""
+    """Wall time per optimiser step plus the time spent in the wrapped generation calls.
 
-    def __init__(self) -> None:
+    ``clock`` is the time source in seconds (``time.perf_counter``; tests pass a fake one)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
         self.steps: list[dict[str, float]] = []
         self._t0 = 0.0
         self._gen = 0.0
@@ -42,18 +46,18 @@ class StepTimer:
         gen, gen_score = trainer._generate, trainer._generate_and_score_completions
 
         def timed_gen(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = self.clock()
             try:
                 return gen(*a, **kw)
             finally:
-                self._gen += time.perf_counter() - t0
+                self._gen += self.clock() - t0
 
         def timed_gen_score(*a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = self.clock()
             try:
                 return gen_score(*a, **kw)
             finally:
-                self._gen_score += time.perf_counter() - t0
+                self._gen_score += self.clock() - t0
 
         trainer._generate = timed_gen
         trainer._generate_and_score_completions = timed_gen_score
@@ -65,11 +69,11 @@ class StepTimer:
 
         class _Callback(TrainerCallback):
             def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                timer._t0 = time.perf_counter()
+                timer._t0 = timer.clock()
                 timer._gen = timer._gen_score = 0.0
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                step = time.perf_counter() - timer._t0
+                step = timer.clock() - timer._t0
                 timer.steps.append(
                     {
                         "step_s": step,

@@ -17,8 +17,8 @@ like the answer tags are, and the pairing of tags to contents is random, so the 
 learn is "write the tags the instructions name, in their order". That is the part of an
 instruction-tuned model (Qwen2.5-VL-*Instruct*) GRPO relies on: without it a model that has never
 seen a tag essentially never samples one, every rollout of a group scores the same, and GRPO
-has no advantage to learn from (measured: 0 of 96 rollouts at temperature 1 or 1.5 contained a
-tag after description-only pre-training).
+has no advantage to learn from (0 of 96 rollouts at temperature 1 or 1.5 contain a tag after
+description-only pre-training; docs/mini_experiment/LOG.md).
 
 Frames reach the model exactly as in the QA prompts: the contract's ``frame_content`` layout
 (``Frame 3 (t=12.4 s): <image>``), keyframes resized to the model's keyframe size, timestamps of

@@ -1,12 +1,12 @@
 """Perception questions in the contract's grammar: the base stage's stand-in for instruction tuning.
 
-R1-Zero starts from an *instruction-tuned* model (Qwen2.5-VL-3B-Instruct): one that, asked to
-"think inside <think></think> … give the option letter inside <answer></answer>", answers in
-that form some of the time, so GRPO has rewards that differ within a group to learn from. The
-miniature's first run showed what happens without it: a base model trained on descriptions
-alone never wrote a parsable answer, the accuracy reward never fired and GRPO learned nothing
-(docs/mini_experiment). A 2.5 M model does not carry "write X inside <a></a>" over to a new
-phrasing, so this stage teaches the one prompt form the later stages use.
+R1-Zero starts from an *instruction-tuned* model (Qwen2.5-VL-3B-Instruct): one that, asked to "think
+inside <think></think> … give the option letter inside <answer></answer>", answers in that form some
+of the time, so GRPO has rewards that differ within a group to learn from. Without it, a base model
+trained on descriptions alone never writes a parsable answer, the accuracy reward never fires and
+GRPO has nothing to learn (docs/mini_experiment/LOG.md, run 1). A 2.5 M model does not carry "write
+X inside <a></a>" over to a new phrasing, so this stage teaches the one prompt form the later stages
+use.
 
 These examples are rendered by the contract itself (:func:`egovlm.contract.build_messages`:
 the same system prompt, frames and lettered options as the QA) and the target is in the

@@ -1,11 +1,11 @@
 """Text-only lookup drills: the base stage's stand-in for arriving with a pre-trained language model.
 
-Qwen2.5-VL starts from the Qwen2.5 LLM, which can already read a lettered list and say which
-letter an option has. The offline-built models start from random weights, and the miniature's
-third run showed what that costs: after 1350 language steps on frames its base model answered
-one letter to every multiple-choice question, its own perception questions included
-(docs/mini_experiment). Binding an option's text to its letter is an in-context skill that a
-small decoder learns abruptly, after a few hundred steps of a task that needs it
+Qwen2.5-VL starts from the Qwen2.5 LLM, which can already read a lettered list and say which letter
+an option has. The offline-built models start from random weights, and without a task that needs it
+they do not learn that: after 1350 language steps on frames the nano base model answers one letter
+to every multiple-choice question, its own perception questions included
+(docs/mini_experiment/LOG.md, run 3). Binding an option's text to its letter is an in-context skill
+that a small decoder learns abruptly, after a few hundred steps of a task that needs it
 (``scripts/binding_probe.py``: a nano-shaped decoder goes from 32% to 88% of held-out letters
 between steps 250 and 700 of 32). These drills give it that task:
 
@@ -23,9 +23,9 @@ can be learned. No frames, no clip and nothing about events: the QA's questions 
 
 Two ways to run them: ``text.steps`` on their own before anything else (:func:`train_text`), or
 ``text.mix_batch`` of them added to every language step of the base stage (:class:`DrillMix`). The
-miniature's recipe mixes them in: run first, they bound letters but the model then barely read its
+miniature's recipe mixes them in: run first, they bind letters but the model then barely reads its
 frames; mixed in from random init, it reads the frames and binds the letters a few hundred steps
-later (docs/mini_experiment, development measurements behind the fifth run).
+later (docs/mini_experiment/LOG.md, runs 4 and 5).
 """
 
 from __future__ import annotations

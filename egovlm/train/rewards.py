@@ -16,8 +16,8 @@ Definitions (this project's; the paper's exact formulas are not published):
   the three blocks parse validly. So three valid blocks out of order or wrapped in extra text get
   ``format_partial`` (0.5 by default), stray tags get a little, empty text gets 0; repeating a tag
   pays nothing more. The tag term gives a model that has never seen the grammar (the R1-Zero
-  start; the offline tiny models) a gradient toward it; it can also be farmed by "tag soup"
-  (every tag, no content), which ``format_tag_share: 0`` rules out (docs/mini_experiment).
+  start; the offline tiny models) a gradient toward it; it can also be farmed by "tag soup" (every
+  tag, no content; docs/mini_experiment/LOG.md, run 1), which ``format_tag_share: 0`` rules out.
 * **accuracy** — 1.0 when the parsed ``<answer>`` letter equals the ground-truth letter, else 0.
   The letter is read wherever the block stands (format is paid separately). Rows without a
   public answer get ``None``.
@@ -27,7 +27,7 @@ Definitions (this project's; the paper's exact formulas are not published):
   maps to its nearest frame); rows without temporal annotations use the keyframe selector's picks
   among the prompt frames (column ``selector_frames``, filled at dataset preparation); rows with
   neither get ``None``. Citing nothing, or no parsable ``<keyframes>`` block, scores 0. Four knobs
-  (recipe ``rewards.keyframe_*``; the defaults give plain F1, the miniature's first definition):
+  (recipe ``rewards.keyframe_*``; the defaults give plain F1):
 
   - ``keyframe_beta``: the match is F-beta, ``(1 + b²)·hits / (|cited| + b²·|salient|)``; ``b < 1``
     weights precision, so over-citing costs more than missing a frame (b = 1: F1).
@@ -47,7 +47,7 @@ Definitions (this project's; the paper's exact formulas are not published):
   Why a per-prompt baseline and not a constant: subtracting the family's *average* score would still
   pay a content-free policy on the prompts where its guess happens to be right (``max(0, ·)`` of a
   varying quantity has a positive mean); against the per-prompt maximum it earns nothing anywhere.
-  The review of issue 22 measured what plain F1 pays without looking (cite all 8 frames ≈ 0.31, the
+  Plain F1 pays a policy that never looks (on EgoSynth, per issue 22: cite all 8 frames ≈ 0.31, the
   best fixed frame per question type ≈ 0.43); ``tests/train/test_rewards.py`` rebuilds such a
   dataset and shows both earn ~0 here. The ranking is estimated once, lazily at the first call, from
   the JSONL in ``keyframe_prior_data`` (the recipe fills in ``data.train``): every row with

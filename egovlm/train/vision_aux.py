@@ -1,13 +1,13 @@
 """Dense object labels for the vision tower: the base stage's stand-in for a pre-trained ViT.
 
-Qwen2.5-VL's ViT arrives trained on billions of images; the nano model's starts random. Trained
-by next-token loss alone, it never learned to see (docs/mini_experiment: the validation loss with
-another clip's frames equalled the loss with the right ones, for 8-frame and for 1-frame
-prompts). The reason is signal: a 28x28 visual token of a 112x84 keyframe is mostly table, wall
-or counter, the object in it a few pixels, and the language loss reaches the ViT only through
-attention that has not yet learned to look. So during the base stage a small linear head
-(dropped afterwards; the saved model is plain Qwen2.5-VL) reads every visual token the
-language model gets and is trained, with binary cross-entropy, to say
+Qwen2.5-VL's ViT arrives trained on billions of images; the nano model's starts random. Trained by
+next-token loss alone, it does not learn to see within the base stage's budget: the validation loss
+with another clip's frames stays equal to the loss with the right ones (docs/mini_experiment/LOG.md,
+run 2). The reason is signal: a 28x28 visual token of a 112x84 keyframe is mostly table, wall or
+counter, the object in it a few pixels, and the language loss reaches the ViT only through attention
+that has not yet learned to look. So during the base stage a small linear head (dropped afterwards;
+the saved model is plain Qwen2.5-VL) reads every visual token the language model gets and is
+trained, with binary cross-entropy, to say
 
 * which objects' boxes overlap that token's region (per token, from EgoSynth's renderer), and
 * which objects a hand holds in that frame (per frame, from the mean of its tokens),

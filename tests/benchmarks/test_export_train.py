@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,33 +31,51 @@ def test_export_part_on_tiny(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert (tmp_path / "export.png").read_bytes().startswith(b"\x89PNG")
 
 
+class _FakeClock:
+    """A clock that only moves when told to: the split is checked exactly, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class _FakeTrainer:
-    """Stands in for GRPOTrainer: generation sleeps, scoring sleeps on top of it."""
+    """Stands in for GRPOTrainer: generation takes 0.05 s, scoring 0.03 s on top of it (fake clock)."""
+
+    def __init__(self, clock: _FakeClock) -> None:
+        self.clock = clock
 
     def _generate(self, prompts: list[Any]) -> str:
-        time.sleep(0.05)
+        self.clock.advance(0.05)
         return "completions"
 
     def _generate_and_score_completions(self, inputs: list[Any]) -> str:
         self._generate(inputs)
-        time.sleep(0.03)
+        self.clock.advance(0.03)
         return "scored"
 
 
 def test_step_timer_splits_generation_scoring_and_optimisation() -> None:
-    timer, trainer = bench_train.StepTimer(), _FakeTrainer()
+    clock = _FakeClock()
+    timer, trainer = bench_train.StepTimer(clock=clock), _FakeTrainer(clock)
     timer.wrap(trainer)
     cb, args = timer.callback(), SimpleNamespace()
     for _ in range(2):
         cb.on_step_begin(args, None, None)
         assert trainer._generate_and_score_completions([]) == "scored"
-        time.sleep(0.02)  # "optimiser"
+        clock.advance(0.02)  # "optimiser"
         cb.on_step_end(args, None, None)
     assert len(timer.steps) == 2
-    for s in timer.steps:
-        assert s["generate_s"] >= 0.05 and s["score_s"] >= 0.03 and s["optimise_s"] >= 0.02
-        assert s["step_s"] == pytest.approx(s["generate_s"] + s["score_s"] + s["optimise_s"])
-        assert s["generate_s"] < 0.05 + 0.03  # the counters reset each step
+    for s in timer.steps:  # the second step equals the first: the counters reset each step
+        assert s["generate_s"] == pytest.approx(0.05)
+        assert s["score_s"] == pytest.approx(0.03)
+        assert s["optimise_s"] == pytest.approx(0.02)
+        assert s["step_s"] == pytest.approx(0.10)
 
 
 def test_train_summary_medians_and_throughput() -> None:

@@ -47,7 +47,8 @@ def test_merge_matches_the_adapter_and_loads_as_a_plain_checkpoint(
     assert not (out / "adapter_config.json").exists()
     meta = json.loads((out / "egovlm.json").read_text())
     assert meta["trained"] and meta["dtype"] == "bfloat16" and meta["keyframe_size"] == [112, 84]
-    loaded = load_model(out)  # the loader export/ and edge/ use: needs config, processor, safetensors
+    # the loader egovlm.export and egovlm.edge use: needs config, processor, safetensors
+    loaded = load_model(out)
     assert loaded.keyframe_size == (112, 84)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
 
