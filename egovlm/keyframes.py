@@ -56,11 +56,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from numpy.lib.stride_tricks import as_strided
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from egovlm.config import read_yaml, validate
 from egovlm.descriptor import DEFAULT_GRID, Descriptor, describe, mean_abs_diff
 
 _STRICT = ConfigDict(extra="forbid")
@@ -114,31 +114,15 @@ class SelectorParams:
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None, source: str = "selector") -> SelectorParams:
         """Validate a mapping (e.g. a YAML section). Errors name ``source`` and the field."""
-        try:
-            return cls(**(data or {}))
-        except ValidationError as e:
-            raise ValueError(f"{source}: {_first_error(e)}") from None
-        except TypeError as e:  # not a mapping of keywords
-            raise ValueError(f"{source}: {e}") from None
+        return validate(data or {}, cls, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, section: str | None = None) -> SelectorParams:
         """Load from a YAML file, optionally from one top-level ``section`` of it."""
-        path = Path(path)
-        data = yaml.safe_load(path.read_text()) or {}
-        where = str(path)
-        if section is not None:
-            data = data.get(section, {}) if isinstance(data, dict) else None
-            where = f"{path}: {section}"
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping of selector parameters")
-        return cls.from_mapping(data, where)
-
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "(root)"
-    return f"field {field!r}: {err['msg']}"
+        tree = read_yaml(path)
+        if section is None:
+            return validate(tree, cls, str(path))
+        return validate(tree.get(section, {}), cls, str(path), prefix=section)
 
 
 @dataclass(frozen=True)
@@ -195,7 +179,7 @@ def _subcell_residual(centred: np.ndarray, by: int, bx: int) -> np.ndarray:
     leaves every edge in the residual and passes for local activity. ``centred``: the residual
     of every shift (n x n x cells), each with its mean removed."""
     n = centred.shape[0]
-    res = centred[by, bx]
+    res: np.ndarray = centred[by, bx]
     grads = []
     if 0 < by < n - 1:
         grads.append(0.5 * (centred[by + 1, bx] - centred[by - 1, bx]))

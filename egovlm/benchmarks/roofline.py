@@ -168,9 +168,9 @@ def _thresholds(folder: Path) -> Path:
     """The export's default parity thresholds with :data:`SLICE_PARITY` on top, as a YAML file."""
     import yaml
 
-    from egovlm.export.targets import config_dir
+    from egovlm.export.parity import load_all_thresholds
 
-    merged = yaml.safe_load((config_dir() / "parity.yaml").read_text()) | SLICE_PARITY
+    merged = load_all_thresholds() | SLICE_PARITY
     path = folder / "slice-parity.yaml"
     path.write_text(yaml.safe_dump(merged))
     return path

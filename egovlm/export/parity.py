@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from egovlm.config import load
 from egovlm.export.ort_runner import GraphBackend, VLMRunner
 from egovlm.export.prompts import Prompt
 from egovlm.export.targets import ExportConfigError, config_dir
@@ -45,21 +45,27 @@ METRIC_DIRECTION = {  # True: higher is better
 }
 
 
-def load_thresholds(precision: str, path: Path | None = None) -> dict[str, float]:
+def load_all_thresholds(path: Path | None = None) -> dict[str, dict[str, float]]:
+    """Every precision's thresholds in ``path`` (default ``configs/export/parity.yaml``)."""
     path = path or config_dir() / "parity.yaml"
-    if not path.is_file():
-        raise ExportConfigError(f"parity thresholds not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if precision not in raw:
+    table = load(path, dict[str, dict[str, float]], error=ExportConfigError)
+    for precision, metrics in table.items():
+        unknown = sorted(set(metrics) - set(METRIC_DIRECTION))
+        if unknown:
+            raise ExportConfigError(f"{path}: precision {precision!r} has unknown metrics {unknown}")
+    return table
+
+
+def load_thresholds(precision: str, path: Path | None = None) -> dict[str, float]:
+    """The thresholds an export at ``precision`` must meet (see :func:`load_all_thresholds`)."""
+    path = path or config_dir() / "parity.yaml"
+    table = load_all_thresholds(path)
+    if precision not in table:
         raise ExportConfigError(f"{path}: no thresholds for precision {precision!r}")
-    out = {str(k): float(v) for k, v in dict(raw[precision]).items()}
-    unknown = sorted(set(out) - set(METRIC_DIRECTION))
-    if unknown:
-        raise ExportConfigError(f"{path}: precision {precision!r} has unknown metrics {unknown}")
-    return out
+    return table[precision]
 
 
-class TorchBackend:
+class TorchGraphs:
     """The exported wrapper modules run by PyTorch, behind the runner's :class:`GraphBackend` protocol."""
 
     def __init__(

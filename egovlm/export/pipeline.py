@@ -23,7 +23,7 @@ from egovlm.export import onnx_graphs as og
 from egovlm.export.manifest import library_versions, write_manifest
 from egovlm.export.ort_runner import OrtBackend, RunnerDims, VLMRunner
 from egovlm.export.parity import (
-    TorchBackend,
+    TorchGraphs,
     calibration_feeds,
     decoder_args,
     load_thresholds,
@@ -167,7 +167,7 @@ def _export_in(
     og.prepare_for_export(loaded.model)
     dims = og.model_dims(loaded)
     reference = VLMRunner(
-        _torch_backend(loaded.model, dims, torch.float32),
+        _torch_graphs(loaded.model, dims, torch.float32),
         RunnerDims.from_model_block(dims.to_json()),
         loaded.processor,
     )
@@ -227,8 +227,8 @@ def _prompts_eval(opts: ExportOptions, size: tuple[int, int]) -> list[Prompt]:
     return dataset_prompts(opts.eval_set, 10**9, size, opts.frames_per_prompt)
 
 
-def _torch_backend(model: Any, dims: og.ModelDims, dtype: torch.dtype, decoder: Any = None) -> TorchBackend:
-    return TorchBackend(
+def _torch_graphs(model: Any, dims: og.ModelDims, dtype: torch.dtype, decoder: Any = None) -> TorchGraphs:
+    return TorchGraphs(
         og.VisionGraph(model, dims.image_grid_thw).eval(),
         og.EmbedGraph(model).eval(),
         decoder if decoder is not None else og.DecoderGraph(model).eval(),
@@ -415,7 +415,7 @@ class _SplitBackend:
 
         self.vision_session = ort.InferenceSession(str(paths[og.VISION]), providers=["CPUExecutionProvider"])
         self.embed_session = ort.InferenceSession(str(paths[og.EMBED]), providers=["CPUExecutionProvider"])
-        self.torch = TorchBackend(torch.nn.Identity(), torch.nn.Identity(), decoder, torch.float16)
+        self.torch = TorchGraphs(torch.nn.Identity(), torch.nn.Identity(), decoder, torch.float16)
         self.kv_dtype = self.torch.kv_dtype
         self.embed_dtype = self.torch.embed_dtype
 

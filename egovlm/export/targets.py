@@ -7,20 +7,23 @@ error before any heavy work starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import yaml
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass
 
 from egovlm import paths
+from egovlm.config import FIELD_WORDING, ConfigError, read_yaml, validate
 
 RUNTIMES = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "fp8")
 
 
-class ExportConfigError(ValueError):
+class ExportConfigError(ConfigError):
     """A bad target, precision or config file; the message names which and where."""
+
+    wording = FIELD_WORDING
 
 
 def config_dir() -> Path:
@@ -28,9 +31,10 @@ def config_dir() -> Path:
     return paths.CONFIGS_DIR / "export"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", coerce_numbers_to_str=True))
 class Target:
-    name: str
+    """One entry of targets.yaml; ``name`` is its key there (set by :func:`load_targets`)."""
+
     runtime: str
     precisions: tuple[str, ...]
     default_precision: str
@@ -39,6 +43,18 @@ class Target:
     compute_capability: str | None = None
     tensorrt_major: int | None = None
     bandwidth_gbps: float | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"unknown precisions {unknown}; known: {PRECISIONS}")
+        if self.default_precision not in self.precisions:
+            raise ValueError(f"default_precision {self.default_precision!r} not in precisions")
+        if not 0 < self.budget_fraction <= 1:
+            raise ValueError(f"budget_fraction must be in (0, 1], got {self.budget_fraction}")
 
     @property
     def uses_tensorrt(self) -> bool:
@@ -50,44 +66,19 @@ class Target:
         return int(self.memory_gb * self.budget_fraction * 1024**3)
 
 
-def _target_from(name: str, raw: Any, source: Path) -> Target:
-    where = f"{source}: target {name!r}"
-    if not isinstance(raw, dict):
-        raise ExportConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    try:
-        target = Target(
-            name=name,
-            runtime=str(raw["runtime"]),
-            precisions=tuple(str(p) for p in raw["precisions"]),
-            default_precision=str(raw["default_precision"]),
-            memory_gb=float(raw["memory_gb"]),
-            budget_fraction=float(raw["budget_fraction"]),
-            compute_capability=str(raw["compute_capability"]) if "compute_capability" in raw else None,
-            tensorrt_major=int(raw["tensorrt_major"]) if "tensorrt_major" in raw else None,
-            bandwidth_gbps=float(raw["bandwidth_gbps"]) if "bandwidth_gbps" in raw else None,
-        )
-    except KeyError as e:
-        raise ExportConfigError(f"{where}: missing field {e.args[0]!r}") from None
-    if target.runtime not in RUNTIMES:
-        raise ExportConfigError(f"{where}: runtime must be one of {RUNTIMES}, got {target.runtime!r}")
-    unknown = [p for p in target.precisions if p not in PRECISIONS]
-    if unknown:
-        raise ExportConfigError(f"{where}: unknown precisions {unknown}; known: {PRECISIONS}")
-    if target.default_precision not in target.precisions:
-        raise ExportConfigError(f"{where}: default_precision {target.default_precision!r} not in precisions")
-    if not 0 < target.budget_fraction <= 1:
-        raise ExportConfigError(f"{where}: budget_fraction must be in (0, 1], got {target.budget_fraction}")
-    return target
-
-
 def load_targets(path: Path | None = None) -> dict[str, Target]:
+    """The targets of ``path`` (default ``configs/export/targets.yaml``) by name; errors name the file,
+    the target and the field."""
     path = path or config_dir() / "targets.yaml"
-    if not path.is_file():
-        raise ExportConfigError(f"targets config not found: {path}")
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict) or not raw:
+    tree = read_yaml(path, ExportConfigError)
+    if not tree:
         raise ExportConfigError(f"{path}: expected a mapping of target names")
-    return {str(name): _target_from(str(name), spec, path) for name, spec in raw.items()}
+    targets = {}
+    for key, spec in tree.items():
+        name = str(key)
+        target = validate(spec, Target, f"{path}: target {name!r}", ExportConfigError)
+        targets[name] = replace(target, name=name)
+    return targets
 
 
 def resolve(target: str, precision: str | None = None, path: Path | None = None) -> tuple[Target, str]:

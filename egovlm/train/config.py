@@ -12,7 +12,8 @@ A recipe has six sections::
 Relative paths are relative to the working directory, like every TRL/transformers recipe.
 Overrides use the same tree: ``grpo.max_steps=20 model.path=/ckpt data.frames=16``; the value is
 parsed as YAML (``true``, ``1e-5``, ``[a, b]``). Every unknown key, in the file or in an
-override, raises :class:`ConfigError` naming the key and where it came from.
+override, raises :class:`ConfigError` naming the key and where it came from (the reading, the
+overrides and the messages are :mod:`egovlm.config`'s, shared by every config of the project).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
+
+import egovlm.config as shared
 
 STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -41,7 +43,7 @@ REMOVED_GRPO_KEYS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(shared.ConfigError):
     """A recipe that cannot be used; the message names the key and the file (or override)."""
 
 
@@ -140,27 +142,6 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "source"}
 
 
-def parse_override(text: str, origin: str = "") -> tuple[list[str], Any]:
-    """``a.b.c=value`` → (["a", "b", "c"], parsed YAML value). ``origin`` ends error messages."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. grpo.max_steps=20){origin}")
-    parts = key.strip().split(".")
-    if any(not p for p in parts):
-        raise ConfigError(f"override {text!r}: empty component in key {key!r}{origin}")
-    return parts, yaml.safe_load(raw) if raw.strip() else None
-
-
-def apply_override(tree: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
-    node = tree
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def _grpo_fields() -> dict[str, str]:
     """GRPOConfig field name → its annotation as text."""
     from trl import GRPOConfig  # heavy (imports transformers): only when a config is validated
@@ -184,12 +165,12 @@ def _coerce(value: Any, annotation: str) -> Any:
     return value
 
 
-def check_grpo_keys(grpo: dict[str, Any], where: dict[str, str]) -> dict[str, Any]:
+def check_grpo_keys(grpo: dict[str, Any], sources: shared.Sources) -> dict[str, Any]:
     """Reject unknown, owned and removed keys; return the section with numbers coerced."""
     known = _grpo_fields()
     out = {}
     for key, value in grpo.items():
-        origin = where.get(f"grpo.{key}", where["<file>"])
+        origin = sources.origin(f"grpo.{key}")
         if key in OWNED_GRPO_KEYS:
             raise ConfigError(f"{origin}: grpo.{key} is set by this tree; use {OWNED_GRPO_KEYS[key]}")
         if key in REMOVED_GRPO_KEYS:
@@ -200,53 +181,12 @@ def check_grpo_keys(grpo: dict[str, Any], where: dict[str, str]) -> dict[str, An
     return out
 
 
-def _error_origin(loc: tuple[Any, ...], where: dict[str, str]) -> str:
-    dotted = ".".join(str(p) for p in loc)
-    for key, origin in where.items():
-        if key != "<file>" and (
-            dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")
-        ):
-            return origin
-    return where["<file>"]
-
-
-def from_tree(tree: dict[str, Any], where: dict[str, str]) -> TrainConfig:
-    """Validate a raw tree; ``where`` maps dotted keys to their origin (file or override)."""
-    try:
-        cfg = TrainConfig(**tree)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err.get("loc", ()))
-        dotted = ".".join(str(p) for p in loc) or "<root>"
-        what = "unknown key" if err["type"] == "unexpected_keyword_argument" else err["msg"]
-        if err["type"] in ("missing_argument", "missing"):
-            what = "missing required key"
-        raise ConfigError(f"{_error_origin(loc, where)}: {dotted}: {what}") from None
-    except TypeError as e:  # unexpected top-level keyword
-        raise ConfigError(f"{where['<file>']}: {e}") from None
-    cfg.grpo = check_grpo_keys(cfg.grpo, where)
-    cfg.source = where["<file>"]
-    return cfg
-
-
 def load_config(path: Path | str, overrides: list[str] | None = None) -> TrainConfig:
     """Read a YAML recipe, apply dotted overrides, validate the whole tree (see module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    where = {"<file>": str(path)}
-    for text in overrides or []:
-        parts, value = parse_override(text, f" (on top of {path})")
-        origin = f"override {text!r} (on top of {path})"
-        apply_override(tree, parts, value, origin)
-        where[".".join(parts)] = origin
-    cfg = from_tree(tree, where)
+    tree, sources = shared.read(path, overrides, ConfigError)
+    cfg = shared.validate(tree, TrainConfig, sources, ConfigError)
+    cfg.grpo = check_grpo_keys(cfg.grpo, sources)
+    cfg.source = sources.file
     validate(cfg)
     return cfg
 

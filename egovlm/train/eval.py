@@ -115,8 +115,10 @@ def load_for_eval(model: str, device: str) -> tuple[Any, Any, tuple[int, int]]:
 
 def saved_recipe(model: str) -> tuple[Path, dict[str, Any]] | None:
     """The recipe ``egovlm train`` saved next to a model: ``config.yaml`` (with a ``grpo`` section) in
-    the model's folder or its parent (the run folder of ``final/``, ``checkpoint-N/``, ``merged/``)."""
-    import yaml
+    the model's folder or its parent (the run folder of ``final/``, ``checkpoint-N/``, ``merged/``).
+    Read as plain YAML, not through ``load_config``: an older run's recipe may miss keys added since.
+    Unreadable YAML raises :class:`egovlm.config.ConfigError` naming the file and line."""
+    from egovlm.config import parse_yaml
 
     path = Path(model).expanduser()
     if not path.is_dir():
@@ -124,7 +126,7 @@ def saved_recipe(model: str) -> tuple[Path, dict[str, Any]] | None:
     for folder in (path, path.parent):
         candidate = folder / SAVED_RECIPE
         if candidate.is_file():
-            tree = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+            tree = parse_yaml(candidate)
             if isinstance(tree, dict) and isinstance(tree.get("grpo"), dict):
                 return candidate, tree
     return None

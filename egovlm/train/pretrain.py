@@ -42,11 +42,11 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import yaml
-from pydantic import ValidationError
 from pydantic.dataclasses import dataclass
 
 from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
-from egovlm.train.config import STRICT, ConfigError, apply_override, parse_override
+from egovlm.config import load
+from egovlm.train.config import STRICT, ConfigError
 from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
 from egovlm.train.pretrain_perception import PerceptionExample
 from egovlm.train.pretrain_text import DrillMix, PretrainText, train_text
@@ -129,25 +129,9 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -> PretrainConfig:
-    """YAML + dotted overrides, like the GRPO recipes; unknown keys are errors naming the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for text in overrides or []:
-        parts, value = parse_override(text, f" (on top of {path})")
-        apply_override(tree, parts, value, f"override {text!r} (on top of {path})")
-    try:
-        cfg = PretrainConfig(**tree)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-        what = "unknown key" if err["type"] == "unexpected_keyword_argument" else err["msg"]
-        raise ConfigError(f"{path}: {where}: {what}") from None
-    except TypeError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    """YAML + dotted overrides, like the GRPO recipes (:func:`egovlm.config.load`); unknown keys are
+    errors naming the key and the file or override."""
+    cfg = load(path, PretrainConfig, overrides, ConfigError)
     if cfg.data.frames < 1 or cfg.data.frame_sets < 1 or cfg.optim.steps < 1 or cfg.optim.batch_size < 1:
         raise ConfigError(f"{path}: data.frames, data.frame_sets, optim.steps, optim.batch_size must be >= 1")
     return cfg

@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from egovlm.atomic import atomic_write_text, replace_dir
+from egovlm.config import read_yaml
 from egovlm.train import preflight
-from egovlm.train.config import TrainConfig
+from egovlm.train.config import ConfigError, TrainConfig
 from egovlm.train.generation import suppress_vision_tokens
 from egovlm.train.rewards import build_rewards
 
@@ -316,7 +317,7 @@ def _check_same_recipe(cfg: TrainConfig, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     now = cfg.to_dict()
     if saved.is_file():
-        before = yaml.safe_load(saved.read_text())
+        before = read_yaml(saved, ConfigError)
         if before != now:
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             log.warning("resuming with a recipe that differs from the saved one in: %s", ", ".join(changed))
