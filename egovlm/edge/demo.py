@@ -63,8 +63,9 @@ def run_demo(
     out: Printer = print,
 ) -> list[dict[str, Any]]:
     """Run the demo; return the answers (API form) for callers that want to check them."""
-    from egovlm.edge.cli import format_answer_report, serve
+    from egovlm.edge.client import format_answer_report
     from egovlm.edge.server import answer_response
+    from egovlm.edge.serving import serve
 
     out(f"loading {model_dir} (profile {profile}) and starting {source}")
     runtime = build_runtime(

@@ -13,7 +13,7 @@ Deadlines at every stage of a request (:class:`Deadlines`):
   upload included;
 * header size: uvicorn's ``h11_max_incomplete_event_size`` (a head over it gets 400); the number of
   connections and tasks: uvicorn's ``limit_concurrency`` (503 beyond it); set in
-  :func:`egovlm.edge.cli.serve`.
+  :func:`egovlm.edge.serving.serve`.
 
 Who may ask:
 

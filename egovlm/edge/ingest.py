@@ -9,8 +9,9 @@ One :class:`Ingest` runs one source (see :mod:`egovlm.edge.sources`) in a superv
 * the supervisor thread converts the sample to an RGB numpy array (respecting GStreamer's row
   stride), timestamps it from the buffer PTS and calls ``on_frame(t, rgb)`` (the engine's cheap
   ``add_frame``); a truthy return value counts as a keyframe taken;
-* a source that errors, stalls or ends is torn down and rebuilt with exponential backoff;
-  files either loop (``?loop=1``) or stop. Timestamps stay monotonic across restarts: a new
+* a source that errors, stalls or ends is torn down and rebuilt with exponential backoff
+  (:class:`egovlm.edge.supervisor.PipelineSupervisor`, shared with the microphone); files either
+  loop (``?loop=1``) or stop. Timestamps stay monotonic across restarts: a new
   segment continues from the last timestamp plus the wall-clock outage;
 * ``synth://`` sources are fed by a thread that pushes EgoSynth frames into ``appsrc`` with
   their own timestamps as PTS, so the synthetic stream goes through the same GStreamer path as
@@ -44,6 +45,7 @@ from egovlm.edge.sources import (
     parse_source,
     pipeline_description,
 )
+from egovlm.edge.supervisor import Backoff, PipelineSupervisor
 
 log = logging.getLogger("egovlm.edge.ingest")
 
@@ -225,7 +227,8 @@ class _SynthFeeder:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # never started when the pipeline refused to play
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         try:
@@ -293,20 +296,12 @@ class Ingest:
         self._synth_factory = synth_frames
         self._synth_iter: Iterator[tuple[float, np.ndarray, Any]] | None = None
         self._feeder: _SynthFeeder | None = None
-        self._waits: collections.deque[tuple[str, float]] = collections.deque(maxlen=64)
         lossless = self.spec.kind == "file" and not self.spec.realtime
         self._mailbox = _Mailbox(self.options.mailbox, lossless)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._state = "created"
         self._received = 0
         self._delivered = 0
         self._keyframes = 0
-        self._restarts = 0
-        self._errors = 0
-        self._last_error: str | None = None
-        self._last_error_wall: float | None = None
         self._last_t: float | None = None
         self._last_wall: float | None = None
         self._offset: float | None = None
@@ -314,6 +309,23 @@ class Ingest:
         self._rate_out = _Rate(self.options.fps_window_s)
         self._started = time.monotonic()
         self._frame_event = threading.Condition()
+        self._supervisor: PipelineSupervisor[Any] = PipelineSupervisor(
+            uri=self.spec.uri,
+            what="ingest",
+            thread_name="egovlm-ingest",
+            build=self._build,
+            play=self._run_once,
+            teardown=self._teardown,
+            build_error=SourceError,
+            backoff=Backoff(
+                self.options.backoff_initial_s, self.options.backoff_max_s, self.options.max_reconnects
+            ),
+            live=self.spec.live,
+            loop=self.spec.loop,
+            progress=lambda: self._delivered,
+            redact=self.spec.redact,
+            log=log,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -323,18 +335,10 @@ class Ingest:
         self._promote_hardware_decoders()
         pipeline = self._build()  # fails early on a description GStreamer cannot parse
         self._started = time.monotonic()
-        self._state = "starting"
-        self._thread = threading.Thread(
-            target=self._supervise, args=(pipeline,), name="egovlm-ingest", daemon=True
-        )
-        self._thread.start()
+        self._supervisor.start(pipeline)
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._state not in ("ended", "failed"):
-            self._state = "stopped"
+        self._supervisor.stop(timeout)
 
     def __enter__(self) -> Ingest:
         self.start()
@@ -345,27 +349,28 @@ class Ingest:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._supervisor.running
 
     def stats(self) -> IngestStats:
         now = time.monotonic()
+        sup = self._supervisor.counters()
         with self._lock:
             return IngestStats(
                 source=self.spec.uri,
-                state=self._state,
+                state=sup.state,
                 frames_received=self._received,
                 frames_delivered=self._delivered,
                 frames_dropped=self._mailbox.dropped,
                 keyframes_taken=self._keyframes,
-                restarts=self._restarts,
-                errors=self._errors,
-                last_error=self._last_error,
+                restarts=sup.restarts,
+                errors=sup.errors,
+                last_error=sup.last_error,
                 fps_in=self._rate_in.rate(now),
                 fps_out=self._rate_out.rate(now),
                 last_timestamp_s=self._last_t,
                 uptime_s=now - self._started,
                 last_frame_age_s=None if self._last_wall is None else now - self._last_wall,
-                last_error_age_s=None if self._last_error_wall is None else now - self._last_error_wall,
+                last_error_age_s=sup.last_error_age_s,
             )
 
     def wait_for_frames(self, n: int, timeout: float) -> bool:
@@ -379,8 +384,7 @@ class Ingest:
         """The most recent restarts (up to 64), oldest first: why the source went down
         (``error``, ``eos``, ``stall``, ``start failure``, ``no pipeline``) and the backoff
         waited before rebuilding it, in seconds."""
-        with self._lock:
-            return list(self._waits)
+        return self._supervisor.waits()
 
     def synth_events(self) -> list[tuple[float, Any]]:
         """Ground-truth events the synthetic source emitted so far (empty for real sources)."""
@@ -425,52 +429,9 @@ class Ingest:
             self._mailbox.put(sample)
         return gst().FlowReturn.OK
 
-    def _supervise(self, pipeline: Any) -> None:
-        backoff = self.options.backoff_initial_s
-        while not self._stop.is_set():
-            delivered_before = self._delivered
-            try:
-                outcome = self._run_once(pipeline)
-            except Exception as e:  # a bug on the frame path must not end ingest for good
-                log.exception("%s: ingest failed", self.spec.uri)
-                self._note_error(f"ingest failed: {type(e).__name__}: {e}")
-                outcome = "error"
-            if self._stop.is_set():
-                break
-            if outcome == "eos" and not self.spec.live and not self.spec.loop:
-                log.info("%s: end of file", self.spec.uri)
-                self._state = "ended"
-                return
-            if self._delivered > delivered_before:
-                backoff = self.options.backoff_initial_s  # the source worked: retry soon
-            if outcome == "eos" and not self.spec.live:
-                backoff = 0.0  # a looping file restarts at once
-            if self.options.max_reconnects is not None and self._restarts >= self.options.max_reconnects:
-                log.error(
-                    "%s: giving up after %d restarts (%s)", self.spec.uri, self._restarts, self._last_error
-                )
-                self._state = "failed"
-                return
-            self._state = "reconnecting"
-            log.warning("%s: %s; restarting in %.1f s", self.spec.uri, outcome, backoff)
-            with self._lock:
-                self._waits.append((outcome, backoff))
-            if self._stop.wait(backoff):
-                break
-            backoff = min(max(backoff * 2, self.options.backoff_initial_s), self.options.backoff_max_s)
-            with self._lock:
-                self._restarts += 1
-            try:
-                pipeline = self._build()
-            except SourceError as e:
-                self._note_error(str(e))
-                pipeline = None
-        self._state = "stopped"
-
     def _run_once(self, pipeline: Any) -> str:
-        """Play one pipeline instance until stop, error, EOS or stall; return which."""
-        if pipeline is None:
-            return "no pipeline"
+        """Play one pipeline instance until stop, error, EOS or stall; return which (the
+        supervisor tears it down)."""
         g = gst()
         bus = pipeline.get_bus()
         self._offset = None
@@ -483,50 +444,46 @@ class Ingest:
                 reason = f"{msg.src.get_name()}: {err.message}"
                 log.debug("%s", self.spec.redact(debug or ""))
             self._note_error(f"pipeline refused to start ({reason})")
-            self._teardown(pipeline, bus)
             return "start failure"
         if self._feeder is not None:
             self._feeder.start()
         last_frame = time.monotonic()
         outcome = "stopped"
         feeder = self._feeder
-        try:
-            while not self._stop.is_set():
-                sample = self._mailbox.get(timeout=0.05)
-                if sample is not None:
-                    last_frame = time.monotonic()
-                    self._deliver(sample)
-                if feeder is not None and feeder.error is not None:
-                    failed_at = feeder.failed_at or 0.0
-                    if time.monotonic() - failed_at > _FEEDER_EOS_GRACE_S:
-                        self._note_error(feeder.error)
-                        outcome = "error"
-                        break
-                msg = bus.pop_filtered(g.MessageType.ERROR | g.MessageType.EOS)
-                if msg is not None and msg.type == g.MessageType.ERROR:
-                    err, debug = msg.parse_error()
-                    self._note_error(f"{msg.src.get_name()}: {err.message}")
-                    log.debug("%s", self.spec.redact(debug or ""))
+        while not self._supervisor.stop_requested:
+            sample = self._mailbox.get(timeout=0.05)
+            if sample is not None:
+                last_frame = time.monotonic()
+                self._deliver(sample)
+            if feeder is not None and feeder.error is not None:
+                failed_at = feeder.failed_at or 0.0
+                if time.monotonic() - failed_at > _FEEDER_EOS_GRACE_S:
+                    self._note_error(feeder.error)
                     outcome = "error"
                     break
-                if msg is not None and msg.type == g.MessageType.EOS:
-                    while (sample := self._mailbox.get(timeout=0)) is not None:
-                        self._deliver(sample)
-                    if feeder is not None and feeder.error is not None:
-                        self._note_error(feeder.error)  # the generator raised: not a clean end
-                        outcome = "error"
-                    else:
-                        outcome = "eos"
-                    break
-                if time.monotonic() - last_frame > self.options.stall_timeout_s:
-                    self._note_error(f"no frame for {self.options.stall_timeout_s:.0f} s")
-                    outcome = "stall"
-                    break
-        finally:
-            self._teardown(pipeline, bus)
+            msg = bus.pop_filtered(g.MessageType.ERROR | g.MessageType.EOS)
+            if msg is not None and msg.type == g.MessageType.ERROR:
+                err, debug = msg.parse_error()
+                self._note_error(f"{msg.src.get_name()}: {err.message}")
+                log.debug("%s", self.spec.redact(debug or ""))
+                outcome = "error"
+                break
+            if msg is not None and msg.type == g.MessageType.EOS:
+                while (sample := self._mailbox.get(timeout=0)) is not None:
+                    self._deliver(sample)
+                if feeder is not None and feeder.error is not None:
+                    self._note_error(feeder.error)  # the generator raised: not a clean end
+                    outcome = "error"
+                else:
+                    outcome = "eos"
+                break
+            if time.monotonic() - last_frame > self.options.stall_timeout_s:
+                self._note_error(f"no frame for {self.options.stall_timeout_s:.0f} s")
+                outcome = "stall"
+                break
         return outcome
 
-    def _teardown(self, pipeline: Any, bus: Any) -> None:
+    def _teardown(self, pipeline: Any) -> None:
         feeder = self._feeder
         if feeder is not None:
             feeder.stop()
@@ -542,8 +499,7 @@ class Ingest:
         rgb, pts = sample_to_rgb(sample)
         now = time.monotonic()
         t = self._timestamp(pts, now)
-        if self._state in ("starting", "reconnecting"):
-            self._state = "running"
+        self._supervisor.mark_running()
         try:
             kept = self.on_frame(t, rgb)
         except Exception as e:  # a consumer bug must not kill the camera thread
@@ -573,14 +529,8 @@ class Ingest:
         return t
 
     def _note_error(self, message: str) -> None:
-        """Count and log a source error; GStreamer's messages may echo the URI, so the source's
-        credentials are masked here, before the text reaches a log, /healthz or the API."""
-        message = self.spec.redact(message)
-        log.warning("%s: %s", self.spec.uri, message)
-        with self._lock:
-            self._errors += 1
-            self._last_error = message
-            self._last_error_wall = time.monotonic()
+        """Count and log a source error, its credentials masked (see the supervisor)."""
+        self._supervisor.note_error(message)
 
 
 def _finished(frames: Iterator[Any]) -> bool:

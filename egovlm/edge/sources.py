@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -46,6 +46,11 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "file": ("loop", "realtime"),
     "synth": ("fps", "size", "seed", "realtime"),
     "test": ("fps", "size", "pattern"),
+}
+
+# Every accepted scheme with its query parameters; RTSP (and its TLS/TCP variants) pass theirs through.
+_SCHEMES: dict[str, tuple[str, ...] | None] = {
+    k: _PARAMS.get(k) for k in ("v4l2", "csi", "rtsp", "rtsps", "rtspt", "file", "synth", "test")
 }
 
 HasElement = Callable[[str], bool]
@@ -120,6 +125,73 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class UriParts:
+    """A source URI split for a scheme's parser: ``shown`` (credentials masked: for messages),
+    ``secrets`` (:func:`uri_secrets`), the lower-case ``scheme``, ``netloc``, ``path``, ``query``
+    and ``fragment`` as written (still percent-encoded) and the query's allowed parameters (the
+    last value of each given, decoded)."""
+
+    raw: str = field(repr=False)
+    shown: str
+    secrets: tuple[str, ...] = field(repr=False)
+    scheme: str
+    netloc: str = field(repr=False)
+    path: str = field(repr=False)
+    query: str = field(repr=False)
+    fragment: str = field(repr=False)
+    hostname: str | None = field(repr=False)
+    params: dict[str, str]
+
+
+def split_uri(
+    uri: str,
+    schemes: Mapping[str, tuple[str, ...] | None],
+    error: type[ValueError],
+    *,
+    what: str,
+    examples: str,
+) -> UriParts:
+    """Split and check a source URI against a scheme table: ``schemes`` maps each accepted
+    scheme to its allowed query parameters (None: the query is passed through unchecked, as an
+    RTSP camera's). Raises ``error`` (the caller's error class) for text that is not a URI, a URI
+    :func:`urllib.parse.urlsplit` rejects, an unknown scheme or an unknown parameter; every
+    message shows the URI with its credentials masked. Shared by the camera's
+    :func:`parse_source` and the microphone's :func:`egovlm.edge.voice.audio.parse_audio_source`."""
+    raw = uri.strip()
+    shown = redact_uri(raw)
+    if "://" not in raw:
+        raise error(f"{what} {shown!r} is not a URI; use {examples}")
+    try:
+        parts = urlsplit(raw)
+        hostname = parts.hostname
+    except ValueError as e:  # e.g. an unclosed [IPv6] bracket
+        raise error(f"{shown}: not a valid URI ({e})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise error(f"{shown}: unknown {what} scheme {scheme!r}; expected one of {', '.join(schemes)}")
+    allowed = schemes[scheme]
+    params: dict[str, str] = {}
+    if allowed is not None:
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - set(allowed))
+        if unknown:
+            raise error(f"{shown}: unknown parameter(s) {unknown}; {scheme}:// accepts {list(allowed)}")
+        params = {k: v[-1] for k, v in query.items() if v}
+    return UriParts(
+        raw=raw,
+        shown=shown,
+        secrets=uri_secrets(raw),
+        scheme=scheme,
+        netloc=parts.netloc,
+        path=parts.path,
+        query=parts.query,
+        fragment=parts.fragment,
+        hostname=hostname,
+        params=params,
+    )
+
+
 class SourceError(ValueError):
     """A source URI that is malformed or cannot run on this machine; the message says why and
     what to do instead."""
@@ -166,11 +238,6 @@ class OutputFormat:
     size: tuple[int, int] | None = None
     max_fps: float | None = None
     max_buffers: int = 2
-
-
-def _one(query: dict[str, list[str]], key: str) -> str | None:
-    values = query.get(key)
-    return values[-1] if values else None
 
 
 def _int(uri: str, key: str, value: str | None, lo: int = 1) -> int | None:
@@ -225,21 +292,16 @@ def parse_size(text: str, what: str = "size") -> tuple[int, int]:
 def parse_source(uri: str) -> SourceSpec:
     """Parse and syntax-check a source URI (no device or file access: see :func:`check_source`).
     The URI's credentials stay in ``location``/``secrets`` only; messages show :func:`redact_uri`."""
-    raw = uri.strip()
-    shown = redact_uri(raw)
-    if "://" not in raw:
-        raise SourceError(
-            f"source {shown!r} is not a URI; use one of: v4l2:///dev/video0, csi://0, rtsp://host/path, "
-            "file:///abs/clip.mp4, synth://, test://"
-        )
-    try:
-        parts = urlsplit(raw)
-        hostname = parts.hostname
-    except ValueError as e:  # e.g. an unclosed [IPv6] bracket
-        raise SourceError(f"{shown}: not a valid URI ({e})") from None
-    kind = parts.scheme.lower()
-    secrets = uri_secrets(raw)
+    parts = split_uri(
+        uri,
+        _SCHEMES,
+        SourceError,
+        what="source",
+        examples="one of: v4l2:///dev/video0, csi://0, rtsp://host/path, file:///abs/clip.mp4, synth://, test://",
+    )
+    kind, shown, secrets = parts.scheme, parts.shown, parts.secrets
     if kind in ("rtsp", "rtsps", "rtspt"):
+        raw = parts.raw
         after_host = raw.partition("://")[2].partition("@")[2]
         if "@" in after_host or "@" in parts.path + parts.query + parts.fragment:
             # A user name or password holding an unencoded "@", "/", "?" or "#": parsers split it
@@ -249,17 +311,10 @@ def parse_source(uri: str) -> SourceSpec:
                 "an RTSP URI has '@', '/', '?' or '#' inside its user name or password: percent-encode "
                 "them (%40 for @, %2F for /, %3F for ?, %23 for #), e.g. rtsp://user:p%40ss@host/stream"
             )
-        if not hostname:
+        if not parts.hostname:
             raise SourceError(f"{shown}: an RTSP URI needs a host, e.g. rtsp://192.168.1.10:554/stream")
         return SourceSpec(kind="rtsp", uri=shown, location=raw, secrets=secrets)
-    if kind not in KINDS:
-        raise SourceError(f"{shown}: unknown source scheme {kind!r}; expected one of {', '.join(KINDS)}")
-
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - set(_PARAMS[kind]))
-    if unknown:
-        raise SourceError(f"{shown}: unknown parameter(s) {unknown}; {kind}:// accepts {list(_PARAMS[kind])}")
-    q = {k: _one(query, k) for k in _PARAMS[kind]}
+    q = {k: parts.params.get(k) for k in _PARAMS[kind]}
     spec = _PARSERS[kind](shown, parts.netloc, unquote(parts.path), q)
     return replace(spec, secrets=secrets) if secrets else spec
 

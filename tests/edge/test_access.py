@@ -39,9 +39,8 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 from typer.testing import CliRunner
 
-import egovlm.edge.cli as edge_cli
+import egovlm.edge.serving as edge_serving
 from egovlm.cli import app as cli_app
-from egovlm.edge.cli import UnsafeBindError, check_bind, serve
 from egovlm.edge.http_guards import (
     MIN_TOKEN_BITS,
     MIN_TOKEN_CHARS,
@@ -51,7 +50,9 @@ from egovlm.edge.http_guards import (
     check_token_strength,
 )
 from egovlm.edge.runtime import EdgeRuntime
+from egovlm.edge.security import UnsafeBindError, check_bind
 from egovlm.edge.server import PUBLIC_PATHS, PUBLIC_PREFIXES, WEB_DIR, create_app
+from egovlm.edge.serving import serve
 from tests.edge.edge_fakes import ServerThread, scripted_engine
 from tests.live_server import edge_run
 
@@ -146,7 +147,7 @@ def test_serve_itself_refuses_an_open_bind_without_a_token(
 ) -> None:
     """Not only the CLI: any caller of serve (run_demo(host=...), scripts) hits the check,
     before the runtime starts or a socket is bound."""
-    monkeypatch.setattr(edge_cli, "_server_class", lambda: pytest.fail("must not get as far as binding"))
+    monkeypatch.setattr(edge_serving, "_server_class", lambda: pytest.fail("must not get as far as binding"))
     rt = StartRecorder()
     with pytest.raises(UnsafeBindError, match=f"binding {host} exposes"):
         serve(rt, host, 8000, None)
@@ -167,7 +168,7 @@ def served_app(monkeypatch: pytest.MonkeyPatch, check: Callable[[Any], None]) ->
             seen["host"], seen["app"] = self.config.host, self.config.app
             check(self.config.app)
 
-    monkeypatch.setattr(edge_cli, "_server_class", lambda: FakeServer)
+    monkeypatch.setattr(edge_serving, "_server_class", lambda: FakeServer)
     return seen
 
 

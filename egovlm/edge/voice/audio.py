@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 import numpy as np
 
 from egovlm.atomic import atomic_write_bytes
 from egovlm.edge.gst import gst
-from egovlm.edge.sources import redact_text, redact_uri, uri_secrets
+from egovlm.edge.sources import quote, redact_text, split_uri
+from egovlm.edge.supervisor import Backoff, PipelineSupervisor
 
 log = logging.getLogger("egovlm.edge.voice")
 
@@ -43,6 +44,8 @@ PCM_CAPS = f"audio/x-raw,format=F32LE,rate={SAMPLE_RATE},channels=1,layout=inter
 FORMATS = ("wav", "ogg", "flac", "webm")
 AUDIO_SUFFIXES = (".wav", ".ogg", ".oga", ".opus", ".flac", ".webm")
 KINDS = ("mic", "pulse", "alsa", "file")
+# Allowed query parameters per scheme.
+_PARAMS: dict[str, tuple[str, ...]] = {"mic": (), "pulse": (), "alsa": (), "file": ("realtime",)}
 
 AudioCallback = Callable[[np.ndarray, float], None]
 
@@ -226,25 +229,14 @@ class AudioSourceSpec:
 def parse_audio_source(uri: str) -> AudioSourceSpec:
     """Parse and syntax-check an audio source URI (no device or file access). Credentials in it
     stay in ``location``/``secrets``; ``uri`` and every message show them masked."""
-    raw = uri.strip()
-    uri, secrets = redact_uri(raw), uri_secrets(raw)
-    if "://" not in uri:
-        raise AudioSourceError(
-            f"audio source {uri!r} is not a URI; use mic://, pulse://[device], alsa://hw:1,0 or "
-            "file:///abs/question.wav"
-        )
-    try:
-        parts = urlsplit(raw)
-    except ValueError as e:
-        raise AudioSourceError(f"{uri}: not a valid URI ({e})") from None
-    kind = parts.scheme.lower()
-    if kind not in KINDS:
-        raise AudioSourceError(f"{uri}: unknown audio source scheme {kind!r}; expected one of {KINDS}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    allowed = ("realtime",) if kind == "file" else ()
-    unknown = sorted(set(query) - set(allowed))
-    if unknown:
-        raise AudioSourceError(f"{uri}: unknown parameter(s) {unknown}; {kind}:// accepts {list(allowed)}")
+    parts = split_uri(
+        uri,
+        _PARAMS,
+        AudioSourceError,
+        what="audio source",
+        examples="mic://, pulse://[device], alsa://hw:1,0 or file:///abs/question.wav",
+    )
+    kind, uri, secrets = parts.scheme, parts.shown, parts.secrets
     location = unquote(parts.netloc + parts.path)
     if kind == "mic":
         return AudioSourceSpec("mic", uri, secrets=secrets)
@@ -257,14 +249,10 @@ def parse_audio_source(uri: str) -> AudioSourceSpec:
         raise AudioSourceError(
             f"{uri}: {Path(path).suffix or 'no suffix'} is not an audio file {AUDIO_SUFFIXES}"
         )
-    realtime = (query.get("realtime") or ["1"])[-1].strip().lower()
+    realtime = parts.params.get("realtime", "1").strip().lower()
     if realtime not in ("0", "1", "true", "false"):
         raise AudioSourceError(f"{uri}: realtime={realtime!r} must be 1/0/true/false")
     return AudioSourceSpec("file", uri, path, realtime in ("1", "true"), secrets=secrets)
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def audio_pipeline_description(spec: AudioSourceSpec, max_buffers: int = 200, *, reveal: bool = False) -> str:
@@ -274,9 +262,9 @@ def audio_pipeline_description(spec: AudioSourceSpec, max_buffers: int = 200, *,
     unless ``reveal`` (only :class:`AudioSource` reveals them, to build the pipeline)."""
     head = {
         "mic": "autoaudiosrc",
-        "pulse": "pulsesrc" + (f" device={_quote(spec.location)}" if spec.location else ""),
-        "alsa": "alsasrc" + (f" device={_quote(spec.location)}" if spec.location else ""),
-        "file": f"filesrc location={_quote(spec.location)} ! decodebin",
+        "pulse": "pulsesrc" + (f" device={quote(spec.location)}" if spec.location else ""),
+        "alsa": "alsasrc" + (f" device={quote(spec.location)}" if spec.location else ""),
+        "file": f"filesrc location={quote(spec.location)} ! decodebin",
     }[spec.kind]
     paced = spec.kind == "file" and spec.realtime
     drop = "true" if spec.live else "false"
@@ -325,7 +313,9 @@ class AudioSourceStats:
 class AudioSource:
     """Runs one audio source in a thread and calls ``on_audio(samples, wall)`` for each block
     (float32, 16 kHz mono; ``wall`` = ``time.monotonic()`` when it arrived). A microphone that
-    errors is rebuilt with exponential backoff; a file ends at EOS."""
+    errors is rebuilt with exponential backoff
+    (:class:`egovlm.edge.supervisor.PipelineSupervisor`, shared with the camera); a file ends at
+    EOS."""
 
     def __init__(
         self,
@@ -338,48 +328,47 @@ class AudioSource:
         self.spec = parse_audio_source(source) if isinstance(source, str) else source
         self.description = audio_pipeline_description(self.spec)
         self.on_audio = on_audio
-        self._backoff = (backoff_initial_s, backoff_max_s)
-        self._max_restarts = max_restarts
-        self._stop = threading.Event()
-        self._ended = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._state = "created"
         self._samples = 0
-        self._restarts = 0
-        self._errors = 0
-        self._last_error: str | None = None
         self._level = -120.0
+        self._supervisor: PipelineSupervisor[Any] = PipelineSupervisor(
+            uri=self.spec.uri,
+            what="audio",
+            thread_name="egovlm-audio",
+            build=self._parse,
+            play=self._run_once,
+            teardown=_teardown,
+            build_error=AudioSourceError,
+            backoff=Backoff(backoff_initial_s, backoff_max_s, max_restarts),
+            live=self.spec.live,
+            progress=lambda: self._samples,
+            redact=self.spec.redact,
+            log=log,
+        )
 
     def start(self) -> AudioSource:
         """Check and parse the pipeline (errors surface here), then run it in a thread."""
         check_audio_source(self.spec)
-        self._parse()
-        self._state = "starting"
-        self._thread = threading.Thread(target=self._supervise, name="egovlm-audio", daemon=True)
-        self._thread.start()
+        self._supervisor.start(self._parse())
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._state not in ("ended", "failed"):
-            self._state = "stopped"
+        self._supervisor.stop(timeout)
 
     def wait_ended(self, timeout: float) -> bool:
         """Block until a file source reached its end (or the source gave up)."""
-        return self._ended.wait(timeout)
+        return self._supervisor.wait_done(timeout)
 
     def stats(self) -> AudioSourceStats:
+        sup = self._supervisor.counters()
         with self._lock:
             return AudioSourceStats(
                 self.spec.uri,
-                self._state,
+                sup.state,
                 self._samples / SAMPLE_RATE,
-                self._restarts,
-                self._errors,
-                self._last_error,
+                sup.restarts,
+                sup.errors,
+                sup.last_error,
                 self._level,
             )
 
@@ -392,72 +381,39 @@ class AudioSource:
                 f"{self.spec.uri}: GStreamer cannot build the pipeline: {reason}"
             ) from None
 
-    def _supervise(self) -> None:
-        backoff = self._backoff[0]
-        try:
-            while not self._stop.is_set():
-                outcome = self._run_once()
-                if self._stop.is_set():
-                    break
-                if outcome == "eos" and not self.spec.live:
-                    self._state = "ended"
-                    return
-                if self._max_restarts is not None and self._restarts >= self._max_restarts:
-                    self._state = "failed"
-                    return
-                self._state = "reconnecting"
-                log.warning("%s: %s; restarting in %.1f s", self.spec.uri, outcome, backoff)
-                if self._stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, self._backoff[1])
-                with self._lock:
-                    self._restarts += 1
-        finally:
-            self._ended.set()
-
-    def _run_once(self) -> str:
+    def _run_once(self, pipeline: Any) -> str:
+        """Play one pipeline instance until stop, error or EOS; return which (the supervisor
+        tears it down)."""
         g = gst()
-        try:
-            pipeline = self._parse()
-        except AudioSourceError as e:
-            self._note_error(str(e))
-            return "error"
         sink, bus = pipeline.get_by_name("sink"), pipeline.get_bus()
-        try:
-            if pipeline.set_state(g.State.PLAYING) == g.StateChangeReturn.FAILURE:
-                self._note_error("pipeline refused to start (no microphone, or the device is busy?)")
+        if pipeline.set_state(g.State.PLAYING) == g.StateChangeReturn.FAILURE:
+            self._supervisor.note_error("pipeline refused to start (no microphone, or the device is busy?)")
+            return "error"
+        while not self._supervisor.stop_requested:
+            msg = bus.pop_filtered(g.MessageType.ERROR)
+            if msg is not None:
+                err, _ = msg.parse_error()
+                self._supervisor.note_error(f"{msg.src.get_name()}: {err.message}")
                 return "error"
-            while not self._stop.is_set():
-                msg = bus.pop_filtered(g.MessageType.ERROR)
-                if msg is not None:
-                    err, _ = msg.parse_error()
-                    self._note_error(f"{msg.src.get_name()}: {err.message}")
-                    return "error"
-                sample = sink.emit("try-pull-sample", 50 * g.MSECOND)
-                if sample is None:
-                    if sink.is_eos():
-                        return "eos"
-                    continue
-                self._deliver(sample_to_pcm(sample))
-            return "stopped"
-        finally:
-            pipeline.set_state(g.State.NULL)
+            sample = sink.emit("try-pull-sample", 50 * g.MSECOND)
+            if sample is None:
+                if sink.is_eos():
+                    return "eos"
+                continue
+            self._deliver(sample_to_pcm(sample))
+        return "stopped"
 
     def _deliver(self, block: np.ndarray) -> None:
-        if self._state != "running":
-            self._state = "running"
+        self._supervisor.mark_running()
         with self._lock:
             self._samples += block.size
             self._level = level_dbfs(block)
         try:
             self.on_audio(block, time.monotonic())
         except Exception as e:  # a consumer bug must not kill the microphone thread
-            self._note_error(f"on_audio failed: {e!r}")
+            self._supervisor.note_error(f"on_audio failed: {e!r}")
             log.exception("on_audio failed")
 
-    def _note_error(self, message: str) -> None:
-        message = self.spec.redact(message)  # a GStreamer message may echo the device URI
-        log.warning("%s: %s", self.spec.uri, message)
-        with self._lock:
-            self._errors += 1
-            self._last_error = message
+
+def _teardown(pipeline: Any) -> None:
+    pipeline.set_state(gst().State.NULL)
