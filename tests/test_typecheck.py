@@ -24,6 +24,8 @@ REVEALED = {
     "egovlm.edge.backends.base.Backend": "egovlm.edge.backends.base.Backend",
     "egovlm.edge.engine.Engine": "egovlm.edge.engine.Engine",
     "egovlm.edge.runtime.EdgeRuntime": "egovlm.edge.runtime.EdgeRuntime",
+    "egovlm.edge.runtime.EdgeRuntime.ask": "-> egovlm.edge.engine.Answer",
+    "egovlm.edge.server.RuntimeApi.engine": "egovlm.edge.engine.Engine",
     "egovlm.train.config.TrainConfig": "egovlm.train.config.TrainConfig",
     "egovlm.export.manifest.Manifest": "egovlm.export.manifest.Manifest",
     "egovlm.benchmarks.report.Report": "egovlm.benchmarks.report.Report",

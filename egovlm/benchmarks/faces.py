@@ -99,7 +99,7 @@ def answers(model: Path, clips: int, keyframes: int = 8) -> tuple[list[dict[str,
     """(per-question rows, per-condition summary) for the demo model with and without blurring."""
     from skimage import data
 
-    from egovlm.edge.backends import create_backend
+    from egovlm.edge.backends import GenerationParams, create_backend
     from egovlm.edge.buffer import KeyframeBuffer
     from egovlm.edge.demo import demo_questions
     from egovlm.edge.engine import Engine, EngineParams
@@ -109,7 +109,11 @@ def answers(model: Path, clips: int, keyframes: int = 8) -> tuple[list[dict[str,
     face = data.astronaut()[20:220, 120:320]  # the astronaut's head and shoulders, 200x200
     backend = create_backend("torch", model, threads=1)
     engines = {
-        b: Engine(backend, KeyframeBuffer(keyframes, None), EngineParams(max_new_tokens=48, blur_faces=b))
+        b: Engine(
+            backend,
+            KeyframeBuffer(keyframes, None),
+            EngineParams(GenerationParams(max_new_tokens=48), blur_faces=b),
+        )
         for b in (False, True)
     }
     rows: list[dict[str, Any]] = []

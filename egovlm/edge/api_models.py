@@ -4,6 +4,11 @@ Two families: the runtime's own API (``/v1/ask``, ``/v1/keyframes``, ``/healthz`
 exposes everything an answer rests on (the ``<think>`` trace, cited keyframes with timestamps
 and thumbnails, the latency breakdown), and an OpenAI-compatible subset of
 ``/v1/chat/completions`` so existing clients (the official ``openai`` package) work unchanged.
+
+Where a response shows an engine or runtime dataclass as it is, it uses that type
+(``AskResponse.latency`` is :class:`egovlm.edge.engine.Latency`); where it adds descriptions and
+bounds to one, the model here is filled from the dataclass with ``model_validate(obj,
+from_attributes=True)``, and tests/edge/test_server.py checks the two keep the same fields.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from egovlm.edge.engine import Latency
 
 _LETTER = re.compile(r"^[A-Z]$")
 
@@ -83,21 +90,6 @@ class CitedKeyframe(BaseModel):
     thumbnail_url: str
 
 
-class LatencyInfo(BaseModel):
-    """Where the time went, in milliseconds (tokens per second for decode)."""
-
-    queue_ms: float
-    prepare_ms: float
-    prefill_ms: float
-    ttft_ms: float
-    decode_ms: float
-    decode_tok_s: float
-    total_ms: float
-    n_prompt_tokens: int
-    n_prefill_tokens: int
-    n_new_tokens: int
-
-
 class AskResponse(BaseModel):
     """A full answer. ``format_ok`` says whether the text followed the answer grammar; the
     parsed fields are filled best-effort either way (a random-init model emits noise)."""
@@ -115,7 +107,7 @@ class AskResponse(BaseModel):
     frames: list[KeyframeInfo] = Field(description="the keyframes the prompt showed, in order")
     cached: bool
     snapshot_version: int
-    latency: LatencyInfo
+    latency: Latency
     finish_reason: Literal["stop", "length"]
 
 
@@ -124,6 +116,8 @@ class TokenEvent(BaseModel):
 
 
 class IngestInfo(BaseModel):
+    """The camera ingest (egovlm.edge.ingest.IngestStats)."""
+
     source: str
     state: str
     frames_received: int
@@ -314,6 +308,8 @@ class VoiceTurnInfo(BaseModel):
 
 
 class AudioSourceInfo(BaseModel):
+    """The microphone (egovlm.edge.voice.audio's source stats)."""
+
     source: str
     state: str
     seconds: float

@@ -9,7 +9,7 @@ not FIFO, so a long static stretch does not push out the one frame where somethi
 Thread-safe: the ingest thread adds, the engine's worker and the HTTP server read. Every change
 bumps :attr:`KeyframeBuffer.version`; :meth:`KeyframeBuffer.snapshot` returns an immutable,
 time-ordered tuple of keyframes with the version it belongs to. Keyframes carry no prompt index:
-the contract's 1..N indices are assigned when a prompt is built (:meth:`BufferSnapshot.frames`).
+the contract's 1..N indices are assigned when a prompt is built (:func:`keyframe_frames`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,7 +64,13 @@ class BufferSnapshot:
 
     def frames(self) -> list[Frame]:
         """The contract's frame set: indices 1..N in time order."""
-        return [Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(self.keyframes)]
+        return keyframe_frames(self.keyframes)
+
+
+def keyframe_frames(keyframes: Sequence[Keyframe]) -> list[Frame]:
+    """The contract's frame set for keyframes in time order: prompt indices 1..N, the stream's
+    timestamps. Every prompt (cached prefix, from scratch, every backend) is built from this."""
+    return [Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes)]
 
 
 @dataclass

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -68,10 +68,11 @@ class _StoppingError(Exception):
 
 @dataclass(frozen=True)
 class EngineParams:
-    max_new_tokens: int = 256
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
+    """How the engine runs. ``generation``: the decoding defaults of every question (a device
+    profile's ``generation:`` section); its ``max_new_tokens`` is also the longest answer a question
+    may ask for (the memory plan reserves that many tokens)."""
+
+    generation: GenerationParams = field(default_factory=GenerationParams)
     debounce_s: float = 0.05  # quiet time before a rebuild, so a burst of changes costs one
     max_debounce_s: float = 0.5  # ... but never postpone a rebuild longer than this
     warm_timeout_s: float = 120.0  # a question before the first prefix exists waits this long
@@ -82,6 +83,8 @@ class EngineParams:
 
 @dataclass(frozen=True)
 class CitedFrame:
+    """A frame an answer cites."""
+
     index: int  # the prompt's 1-based frame index
     keyframe_id: int
     t: float
@@ -89,6 +92,8 @@ class CitedFrame:
 
 @dataclass(frozen=True)
 class Latency:
+    """Where the time went, in milliseconds (tokens per second for decode)."""
+
     queue_ms: float  # waiting for the model (an earlier question) or for the first prefix
     prepare_ms: float  # prompt rendering, tokenisation, positions (+ image preprocessing from scratch)
     prefill_ms: float  # prefill of the uncached tokens up to the first token
@@ -126,13 +131,13 @@ class Answer:
             "think": self.parsed.think,
             "format_ok": self.parsed.format_ok,
             "problems": list(self.parsed.problems),
-            "cited": [c.__dict__ for c in self.cited],
+            "cited": [asdict(c) for c in self.cited],
             "invalid_citations": list(self.invalid_citations),
             "keyframes": [{"index": i + 1, "id": k.id, "t": k.t} for i, k in enumerate(self.keyframes)],
             "snapshot_version": self.snapshot_version,
             "buffer_version": self.buffer_version,
             "cached": self.cached,
-            "latency": self.latency.__dict__,
+            "latency": asdict(self.latency),
         }
 
 
@@ -211,12 +216,9 @@ class Engine:
         if check:
             config = getattr(backend, "config", None)
             check_memory(profile, ModelDims.from_config(config) if config is not None else None)
-        g, e = profile.generation, profile.engine
+        e = profile.engine
         params = EngineParams(
-            max_new_tokens=g.max_new_tokens,
-            do_sample=g.do_sample,
-            temperature=g.temperature,
-            top_p=g.top_p,
+            generation=profile.generation,
             debounce_s=e.debounce_s,
             max_debounce_s=e.max_debounce_s,
             blur_faces=profile.faces.blur_model_input,
@@ -453,19 +455,20 @@ class Engine:
         do_sample: bool | None = None,
         seed: int | None = None,
     ) -> Answer:
-        """Answer about the keyframes held now. ``on_text`` streams the answer as it decodes."""
+        """Answer about the keyframes held now. ``on_text`` streams the answer as it decodes;
+        ``max_new_tokens`` (at most the engine's), ``do_sample`` and ``seed`` override the engine's
+        :class:`GenerationParams` for this question."""
         if not question.strip():
             raise EngineError("empty question")
         t0 = time.perf_counter()
-        p = self.params
-        if max_new_tokens is not None and max_new_tokens > p.max_new_tokens:
-            raise AnswerTooLongError.for_limit(max_new_tokens, p.max_new_tokens)
-        gen = GenerationParams(
-            max_new_tokens=max_new_tokens or p.max_new_tokens,
-            do_sample=p.do_sample if do_sample is None else do_sample,
-            temperature=p.temperature,
-            top_p=p.top_p,
-            seed=seed,
+        g = self.params.generation
+        if max_new_tokens is not None and max_new_tokens > g.max_new_tokens:
+            raise AnswerTooLongError.for_limit(max_new_tokens, g.max_new_tokens)
+        gen = replace(
+            g,
+            max_new_tokens=max_new_tokens or g.max_new_tokens,
+            do_sample=g.do_sample if do_sample is None else do_sample,
+            seed=g.seed if seed is None else seed,
         )
         buffer_version = self.buffer.version
         with self._cond:

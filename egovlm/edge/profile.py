@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from egovlm import paths
+from egovlm.config import FIELD_WORDING, ConfigError, read_yaml, validate
 from egovlm.contract import MAX_QUESTION_TOKENS
+from egovlm.edge.backends.base import GenerationParams
 from egovlm.export.fit import (
     KNOWN_MODELS,
     TENSORRT_MAX_CHUNK,
@@ -48,8 +49,10 @@ GiB = 1024**3  # the accounting reports GiB
 PATCH_UNIT = 28  # Qwen2.5-VL: 14 px patches merged 2x2
 
 
-class ProfileError(ValueError):
+class ProfileError(ConfigError):
     """An invalid profile: the message names the file and the field."""
+
+    wording = FIELD_WORDING
 
 
 class MemoryBudgetError(RuntimeError):
@@ -77,14 +80,6 @@ class KeyframeSettings(BaseModel):
     @property
     def tokens_per_keyframe(self) -> int:
         return (self.size[0] // PATCH_UNIT) * (self.size[1] // PATCH_UNIT)
-
-
-class GenerationSettings(BaseModel):
-    model_config = _STRICT
-    max_new_tokens: int = Field(default=256, ge=1)
-    do_sample: bool = False
-    temperature: float = Field(default=0.7, gt=0)
-    top_p: float = Field(default=0.9, gt=0, le=1)
 
 
 class EngineSettings(BaseModel):
@@ -136,7 +131,8 @@ class EdgeProfile(BaseModel):
     model_family: str = "qwen2.5-vl-3b"  # for checking the profile without the weights (KNOWN_MODELS)
     keyframes: KeyframeSettings
     selector: SelectorParams = Field(default_factory=SelectorParams)
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    # the engine's decoding defaults (egovlm.edge.backends.base.GenerationParams, validated here)
+    generation: GenerationParams = Field(default_factory=GenerationParams)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     faces: FaceSettings = Field(default_factory=FaceSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
@@ -151,25 +147,8 @@ def load_profile(name_or_path: str | Path) -> EdgeProfile:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))) or "none"
         raise ProfileError(f"{path}: no such profile (known profiles: {known})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: a profile is a mapping of fields")
-    try:
-        return EdgeProfile.model_validate({**data, "source": str(path)})
-    except ValidationError as e:
-        raise ProfileError(f"{path}: {_describe(e)}") from None
-
-
-def _describe(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"field {field!r}: {msg}")
-    return "; ".join(parts)
+    tree = read_yaml(path, ProfileError)
+    return validate({**tree, "source": str(path)}, EdgeProfile, str(path), ProfileError)
 
 
 # -- the memory check (one accounting with the export's: egovlm.export.fit) ---------------------------

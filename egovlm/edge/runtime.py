@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -43,7 +43,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from egovlm.contract import QuestionTooLongError
-from egovlm.edge.engine import EngineError
+from egovlm.edge.buffer import BufferSnapshot, Keyframe
+from egovlm.edge.engine import Answer, Engine, EngineError
 from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats, SynthFactory, default_synth_frames
 from egovlm.edge.memory import limit_malloc_arenas
 from egovlm.edge.sources import SourceSpec
@@ -74,7 +75,10 @@ DEFAULT_SOURCE_STALE_S = 10.0
 DEFAULT_RETENTION_S = 600.0
 # How long a capture hook (e.g. a recording-LED command) may run before it is killed.
 CAPTURE_HOOK_TIMEOUT_S = 5.0
-CAPTURE_STATES = ("on", "paused", "off")
+CaptureState = Literal["on", "paused", "off"]
+CAPTURE_STATES: tuple[CaptureState, ...] = ("on", "paused", "off")
+ComponentStatus = Literal["ok", "starting", "degraded", "off"]
+HealthStatus = Literal["ok", "starting", "degraded"]
 # A retention check every this often at most (and every tenth of the retention, if shorter).
 _HOUSEKEEPING_S = 1.0
 # Health levels, worst last: the overall status is the worst of the components'.
@@ -86,7 +90,7 @@ class ComponentHealth:
     """One part of the runtime as ``/healthz`` shows it. ``status``: ok | starting | degraded |
     off (not configured); ``detail``: one readable line; ages in wall-clock seconds."""
 
-    status: str
+    status: ComponentStatus
     detail: str
     last_error: str | None = None
     last_error_age_s: float | None = None
@@ -100,9 +104,9 @@ class ComponentHealth:
 class Health:
     """The runtime's health: the worst component decides ``status`` (ok | starting | degraded)."""
 
-    status: str
+    status: HealthStatus
     components: dict[str, ComponentHealth]
-    capture: str = "off"  # on | paused | off (EdgeRuntime.capture_state)
+    capture: CaptureState = "off"  # EdgeRuntime.capture_state
 
     @property
     def problems(self) -> list[str]:
@@ -269,13 +273,11 @@ _TOKS_BUCKETS = (1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000)
 class EdgeRuntime:
     """Ingest + engine + question admission + thumbnails + metrics.
 
-    ``engine`` is an :class:`egovlm.edge.engine.Engine` (anything with its ``add_frame``, ``ask``,
-    ``status``, ``start``/``stop`` and ``buffer``); ``source`` may be None to drive the engine
-    yourself (tests push frames directly)."""
+    ``source`` may be None to drive the engine yourself (tests push frames directly)."""
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         source: str | SourceSpec | None,
         options: RuntimeOptions | None = None,
         model_name: str = "egovlm",
@@ -287,8 +289,7 @@ class EdgeRuntime:
         self.ingest = Ingest(source, self._on_frame, self.options.ingest, synth_frames) if source else None
         # Thumbnails are made from the buffer's images; when the engine already blurs faces as a keyframe
         # enters the buffer (faces.blur_model_input), detecting again per thumbnail would be wasted work.
-        blurred_in_buffer = bool(getattr(getattr(engine, "params", None), "blur_faces", False))
-        blur_thumbnails = self.options.blur_faces and not blurred_in_buffer
+        blur_thumbnails = self.options.blur_faces and not engine.params.blur_faces
         self._jpegs = _JpegCache(self.options.jpeg_cache, self.options.jpeg_quality, blur_thumbnails)
         self._pending = 0
         self._pending_lock = threading.Condition()  # guards _pending; notified when it drops
@@ -371,7 +372,7 @@ class EdgeRuntime:
 
     # -- privacy -------------------------------------------------------------------------------
 
-    def capture_state(self) -> str:
+    def capture_state(self) -> CaptureState:
         """``paused`` (by :meth:`pause`), ``on`` (a source is open or opening and frames reach the
         model), or ``off`` (no source, or it ended, failed or was stopped)."""
         if self._paused:
@@ -381,7 +382,7 @@ class EdgeRuntime:
             return "off"
         return "on"
 
-    def pause(self) -> str:
+    def pause(self) -> CaptureState:
         """Stop frames before the selector, the buffer and the model (the source stays open, so
         :meth:`resume` is instant). What was seen before stays until :meth:`forget` or retention."""
         with self._memory_lock:
@@ -390,7 +391,7 @@ class EdgeRuntime:
         self._wake.set()
         return self.capture_state()
 
-    def resume(self) -> str:
+    def resume(self) -> CaptureState:
         with self._memory_lock:
             self._paused = False
         log.info("capture resumed")
@@ -525,8 +526,8 @@ class EdgeRuntime:
         if st is None:
             return ComponentHealth("off", "no source: frames are pushed by the caller")
         stale = self.options.source_stale_s
-        errors = {"last_error": st.last_error, "last_error_age_s": st.last_error_age_s}
         age = st.last_frame_age_s
+        status: ComponentStatus
         if st.state in ("ended", "failed", "stopped"):
             status, detail = "degraded", f"{st.state}: the source delivers no more frames"
         elif age is None and st.uptime_s > stale:
@@ -540,7 +541,7 @@ class EdgeRuntime:
             status, detail = "degraded", f"no frame for {age:.0f} s ({st.state}; degraded after {stale:g} s)"
         else:
             status, detail = "ok", f"{st.state}, {st.fps_in:.1f} fps, last frame {age:.1f} s ago"
-        return ComponentHealth(status, detail, last_frame_age_s=age, **errors)
+        return ComponentHealth(status, detail, st.last_error, st.last_error_age_s, age)
 
     def _model_health(self) -> ComponentHealth:
         eng = self.engine.status()
@@ -583,7 +584,7 @@ class EdgeRuntime:
         max_new_tokens: int | None = None,
         on_text: TokenCallback | None = None,
         use_cache: bool = True,
-    ) -> Any:
+    ) -> Answer:
         """Answer a question (blocking; the server calls it from a worker thread). Raises
         :class:`BusyError` when ``max_pending`` questions are already waiting, and
         :class:`StoppingError` when the runtime is stopping (before or during the answer)."""
@@ -626,7 +627,7 @@ class EdgeRuntime:
                     self._jpegs.store(kf.id, data, kf.wall)
         return answer
 
-    def _record(self, answer: Any) -> None:
+    def _record(self, answer: Answer) -> None:
         lat = answer.latency
         self._m_questions.labels("format_ok" if answer.parsed.format_ok else "format_bad").inc()
         self._m_total.observe(lat.total_ms / 1000)
@@ -637,7 +638,7 @@ class EdgeRuntime:
 
     # -- views ---------------------------------------------------------------------------------
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> BufferSnapshot:
         return self.engine.buffer.snapshot()
 
     def jpeg(self, keyframe_id: int) -> bytes | None:
@@ -655,7 +656,7 @@ class EdgeRuntime:
             self._jpegs.store(kf.id, data, kf.wall)
         return data
 
-    def _buffered(self, keyframe_id: int) -> Any:
+    def _buffered(self, keyframe_id: int) -> Keyframe | None:
         return next((kf for kf in self.snapshot().keyframes if kf.id == keyframe_id), None)
 
     def ingest_stats(self) -> IngestStats | None:
@@ -729,7 +730,7 @@ def build_runtime(
     if kf:
         updates["keyframes"] = prof.keyframes.model_copy(update=kf)
     if max_new_tokens is not None:
-        updates["generation"] = prof.generation.model_copy(update={"max_new_tokens": max_new_tokens})
+        updates["generation"] = replace(prof.generation, max_new_tokens=max_new_tokens)
     prof = prof.model_copy(update=updates)
     if prof.backend == "torch" and prof.precision not in TORCH_DTYPES:
         raise ProfileError(

@@ -51,7 +51,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
@@ -62,7 +62,7 @@ from fastapi.sse import EventSourceResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from egovlm.contract import MAX_QUESTION_TOKENS, SYSTEM_PROMPT, QuestionTooLongError, check_question_tokens
+from egovlm.contract import MAX_QUESTION_TOKENS, QuestionTooLongError, check_question_tokens
 from egovlm.edge.api_models import (
     MAX_QUESTION_CHARS,
     AskRequest,
@@ -80,12 +80,13 @@ from egovlm.edge.api_models import (
     IngestInfo,
     KeyframeInfo,
     KeyframesResponse,
-    LatencyInfo,
     TokenEvent,
     Usage,
 )
+from egovlm.edge.backends.base import TokenCallback
 from egovlm.edge.backends.prompt import render_prompt, text_ids
-from egovlm.edge.engine import AnswerTooLongError
+from egovlm.edge.buffer import BufferSnapshot, Keyframe
+from egovlm.edge.engine import Answer, AnswerTooLongError, Engine
 from egovlm.edge.http_guards import (
     BodyLimit,
     CrossSiteCheck,
@@ -95,7 +96,8 @@ from egovlm.edge.http_guards import (
     TokenCheck,
     invalid_request,
 )
-from egovlm.edge.runtime import BusyError, EdgeRuntime, StoppingError
+from egovlm.edge.ingest import IngestStats
+from egovlm.edge.runtime import BusyError, CaptureState, Health, RuntimeOptions, StoppingError
 from egovlm.frames import Frame
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -118,6 +120,45 @@ PUBLIC_PREFIXES = ("/static/",)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+class RuntimeApi(Protocol):
+    """What the HTTP API needs from the runtime: :class:`egovlm.edge.runtime.EdgeRuntime`."""
+
+    engine: Engine
+    model_name: str
+    options: RuntimeOptions
+
+    @property
+    def pending(self) -> int: ...
+
+    def ask(
+        self,
+        question: str,
+        options: Mapping[str, str] | None = None,
+        *,
+        max_new_tokens: int | None = None,
+        on_text: TokenCallback | None = None,
+        use_cache: bool = True,
+    ) -> Answer: ...
+
+    def health(self, voice: Any = None) -> Health: ...
+
+    def ingest_stats(self) -> IngestStats | None: ...
+
+    def snapshot(self) -> BufferSnapshot: ...
+
+    def jpeg(self, keyframe_id: int) -> bytes | None: ...
+
+    def forget(self) -> None: ...
+
+    def capture_state(self) -> CaptureState: ...
+
+    def pause(self) -> CaptureState: ...
+
+    def resume(self) -> CaptureState: ...
+
+    def metrics_text(self) -> bytes: ...
+
+
 # --- conversions ------------------------------------------------------------------------------
 
 
@@ -127,7 +168,7 @@ def thumb_url(base: str, keyframe_id: int) -> str:
     return f"{base}/v1/keyframes/{keyframe_id}.jpg"
 
 
-def keyframe_info(kf: Any, base: str, index: int | None = None) -> KeyframeInfo:
+def keyframe_info(kf: Keyframe, base: str, index: int | None = None) -> KeyframeInfo:
     h, w = kf.image.shape[:2]
     return KeyframeInfo(
         id=kf.id,
@@ -141,7 +182,7 @@ def keyframe_info(kf: Any, base: str, index: int | None = None) -> KeyframeInfo:
     )
 
 
-def answer_response(answer: Any, rid: str, base: str, max_new_tokens: int) -> AskResponse:
+def answer_response(answer: Answer, rid: str, base: str, max_new_tokens: int) -> AskResponse:
     """The API view of an engine Answer. Works whatever the model emitted: the parsed fields
     are best-effort and ``format_ok`` says whether the grammar held. ``base``: the prefix of
     thumbnail URLs (:func:`thumb_url`; "" for the relative URLs the server sends)."""
@@ -165,18 +206,7 @@ def answer_response(answer: Any, rid: str, base: str, max_new_tokens: int) -> As
         frames=[keyframe_info(k, base, i + 1) for i, k in enumerate(answer.keyframes)],
         cached=answer.cached,
         snapshot_version=answer.snapshot_version,
-        latency=LatencyInfo(
-            queue_ms=lat.queue_ms,
-            prepare_ms=lat.prepare_ms,
-            prefill_ms=lat.prefill_ms,
-            ttft_ms=lat.ttft_ms,
-            decode_ms=lat.decode_ms,
-            decode_tok_s=lat.decode_tok_s,
-            total_ms=lat.total_ms,
-            n_prompt_tokens=lat.n_prompt_tokens,
-            n_prefill_tokens=lat.n_prefill_tokens,
-            n_new_tokens=lat.n_new_tokens,
-        ),
+        latency=lat,
         finish_reason="length" if lat.n_new_tokens >= max_new_tokens else "stop",
     )
 
@@ -242,7 +272,7 @@ def sse(data: BaseModel | str, event: str | None = None) -> str:
 
 
 def create_app(
-    runtime: EdgeRuntime,
+    runtime: RuntimeApi,
     token: str | None = None,
     voice: Any = None,
     allowed_hosts: frozenset[str] | None = None,
@@ -288,7 +318,7 @@ def create_app(
     def limit(max_new_tokens: int | None) -> int:
         """The answer length of a request: its own, at most the engine's (422 above it, before any
         model work or streaming; the engine refuses the same for in-process callers)."""
-        cap = int(getattr(getattr(runtime.engine, "params", None), "max_new_tokens", 256))
+        cap = runtime.engine.params.generation.max_new_tokens
         if max_new_tokens is not None and max_new_tokens > cap:
             raise HTTPException(422, str(AnswerTooLongError.for_limit(max_new_tokens, cap)))
         return max_new_tokens or cap
@@ -299,7 +329,10 @@ def create_app(
         health = runtime.health(voice)  # per component; "ok" also while a rebuild is in progress
         return HealthResponse(
             status=health.status,
-            components={k: ComponentHealthInfo(**c.to_dict()) for k, c in health.components.items()},
+            components={
+                k: ComponentHealthInfo.model_validate(c, from_attributes=True)
+                for k, c in health.components.items()
+            },
             ready=eng.ready,
             capture=health.capture,
             keyframes=eng.keyframes,
@@ -320,7 +353,7 @@ def create_app(
         return KeyframesResponse(
             version=snap.version,
             keyframes=[keyframe_info(k, b, i + 1) for i, k in enumerate(snap.keyframes)],
-            ingest=IngestInfo(**st.to_dict()) if st else None,
+            ingest=IngestInfo.model_validate(st, from_attributes=True) if st else None,
         )
 
     @app.get("/v1/keyframes/{keyframe_id}.jpg")
@@ -438,12 +471,13 @@ def create_app(
     return app
 
 
-def model_summary(runtime: EdgeRuntime) -> dict[str, Any]:
+def model_summary(runtime: RuntimeApi) -> dict[str, Any]:
     """The model as /healthz shows it without a token: its name and the backend's description,
     minus anything that looks like a file path (where the model lives on the device is not
     for anonymous callers)."""
-    describe = getattr(runtime.engine.backend, "describe", dict)
-    info = {k: v for k, v in describe().items() if k != "model" and not _looks_like_path(v)}
+    info = {
+        k: v for k, v in runtime.engine.backend.describe().items() if k != "model" and not _looks_like_path(v)
+    }
     return {"name": runtime.model_name, **info}
 
 
@@ -455,9 +489,7 @@ def _looks_like_path(value: Any) -> bool:
 _PLACEHOLDER_FRAME = Frame(1, 0.0, np.zeros((1, 1, 3), np.uint8))
 
 
-def question_turn_tokens(
-    runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None
-) -> int | None:
+def question_turn_tokens(runtime: RuntimeApi, question: str, options: Mapping[str, str] | None) -> int | None:
     """The tokens a question adds after the cached [system + frames] prefix (question, options,
     end of turn, assistant header), rendered with the backend's own chat template and counted with
     its own tokenizer, as the backend will (``egovlm.edge.backends.prompt.split_ids``). None
@@ -466,14 +498,14 @@ def question_turn_tokens(
     processor, tokenizer = getattr(backend, "processor", None), getattr(backend, "tokenizer", None)
     if processor is None or tokenizer is None:
         return None
-    system_prompt = getattr(getattr(runtime.engine, "params", None), "system_prompt", SYSTEM_PROMPT)
+    system_prompt = runtime.engine.params.system_prompt
     prompt = render_prompt(
         processor.apply_chat_template, [_PLACEHOLDER_FRAME], question, options, system_prompt
     )
     return len(text_ids(tokenizer, prompt.suffix))
 
 
-def check_question_budget(runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None) -> None:
+def check_question_budget(runtime: RuntimeApi, question: str, options: Mapping[str, str] | None) -> None:
     """Raise :class:`QuestionTooLongError` (422 naming the limit) for a question turn over
     ``egovlm.contract.MAX_QUESTION_TOKENS``, before the question queues for the model or touches
     it. That limit is the question's share of the model's context in the device profile's memory
@@ -485,7 +517,7 @@ def check_question_budget(runtime: EdgeRuntime, question: str, options: Mapping[
         check_question_tokens(n)
 
 
-async def _check_budget(runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None) -> None:
+async def _check_budget(runtime: RuntimeApi, question: str, options: Mapping[str, str] | None) -> None:
     try:
         await run_in_threadpool(check_question_budget, runtime, question, options)
     except QuestionTooLongError as e:
@@ -516,14 +548,14 @@ def _error_detail(exc: BaseException) -> tuple[int, str]:
     return 500, f"{type(exc).__name__}: {exc}"
 
 
-def _admit(runtime: EdgeRuntime) -> None:
+def _admit(runtime: RuntimeApi) -> None:
     """Refuse a streamed question up front when the queue is full (a status code, not an event)."""
     if runtime.pending >= runtime.options.max_pending:
         raise HTTPException(429, f"{runtime.pending} questions already waiting for the model; retry shortly")
 
 
 async def _ask_blocking(
-    runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None, kwargs: dict[str, Any]
+    runtime: RuntimeApi, question: str, options: Mapping[str, str] | None, kwargs: dict[str, Any]
 ) -> Any:
     try:
         return await run_in_threadpool(lambda: runtime.ask(question, options, **kwargs))
@@ -533,7 +565,7 @@ async def _ask_blocking(
 
 
 async def _ask_streaming(
-    runtime: EdgeRuntime, question: str, options: Mapping[str, str] | None, kwargs: dict[str, Any]
+    runtime: RuntimeApi, question: str, options: Mapping[str, str] | None, kwargs: dict[str, Any]
 ) -> AsyncIterator[tuple[str, Any]]:
     """Run a question on its own thread; yield ("token", text)... then ("answer", Answer) or
     ("error", exc). A dedicated thread, not the shared pool, because a question may wait

@@ -151,7 +151,10 @@ class OrtBackend:
     """ONNX Runtime sessions for the three graphs (CPU by default; CUDA/TensorRT providers on a device)."""
 
     def __init__(
-        self, paths: Mapping[str, Path], providers: Sequence[str] | None = None, threads: int | None = None
+        self,
+        paths: Mapping[str, Path],
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+        threads: int | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -209,7 +212,7 @@ class VLMRunner:
     def from_export(
         cls,
         export_dir: Path | str,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
         verify: bool = True,
         threads: int | None = None,
     ) -> VLMRunner:
@@ -221,7 +224,10 @@ class VLMRunner:
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, providers: Sequence[str] | None = None, threads: int | None = None
+        cls,
+        manifest: Manifest,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+        threads: int | None = None,
     ) -> VLMRunner:
         """Load an already loaded (and checked) manifest's graphs with ONNX Runtime; the edge runtime
         loads the manifest itself to check the prompt contract version too."""

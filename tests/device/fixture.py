@@ -39,12 +39,12 @@ def keyframe_images(n: int, seed: int) -> list[np.ndarray]:
 
 def reference_answers(model: Path) -> list[dict[str, Any]]:
     """The torch backend's greedy answers on ``keyframe_images(4, seed=3)``: what the device must say."""
-    from egovlm.edge.backends import create_backend
+    from egovlm.edge.backends import GenerationParams, create_backend
     from egovlm.edge.buffer import KeyframeBuffer
     from egovlm.edge.engine import Engine, EngineParams
 
     backend = create_backend("torch", model, device="cpu", threads=1)
-    engine = Engine(backend, KeyframeBuffer(capacity=4), EngineParams(max_new_tokens=N_NEW))
+    engine = Engine(backend, KeyframeBuffer(capacity=4), EngineParams(GenerationParams(max_new_tokens=N_NEW)))
     for i, img in enumerate(keyframe_images(4, seed=3)):
         engine.add_keyframe(2.0 * i, img)
     out = []

@@ -52,12 +52,14 @@ def test_device_install_is_installed_without_torch_or_transformers() -> None:
 
 
 def _engine(export: Path, capacity: int = 4) -> Any:
-    from egovlm.edge.backends import create_backend
+    from egovlm.edge.backends import GenerationParams, create_backend
     from egovlm.edge.buffer import KeyframeBuffer
     from egovlm.edge.engine import Engine, EngineParams
 
     backend = create_backend("onnx", export, threads=1)
-    engine = Engine(backend, KeyframeBuffer(capacity=capacity), EngineParams(max_new_tokens=N_NEW))
+    engine = Engine(
+        backend, KeyframeBuffer(capacity=capacity), EngineParams(GenerationParams(max_new_tokens=N_NEW))
+    )
     for i, img in enumerate(keyframe_images(capacity, seed=3)):
         engine.add_keyframe(2.0 * i, img)
     return engine

@@ -143,7 +143,7 @@ def scripted_engine(
     return Engine(
         backend or ScriptedBackend(token_delay_s=token_delay_s),
         KeyframeBuffer(capacity, None),
-        EngineParams(max_new_tokens=max_new_tokens, debounce_s=0.01),
+        EngineParams(GenerationParams(max_new_tokens=max_new_tokens), debounce_s=0.01),
     )
 
 

@@ -161,7 +161,7 @@ def test_rebuild_reuses_shared_leading_keyframes_exactly(onnx: OnnxBackend) -> N
 
 
 def test_engine_encodes_each_keyframe_once_and_streams(onnx: OnnxBackend) -> None:
-    engine = Engine(onnx, KeyframeBuffer(capacity=4), EngineParams(max_new_tokens=N_NEW))
+    engine = Engine(onnx, KeyframeBuffer(capacity=4), EngineParams(GenerationParams(max_new_tokens=N_NEW)))
     for i, img in enumerate(_images(4, seed=3)):
         engine.add_keyframe(2.0 * i, img)
     calls = onnx.vision_calls
@@ -181,7 +181,7 @@ def test_int8_export_loads_and_answers(int8_dir: Path) -> None:
     backend = create_backend("onnx", int8_dir, threads=1)
     assert backend.describe()["precision"] == "int8"
     assert backend.describe()["providers"] == [CPU]
-    engine = Engine(backend, KeyframeBuffer(capacity=3), EngineParams(max_new_tokens=8))
+    engine = Engine(backend, KeyframeBuffer(capacity=3), EngineParams(GenerationParams(max_new_tokens=8)))
     for i, img in enumerate(_images(3, seed=4)):
         engine.add_keyframe(2.0 * i, img)
     for use_cache in (True, False):

@@ -139,7 +139,7 @@ def test_score_comparison_detects_wrong_positions(tiny: TorchBackend) -> None:
 
 
 def test_engine_cached_and_scratch_answers_agree(tiny: TorchBackend) -> None:
-    engine = Engine(tiny, KeyframeBuffer(capacity=4), EngineParams(max_new_tokens=16))
+    engine = Engine(tiny, KeyframeBuffer(capacity=4), EngineParams(GenerationParams(max_new_tokens=16)))
     for i, img in enumerate(_images(4, seed=3)):
         engine.add_keyframe(2.0 * i, img)
     pieces: list[str] = []
@@ -174,7 +174,7 @@ def test_vision_encoder_runs_once_per_keyframe(tiny: TorchBackend, monkeypatch: 
         return inner(pixel_values, image_grid_thw, **kw)
 
     monkeypatch.setattr(tiny.model.model, "get_image_features", counting)
-    engine = Engine(tiny, KeyframeBuffer(capacity=3), EngineParams(max_new_tokens=4))
+    engine = Engine(tiny, KeyframeBuffer(capacity=3), EngineParams(GenerationParams(max_new_tokens=4)))
     images = _images(5, seed=7)
     for i in range(3):
         engine.add_keyframe(float(i), images[i])
@@ -216,7 +216,9 @@ class _GatedBackend(TorchBackend):
 
 def test_question_mid_rebuild_uses_last_consistent_snapshot(tiny: TorchBackend) -> None:
     backend = _GatedBackend(tiny)
-    engine = Engine(backend, KeyframeBuffer(capacity=8), EngineParams(max_new_tokens=8, debounce_s=0.01))
+    engine = Engine(
+        backend, KeyframeBuffer(capacity=8), EngineParams(GenerationParams(max_new_tokens=8), debounce_s=0.01)
+    )
     images = _images(3, seed=11)
     with engine:
         engine.add_keyframe(1.0, images[0])
@@ -311,7 +313,7 @@ def test_rebuild_reuses_the_kv_of_shared_leading_keyframes(tiny: TorchBackend) -
 
 
 def test_chunked_background_rebuild_is_exact(tiny: TorchBackend) -> None:
-    params = EngineParams(max_new_tokens=10, debounce_s=0.01, rebuild_chunk_frames=2)
+    params = EngineParams(GenerationParams(max_new_tokens=10), debounce_s=0.01, rebuild_chunk_frames=2)
     engine = Engine(tiny, KeyframeBuffer(capacity=8), params)
     with engine:
         for i, img in enumerate(_images(5, seed=31)):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from egovlm.contract import SYSTEM_PROMPT
 from egovlm.edge.backends import (
@@ -181,10 +182,56 @@ def test_engine_from_profile() -> None:
     assert engine.buffer.capacity == profile.keyframes.capacity
     assert engine.buffer.horizon_s == profile.keyframes.horizon_s
     assert engine.selector.params == profile.selector
-    assert engine.params.max_new_tokens == profile.generation.max_new_tokens
+    assert engine.params.generation.max_new_tokens == profile.generation.max_new_tokens
     too_big = profile.model_copy(update={"memory_budget_gb": 2.0})
     with pytest.raises(MemoryBudgetError, match="budget is 2.00 GB"):
         Engine.from_profile(EchoBackend(ANSWER), too_big)
+
+
+class _ParamsBackend(EchoBackend):
+    """Records the decoding settings each question reaches the backend with."""
+
+    def __init__(self) -> None:
+        super().__init__(ANSWER)
+        self.seen: list[GenerationParams] = []
+
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        self.seen.append(params)
+        return super().generate_from_scratch(keyframes, question, options, params, on_text, system_prompt)
+
+
+def test_a_question_decodes_with_the_engine_settings_and_its_own_overrides() -> None:
+    """The engine's GenerationParams reach the backend as they are; a question's overrides
+    (max_new_tokens, do_sample, seed) replace only those fields."""
+    base = GenerationParams(max_new_tokens=32, temperature=0.3, top_p=0.5, seed=7)
+    backend = _ParamsBackend()
+    engine = Engine(backend, KeyframeBuffer(capacity=4), EngineParams(base))
+    engine.add_keyframe(0.0, _frame(1))
+    engine.ask("What moved?", use_cache=False)
+    engine.ask("What moved?", use_cache=False, max_new_tokens=8, do_sample=True, seed=3)
+    assert backend.seen[0] == base
+    assert backend.seen[1] == GenerationParams(
+        max_new_tokens=8, do_sample=True, temperature=0.3, top_p=0.5, seed=3
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_new_tokens": 0}, {"temperature": 0.0}, {"top_p": 1.5}, {"num_beams": 2}]
+)
+def test_generation_params_are_validated_wherever_they_are_made(bad: dict[str, Any]) -> None:
+    """One definition with its bounds: the profile's ``generation:`` section, the engine's
+    defaults and a question's settings are all GenerationParams, refused out of bounds."""
+    with pytest.raises(ValidationError):
+        GenerationParams(**bad)
+    assert isinstance(load_profile("cpu").generation, GenerationParams)
 
 
 def test_add_frame_runs_the_selector() -> None:

@@ -82,7 +82,9 @@ JSON_POSTS = ["/v1/ask", "/v1/chat/completions", "/v1/voice/ptt"]
 @pytest.fixture(scope="module")
 def runtime() -> Iterator[EdgeRuntime]:
     """The real runtime and engine around the scripted model, fed frames directly (no camera)."""
-    rt = EdgeRuntime(scripted_engine(capacity=8), None)
+    # The engine's answer budget at the schema's maximum, so every max_new_tokens the schema allows
+    # reaches the model (test_server.py tests the engine's own limit).
+    rt = EdgeRuntime(scripted_engine(capacity=8, max_new_tokens=4096), None)
     rt.start()
     try:
         yield refill(rt)

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,21 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from egovlm.contract import parse_answer
-from egovlm.edge.api_models import AskResponse, ChatCompletionRequest, ChatMessage
+from egovlm.edge.api_models import (
+    AskResponse,
+    AudioSourceInfo,
+    ChatCompletionRequest,
+    ChatMessage,
+    ComponentHealthInfo,
+    IngestInfo,
+    VoiceLatencyInfo,
+)
 from egovlm.edge.engine import AnswerTooLongError
-from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, build_runtime
+from egovlm.edge.ingest import IngestStats
+from egovlm.edge.runtime import ComponentHealth, EdgeRuntime, RuntimeOptions, build_runtime
 from egovlm.edge.server import create_app, question_from_chat
+from egovlm.edge.voice.audio import AudioSourceStats
+from egovlm.edge.voice.pipeline import VoiceLatency
 from tests.edge.edge_fakes import ServerThread, running, scripted_engine, sse_events
 
 OPTIONS = {"A": "a yellow banana", "B": "a red cup", "C": "a blue book"}
@@ -335,3 +347,18 @@ def test_question_before_any_keyframe_is_503() -> None:
             assert c.get("/v1/keyframes").json() == {"version": 0, "keyframes": [], "ingest": None}
     finally:
         rt.stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "source"),
+    [
+        (ComponentHealthInfo, ComponentHealth),
+        (IngestInfo, IngestStats),
+        (VoiceLatencyInfo, VoiceLatency),
+        (AudioSourceInfo, AudioSourceStats),
+    ],
+)
+def test_response_models_mirror_the_runtime_types(model: Any, source: Any) -> None:
+    """The responses filled with ``model_validate(obj, from_attributes=True)`` show every field of
+    the dataclass they come from, and no other (a field added on one side only fails here)."""
+    assert list(model.model_fields) == [f.name for f in fields(source)]

@@ -24,9 +24,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as validated_dataclass
 
 from egovlm.contract import SYSTEM_PROMPT
+
+if TYPE_CHECKING:
+    from egovlm.edge.buffer import Keyframe
 
 TokenCallback = Callable[[str], None]
 """Receives decoded answer text piece by piece as it is generated (streaming)."""
@@ -36,15 +42,18 @@ class BackendError(RuntimeError):
     """A backend cannot run the request; the message says why."""
 
 
-@dataclass(frozen=True)
+@validated_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class GenerationParams:
-    """Decoding settings for one question."""
+    """Decoding settings, defined once: a device profile's ``generation:`` section, the engine's
+    defaults (``EngineParams.generation``) and what a backend decodes one question with (the
+    engine's, with the question's own overrides). Validated (pydantic) whenever one is made, so a
+    profile with ``max_new_tokens: 0`` is refused at load time, naming the field."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: Annotated[int, Field(ge=1)] = 256
     do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int | None = None
+    temperature: Annotated[float, Field(gt=0)] = 0.7
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
+    seed: int | None = None  # sampling seed (None: unseeded)
     return_scores: bool = False  # keep per-step logits (tests compare cached vs scratch)
 
 
@@ -105,8 +114,8 @@ class Backend(ABC):
     ``tensorrt`` (an export folder, loaded through its manifest)."""
 
     name: str = "abstract"
-    # True when build_prefix accepts ``previous=`` and reuses the KV of the keyframes a new
-    # snapshot shares with it (the engine then passes its current state).
+    # True when build_prefix reuses the KV of the keyframes a new snapshot shares with
+    # ``previous`` (the engine then passes its current state, and rebuilds in chunks).
     supports_prefix_reuse: bool = False
 
     @property
@@ -122,11 +131,14 @@ class Backend(ABC):
     def build_prefix(
         self,
         version: int,
-        keyframes: Sequence[Any],
+        keyframes: Sequence[Keyframe],
         features: Sequence[VisionFeatures],
         system_prompt: str = SYSTEM_PROMPT,
+        previous: PrefixState | None = None,
     ) -> PrefixState:
-        """KV state for [system prompt + frames]; ``keyframes`` are edge.buffer.Keyframe in time order."""
+        """KV state for [system prompt + frames], ``keyframes`` in time order. ``previous``: the
+        engine's current state, passed only when :attr:`supports_prefix_reuse` (a backend without
+        reuse ignores it)."""
 
     @abstractmethod
     def generate(
@@ -142,7 +154,7 @@ class Backend(ABC):
     @abstractmethod
     def generate_from_scratch(
         self,
-        keyframes: Sequence[Any],
+        keyframes: Sequence[Keyframe],
         question: str,
         options: Mapping[str, str] | None,
         params: GenerationParams,

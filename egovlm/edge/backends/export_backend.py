@@ -35,7 +35,6 @@ import numpy as np
 
 from egovlm.contract import SYSTEM_PROMPT, build_messages
 from egovlm.edge.backends.base import (
-    Backend,
     BackendError,
     Generation,
     GenerationParams,
@@ -43,34 +42,23 @@ from egovlm.edge.backends.base import (
     TokenCallback,
     VisionFeatures,
 )
-from egovlm.edge.backends.prompt import (
-    PLACEHOLDER_QUESTION,
-    PromptBoundaryError,
-    expand_image_tokens,
-    render_prompt,
-    split_ids,
-    text_ids,
-)
+from egovlm.edge.backends.prompt import PrefixPrompt, PromptBackend, TokenStream
+from egovlm.edge.buffer import Keyframe, keyframe_frames
 from egovlm.export.ort_runner import KVState, VLMRunner
 from egovlm.export.positions import mrope_positions
-from egovlm.frames import Frame
-from egovlm.processing import TextStream
 
 
 @dataclass(frozen=True)
 class _ExportPrefix:
-    frames: tuple[Frame, ...]  # the contract's frame set the prefix was rendered from
-    prefix_text: str
-    text_ids: tuple[int, ...]  # tokenised prefix text, image placeholders unexpanded
+    prompt: PrefixPrompt  # what the prefix was rendered from
     input_ids: np.ndarray  # (P,) int64, image placeholders expanded
     kv: KVState  # after the P prefix tokens; shared by every question, never written
 
 
-class ExportBackend(Backend):
+class ExportBackend(PromptBackend):
     """A :class:`Backend` over a :class:`VLMRunner` loaded from an export's manifest."""
 
     name = "export"
-    supports_prefix_reuse = True
 
     def __init__(
         self,
@@ -86,6 +74,7 @@ class ExportBackend(Backend):
         self.processor = runner.processing  # torch-free (egovlm.processing)
         self.tokenizer = self.processor.tokenizer
         self.dims = runner.dims
+        self.image_token_id = self.dims.image_token_id
         self.vision_end_id = int(self.tokenizer.convert_tokens_to_ids("<|vision_end|>"))
         self.vision_calls = 0  # how many times the vision graph ran (tests, status, benchmark)
 
@@ -132,73 +121,27 @@ class ExportBackend(Backend):
 
     # -- prefix KV, off the question path ------------------------------------------------------
 
-    def build_prefix(
+    def _prefill(
         self,
-        version: int,
-        keyframes: Sequence[Any],
+        prompt: PrefixPrompt,
         features: Sequence[VisionFeatures],
-        system_prompt: str = SYSTEM_PROMPT,
-        previous: PrefixState | None = None,
-    ) -> PrefixState:
-        """Prefill [system + frames]; with ``previous``, reuse the KV of the shared leading keyframes."""
-        t0 = time.perf_counter()
-        if not keyframes:
-            raise BackendError("cannot build a prefix without keyframes")
-        if [f.keyframe_id for f in features] != [k.id for k in keyframes]:
-            raise BackendError("vision features do not match the keyframes they are built with")
-        frames = tuple(Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes))
-        prompt = render_prompt(
-            self.processor.apply_chat_template, frames, PLACEHOLDER_QUESTION, None, system_prompt
-        )
-        prefix_text_ids = text_ids(self.tokenizer, prompt.prefix)
-        ids = np.asarray(
-            expand_image_tokens(prefix_text_ids, self.dims.image_token_id, [f.n_tokens for f in features]),
-            dtype=np.int64,
-        )
-        shared, reused = self._reusable(previous, keyframes, system_prompt, ids)
+        previous: PrefixState | None,
+        shared: int,
+        reused: int,
+    ) -> tuple[_ExportPrefix, int]:
+        """The tokens not reused, extended onto the cut of ``previous`` (or an empty state).
+        Positions need no separate check: with one fixed keyframe grid they are a function of the
+        ids (egovlm.export.positions)."""
+        ids = np.asarray(prompt.ids, dtype=np.int64)
         if previous is not None and reused:
             start = self._cut(previous.data.kv, ids, reused)
         else:
             start = self.runner.empty_state()
-        kv = start
         if reused < ids.size:
             kv = self.runner.extend(start, ids[reused:], [f.data for f in features[shared:]])
         else:  # every token reused: a prefix of the old state, in buffers of its own
             kv = start.dense()
-        data = _ExportPrefix(frames, prompt.prefix, tuple(prefix_text_ids), ids, kv)
-        return PrefixState(
-            version=version,
-            keyframe_ids=tuple(k.id for k in keyframes),
-            system_prompt=system_prompt,
-            n_tokens=int(ids.size),
-            build_ms=(time.perf_counter() - t0) * 1000,
-            data=data,
-            reused_tokens=reused,
-        )
-
-    def _reusable(
-        self, previous: PrefixState | None, keyframes: Sequence[Any], system_prompt: str, ids: np.ndarray
-    ) -> tuple[int, int]:
-        """(keyframes shared, tokens reusable) with ``previous``: the leading keyframes both
-        snapshots hold, up to the end of the last shared frame's newline, provided the token ids
-        there are identical. Positions need no separate check: with one fixed keyframe grid they
-        are a function of the ids (egovlm.export.positions)."""
-        if previous is None or previous.system_prompt != system_prompt:
-            return 0, 0
-        old: _ExportPrefix = previous.data
-        shared = 0
-        for a, b in zip(previous.keyframe_ids, keyframes, strict=False):
-            if a != b.id:
-                break
-            shared += 1
-        if shared == 0:
-            return 0, 0
-        ends = np.flatnonzero(ids == self.vision_end_id)
-        # All frames shared: the whole prefix; else up to <|vision_end|> and the frame's "\n".
-        n = int(ids.size) if shared == len(keyframes) else int(ends[shared - 1]) + 2
-        if n > old.input_ids.size or not np.array_equal(old.input_ids[:n], ids[:n]):
-            return 0, 0
-        return shared, n
+        return _ExportPrefix(prompt, ids, kv), reused
 
     def _cut(self, kv: KVState, ids: np.ndarray, n: int) -> KVState:
         """The state after the first ``n`` tokens of ``kv`` (sharing its buffers, which stay intact:
@@ -214,29 +157,23 @@ class ExportBackend(Backend):
 
     # -- questions -----------------------------------------------------------------------------
 
-    def generate(
+    def _generate_after(
         self,
         prefix: PrefixState,
-        question: str,
-        options: Mapping[str, str] | None,
+        suffix: list[int],
+        t0: float,
         params: GenerationParams,
-        on_text: TokenCallback | None = None,
+        on_text: TokenCallback | None,
     ) -> Generation:
-        t0 = time.perf_counter()
         data: _ExportPrefix = prefix.data
-        prompt = render_prompt(
-            self.processor.apply_chat_template, data.frames, question, options, prefix.system_prompt
-        )
-        if prompt.prefix != data.prefix_text:
-            raise PromptBoundaryError("the question's prompt does not start with the cached prefix text")
-        suffix = np.asarray(split_ids(self.tokenizer, prompt, data.text_ids), dtype=np.int64)
+        ids = np.asarray(suffix, dtype=np.int64)
         t_prepared = time.perf_counter()
-        n_prompt = int(data.input_ids.size + suffix.size)
-        return self._decode(data.kv, suffix, (), t0, t_prepared, n_prompt, params, on_text)
+        n_prompt = int(data.input_ids.size + ids.size)
+        return self._decode(data.kv, ids, (), t0, t_prepared, n_prompt, params, on_text)
 
     def generate_from_scratch(
         self,
-        keyframes: Sequence[Any],
+        keyframes: Sequence[Keyframe],
         question: str,
         options: Mapping[str, str] | None,
         params: GenerationParams,
@@ -246,7 +183,7 @@ class ExportBackend(Backend):
         """What a plain script over the export does: every frame through the vision graph, the
         whole prompt prefilled (``VLMRunner.generate``'s steps, with streaming and timing)."""
         t0 = time.perf_counter()
-        frames = [Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes)]
+        frames = keyframe_frames(keyframes)
         ids = self.runner.prompt_ids(build_messages(frames, question, options, system_prompt=system_prompt))
         t_prepared = time.perf_counter()
         visual = [self.runner.encode_keyframe(f.image) for f in frames]
@@ -269,26 +206,22 @@ class ExportBackend(Backend):
         reference to each state is ``state``: every step frees the state before last."""
         state = self.runner.extend(start, ids, visual)
         choose = _chooser(params)
-        stream = TextStream(self.tokenizer, on_text) if on_text is not None else None
+        stream = TokenStream(self.tokenizer, on_text)
         tokens: list[int] = []
         scores: list[np.ndarray] = []
-        first = last = t_prepared
         while len(tokens) < params.max_new_tokens:
             assert state.logits is not None
             if params.return_scores:
                 scores.append(state.logits)
             token = choose(state.logits)
             tokens.append(token)
-            last = time.perf_counter()
-            if len(tokens) == 1:
-                first = last
-            if stream is not None:
-                stream.put([token])
+            stream.put([token])
             if token in self.dims.eos_token_ids or len(tokens) >= params.max_new_tokens:
                 break
             state = self.runner.step(state, token)
-        if stream is not None:
-            stream.end()
+        stream.end()
+        first = stream.first_token_at or t_prepared
+        last = stream.last_token_at or first
         return Generation(
             text=self.processor.decode(tokens),
             token_ids=tokens,

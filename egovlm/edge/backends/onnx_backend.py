@@ -199,7 +199,7 @@ class OnnxBackend(ExportBackend):
         Runtime's intra-op threads (on a small shared CPU, fewer than the cores avoids spinning)."""
         import onnxruntime as ort
 
-        from egovlm.export.ort_runner import VLMRunner
+        from egovlm.export.ort_runner import OrtBackend, VLMRunner
 
         manifest = load_export_manifest(export_dir, cls.name)
         trt_options = None
@@ -213,11 +213,14 @@ class OnnxBackend(ExportBackend):
             if providers
             else select_providers(device, ort.get_available_providers(), trt_options)
         )
+        paths = {name: manifest.graph_path(name) for name in ("vision", "embed", "decoder")}
         try:
-            runner = VLMRunner.from_manifest(manifest, providers=chosen, threads=threads)
+            # ONNX Runtime takes (name, options) pairs too; OrtBackend's annotation says names only.
+            graphs = OrtBackend(paths, providers=chosen, threads=threads)
+            runner = VLMRunner.with_backend(manifest, graphs)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
             raise BackendError(f"onnx backend: ONNX Runtime cannot load {manifest.root}: {e}") from e
-        active = runner.backend.sessions["decoder"].get_providers()
+        active = graphs.sessions["decoder"].get_providers()
         primary = provider_name(chosen[0])
         if primary not in active:  # ORT falls back to CPU with only a log line when a provider fails
             raise BackendError(

@@ -38,7 +38,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from egovlm.contract import SYSTEM_PROMPT
 from egovlm.edge.backends.base import (
-    Backend,
     BackendError,
     Generation,
     GenerationParams,
@@ -47,16 +46,14 @@ from egovlm.edge.backends.base import (
     VisionFeatures,
 )
 from egovlm.edge.backends.prompt import (
-    PLACEHOLDER_QUESTION,
+    PrefixPrompt,
+    PromptBackend,
     PromptBoundaryError,
-    expand_image_tokens,
+    TokenStream,
     render_prompt,
-    split_ids,
-    text_ids,
 )
-from egovlm.frames import Frame
+from egovlm.edge.buffer import Keyframe, keyframe_frames
 from egovlm.models.loading import LoadedModel, load_model
-from egovlm.processing import TextStream
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
 DTYPES |= {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -84,7 +81,10 @@ def grouped_query_sdpa(
     groups = int(getattr(module, "num_key_value_groups", 1))
     b, heads, q, d = query.shape
     if groups == 1 or q == 1 or attention_mask is None or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        stock: tuple[torch.Tensor, None] = sdpa_attention_forward(
+            module, query, key, value, attention_mask, **kwargs
+        )
+        return stock
     kv_heads = key.shape[1]
     folded = query.reshape(b, kv_heads, groups * q, d)  # heads h = kv * groups + g (repeat_kv's order)
     mask = attention_mask.expand(b, heads, q, attention_mask.shape[-1]).reshape(b, kv_heads, groups * q, -1)
@@ -100,9 +100,7 @@ AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)  # the same boolean ma
 
 @dataclass(frozen=True)
 class _TorchPrefix:
-    frames: tuple[Frame, ...]  # the contract's frame set the prefix was rendered from
-    prefix_text: str
-    text_ids: tuple[int, ...]  # tokenised prefix text, image placeholders unexpanded
+    prompt: PrefixPrompt  # what the prefix was rendered from
     input_ids: torch.Tensor  # (1, P) with image placeholders expanded
     mm_token_type_ids: torch.Tensor  # (1, P)
     image_grid_thw: torch.Tensor  # (K, 3)
@@ -110,39 +108,10 @@ class _TorchPrefix:
     kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values); never written
 
 
-class _Stream:
-    """``generate``'s streamer (its put/end protocol): records when each new token arrives and,
-    when a callback is given, forwards decoded text through the same incremental detokeniser
-    as the export backends (:class:`egovlm.processing.TextStream`)."""
-
-    def __init__(self, tokenizer: Any, on_text: TokenCallback | None) -> None:
-        self.text = TextStream(tokenizer, on_text) if on_text is not None else None
-        self.first_token_at: float | None = None
-        self.last_token_at: float | None = None
-        self._seen_prompt = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._seen_prompt:  # generate first echoes the prompt
-            self._seen_prompt = True
-            return
-        now = time.perf_counter()
-        self.first_token_at = self.first_token_at or now
-        self.last_token_at = now
-        if self.text is not None:
-            if value.ndim > 1 and value.shape[0] > 1:
-                raise BackendError("streaming supports one sequence at a time")
-            self.text.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        if self.text is not None:
-            self.text.end()
-
-
-class TorchBackend(Backend):
+class TorchBackend(PromptBackend):
     """Qwen2.5-VL through transformers. ``loaded`` comes from :func:`egovlm.models.load_model`."""
 
     name = "torch"
-    supports_prefix_reuse = True
 
     def __init__(self, loaded: LoadedModel) -> None:
         if loaded.model.device.type == "cpu":
@@ -220,36 +189,29 @@ class TorchBackend(Backend):
 
     # -- prefix KV, off the question path ------------------------------------------------------
 
-    def build_prefix(
+    def _prefill(
         self,
-        version: int,
-        keyframes: Sequence[Any],
+        prompt: PrefixPrompt,
         features: Sequence[VisionFeatures],
-        system_prompt: str = SYSTEM_PROMPT,
-        previous: PrefixState | None = None,
-    ) -> PrefixState:
-        """Prefill [system + frames]. With ``previous``, the KV of the leading keyframes both
-        snapshots share is reused (causal attention: earlier tokens never depend on later ones),
-        so appending a keyframe costs only its own tokens and evicting one costs the tokens
-        after it."""
-        t0 = time.perf_counter()
-        if not keyframes:
-            raise BackendError("cannot build a prefix without keyframes")
-        if [f.keyframe_id for f in features] != [k.id for k in keyframes]:
-            raise BackendError("vision features do not match the keyframes they are built with")
-        frames = tuple(Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes))
-        prompt = render_prompt(
-            self.processor.apply_chat_template, frames, PLACEHOLDER_QUESTION, None, system_prompt
-        )
-        prefix_text_ids = text_ids(self.tokenizer, prompt.prefix)
-        ids = expand_image_tokens(prefix_text_ids, self.image_token_id, [f.n_tokens for f in features])
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        previous: PrefixState | None,
+        shared: int,
+        reused: int,
+    ) -> tuple[_TorchPrefix, int]:
+        """One forward over the tokens not reused, the cached features scattered into the image
+        placeholders. Reuse also needs the M-RoPE positions of the reused tokens to be unchanged."""
+        input_ids = torch.tensor([prompt.ids], dtype=torch.long, device=self.device)
         mm = (input_ids == self.image_token_id).to(torch.int)
         grid = torch.tensor([f.grid_thw for f in features], dtype=torch.long, device=self.device)
         positions = self._positions(input_ids, mm, grid)
-        shared, reused = self._reusable(previous, keyframes, system_prompt, input_ids, positions)
+        old = previous.data if previous is not None else None
+        if (
+            old is not None
+            and reused
+            and not torch.equal(old.position_ids[..., :reused], positions[..., :reused])
+        ):
+            shared, reused = 0, 0
         kv = None
-        if previous is not None and reused == len(ids):  # same frames (or a leading subset)
+        if previous is not None and reused == len(prompt.ids):  # same frames (or a leading subset)
             kv = tuple((k[..., :reused, :], v[..., :reused, :]) for k, v in previous.data.kv)
         if kv is None:
             cache = DynamicCache(config=self.model.config.get_text_config())
@@ -270,48 +232,7 @@ class TorchBackend(Backend):
                     logits_to_keep=1,
                 )
             kv = tuple((layer.keys, layer.values) for layer in cache.layers)
-        data = _TorchPrefix(frames, prompt.prefix, tuple(prefix_text_ids), input_ids, mm, grid, positions, kv)
-        return PrefixState(
-            version=version,
-            keyframe_ids=tuple(k.id for k in keyframes),
-            system_prompt=system_prompt,
-            n_tokens=len(ids),
-            build_ms=(time.perf_counter() - t0) * 1000,
-            data=data,
-            reused_tokens=reused,
-        )
-
-    def _reusable(
-        self,
-        previous: PrefixState | None,
-        keyframes: Sequence[Any],
-        system_prompt: str,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-    ) -> tuple[int, int]:
-        """(keyframes shared, tokens reusable) with ``previous``: the leading keyframes both
-        snapshots hold, up to the end of the last shared frame's newline, provided the token ids
-        and M-RoPE positions there are identical (else nothing is reused)."""
-        if previous is None or previous.system_prompt != system_prompt:
-            return 0, 0
-        old: _TorchPrefix = previous.data
-        shared = 0
-        for a, b in zip(previous.keyframe_ids, keyframes, strict=False):
-            if a != b.id:
-                break
-            shared += 1
-        if shared == 0:
-            return 0, 0
-        ends = (input_ids[0] == self.vision_end_id).nonzero().flatten()
-        # All frames shared: the whole prefix; else up to <|vision_end|> and the frame's "\n".
-        n = int(input_ids.shape[1]) if shared == len(keyframes) else int(ends[shared - 1]) + 2
-        if (
-            n > old.input_ids.shape[1]
-            or not torch.equal(old.input_ids[:, :n], input_ids[:, :n])
-            or not torch.equal(old.position_ids[..., :n], positions[..., :n])
-        ):
-            return 0, 0
-        return shared, n
+        return _TorchPrefix(prompt, input_ids, mm, grid, positions, kv), reused
 
     def _positions(self, input_ids: torch.Tensor, mm: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """M-RoPE positions from the model's own get_rope_index, in generate's 4-row layout."""
@@ -335,22 +256,16 @@ class TorchBackend(Backend):
 
     # -- questions -----------------------------------------------------------------------------
 
-    def generate(
+    def _generate_after(
         self,
         prefix: PrefixState,
-        question: str,
-        options: Mapping[str, str] | None,
+        suffix: list[int],
+        t0: float,
         params: GenerationParams,
-        on_text: TokenCallback | None = None,
+        on_text: TokenCallback | None,
     ) -> Generation:
-        t0 = time.perf_counter()
+        """``generate`` on the full ids over a view of the prefix cache: it prefills only the tail."""
         data: _TorchPrefix = prefix.data
-        prompt = render_prompt(
-            self.processor.apply_chat_template, data.frames, question, options, prefix.system_prompt
-        )
-        if prompt.prefix != data.prefix_text:
-            raise PromptBoundaryError("the question's prompt does not start with the cached prefix text")
-        suffix = split_ids(self.tokenizer, prompt, data.text_ids)
         tail = torch.tensor([suffix], dtype=torch.long, device=self.device)
         input_ids = torch.cat([data.input_ids, tail], dim=1)
         mm = torch.cat([data.mm_token_type_ids, torch.zeros_like(tail, dtype=torch.int)], dim=1)
@@ -369,7 +284,7 @@ class TorchBackend(Backend):
 
     def generate_from_scratch(
         self,
-        keyframes: Sequence[Any],
+        keyframes: Sequence[Keyframe],
         question: str,
         options: Mapping[str, str] | None,
         params: GenerationParams,
@@ -378,7 +293,7 @@ class TorchBackend(Backend):
     ) -> Generation:
         """What a plain transformers script does: processor on all frames, then generate."""
         t0 = time.perf_counter()
-        frames = [Frame(index=i + 1, timestamp_s=k.t, image=k.image) for i, k in enumerate(keyframes)]
+        frames = keyframe_frames(keyframes)
         prompt = render_prompt(self.processor.apply_chat_template, frames, question, options, system_prompt)
         inputs = self.processor(text=[prompt.full], images=[f.pil() for f in frames], return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -394,7 +309,7 @@ class TorchBackend(Backend):
         params: GenerationParams,
         on_text: TokenCallback | None,
     ) -> Generation:
-        stream = _Stream(self.tokenizer, on_text)
+        stream = TokenStream(self.tokenizer, on_text, skip_prompt=True)
         sampling: dict[str, Any] = {"do_sample": params.do_sample}
         if params.do_sample:
             sampling |= {"temperature": params.temperature, "top_p": params.top_p}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -41,11 +41,14 @@ from egovlm.edge.api_models import (
 )
 from egovlm.edge.voice.audio import AudioError, AudioFormatError, AudioTooLongError, EmptyAudioError
 
+if TYPE_CHECKING:
+    from egovlm.edge.server import RuntimeApi
+
 AUDIO_FIELD = "audio"
 RAW_TYPES = ("audio/", "application/octet-stream", "video/webm", "application/ogg")
 
 
-def add_voice_routes(app: FastAPI, runtime: Any, voice: Any, guarded: list[Any]) -> None:
+def add_voice_routes(app: FastAPI, runtime: RuntimeApi, voice: Any, guarded: list[Any]) -> None:
     """Mount the voice routes. ``voice`` None: they exist but answer 503 with how to enable."""
 
     def need_voice() -> Any:
@@ -56,7 +59,7 @@ def add_voice_routes(app: FastAPI, runtime: Any, voice: Any, guarded: list[Any])
         return voice
 
     def limit(max_new_tokens: int | None) -> int:
-        return max_new_tokens or int(getattr(getattr(runtime.engine, "params", None), "max_new_tokens", 256))
+        return max_new_tokens or runtime.engine.params.generation.max_new_tokens
 
     @app.post(
         "/v1/ask/audio",
@@ -222,7 +225,9 @@ def transcript_info(turn: Any) -> TranscriptInfo | None:
 
 
 def latency_info(turn: Any) -> VoiceLatencyInfo | None:
-    return None if turn.latency is None else VoiceLatencyInfo(**turn.latency.__dict__)
+    return (
+        None if turn.latency is None else VoiceLatencyInfo.model_validate(turn.latency, from_attributes=True)
+    )
 
 
 def audio_response(turn: Any, rid: str, base: str, max_new_tokens: int) -> AudioAskResponse:
@@ -260,7 +265,7 @@ def status_response(voice: Any, base: str, limit: Callable[[int | None], int]) -
         enabled=True,
         state=voice.state,
         listen_mode=voice.options.listen if voice.listening else None,
-        source=AudioSourceInfo(**st.__dict__) if st is not None else None,
+        source=AudioSourceInfo.model_validate(st, from_attributes=True) if st is not None else None,
         ptt_pressed=voice.ptt_pressed,
         speaking=bool(speaker is not None and speaker.speaking),
         wake_phrase=voice.options.wake_phrase,
