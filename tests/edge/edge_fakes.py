@@ -12,7 +12,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -131,6 +131,16 @@ class FailingBackend(ScriptedBackend):
             if on_text is not None:
                 on_text(piece)
         raise RuntimeError(self.message)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
+    """Poll ``cond`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
 
 
 def scripted_engine(

@@ -24,6 +24,7 @@ from egovlm.edge.backends import (
 from egovlm.edge.buffer import KeyframeBuffer
 from egovlm.edge.engine import Engine, EngineError, EngineParams
 from egovlm.edge.profile import MemoryBudgetError, load_profile
+from tests.edge.edge_fakes import wait_until
 
 
 class EchoBackend(Backend):
@@ -31,8 +32,9 @@ class EchoBackend(Backend):
 
     name = "echo"
 
-    def __init__(self, text: str, delay_s: float = 0.0) -> None:
+    def __init__(self, text: str, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
         self.text, self.delay_s = text, delay_s
+        self.gate = gate  # when set, a generate call holds the model until the event is set
         self.active = 0
         self.max_active = 0
         self.fail_builds = False
@@ -74,6 +76,8 @@ class EchoBackend(Backend):
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         time.sleep(self.delay_s)
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never released the model"
         if on_text:
             on_text(self.text)
         with self._lock:
@@ -126,7 +130,8 @@ def test_citations_map_to_the_snapshot_keyframes() -> None:
 
 
 def test_questions_are_serialised_and_ingest_is_never_blocked() -> None:
-    backend = EchoBackend(ANSWER, delay_s=0.4)
+    gate = threading.Event()
+    backend = EchoBackend(ANSWER, gate=gate)
     engine = Engine(backend, KeyframeBuffer(capacity=4), EngineParams(debounce_s=0.01))
     with engine:
         engine.add_keyframe(0.0, _frame(0))
@@ -134,16 +139,23 @@ def test_questions_are_serialised_and_ingest_is_never_blocked() -> None:
         askers = [threading.Thread(target=engine.ask, args=("q?",)) for _ in range(3)]
         for t in askers:
             t.start()
-        time.sleep(0.1)  # a question now holds the model
-        t0 = time.perf_counter()
-        for i in range(50):
-            engine.add_frame(1.0 + 0.1 * i, _frame(100 + i))
-        ingest_s = time.perf_counter() - t0
+        assert wait_until(lambda: backend.active == 1, 10)  # a question now holds the model
+
+        def ingest() -> None:
+            for i in range(50):
+                engine.add_frame(1.0 + 0.1 * i, _frame(100 + i))
+
+        feeder = threading.Thread(target=ingest)
+        feeder.start()
+        feeder.join(20)  # a hang guard only: blocked ingest would wait for the gate, forever
+        ingested_while_held = not feeder.is_alive() and backend.active == 1
+        gate.set()
         for t in askers:
             t.join(10)
+        feeder.join(10)
     assert backend.max_active == 1  # never two generate calls at once
-    # Blocked ingest would wait for the queued questions (3 x 0.4 s) before its first frame.
-    assert ingest_s < 0.8
+    # All 50 frames went in while a question still held the model (and two more waited for it).
+    assert ingested_while_held
     status = engine.status()
     assert status.frames_seen == 50 and status.keyframes_selected >= 2
 

@@ -32,8 +32,8 @@ from egovlm.contract import MAX_QUESTION_TOKENS, QuestionTooLongError
 from egovlm.edge.ingest import IngestOptions
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions
 from egovlm.edge.server import create_app
-from tests.edge.edge_fakes import FailingBackend, FlakyFrames, scripted_engine
-from tests.edge.test_faults import SYNTH, ask_ok, wait_until
+from tests.edge.edge_fakes import FailingBackend, FlakyFrames, scripted_engine, wait_until
+from tests.edge.test_faults import SYNTH, ask_ok
 from tests.live_server import LiveServer, edge_run
 
 SECRET = "s3cret"
@@ -142,7 +142,9 @@ def test_the_synthetic_camera_reads_ok_with_a_fresh_frame(tiny_model_dir: Path, 
             "buffer": "ok",
             "voice": "off",
         }, health
-        assert 0 <= parts["source"]["last_frame_age_s"] < 1.0, parts["source"]  # synth: 10 fps
+        # Fresh: "ok" above already says younger than the stale time; the bound only allows a
+        # starved 2-core machine to answer the request late.
+        assert 0 <= parts["source"]["last_frame_age_s"] < 5.0, parts["source"]
         assert parts["source"]["last_error"] is None
         assert server.stop() == 0, server.tail()
 
@@ -181,7 +183,7 @@ def test_a_camera_lost_after_running_reads_degraded_then_ok_when_back() -> None:
 
             frames.restore()
             assert wait_until(lambda: client.get("/healthz").json()["status"] == "ok", 10), source()
-            assert source()["last_frame_age_s"] < 1.0
+            assert source()["last_frame_age_s"] < 5.0  # frames flow again (not the 1 s stale age: load)
             assert "camera glitch" in source()["last_error"]  # the last error stays visible, with its age
     finally:
         rt.stop()

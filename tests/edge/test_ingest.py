@@ -359,7 +359,8 @@ def test_source_that_ends_is_reconnected_with_backoff_then_given_up() -> None:
     stats = ing.stats()
     assert stats.state == "failed" and stats.restarts == 3 and stats.frames_delivered == 5
     # waits: 0.1 s after the connection that worked, then doubling while nothing comes: 0.2, 0.4
-    assert 0.7 <= elapsed < 5
+    assert ing.reconnect_waits() == [("eos", 0.1), ("eos", 0.2), ("eos", 0.4)]
+    assert elapsed >= 0.7  # the waits were really slept (a lower bound: load only lengthens it)
 
 
 def test_stop_is_prompt() -> None:
@@ -368,4 +369,5 @@ def test_stop_is_prompt() -> None:
     assert ing.wait_for_frames(3, timeout=10)
     t0 = time.monotonic()
     ing.stop()
-    assert time.monotonic() - t0 < 2 and not ing.running and ing.stats().state == "stopped"
+    # A hang guard, not a speed test: stop wakes the thread at once, but a loaded machine may be slow.
+    assert time.monotonic() - t0 < 10 and not ing.running and ing.stats().state == "stopped"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +21,10 @@ from egovlm.edge.profile import ProfileError, load_profile
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions
 from egovlm.edge.server import create_app
 from egovlm.edge.voice.pipeline import privacy_command
-from tests.edge.edge_fakes import running, scripted_engine
+from tests.edge.edge_fakes import running, scripted_engine, wait_until
 
 SYNTH = "synth://?fps=20&size=320x240&seed=7"
 QUESTION = {"question": "What did I pick up?", "options": {"A": "a cup", "B": "a book"}}
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def pushed_runtime(n: int = 3, **options: object) -> EdgeRuntime:

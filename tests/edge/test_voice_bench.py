@@ -16,6 +16,9 @@ pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
 
+# Slow: the live endpoint_ms is wall-clock (time.monotonic() as each audio block arrives), so its
+# 400-900 ms window holds on an idle machine only; a loaded 2-core one can batch or delay blocks.
+@pytest.mark.slow
 def test_voice_benchmark_report(tiny_model_dir: Path, tmp_path: Path) -> None:
     report = voice.run(tmp_path, tiny_model_dir, repeats=2, live=True, max_new_tokens=8)
     data = json.loads((tmp_path / "voice.json").read_text())
