@@ -3,7 +3,9 @@
 The result loads with plain transformers (``AutoModelForImageTextToText.from_pretrained(DIR,
 local_files_only=True)`` and ``AutoProcessor.from_pretrained(DIR)``), no egovlm import needed.
 egovlm adds one file, ``egovlm.json``, with the keyframe size the model was built for; a 3B slice
-(:func:`build_slice3b`) adds ``slice.json`` with the real model's layer counts.
+(:func:`build_slice3b`) adds ``slice.json`` with the real model's layer counts. A tokenizer trained
+with an extra corpus (``extra_corpus``, e.g. EgoSynth's words) is recorded there as
+``tokenizer_corpus``; a default build has no such field and the default tokenizer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ from transformers import (
 )
 
 from egovlm.contract import CONTRACT_VERSION
-from egovlm.models.files import EGOVLM_META
+from egovlm.models.files import EGOVLM_META, TOKENIZER_CORPUS
 from egovlm.models.presets import PRESETS, SHARPEN, SLICE_META, ModelPreset, slice3b_preset, slice_meta
 from egovlm.models.tokenizer import CHAT_TEMPLATE, build_tokenizer
 
@@ -79,8 +82,8 @@ def model_config(preset: ModelPreset, tokenizer_len: int, token_ids: dict[str, i
     )
 
 
-def build_processor(preset: ModelPreset) -> Qwen2_5_VLProcessor:
-    tokenizer = build_tokenizer(preset.vocab_size)
+def build_processor(preset: ModelPreset, extra_corpus: Sequence[str] = ()) -> Qwen2_5_VLProcessor:
+    tokenizer = build_tokenizer(preset.vocab_size, extra_corpus)
     w, h = preset.keyframe_size
     # min == max pixels pins every keyframe to the preset size (smart_resize keeps it exactly).
     pixels = {"min_pixels": w * h, "max_pixels": w * h}
@@ -95,14 +98,23 @@ def build_processor(preset: ModelPreset) -> Qwen2_5_VLProcessor:
     )
 
 
-def build_model(kind: str, out: Path | str, seed: int = 0) -> Path:
+def build_model(
+    kind: str,
+    out: Path | str,
+    seed: int = 0,
+    extra_corpus: Sequence[str] = (),
+    corpus_name: str = "custom",
+) -> Path:
     """Build the ``kind`` preset (tiny, nano, small) with random weights into ``out``.
 
+    ``extra_corpus`` adds sentences to the tokenizer's training corpus (see
+    :func:`egovlm.models.tokenizer.build_tokenizer`); ``corpus_name`` is what egovlm.json records
+    for it (e.g. ``egosynth`` for :func:`egovlm.synth.vocabulary.egosynth_vocabulary`).
     Written to a temporary folder and renamed into place, so ``out`` is either complete or absent.
     """
     if kind not in PRESETS:
         raise ValueError(f"unknown model size {kind!r}; choose one of {', '.join(PRESETS)}")
-    return _build(PRESETS[kind], kind, Path(out), seed, torch.float32, {})
+    return _build(PRESETS[kind], kind, Path(out), seed, torch.float32, {}, extra_corpus, corpus_name)
 
 
 def sharpen_decoder(path: Path | str, factor: float = SHARPEN) -> Path:
@@ -136,11 +148,18 @@ def build_slice3b(out: Path | str, layers: int, vision_layers: int | None = None
 
 
 def _build(
-    preset: ModelPreset, kind: str, out: Path, seed: int, dtype: torch.dtype, extra_json: dict[str, Any]
+    preset: ModelPreset,
+    kind: str,
+    out: Path,
+    seed: int,
+    dtype: torch.dtype,
+    extra_json: dict[str, Any],
+    extra_corpus: Sequence[str] = (),
+    corpus_name: str = "custom",
 ) -> Path:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; choose a new folder")
-    processor = build_processor(preset)
+    processor = build_processor(preset, extra_corpus)
     tok = processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens}
     config = model_config(preset, len(tok), ids)
@@ -163,6 +182,8 @@ def _build(
             "parameters": sum(p.numel() for p in model.parameters()),
             "trained": False,
         }
+        if extra_corpus:
+            meta[TOKENIZER_CORPUS] = corpus_name
         (tmp / EGOVLM_META).write_text(json.dumps(meta, indent=2) + "\n")
         for name, body in extra_json.items():
             (tmp / name).write_text(json.dumps(body, indent=2) + "\n")

@@ -1,8 +1,11 @@
-"""``egovlm model tiny|nano|small --out DIR``: build an offline model of the real architecture;
+"""``egovlm model tiny|nano|small --out DIR [--corpus egosynth]``: build an offline model of the real
+architecture (``--corpus egosynth``: its tokenizer also learns EgoSynth's words as whole tokens);
 ``egovlm model slice3b --layers N --out DIR``: the real 3B's widths with only N layers."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -10,33 +13,67 @@ import typer
 app = typer.Typer(help="Build randomly initialised Qwen2.5-VL models offline (no hub).", no_args_is_help=True)
 
 
-def _build(kind: str, out: Path, seed: int) -> None:
+class Corpus(str, Enum):
+    """The tokenizer's training text: the built-in corpus alone, or with a domain's words added."""
+
+    default = "default"
+    egosynth = "egosynth"
+
+
+CORPUS_OPTION = typer.Option(
+    Corpus.default,
+    help="Tokenizer corpus: 'egosynth' adds EgoSynth's words (object names, places, questions).",
+)
+
+
+def _extra_corpus(corpus: Corpus) -> Sequence[str]:
+    if corpus is Corpus.egosynth:
+        from egovlm.synth.vocabulary import egosynth_vocabulary
+
+        return egosynth_vocabulary()
+    return ()
+
+
+def _build(kind: str, out: Path, seed: int, corpus: Corpus) -> None:
     from egovlm.models.build import build_model
     from egovlm.models.presets import PRESETS
 
-    path = build_model(kind, out, seed=seed)
+    path = build_model(kind, out, seed=seed, extra_corpus=_extra_corpus(corpus), corpus_name=corpus.value)
     preset = PRESETS[kind]
     typer.echo(
-        f"built {kind} Qwen2.5-VL (keyframes {preset.keyframe_size[0]}x{preset.keyframe_size[1]}) in {path}"
+        f"built {kind} Qwen2.5-VL (keyframes {preset.keyframe_size[0]}x{preset.keyframe_size[1]}, "
+        f"tokenizer corpus {corpus.value}) in {path}"
     )
 
 
 @app.command()
-def tiny(out: Path = typer.Option(..., help="Output folder (must be new or empty)."), seed: int = 0) -> None:
+def tiny(
+    out: Path = typer.Option(..., help="Output folder (must be new or empty)."),
+    seed: int = 0,
+    corpus: Corpus = CORPUS_OPTION,
+) -> None:
     """About 1 M parameters: for unit tests."""
-    _build("tiny", out, seed)
+    _build("tiny", out, seed, corpus)
 
 
 @app.command()
-def nano(out: Path = typer.Option(..., help="Output folder (must be new or empty)."), seed: int = 0) -> None:
+def nano(
+    out: Path = typer.Option(..., help="Output folder (must be new or empty)."),
+    seed: int = 0,
+    corpus: Corpus = CORPUS_OPTION,
+) -> None:
     """About 5 M parameters: for the CPU GRPO experiment."""
-    _build("nano", out, seed)
+    _build("nano", out, seed, corpus)
 
 
 @app.command()
-def small(out: Path = typer.Option(..., help="Output folder (must be new or empty)."), seed: int = 0) -> None:
+def small(
+    out: Path = typer.Option(..., help="Output folder (must be new or empty)."),
+    seed: int = 0,
+    corpus: Corpus = CORPUS_OPTION,
+) -> None:
     """About 35 M parameters: for benchmarks where Python overhead must not dominate."""
-    _build("small", out, seed)
+    _build("small", out, seed, corpus)
 
 
 @app.command()

@@ -16,6 +16,9 @@ from pathlib import Path
 from egovlm.models.presets import DEFAULT_KEYFRAME_SIZE
 
 EGOVLM_META = "egovlm.json"  # written beside offline-built models: keyframe size, preset
+# egovlm.json's name for the extra corpus an offline model's tokenizer was trained with ("egosynth");
+# absent when the tokenizer is the default one
+TOKENIZER_CORPUS = "tokenizer_corpus"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 # Each entry is satisfied by any one of its names (transformers 5 writes processor_config.json;

@@ -2,10 +2,13 @@
 
 Real checkpoints bring their own tokenizer; this one exists so that models of the real
 architecture can be built with no hub access. It is trained with HF ``tokenizers`` on a small
-built-in English corpus plus the prompt contract's own text, so prompts tokenise compactly.
+built-in English corpus plus the prompt contract's own text, so prompts tokenise compactly; an
+extra corpus (``build_tokenizer(extra_corpus=...)``) makes a domain's words whole tokens too.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -66,8 +69,12 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of ``vocab_size`` tokens (plus specials) and wrap it for transformers."""
+def build_tokenizer(vocab_size: int = 1024, extra_corpus: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE of ``vocab_size`` tokens (plus specials) and wrap it for transformers.
+
+    ``extra_corpus`` adds sentences to the built-in corpus (e.g. EgoSynth's words,
+    :func:`egovlm.synth.vocabulary.egosynth_vocabulary`), so a model's domain words become whole
+    tokens; without it the tokenizer is exactly the default one the test models use."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -78,7 +85,7 @@ def build_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator([*_CORPUS, *extra_corpus] * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
