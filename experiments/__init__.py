@@ -1,0 +1,1 @@
+"""Experiments that live outside the shipped package: their scaffolding, configs and scripts."""
