@@ -70,7 +70,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy egovlm scripts
+	$(BIN)/mypy egovlm experiments
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q
@@ -86,7 +86,7 @@ clean:
 # GRPO arms (a) and (b) x 3 seeds, evals and the results table, on CPU (time of the last run in the docs).
 .PHONY: repro-mini
 repro-mini: setup
-	$(BIN)/python scripts/repro_mini.py --fresh
+	$(BIN)/python -m experiments.mini.repro --fresh
 
 # `egovlm bench peers` (egovlm/benchmarks/README.md): llama.cpp (llama-cpp-python built from source, ~14 min on 2
 # cores), OpenVINO GenAI + optimum-intel and ONNX Runtime GenAI in their own venv, then one run (small

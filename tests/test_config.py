@@ -189,7 +189,7 @@ def test_train_recipe_reports_yaml_errors_with_the_line(tmp_path: Path) -> None:
 
 def test_pretrain_recipe_reports_yaml_errors_with_the_line(tmp_path: Path) -> None:
     from egovlm.train.config import ConfigError as TrainConfigError
-    from egovlm.train.pretrain import load_pretrain_config
+    from experiments.mini.pretrain import load_pretrain_config
 
     path = _broken(tmp_path)
     with pytest.raises(TrainConfigError) as err:

@@ -24,6 +24,7 @@ DOC = ROOT / "docs" / "architecture.md"
 # DIR/<part>.json, is a placeholder for a user's folder).
 TOP_DIRS = {
     "egovlm",
+    "experiments",
     "tests",
     "scripts",
     "configs",
@@ -36,7 +37,7 @@ TOP_FILES = {"pyproject.toml", "Makefile", "README.md", "constraints.txt", "CMak
 EXTERNAL_NAMES = {"GRPOTrainer", "MatMulNBits"}
 FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml", ".py", ".md", ".csv", ".onnx", ".plan", ".txt", ".toml")
 # Built from two pieces so this file does not match itself.
-BRIEF_CITATION = re.compile("DESIGN" + r"\.md")
+BRIEF_CITATION = re.compile(r"(?<![A-Za-z])" + "DESIGN" + r"\.md")  # not REDESIGN.md
 
 
 def doc_text() -> str:
@@ -74,7 +75,7 @@ def anchors(markdown: Path) -> set[str]:
 
 
 def python_sources() -> dict[Path, str]:
-    dirs = ["egovlm", "scripts"]
+    dirs = ["egovlm", "scripts", "experiments"]
     return {p: p.read_text(encoding="utf-8") for d in dirs for p in (ROOT / d).rglob("*.py")}
 
 

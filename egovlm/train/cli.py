@@ -106,34 +106,6 @@ def prepare_cmd(
     )
 
 
-@app.command("pretrain")
-def pretrain_cmd(
-    config: Path = typer.Option(
-        ..., "--config", "-c", help="Base-stage recipe (configs/mini/pretrain.yaml)."
-    ),
-    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. optim.steps=50."),
-) -> None:
-    """Base stage: next-token training on EgoSynth descriptions with frames (never on the QA)."""
-    from egovlm.train.config import ConfigError
-    from egovlm.train.pretrain import load_pretrain_config, pretrain
-    from egovlm.train.pretrain_data import PretrainDataError
-
-    _quiet_libraries()
-    try:
-        summary = pretrain(load_pretrain_config(config, overrides or []))
-    except (ConfigError, PretrainDataError) as e:
-        _fail(f"pretrain error: {e}")
-        return
-    val = summary.get("val_loss")
-    shown = (
-        f", val loss {val:.3f} (another clip's frames: {summary['val_loss_shuffled_frames']:.3f})"
-        if val
-        else ""
-    )
-    where = summary["final_dir"]
-    typer.echo(f"pre-trained {summary['steps']} steps in {summary['wall_time_s']} s{shown}; model in {where}")
-
-
 @app.command("plot")
 def plot(
     run_dir: Path = typer.Argument(..., help="A run folder (run.output_dir)."),

@@ -18,7 +18,8 @@ binding probes), so the base stage has no such loss.
 It reports the held-out teacher-forced letter accuracy every ``--every`` steps (200 fixed
 questions; chance 20%) as JSON lines.
 
-    .venv/bin/python scripts/binding_probe.py --steps 800 --prompt-weight 1 --out runs/probe/pw1.jsonl
+    .venv/bin/python -m experiments.mini.binding_probe --steps 800 --prompt-weight 1 \
+        --out runs/probe/pw1.jsonl
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from egovlm.contract import question_text
 from egovlm.models.presets import PRESETS
 from egovlm.models.tokenizer import build_tokenizer
 from egovlm.synth.objects import CATALOGUE
-from egovlm.train.pretrain_text import lookup_options
+from experiments.mini.pretrain_text import lookup_options
 
 LETTER_WEIGHT = 10.0
 

@@ -5,14 +5,14 @@ and follows an answer format. The offline-built models start from random weights
 stage stands in for that pre-training and instruction tuning, in up to three parts:
 
 0. optional **text steps** (``text.steps``): lettered-list lookup drills without frames
-   (:mod:`egovlm.train.pretrain_text`), the stand-in for arriving with a pre-trained LLM;
+   (:mod:`experiments.mini.pretrain_text`), the stand-in for arriving with a pre-trained LLM;
 1. optional **vision steps** (``vision.steps``): the ViT and merger alone, trained to tell which
-   objects each visual token shows (:mod:`egovlm.train.vision_aux`), the stand-in for a
+   objects each visual token shows (:mod:`experiments.mini.vision_aux`), the stand-in for a
    pre-trained ViT; the same loss can stay on during the language steps (``vision.aux_weight``);
 2. **language steps**: next-token loss on the target tokens only, for descriptions of frame sets
-   (:mod:`egovlm.train.pretrain_data`) and, with ``data.perception_per_set``, single-frame
+   (:mod:`experiments.mini.pretrain_data`) and, with ``data.perception_per_set``, single-frame
    perception questions in the contract's prompt and answer grammar
-   (:mod:`egovlm.train.pretrain_perception`), optionally with lookup drills added to every step
+   (:mod:`experiments.mini.pretrain_perception`), optionally with lookup drills added to every step
    (``text.mix_batch``). Frames enter through the contract's layout.
 
 It never sees the EgoSynth QA's questions about the clip's events, their answers or any
@@ -24,7 +24,7 @@ Outputs in ``run.output_dir``: ``final/`` (model + processor + ``egovlm.json``, 
 atomically), ``log.jsonl`` (train loss; validation loss with the right frames and with frames
 of another clip, whose gap shows whether the model looks at the images), ``curves.png``,
 ``text_log.jsonl`` (the text steps), ``run.json``.
-``egovlm train pretrain --config configs/mini/pretrain.yaml [key=value …]``.
+``python -m experiments.mini pretrain --config experiments/mini/configs/pretrain.yaml [key=value …]``.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from pydantic.dataclasses import dataclass
 from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
 from egovlm.config import load
 from egovlm.train.config import STRICT, ConfigError
-from egovlm.train.pretrain_data import Example, add_wrap_tokens, build_examples
-from egovlm.train.pretrain_perception import PerceptionExample
-from egovlm.train.pretrain_text import DrillMix, PretrainText, train_text
+from experiments.mini.pretrain_data import Example, add_wrap_tokens, build_examples
+from experiments.mini.pretrain_perception import PerceptionExample
+from experiments.mini.pretrain_text import DrillMix, PretrainText, train_text
 
 TrainExample: TypeAlias = Example | PerceptionExample
 
-log = logging.getLogger("egovlm.train.pretrain")
+log = logging.getLogger("experiments.mini.pretrain")
 IGNORE = -100  # label of tokens without loss (prompt, padding)
 
 
@@ -83,7 +83,7 @@ class PretrainData:
     per_set: int = 3  # examples (random description blocks) per frame set
     max_clips: int | None = None
     val_clips: int = 12
-    tasks: list[str] | None = None  # description tasks (egovlm.train.pretrain_data.TASKS by default)
+    tasks: list[str] | None = None  # description tasks (experiments.mini.pretrain_data.TASKS by default)
     # perception questions in the answer grammar per frame set (pretrain_perception)
     perception_per_set: int = 0
     seed: int = 0
@@ -108,7 +108,7 @@ class PretrainOptim:
 
 @dataclass(config=STRICT)
 class PretrainVision:
-    """The dense object-label loss on the visual tokens (:mod:`egovlm.train.vision_aux`)."""
+    """The dense object-label loss on the visual tokens (:mod:`experiments.mini.vision_aux`)."""
 
     steps: int = 0  # vision-only steps (ViT + merger + heads) before the language steps
     batch_frames: int = 32
@@ -349,7 +349,7 @@ def init_answer_tags(model: Any, tokenizer: Any) -> list[str]:
     import torch
 
     from egovlm.models.tokenizer import ANSWER_TAGS
-    from egovlm.train.pretrain_data import WRAP_TAGS
+    from experiments.mini.pretrain_data import WRAP_TAGS
 
     ids = tokenizer.convert_tokens_to_ids
     emb = model.get_input_embeddings().weight
@@ -426,7 +426,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None
     vision_log = []
     if aux is not None and vis.steps:  # the vision tower first, then the merger's output is centred
-        from egovlm.train.vision_aux import train_vision
+        from experiments.mini.vision_aux import train_vision
 
         clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
         args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
@@ -457,11 +457,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 class _AuxLabels:
-    """The vision head (:mod:`egovlm.train.vision_aux`) and its labels per frame set, computed once."""
+    """The vision head (:mod:`experiments.mini.vision_aux`) and its labels per frame set, computed once."""
 
     def __init__(self, model: Any, folder: Path, size: tuple[int, int]) -> None:
-        from egovlm.train.pretrain_data import load_truth
-        from egovlm.train.vision_aux import MERGE, VisionAux, object_names
+        from experiments.mini.pretrain_data import load_truth
+        from experiments.mini.vision_aux import MERGE, VisionAux, object_names
 
         self.names = object_names()
         self.clips = {c.clip_id: c for c in load_truth(folder)}
@@ -472,7 +472,7 @@ class _AuxLabels:
     def labels(self, ex: TrainExample) -> tuple[Any, Any]:
         import torch
 
-        from egovlm.train.vision_aux import frame_labels
+        from experiments.mini.vision_aux import frame_labels
 
         key = (ex.clip_id, tuple(f.timestamp_s for f in ex.frames))
         if key not in self._cache:

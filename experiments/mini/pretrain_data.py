@@ -1,6 +1,6 @@
 """Pre-training examples: EgoSynth frame sets paired with descriptions of what the frames show.
 
-This is the base-model stage's data (:mod:`egovlm.train.pretrain`), standing in for the
+This is the base-model stage's data (:mod:`experiments.mini.pretrain`), standing in for the
 image-text pre-training and instruction tuning a real VLM brings. Every target is a
 *description* written from the clip's exact ground truth (``captions.jsonl``, ``events.jsonl``):
 what each hand holds in each frame, which object is picked up or put down where and when (and the
@@ -43,7 +43,7 @@ from egovlm.frames import Frame, resize_for_model
 from egovlm.video import VideoReader, uniform_times
 
 if TYPE_CHECKING:
-    from egovlm.train.pretrain_perception import PerceptionExample
+    from experiments.mini.pretrain_perception import PerceptionExample
 
 SYSTEM_INTRO = "You watch keyframes from a head-mounted camera and describe what they show."
 REQUEST = "Describe these frames."
@@ -333,8 +333,8 @@ def build_examples(
     """``per_set`` examples (random blocks, :func:`draw_blocks`) for each of ``frame_sets`` frame
     sets of every clip of an EgoSynth folder (``tasks`` None: all of :data:`TASKS`), plus
     ``perception_per_set`` perception questions in the answer grammar
-    (:mod:`egovlm.train.pretrain_perception`)."""
-    from egovlm.train.pretrain_perception import perception_examples  # it builds on this module
+    (:mod:`experiments.mini.pretrain_perception`)."""
+    from experiments.mini.pretrain_perception import perception_examples  # it builds on this module
 
     tasks = list(tasks or TASKS)
     unknown = [t for t in tasks if t not in TASKS]

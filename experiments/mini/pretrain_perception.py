@@ -35,7 +35,7 @@ import numpy as np
 from egovlm.contract import Message, build_messages, format_answer, parse_answer
 from egovlm.frames import Frame
 from egovlm.schema import OPTION_LETTERS, QAItem
-from egovlm.train.pretrain_data import (
+from experiments.mini.pretrain_data import (
     ClipTruth,
     PretrainDataError,
     decode_frame_sets,

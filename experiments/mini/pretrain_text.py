@@ -6,7 +6,7 @@ they do not learn that: after 1350 language steps on frames the nano base model 
 to every multiple-choice question, its own perception questions included
 (docs/mini_experiment/LOG.md, run 3). Binding an option's text to its letter is an in-context skill
 that a small decoder learns abruptly, after a few hundred steps of a task that needs it
-(``scripts/binding_probe.py``: a nano-shaped decoder goes from 32% to 88% of held-out letters
+(``experiments/mini/binding_probe.py``: a nano-shaped decoder goes from 32% to 88% of held-out letters
 between steps 250 and 700 of 32). These drills give it that task:
 
     Question: Which option is the teal mug?
@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass
 from egovlm.contract import format_answer, question_text
 from egovlm.schema import OPTION_LETTERS
 from egovlm.train.config import STRICT
-from egovlm.train.vision_aux import object_names
+from experiments.mini.vision_aux import object_names
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class PretrainText:
 
 def lookup_options(rng: np.random.Generator, names: list[str]) -> tuple[dict[str, str], str]:
     """Five distinct object names as lettered options ("the teal mug") and the asked one's letter,
-    drawn uniformly (also used by ``scripts/binding_probe.py``)."""
+    drawn uniformly (also used by ``experiments/mini/binding_probe.py``)."""
     picked = [names[int(i)] for i in rng.permutation(len(names))[: len(OPTION_LETTERS)]]
     options = {letter: f"the {name}" for letter, name in zip(OPTION_LETTERS, picked, strict=True)}
     return options, OPTION_LETTERS[int(rng.integers(len(OPTION_LETTERS)))]
@@ -111,7 +111,7 @@ def drill_batch(tokenizer: Any, rng: np.random.Generator, n: int, names: list[st
 def drill_loss(model: Any, batch: dict[str, Any], answer_weight: float) -> Any:
     """The drills' next-token loss, the letter weighted ``answer_weight`` (a text-only forward pass:
     the vision tower takes no part)."""
-    from egovlm.train.pretrain import weighted_loss
+    from experiments.mini.pretrain import weighted_loss
 
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     return weighted_loss(logits, batch["labels"], batch["answer_at"], answer_weight)
@@ -142,10 +142,10 @@ class DrillMix:
 
 def letter_accuracy(model: Any, batch: dict[str, Any]) -> float:
     """Teacher-forced: how often the argmax at the answer position is the right letter
-    (:func:`egovlm.train.pretrain.letter_hits`, the base stage's validation measure)."""
+    (:func:`experiments.mini.pretrain.letter_hits`, the base stage's validation measure)."""
     import torch
 
-    from egovlm.train.pretrain import letter_hits
+    from experiments.mini.pretrain import letter_hits
 
     model.eval()
     with torch.inference_mode():

@@ -7,7 +7,7 @@ reports; choosing on it would make the published test number optimistic. The mod
 folder beside ``--out`` with a model card, then renamed into place, so an interrupted publish
 never leaves a half-written model where the demo looks for one.
 
-    .venv/bin/python scripts/repro_mini_publish.py --runs runs/mini --out models/egovlm-mini \\
+    .venv/bin/python -m experiments.mini.publish --runs runs/mini --out models/egovlm-mini \\
         --results docs/mini_experiment/results.json
 """
 
@@ -34,7 +34,9 @@ def choose(runs: Path) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
     for f in sorted((runs / "eval_val").glob("grpo_*/metrics.json")):
         cands[f.parent.name] = json.loads(f.read_text())
     if not cands:
-        raise SystemExit(f"no val evals under {runs / 'eval_val'}: run scripts/repro_mini.py first")
+        raise SystemExit(
+            f"no val evals under {runs / 'eval_val'}: run python -m experiments.mini.repro first"
+        )
 
     def key(item: tuple[str, dict[str, Any]]) -> tuple[float, float, str]:
         name, m = item
@@ -71,7 +73,7 @@ def _pct(x: float | None) -> str:
 
 def made_by(runs: Path) -> str:
     """Which code produced the run and how long it took, from the run's own records
-    (``code.json`` and the total of ``timings.jsonl``, both written by ``repro_mini.py``)."""
+    (``code.json`` and the total of ``timings.jsonl``, both written by ``experiments/mini/repro.py``)."""
     code_path, timings = runs / "code.json", runs / "timings.jsonl"
     code = json.loads(code_path.read_text()) if code_path.is_file() else {}
     rows = [json.loads(line) for line in timings.read_text().splitlines()] if timings.is_file() else []
@@ -101,14 +103,14 @@ def card(
         "2x2 merger, GQA decoder with M-RoPE; 112x84 keyframes, 12 visual tokens per frame) trained on CPU",
         "by this project's own scripts, entirely on **EgoSynth** synthetic egocentric clips:",
         "",
-        "1. base stage (`egovlm train pretrain`), standing in for Qwen2.5-VL's pre-training and instruction",
-        "   tuning: the vision tower learns which objects each visual token shows (labels from EgoSynth's",
-        "   renderer); then next-token training on *descriptions* of frame sets (what each hand holds,",
-        "   pick-ups and put-downs with their nearest frame, where objects start and end) and on",
-        "   single-frame *perception* questions in the answer grammar (what a hand holds in frame k, what",
-        "   frame k shows, which option names an object), with text-only *lookup drills* mixed in (which",
-        "   of five lettered object names is the asked one); never the QA's questions about the clip's",
-        "   events, their answers or any reasoning about them;",
+        "1. base stage (`python -m experiments.mini pretrain`), standing in for Qwen2.5-VL's pre-training",
+        "   and instruction tuning: the vision tower learns which objects each visual token shows (labels",
+        "   from EgoSynth's renderer); then next-token training on *descriptions* of frame sets (what each",
+        "   hand holds, pick-ups and put-downs with their nearest frame, where objects start and end) and",
+        "   on single-frame *perception* questions in the answer grammar (what a hand holds in frame k,",
+        "   what frame k shows, which option names an object), with text-only *lookup drills* mixed in",
+        "   (which of five lettered object names is the asked one); never the QA's questions about the",
+        "   clip's events, their answers or any reasoning about them;",
         f"2. **GRPO** (R1-Zero style, `egovlm train`) on EgoSynth multiple-choice QA, rewards {arm};",
         f"   this is run `{name}`, chosen among 6 GRPO runs (2 reward arms x 3 seeds) by accuracy on the",
         "   EgoSynth **val** split.",

@@ -1,21 +1,21 @@
 """``make repro-mini``: the miniature EgoVLM experiment end to end, on CPU, with the project's commands.
 
-Stages (each prints the exact ``egovlm`` command it runs; a stage whose output exists is skipped,
+Stages (each prints the exact command it runs; a stage whose output exists is skipped,
 so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 
 1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
              val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
-2. base      ``egovlm train pretrain --config configs/mini/pretrain_1frame.yaml`` (vision labels, then
-             single-frame descriptions and perception questions in the answer grammar, with lookup
-             drills mixed in), ``--config configs/mini/pretrain_1frame_binding.yaml`` from its model
-             (more of the same, until the letters bind), then ``--config configs/mini/pretrain.yaml``
-             from that on 8-frame prompts; never the QA
-3. GRPO      ``egovlm train --config configs/mini/grpo_{a,b}.yaml`` x seeds 0, 1, 2
+2. base      ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
+             X = pretrain_1frame (vision labels, then single-frame descriptions and perception
+             questions in the answer grammar, with lookup drills mixed in), pretrain_1frame_binding
+             from its model (more of the same, until the letters bind), then pretrain from that on
+             8-frame prompts; never the QA
+3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
              question's own frames and once with another clip's frames (what the text alone is worth),
              of the six GRPO models on the val split (to choose the demo's model), and of the base on
              perception questions about the val clips (does it answer what it was trained on?)
-5. report    ``scripts/repro_mini_report.py``: docs/mini_experiment/results.md, results.json, curves.png
+5. report    ``python -m experiments.mini.report``: docs/mini_experiment/results.md, results.json, curves.png
 6. publish   the GRPO model with the best *val* accuracy (never the test split's) is copied to
              ``models/egovlm-mini`` with a model card (``--no-publish`` skips this)
 
@@ -39,9 +39,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository root: the commands run there
 EGOVLM = str(ROOT / ".venv" / "bin" / "egovlm")
 PYTHON = sys.executable
+PRETRAIN = [PYTHON, "-m", "experiments.mini", "pretrain"]  # the base stage (experiments/mini/cli.py)
 SEEDS = (0, 1, 2)
 ARMS = ("a", "b")
 LOOK = ["--size", "224x168", "--fps", "10", "--duration", "12"]  # resized to 112x84 keyframes anyway
@@ -121,7 +122,7 @@ def write_perception(folder: Path) -> None:
     """The base stage's own kind of question (single-frame perception) about the val clips, as QA
     rows: the base model's accuracy on them says whether it binds option texts to letters at all."""
     from egovlm.schema import write_jsonl
-    from egovlm.train.pretrain_perception import perception_qa
+    from experiments.mini.pretrain_perception import perception_qa
 
     if not (folder / PERCEPTION).is_file():
         write_jsonl(folder / PERCEPTION, perception_qa(folder, frames=8, per_clip=6, seed=0))
@@ -131,7 +132,7 @@ def prepare_rl_frames(runs: Path) -> None:
     """``egovlm data prepare`` for the GRPO arms (training never decodes): once per frame spec, after
     the base stage (the keyframe size is read from its final checkpoint)."""
     for arm in ARMS:
-        cmd = [EGOVLM, "data", "prepare", "--config", f"configs/mini/grpo_{arm}.yaml"]
+        cmd = [EGOVLM, "data", "prepare", "--config", f"experiments/mini/configs/grpo_{arm}.yaml"]
         cmd += [
             f"model.path={runs / 'pretrain' / 'final'}",
             f"data.train={runs / 'data' / 'rl_train' / 'qa.jsonl'}",
@@ -153,9 +154,9 @@ def write_otherclip(src: Path, dst: Path) -> None:
 # the base stage's phases, in order: (run folder under --runs, config); each continues from the
 # previous one's final/ (the first builds the model), the last one's final/ is the base model
 BASE_PHASES = (
-    ("pretrain_1frame", "configs/mini/pretrain_1frame.yaml"),
-    ("pretrain_1frame_binding", "configs/mini/pretrain_1frame_binding.yaml"),
-    ("pretrain", "configs/mini/pretrain.yaml"),
+    ("pretrain_1frame", "experiments/mini/configs/pretrain_1frame.yaml"),
+    ("pretrain_1frame_binding", "experiments/mini/configs/pretrain_1frame_binding.yaml"),
+    ("pretrain", "experiments/mini/configs/pretrain.yaml"),
 )
 
 
@@ -168,7 +169,7 @@ def base_stage(runs: Path) -> None:
         if not (out / "final" / "config.json").is_file():
             start = [f"model.init_from={previous / 'final'}"] if previous else []
             cfg = ["--config", config, f"run.output_dir={out}"]
-            run([EGOVLM, "train", "pretrain", *cfg, *data, *start], 2)
+            run([*PRETRAIN, *cfg, *data, *start], 2)
         previous = out
 
 
@@ -178,7 +179,7 @@ def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None
     def job() -> None:
         if (out / "final" / "config.json").is_file():
             return
-        cfg = f"configs/mini/grpo_{arm}.yaml"
+        cfg = f"experiments/mini/configs/grpo_{arm}.yaml"
         paths = [
             f"run.output_dir={out}",
             f"model.path={runs / 'pretrain' / 'final'}",
@@ -237,7 +238,7 @@ def main() -> None:
     evals += [eval_job(runs, n, m, args.threads, False, "val") for n, m in models.items() if n != "base"]
     evals.append(eval_job(runs, "base-perception", base, args.threads, False, "val", PERCEPTION))
     stage(runs, f"eval ({len(evals)} evals, {args.jobs} at a time)", lambda: parallel(evals, args.jobs))
-    report = [PYTHON, "scripts/repro_mini_report.py", "--runs", str(runs), "--out", str(args.docs)]
+    report = [PYTHON, "-m", "experiments.mini.report", "--runs", str(runs), "--out", str(args.docs)]
     total = {
         "stage": "total",
         "seconds": round(time.perf_counter() - t0, 1),
@@ -248,7 +249,7 @@ def main() -> None:
         f.write(json.dumps(total) + "\n")
     run(report, 1)
     if not args.no_publish:
-        publish = [PYTHON, "scripts/repro_mini_publish.py", "--runs", str(runs), "--out", str(args.models)]
+        publish = [PYTHON, "-m", "experiments.mini.publish", "--runs", str(runs), "--out", str(args.models)]
         run([*publish, "--results", str(args.docs / "results.json")], 1)
 
 

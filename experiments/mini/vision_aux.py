@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from egovlm.frames import Frame
-from egovlm.train.pretrain_data import ClipTruth, PretrainDataError, held_at, planned_clip
+from experiments.mini.pretrain_data import ClipTruth, PretrainDataError, held_at, planned_clip
 
-log = logging.getLogger("egovlm.train.pretrain")
+log = logging.getLogger("experiments.mini.pretrain")
 MERGE = 28  # pixels of a keyframe per visual token (patch 14 x spatial merge 2)
 
 

@@ -74,13 +74,3 @@ def fixture_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataset_factory() -> Any:
     """``make_dataset(folder, clips=…, answered=…)`` for tests that need their own variant."""
     return make_dataset
-
-
-@pytest.fixture(scope="session")
-def synth_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three short EgoSynth clips (train split, seed 1: the pre-training seed range)."""
-    from egovlm.synth.generate import SynthConfig, synthesize
-
-    out = tmp_path_factory.mktemp("egosynth_pre")
-    synthesize(out, 3, 1, "train", SynthConfig(size=(160, 120), fps=5, duration=8.0))
-    return out

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.scripts.script_module import load_script
+from experiments.mini import binding_probe as probe
 
 
 def test_probe_examples_ask_for_one_option_and_weight_its_letter(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    probe = load_script("binding_probe")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     rng = np.random.default_rng(0)
     for prompt_weight in (0.0, 1.0):

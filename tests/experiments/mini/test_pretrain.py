@@ -1,4 +1,4 @@
-"""The base stage (egovlm.train.pretrain): descriptions only, never the QA; a few steps lower the loss."""
+"""The base stage (experiments.mini.pretrain): descriptions only, never the QA; a few steps lower the loss."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from egovlm.frames import Frame
 from egovlm.models.tokenizer import ANSWER_TAGS
 from egovlm.schema import read_jsonl
 from egovlm.train.config import ConfigError
-from egovlm.train.pretrain_data import (
+from experiments.mini.pretrain_data import (
     TASKS,
     WRAP_TAGS,
     ClipTruth,
@@ -112,7 +112,7 @@ def test_examples_contain_no_question_option_letter_or_grammar(synth_slice: Path
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
-    from egovlm.train.pretrain import load_pretrain_config
+    from experiments.mini.pretrain import load_pretrain_config
 
     cfg = tmp_path / "p.yaml"
     cfg.write_text("run: {output_dir: x}\ndata: {train: y}\noptim: {stepz: 3}\n")
@@ -124,7 +124,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_pretrain_runs_and_lowers_the_loss(synth_slice: Path, tmp_path: Path) -> None:
     from egovlm.models.loading import load_model
-    from egovlm.train.pretrain import load_pretrain_config, pretrain
+    from experiments.mini.pretrain import load_pretrain_config, pretrain
 
     cfg = tmp_path / "pretrain.yaml"
     cfg.write_text(
@@ -156,7 +156,7 @@ def test_pretrain_runs_and_lowers_the_loss(synth_slice: Path, tmp_path: Path) ->
 
 def test_a_second_phase_continues_from_the_first(synth_slice: Path, tmp_path: Path) -> None:
     """Single-frame phase, then 8-frame phase from its final/: the second starts where the first ended."""
-    from egovlm.train.pretrain import load_pretrain_config, pretrain
+    from experiments.mini.pretrain import load_pretrain_config, pretrain
 
     def phase(name: str, frames: int, extra: str = "", text: str = "") -> tuple[dict, list[float]]:
         cfg = tmp_path / f"{name}.yaml"
@@ -186,7 +186,7 @@ def test_a_second_phase_continues_from_the_first(synth_slice: Path, tmp_path: Pa
 
 
 def test_init_from_a_folder_without_a_model_is_named(synth_slice: Path, tmp_path: Path) -> None:
-    from egovlm.train.pretrain import load_pretrain_config, pretrain
+    from experiments.mini.pretrain import load_pretrain_config, pretrain
 
     cfg = tmp_path / "p.yaml"
     cfg.write_text(
@@ -198,13 +198,13 @@ def test_init_from_a_folder_without_a_model_is_named(synth_slice: Path, tmp_path
 
 
 def test_mini_base_stage_configs_chain_the_single_frame_phases_into_the_8_frame_phase() -> None:
-    """configs/mini: phase 1a trains the vision tower and reads single frames from random init;
-    phase 1b continues it on single frames; phase 2 continues from 1b on the QA's 8-frame prompts.
+    """experiments/mini/configs: phase 1a trains the vision tower and reads single frames from random
+    init; phase 1b continues it on single frames; phase 2 continues from 1b on the QA's 8-frame prompts.
     The lookup drills are mixed into every phase's language steps, never run before the frames."""
-    from egovlm.train.pretrain import load_pretrain_config
+    from experiments.mini.pretrain import load_pretrain_config
 
-    repo = Path(__file__).resolve().parents[2]
-    mini = repo / "configs" / "mini"
+    repo = Path(__file__).resolve().parents[3]
+    mini = repo / "experiments" / "mini" / "configs"
     phase1a = load_pretrain_config(mini / "pretrain_1frame.yaml")
     phase1b = load_pretrain_config(mini / "pretrain_1frame_binding.yaml")
     phase2 = load_pretrain_config(mini / "pretrain.yaml")
@@ -230,7 +230,7 @@ class _TagTokenizer:
 def test_answer_position_is_the_token_after_the_targets_answer_tag() -> None:
     import torch
 
-    from egovlm.train.pretrain import answer_position
+    from experiments.mini.pretrain import answer_position
 
     ids = torch.tensor([1, 7, 3, 4, 9, 7, 12, 8, 2])  # a <answer> (7) in the prompt, one in the target
     assert answer_position(_TagTokenizer(), ids, target_start=3) == 6
@@ -240,7 +240,7 @@ def test_answer_position_is_the_token_after_the_targets_answer_tag() -> None:
 def test_weighted_loss_is_the_plain_mean_at_weight_1_and_weights_only_the_letter() -> None:
     import torch
 
-    from egovlm.train.pretrain import IGNORE, weighted_loss
+    from experiments.mini.pretrain import IGNORE, weighted_loss
 
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 11)
@@ -262,7 +262,7 @@ def test_weighted_loss_is_the_plain_mean_at_weight_1_and_weights_only_the_letter
 def test_letter_hits_counts_teacher_forced_argmax_letters_of_questions_only() -> None:
     import torch
 
-    from egovlm.train.pretrain import letter_hits
+    from experiments.mini.pretrain import letter_hits
 
     logits = torch.zeros(3, 5, 10)
     ids = torch.tensor([[0, 0, 0, 4, 0], [0, 0, 6, 0, 0], [0, 0, 0, 0, 0]])

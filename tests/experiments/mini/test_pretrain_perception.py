@@ -1,4 +1,4 @@
-"""Perception questions (egovlm.train.pretrain_perception): the contract's prompt and grammar,
+"""Perception questions (experiments.mini.pretrain_perception): the contract's prompt and grammar,
 answers true to the clip, balanced letters, and none of the EgoSynth QA's questions."""
 
 from __future__ import annotations
@@ -11,8 +11,14 @@ import pytest
 
 from egovlm.contract import SYSTEM_PROMPT, build_messages, parse_answer
 from egovlm.schema import read_jsonl
-from egovlm.train.pretrain_data import PretrainDataError, build_examples, held_at, load_truth, visible_objects
-from egovlm.train.pretrain_perception import NOTHING, PerceptionExample, perception_examples
+from experiments.mini.pretrain_data import (
+    PretrainDataError,
+    build_examples,
+    held_at,
+    load_truth,
+    visible_objects,
+)
+from experiments.mini.pretrain_perception import NOTHING, PerceptionExample, perception_examples
 
 
 def _questions(folder: Path, count: int = 20) -> list[PerceptionExample]:
@@ -86,8 +92,8 @@ def test_perception_qa_rows_ask_about_the_uniform_frames_eval_samples(
     """The rows `egovlm eval` reads: valid QA items whose video resolves in the folder and whose
     answer letter names the option the perception question's target chose."""
     from egovlm.schema import write_jsonl
-    from egovlm.train.pretrain_perception import perception_qa
     from egovlm.video import uniform_times
+    from experiments.mini.pretrain_perception import perception_qa
 
     items = perception_qa(synth_slice, frames=4, per_clip=3, seed=0)
     clips = {c.clip_id: c for c in load_truth(synth_slice)}

@@ -1,4 +1,4 @@
-"""Text-only lookup drills (egovlm.train.pretrain_text): the right letter, the contract's question block."""
+"""Text-only lookup drills (experiments.mini.pretrain_text): the right letter, the contract's question block."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import numpy as np
 from egovlm.contract import parse_answer, question_text
 from egovlm.schema import OPTION_LETTERS
 from egovlm.synth.objects import CATALOGUE
-from egovlm.train.pretrain_text import IGNORE, PretrainText, drill_batch, drill_text, encode_drill, train_text
+from experiments.mini.pretrain_text import (
+    IGNORE,
+    PretrainText,
+    drill_batch,
+    drill_text,
+    encode_drill,
+    train_text,
+)
 
 NAMES = [c.name for c in CATALOGUE]
 
@@ -83,7 +90,7 @@ def test_drills_mixed_into_the_language_steps_are_learned_and_measured(
 ) -> None:
     """text.mix_batch: each language step adds a drill batch's loss; training rows log it,
     validation rows the held-out drills' letter accuracy."""
-    from egovlm.train.pretrain import load_pretrain_config, pretrain
+    from experiments.mini.pretrain import load_pretrain_config, pretrain
 
     cfg = tmp_path / "mix.yaml"
     cfg.write_text(
@@ -110,7 +117,7 @@ def test_a_mixed_drill_batch_does_not_run_the_vision_tower(tiny_model_dir: Path)
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    from egovlm.train.pretrain_text import DrillMix
+    from experiments.mini.pretrain_text import DrillMix
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)

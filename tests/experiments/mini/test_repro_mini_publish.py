@@ -8,11 +8,11 @@ from types import ModuleType
 
 import pytest
 
-from tests.scripts.script_module import load_script
+from experiments.mini import publish
 
 
 def _module() -> ModuleType:
-    return load_script("repro_mini_publish")
+    return publish
 
 
 def _runs(tmp: Path, val: dict[str, tuple[float, float, float]]) -> Path:
@@ -113,7 +113,8 @@ def test_the_card_names_the_commit_and_minutes_of_the_run_that_made_it(tmp_path:
 def test_repro_mini_records_the_commit_of_its_code(tmp_path: Path) -> None:
     import subprocess
 
-    repro = load_script("repro_mini")
+    from experiments.mini import repro
+
     repro.write_code_version(tmp_path / "code.json")
     info = json.loads((tmp_path / "code.json").read_text())
     head = subprocess.run(

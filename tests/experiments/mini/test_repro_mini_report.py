@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from tests.scripts.script_module import load_script
+from experiments.mini import report
 
 
 def _module() -> ModuleType:
-    return load_script("repro_mini_report")
+    return report
 
 
 def test_spread_is_mean_sample_std_min_max() -> None:

@@ -1,4 +1,4 @@
-"""Dense object labels for the vision tower (egovlm.train.vision_aux): label geometry and order,
+"""Dense object labels for the vision tower (experiments.mini.vision_aux): label geometry and order,
 and a base stage with the vision steps that saves a plain Qwen2.5-VL checkpoint."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from egovlm.frames import Frame
-from egovlm.train.pretrain_data import held_at, load_truth, planned_clip
-from egovlm.train.vision_aux import MERGE, constant_loss, frame_labels, object_names
+from experiments.mini.pretrain_data import held_at, load_truth, planned_clip
+from experiments.mini.vision_aux import MERGE, constant_loss, frame_labels, object_names
 
 
 def test_cells_follow_the_renderers_boxes_in_raster_order(synth_slice: Path) -> None:
@@ -55,7 +55,7 @@ def test_constant_predictor_loss_is_the_label_entropy() -> None:
 def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    from egovlm.train.pretrain import load_pretrain_config, pretrain
+    from experiments.mini.pretrain import load_pretrain_config, pretrain
 
     cfg = tmp_path / "pretrain.yaml"
     cfg.write_text(

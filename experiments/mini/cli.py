@@ -1,0 +1,53 @@
+"""``python -m experiments.mini …``: the miniature experiment's own commands.
+
+``pretrain --config experiments/mini/configs/<phase>.yaml [key=value …]`` runs one phase of the base
+stage (:mod:`experiments.mini.pretrain`). It lives here, not in ``egovlm train``, because only the
+miniature needs a base stage: a real run starts GRPO from a pre-trained instruct model. Logging and
+error reporting are the ``egovlm`` commands', so its output reads like theirs. Heavy imports happen
+inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from egovlm.train.cli import _fail, _quiet_libraries
+
+app = typer.Typer(
+    help="The miniature EgoVLM experiment (docs/mini_experiment/README.md).", no_args_is_help=True
+)
+
+
+@app.callback()
+def main() -> None:
+    """A group, so the command is named on the command line (Typer runs a lone command without it)."""
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="Base-stage recipe (experiments/mini/configs/pretrain.yaml)."
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. optim.steps=50."),
+) -> None:
+    """Base stage: next-token training on EgoSynth descriptions with frames (never on the QA)."""
+    from egovlm.train.config import ConfigError
+    from experiments.mini.pretrain import load_pretrain_config, pretrain
+    from experiments.mini.pretrain_data import PretrainDataError
+
+    _quiet_libraries()
+    try:
+        summary = pretrain(load_pretrain_config(config, overrides or []))
+    except (ConfigError, PretrainDataError) as e:
+        _fail(f"pretrain error: {e}")
+        return
+    val = summary.get("val_loss")
+    shown = (
+        f", val loss {val:.3f} (another clip's frames: {summary['val_loss_shuffled_frames']:.3f})"
+        if val
+        else ""
+    )
+    where = summary["final_dir"]
+    typer.echo(f"pre-trained {summary['steps']} steps in {summary['wall_time_s']} s{shown}; model in {where}")
