@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+OutDir = Annotated[Path, typer.Option(help="Output folder")]
 
 app = typer.Typer(
     help="Benchmarks: latency and quality, written as JSON + Markdown + plots.", no_args_is_help=True
@@ -12,7 +15,7 @@ app = typer.Typer(
 
 
 @app.command()
-def ingest(out: Path = typer.Option(Path("bench"), help="Output folder"), quick: bool = False) -> None:
+def ingest(out: OutDir = Path("bench"), quick: bool = False) -> None:
     """Per-frame decode, descriptor (native vs numpy vs OpenCV) and selection cost at 3 resolutions."""
     from egovlm.benchmarks import ingest as part
 
@@ -22,7 +25,7 @@ def ingest(out: Path = typer.Option(Path("bench"), help="Output folder"), quick:
 
 @app.command()
 def keyframes(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     data: Path = typer.Option(
         ..., help="EgoSynth folder (events.jsonl + videos/), e.g. from `egovlm data synth`"
     ),
@@ -38,7 +41,7 @@ def keyframes(
 
 @app.command()
 def latency(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     model: Path = typer.Option(
         None,
         help="Model folder (default: the offline small model); a `egovlm model slice3b` slice adds"
@@ -81,7 +84,7 @@ def latency(
 
 @app.command()
 def roofline(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     model: Path = typer.Option(..., help="Model folder, e.g. `egovlm model slice3b --layers 2 --out DIR`"),
     k: int = typer.Option(8, min=1, help="Keyframes cached before the question"),
     repeats: int = typer.Option(3, min=1, help="Questions per implementation (interleaved)"),
@@ -101,7 +104,7 @@ def roofline(
 
 
 @app.command()
-def projection(out: Path = typer.Option(Path("bench"), help="Output folder")) -> None:
+def projection(out: OutDir = Path("bench")) -> None:
     """PROJECTION for Jetson modules: Qwen2.5-VL-3B bytes per decoded token and per question at each
     TensorRT precision over each module's published bandwidth, next to published figures."""
     from egovlm.benchmarks import projection as part
@@ -111,7 +114,7 @@ def projection(out: Path = typer.Option(Path("bench"), help="Output folder")) ->
 
 @app.command()
 def voice(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     model: Path = typer.Option(None, help="Model folder (default: build the offline tiny model)"),
     repeats: int = typer.Option(5, min=1, help="Spoken questions per mode (medians over them)"),
     quick: bool = typer.Option(False, help="2 repeats, upload mode only"),
@@ -125,7 +128,7 @@ def voice(
 
 @app.command()
 def export(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     model: Path = typer.Option(
         None, help="Model folder (default: the offline small model; tiny with --quick)"
     ),
@@ -141,7 +144,7 @@ def export(
 
 @app.command()
 def train(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     steps: int = typer.Option(6, min=1, help="GRPO steps timed (plus one warm-up step)"),
     quick: bool = typer.Option(False, help="3 timed steps"),
     override: list[str] = typer.Option([], help="Recipe override key=value (repeat the option)"),
@@ -155,7 +158,7 @@ def train(
 
 @app.command()
 def soak(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     minutes: float = typer.Option(30.0, min=0.05, help="Soak length, warm-up included (fractions allowed)"),
     clients: int = typer.Option(4, min=1, help="Concurrent HTTP clients, one question in flight each"),
     model: Path = typer.Option(None, help="Model folder (default: build the offline tiny model)"),
@@ -222,7 +225,7 @@ def all_parts(
 
 @app.command()
 def peers(
-    out: Path = typer.Option(Path("bench"), help="Output folder"),
+    out: OutDir = Path("bench"),
     model: Path = typer.Option(
         None, help="Model folder (default: the offline small model; nano with --quick)"
     ),

@@ -4,7 +4,7 @@ training sets against evaluation videos, or synthesise EgoSynth (see egovlm/data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ import_app = typer.Typer(
 app.add_typer(import_app, name="import")
 app.command("synth")(synth)
 
+
+# An option every importer takes.
+AllowMissingVideos = Annotated[bool, typer.Option(help="Import rows whose video is not on disk yet")]
 
 AGAINST_HELP = (
     "Evaluation JSONL (repeatable): training rows cut from any of its source videos are dropped "
@@ -59,7 +62,7 @@ def egoschema(
     answers: Path = typer.Option(None, help="subset_answers.json (public answers for 500 questions)"),
     videos: Path = typer.Option(..., help="Folder holding <q_uid>.mp4"),
     out: Path = typer.Option(..., help="Output JSONL"),
-    allow_missing_videos: bool = typer.Option(False, help="Import rows whose video is not on disk yet"),
+    allow_missing_videos: AllowMissingVideos = False,
     ego4d_map: Path = typer.Option(
         None, help="EgoSchema's uid_to_ego4d.json: records each clip's Ego4D video_uid (contamination guard)"
     ),
@@ -87,7 +90,7 @@ def egoplan(
     fps: float = typer.Option(
         None, help="Frame rate for frame numbers → seconds (default: read from each video)"
     ),
-    allow_missing_videos: bool = typer.Option(False, help="Import rows whose video is not on disk yet"),
+    allow_missing_videos: AllowMissingVideos = False,
 ) -> None:
     """EgoPlan-Bench: next-action questions with four options, clips cut at the observation frame."""
     from egovlm.datasets.egoplan import import_egoplan
@@ -112,7 +115,7 @@ def egoplan_it(
     seed: int = typer.Option(0, min=0, help="Seed of the distractor choice and option order"),
     options: int = typer.Option(4, min=2, max=5, help="Options per question (EgoPlan-Bench has 4)"),
     against: list[Path] = typer.Option([], help=AGAINST_HELP),
-    allow_missing_videos: bool = typer.Option(False, help="Import rows whose video is not on disk yet"),
+    allow_missing_videos: AllowMissingVideos = False,
 ) -> None:
     """EgoPlan-IT (training): the answer among its negative answers; clips end at the observation."""
     from egovlm.datasets.egoplan import import_egoplan_it
@@ -135,7 +138,7 @@ def ego4d_narrations(
     seed: int = typer.Option(0, min=0, help="Seed of the question, distractor and letter choices"),
     window_s: float = typer.Option(180.0, min=1.0, help="Seconds of narrations per clip (EgoSchema: 180)"),
     against: list[Path] = typer.Option([], help=AGAINST_HELP),
-    allow_missing_videos: bool = typer.Option(False, help="Import rows whose video is not on disk yet"),
+    allow_missing_videos: AllowMissingVideos = False,
 ) -> None:
     """Ego4D narrations → multiple-choice questions (order, first/last, count, where) with salient times."""
     from egovlm.datasets.ego4d_narrations import build_ego4d_narrations

@@ -5,10 +5,13 @@ exposes everything an answer rests on (the ``<think>`` trace, cited keyframes wi
 and thumbnails, the latency breakdown), and an OpenAI-compatible subset of
 ``/v1/chat/completions`` so existing clients (the official ``openai`` package) work unchanged.
 
-Where a response shows an engine or runtime dataclass as it is, it uses that type
-(``AskResponse.latency`` is :class:`egovlm.edge.engine.Latency`); where it adds descriptions and
-bounds to one, the model here is filled from the dataclass with ``model_validate(obj,
-from_attributes=True)``, and tests/edge/test_server.py checks the two keep the same fields.
+Where a response shows an engine or runtime dataclass as it is, it uses that type and pydantic
+builds its schema (``AskResponse.latency`` is :class:`egovlm.edge.engine.Latency`,
+``KeyframesResponse.ingest`` :class:`egovlm.edge.ingest.IngestStats`, ``HealthResponse.components``
+:class:`egovlm.edge.runtime.ComponentHealth`; field descriptions come from the dataclass's
+attribute docstrings). A model here restates a dataclass only where the API adds fields or
+descriptions to it; it is filled with ``model_validate(obj, from_attributes=True)``, and
+tests/edge/test_server.py checks the two keep the same fields.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from egovlm.edge.engine import Latency
+from egovlm.edge.ingest import IngestStats
+from egovlm.edge.runtime import ComponentHealth
+from egovlm.edge.voice.audio import AudioSourceStats
+from egovlm.edge.voice.pipeline import VoiceLatency
 
 _LETTER = re.compile(r"^[A-Z]$")
 
@@ -115,47 +122,19 @@ class TokenEvent(BaseModel):
     text: str
 
 
-class IngestInfo(BaseModel):
-    """The camera ingest (egovlm.edge.ingest.IngestStats)."""
-
-    source: str
-    state: str
-    frames_received: int
-    frames_delivered: int
-    frames_dropped: int
-    keyframes_taken: int
-    restarts: int
-    errors: int
-    last_error: str | None
-    fps_in: float
-    fps_out: float
-    last_timestamp_s: float | None
-    uptime_s: float
-    last_frame_age_s: float | None = Field(default=None, description="wall seconds since the last frame")
-    last_error_age_s: float | None = Field(default=None, description="wall seconds since last_error")
-
-
 class KeyframesResponse(BaseModel):
     version: int
     keyframes: list[KeyframeInfo]
-    ingest: IngestInfo | None = None
-
-
-class ComponentHealthInfo(BaseModel):
-    """One part of the runtime (egovlm.edge.runtime.ComponentHealth)."""
-
-    status: Literal["ok", "starting", "degraded", "off"]
-    detail: str
-    last_error: str | None = None
-    last_error_age_s: float | None = Field(default=None, description="wall seconds since last_error")
-    last_frame_age_s: float | None = Field(default=None, description="source: seconds since the last frame")
+    ingest: IngestStats | None = Field(
+        default=None, description="the camera ingest: counters since it started, ages in wall seconds"
+    )
 
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "starting", "degraded"] = Field(
         description="the worst component's: degraded when the camera delivered nothing for the stale time"
     )
-    components: dict[str, ComponentHealthInfo] = Field(
+    components: dict[str, ComponentHealth] = Field(
         default_factory=dict, description="source, model, buffer, voice"
     )
     ready: bool = Field(description="the model state matches the buffer")
@@ -268,29 +247,12 @@ class TranscriptInfo(BaseModel):
     avg_logprob: float
 
 
-class VoiceLatencyInfo(BaseModel):
-    """A spoken question's timeline in milliseconds, each from the end of speech (an upload:
-    the request body received; push-to-talk: the key release)."""
-
-    audio_s: float
-    decode_ms: float = Field(description="container decode + resampling to 16 kHz (uploads)")
-    endpoint_ms: float = Field(description="silence waited to close the utterance (live VAD)")
-    vad_ms: float = Field(description="speech check on the whole clip (uploads, push-to-talk)")
-    asr_ms: float
-    transcript_ms: float = Field(description="end of speech → transcript")
-    ttft_ms: float = Field(description="transcript → first answer token")
-    first_token_ms: float = Field(description="end of speech → first answer token")
-    answer_ms: float = Field(description="end of speech → full answer")
-    tts_ms: float | None = Field(description="full answer → spoken answer starts (None: not spoken)")
-    spoken_ms: float | None = Field(description="end of speech → spoken answer starts")
-
-
 class AudioAskResponse(AskResponse):
     """The /v1/ask answer to a spoken question, plus the transcript and the voice timeline."""
 
     transcript: TranscriptInfo
     spoken_text: str | None = Field(description="what was (or would be) said aloud")
-    voice_latency: VoiceLatencyInfo
+    voice_latency: VoiceLatency
 
 
 class VoiceTurnInfo(BaseModel):
@@ -304,26 +266,14 @@ class VoiceTurnInfo(BaseModel):
     error: str | None
     spoken_text: str | None
     answer: AskResponse | None
-    voice_latency: VoiceLatencyInfo | None
-
-
-class AudioSourceInfo(BaseModel):
-    """The microphone (egovlm.edge.voice.audio's source stats)."""
-
-    source: str
-    state: str
-    seconds: float
-    restarts: int
-    errors: int
-    last_error: str | None
-    level_dbfs: float
+    voice_latency: VoiceLatency | None
 
 
 class VoiceStatusResponse(BaseModel):
     enabled: bool = Field(description="speech recognition is loaded (edge run --voice / --mic)")
     state: str = Field(description="idle | listening | heard | thinking | speaking")
     listen_mode: str | None = None
-    source: AudioSourceInfo | None = None
+    source: AudioSourceStats | None = None
     ptt_pressed: bool = False
     speaking: bool = False
     wake_phrase: str | None = None

@@ -9,7 +9,8 @@ the server refused or failed the request.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ def _endpoint(url: str, path: str) -> str:
     return url.rstrip("/") + path
 
 
+@contextmanager
+def _transport_errors(url: str, endpoint: str, run: str = "egovlm edge run --model DIR") -> Iterator[None]:
+    """httpx's transport errors as :class:`ClientError`: nothing listening at ``url`` becomes
+    :class:`ServerUnreachableError` saying how to start a server (``run``)."""
+    try:
+        yield
+    except httpx.ConnectError:
+        raise ServerUnreachableError(f"no server at {url}: start one with `{run}`") from None
+    except httpx.HTTPError as e:
+        raise ClientError(f"{endpoint}: {e}") from e
+
+
 def raise_for(r: httpx.Response) -> None:
     """:class:`ServerError` for a 4xx/5xx response, with the server's ``detail``."""
     if r.status_code >= 400:
@@ -72,18 +85,12 @@ def ask(
     if max_new_tokens:
         body["max_new_tokens"] = max_new_tokens
     endpoint = _endpoint(url, "/v1/ask")
-    try:
+    with _transport_errors(url, endpoint):
         if on_token is not None:
             return _ask_streaming(endpoint, body, _headers(token), timeout, on_token)
         r = httpx.post(endpoint, json=body, headers=_headers(token), timeout=timeout)
         raise_for(r)
         return dict(r.json())
-    except httpx.ConnectError:
-        raise ServerUnreachableError(
-            f"no server at {url}: start one with `egovlm edge run --model DIR`"
-        ) from None
-    except httpx.HTTPError as e:
-        raise ClientError(f"{endpoint}: {e}") from e
 
 
 def ask_audio(
@@ -100,35 +107,22 @@ def ask_audio(
     if options:
         params["options"] = json.dumps(options)
     endpoint = _endpoint(url, "/v1/ask/audio")
-    try:
-        with audio.open("rb") as f:
-            r = httpx.post(
-                endpoint,
-                files={"audio": (audio.name, f)},
-                params=params,
-                headers=_headers(token),
-                timeout=timeout,
-            )
+    with _transport_errors(url, endpoint, run="egovlm edge run --model DIR --voice"), audio.open("rb") as f:
+        r = httpx.post(
+            endpoint,
+            files={"audio": (audio.name, f)},
+            params=params,
+            headers=_headers(token),
+            timeout=timeout,
+        )
         raise_for(r)
-    except httpx.ConnectError:
-        raise ServerUnreachableError(
-            f"no server at {url}: start one with `egovlm edge run --model DIR --voice`"
-        ) from None
-    except httpx.HTTPError as e:
-        raise ClientError(f"{endpoint}: {e}") from e
     return dict(r.json())
 
 
 def _privacy_call(method: str, path: str, url: str, token: str | None) -> JSON:
     endpoint = _endpoint(url, path)
-    try:
+    with _transport_errors(url, endpoint):
         r = httpx.request(method, endpoint, headers=_headers(token), timeout=30)
-    except httpx.ConnectError:
-        raise ServerUnreachableError(
-            f"no server at {url}: start one with `egovlm edge run --model DIR`"
-        ) from None
-    except httpx.HTTPError as e:
-        raise ClientError(f"{endpoint}: {e}") from e
     raise_for(r)
     return dict(r.json())
 

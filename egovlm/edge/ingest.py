@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict
 
 from egovlm.edge.gst import gst, gst_video
 from egovlm.edge.sources import (
@@ -74,6 +75,8 @@ class IngestOptions:
 class IngestStats:
     """A snapshot of the counters (all since :meth:`Ingest.start`)."""
 
+    __pydantic_config__ = ConfigDict(use_attribute_docstrings=True)  # the API schema's descriptions
+
     source: str
     state: str  # starting | running | reconnecting | ended | failed | stopped
     frames_received: int
@@ -87,8 +90,10 @@ class IngestStats:
     fps_out: float
     last_timestamp_s: float | None
     uptime_s: float
-    last_frame_age_s: float | None = None  # wall seconds since a frame last reached on_frame
-    last_error_age_s: float | None = None  # wall seconds since last_error happened
+    last_frame_age_s: float | None = None
+    """wall seconds since a frame last reached on_frame"""
+    last_error_age_s: float | None = None
+    """wall seconds since last_error happened"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

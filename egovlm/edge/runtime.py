@@ -41,6 +41,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import ConfigDict
 
 from egovlm.contract import QuestionTooLongError
 from egovlm.edge.buffer import BufferSnapshot, Keyframe
@@ -90,11 +91,15 @@ class ComponentHealth:
     """One part of the runtime as ``/healthz`` shows it. ``status``: ok | starting | degraded |
     off (not configured); ``detail``: one readable line; ages in wall-clock seconds."""
 
+    __pydantic_config__ = ConfigDict(use_attribute_docstrings=True)  # the docstrings below: /healthz's schema
+
     status: ComponentStatus
     detail: str
     last_error: str | None = None
     last_error_age_s: float | None = None
-    last_frame_age_s: float | None = None  # the source's: since a frame last reached the engine
+    """wall seconds since last_error"""
+    last_frame_age_s: float | None = None
+    """source: seconds since the last frame reached the engine"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,6 +206,32 @@ class _JpegCache:
             return len(self._items)
 
 
+# What /metrics reads at scrape time: (metric name, help, family, attribute of the status object).
+_Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+_ENGINE_METRICS: tuple[tuple[str, str, _Family, str], ...] = (
+    ("egovlm_buffer_keyframes", "keyframes held in the buffer", GaugeMetricFamily, "keyframes"),
+    ("egovlm_engine_ready", "1 when the cached state matches the buffer", GaugeMetricFamily, "ready"),
+    ("egovlm_engine_rebuilds", "prefix state rebuilds", CounterMetricFamily, "rebuilds"),
+    ("egovlm_vision_calls", "vision encoder runs (one per keyframe)", CounterMetricFamily, "vision_calls"),
+    ("egovlm_prefix_build_ms", "duration of the last prefix rebuild", GaugeMetricFamily, "last_build_ms"),
+    ("egovlm_engine_frames_seen", "frames offered to the selector", CounterMetricFamily, "frames_seen"),
+)
+_INGEST_METRICS: tuple[tuple[str, str, _Family, str], ...] = (
+    ("egovlm_ingest_fps", "frames per second arriving from the source", GaugeMetricFamily, "fps_in"),
+    ("egovlm_ingest_fps_delivered", "frames per second handed to the engine", GaugeMetricFamily, "fps_out"),
+    ("egovlm_ingest_frames_received", "frames from the source", CounterMetricFamily, "frames_received"),
+    (
+        "egovlm_ingest_frames_dropped",
+        "frames dropped (consumer behind)",
+        CounterMetricFamily,
+        "frames_dropped",
+    ),
+    ("egovlm_ingest_keyframes", "frames the selector kept", CounterMetricFamily, "keyframes_taken"),
+    ("egovlm_ingest_restarts", "source reconnects / file loops", CounterMetricFamily, "restarts"),
+    ("egovlm_ingest_errors", "source errors", CounterMetricFamily, "errors"),
+)
+
+
 class _LiveCollector(Collector):
     """Reads the runtime's counters at scrape time (no bookkeeping on the frame path)."""
 
@@ -210,46 +241,15 @@ class _LiveCollector(Collector):
     def collect(self) -> Any:
         st = self._rt.ingest_stats()
         eng = self._rt.engine.status()
-        yield GaugeMetricFamily(
-            "egovlm_buffer_keyframes", "keyframes held in the buffer", value=eng.keyframes
-        )
-        yield GaugeMetricFamily(
-            "egovlm_engine_ready", "1 when the cached state matches the buffer", value=eng.ready
-        )
-        yield CounterMetricFamily("egovlm_engine_rebuilds", "prefix state rebuilds", value=eng.rebuilds)
-        yield CounterMetricFamily(
-            "egovlm_vision_calls", "vision encoder runs (one per keyframe)", value=eng.vision_calls
-        )
-        yield GaugeMetricFamily(
-            "egovlm_prefix_build_ms", "duration of the last prefix rebuild", value=eng.last_build_ms
-        )
-        yield CounterMetricFamily(
-            "egovlm_engine_frames_seen", "frames offered to the selector", value=eng.frames_seen
-        )
+        for name, doc, family, attr in _ENGINE_METRICS:
+            yield family(name, doc, value=getattr(eng, attr))
         yield GaugeMetricFamily(
             "egovlm_questions_pending", "questions waiting for the model", value=self._rt.pending
         )
         if st is None:
             return
-        yield GaugeMetricFamily(
-            "egovlm_ingest_fps", "frames per second arriving from the source", value=st.fps_in
-        )
-        yield GaugeMetricFamily(
-            "egovlm_ingest_fps_delivered", "frames per second handed to the engine", value=st.fps_out
-        )
-        yield CounterMetricFamily(
-            "egovlm_ingest_frames_received", "frames from the source", value=st.frames_received
-        )
-        yield CounterMetricFamily(
-            "egovlm_ingest_frames_dropped", "frames dropped (consumer behind)", value=st.frames_dropped
-        )
-        yield CounterMetricFamily(
-            "egovlm_ingest_keyframes", "frames the selector kept", value=st.keyframes_taken
-        )
-        yield CounterMetricFamily(
-            "egovlm_ingest_restarts", "source reconnects / file loops", value=st.restarts
-        )
-        yield CounterMetricFamily("egovlm_ingest_errors", "source errors", value=st.errors)
+        for name, doc, family, attr in _INGEST_METRICS:
+            yield family(name, doc, value=getattr(st, attr))
         up = GaugeMetricFamily("egovlm_ingest_up", "1 when the source is delivering", labels=["state"])
         up.add_metric([st.state], 1.0 if st.state == "running" else 0.0)
         yield up
@@ -385,16 +385,15 @@ class EdgeRuntime:
     def pause(self) -> CaptureState:
         """Stop frames before the selector, the buffer and the model (the source stays open, so
         :meth:`resume` is instant). What was seen before stays until :meth:`forget` or retention."""
-        with self._memory_lock:
-            self._paused = True
-        log.info("capture paused: camera frames are dropped on arrival")
-        self._wake.set()
-        return self.capture_state()
+        return self._set_paused(True, "capture paused: camera frames are dropped on arrival")
 
     def resume(self) -> CaptureState:
+        return self._set_paused(False, "capture resumed")
+
+    def _set_paused(self, paused: bool, message: str) -> CaptureState:
         with self._memory_lock:
-            self._paused = False
-        log.info("capture resumed")
+            self._paused = paused
+        log.info(message)
         self._wake.set()
         return self.capture_state()
 

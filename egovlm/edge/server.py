@@ -75,9 +75,7 @@ from egovlm.edge.api_models import (
     ChunkChoice,
     ChunkDelta,
     CitedKeyframe,
-    ComponentHealthInfo,
     HealthResponse,
-    IngestInfo,
     KeyframeInfo,
     KeyframesResponse,
     TokenEvent,
@@ -329,10 +327,7 @@ def create_app(
         health = runtime.health(voice)  # per component; "ok" also while a rebuild is in progress
         return HealthResponse(
             status=health.status,
-            components={
-                k: ComponentHealthInfo.model_validate(c, from_attributes=True)
-                for k, c in health.components.items()
-            },
+            components=health.components,
             ready=eng.ready,
             capture=health.capture,
             keyframes=eng.keyframes,
@@ -353,7 +348,7 @@ def create_app(
         return KeyframesResponse(
             version=snap.version,
             keyframes=[keyframe_info(k, b, i + 1) for i, k in enumerate(snap.keyframes)],
-            ingest=IngestInfo.model_validate(st, from_attributes=True) if st else None,
+            ingest=st,
         )
 
     @app.get("/v1/keyframes/{keyframe_id}.jpg")

@@ -197,8 +197,25 @@ class SourceError(ValueError):
     what to do instead."""
 
 
+class UriSpec:
+    """What a parsed camera or microphone URI (:class:`SourceSpec`,
+    :class:`egovlm.edge.voice.audio.AudioSourceSpec`) knows about its credentials and liveness."""
+
+    kind: str
+    secrets: tuple[str, ...]
+
+    def redact(self, text: str) -> str:
+        """``text`` safe to show: this source's credentials masked (see :func:`redact_text`)."""
+        return redact_text(text, self.secrets)
+
+    @property
+    def live(self) -> bool:
+        """Live sources keep producing in real time; a file is not live (it can end)."""
+        return self.kind != "file"
+
+
 @dataclass(frozen=True)
-class SourceSpec:
+class SourceSpec(UriSpec):
     """A parsed source URI. ``uri`` is the URI as shown (credentials masked: safe to log, serve
     and display); ``location`` is the device path, sensor id, stream URL (credentials included:
     never print it) or file path; ``secrets`` are the credentials, for :meth:`redact`."""
@@ -216,15 +233,6 @@ class SourceSpec:
     fmt: str = "raw"  # v4l2 only: raw or mjpeg
     extra: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
-
-    def redact(self, text: str) -> str:
-        """``text`` safe to show: this source's credentials masked (see :func:`redact_text`)."""
-        return redact_text(text, self.secrets)
-
-    @property
-    def live(self) -> bool:
-        """Live sources keep producing in real time; a file is not live (it can end)."""
-        return self.kind != "file"
 
     @property
     def size(self) -> tuple[int, int] | None:

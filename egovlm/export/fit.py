@@ -92,6 +92,13 @@ def read_config(model_dir: str | Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
+def _linear_params(name: str, n_out: int, n_in: int, bias: bool = True) -> list[TensorShape]:
+    """A linear layer's parameters as a checkpoint names them: ``name.weight`` (out, in) and, with
+    ``bias``, ``name.bias`` (out,)."""
+    weight = TensorShape(f"{name}.weight", (n_out, n_in))
+    return [weight, TensorShape(f"{name}.bias", (n_out,))] if bias else [weight]
+
+
 @dataclass(frozen=True)
 class ModelDims:
     """The sizes of a Qwen2.5-VL that memory depends on (from config.json)."""
@@ -161,16 +168,13 @@ class ModelDims:
             out += [
                 TensorShape(p + "input_layernorm.weight", (h,)),
                 TensorShape(p + "post_attention_layernorm.weight", (h,)),
-                TensorShape(p + "self_attn.q_proj.weight", (h, h)),
-                TensorShape(p + "self_attn.q_proj.bias", (h,)),
-                TensorShape(p + "self_attn.k_proj.weight", (kv, h)),
-                TensorShape(p + "self_attn.k_proj.bias", (kv,)),
-                TensorShape(p + "self_attn.v_proj.weight", (kv, h)),
-                TensorShape(p + "self_attn.v_proj.bias", (kv,)),
-                TensorShape(p + "self_attn.o_proj.weight", (h, h)),
-                TensorShape(p + "mlp.gate_proj.weight", (inter, h)),
-                TensorShape(p + "mlp.up_proj.weight", (inter, h)),
-                TensorShape(p + "mlp.down_proj.weight", (h, inter)),
+                *_linear_params(p + "self_attn.q_proj", h, h),
+                *_linear_params(p + "self_attn.k_proj", kv, h),
+                *_linear_params(p + "self_attn.v_proj", kv, h),
+                *_linear_params(p + "self_attn.o_proj", h, h, bias=False),
+                *_linear_params(p + "mlp.gate_proj", inter, h, bias=False),
+                *_linear_params(p + "mlp.up_proj", inter, h, bias=False),
+                *_linear_params(p + "mlp.down_proj", h, inter, bias=False),
             ]
         out.append(TensorShape("model.norm.weight", (h,)))
         if not self.tied:
@@ -186,23 +190,16 @@ class ModelDims:
             out += [
                 TensorShape(p + "norm1.weight", (vh,)),
                 TensorShape(p + "norm2.weight", (vh,)),
-                TensorShape(p + "attn.qkv.weight", (3 * vh, vh)),
-                TensorShape(p + "attn.qkv.bias", (3 * vh,)),
-                TensorShape(p + "attn.proj.weight", (vh, vh)),
-                TensorShape(p + "attn.proj.bias", (vh,)),
-                TensorShape(p + "mlp.gate_proj.weight", (vi, vh)),
-                TensorShape(p + "mlp.gate_proj.bias", (vi,)),
-                TensorShape(p + "mlp.up_proj.weight", (vi, vh)),
-                TensorShape(p + "mlp.up_proj.bias", (vi,)),
-                TensorShape(p + "mlp.down_proj.weight", (vh, vi)),
-                TensorShape(p + "mlp.down_proj.bias", (vh,)),
+                *_linear_params(p + "attn.qkv", 3 * vh, vh),
+                *_linear_params(p + "attn.proj", vh, vh),
+                *_linear_params(p + "mlp.gate_proj", vi, vh),
+                *_linear_params(p + "mlp.up_proj", vi, vh),
+                *_linear_params(p + "mlp.down_proj", vh, vi),
             ]
         out += [
             TensorShape("visual.merger.ln_q.weight", (vh,)),
-            TensorShape("visual.merger.mlp.0.weight", (m, m)),
-            TensorShape("visual.merger.mlp.0.bias", (m,)),
-            TensorShape("visual.merger.mlp.2.weight", (self.out_hidden or self.hidden, m)),
-            TensorShape("visual.merger.mlp.2.bias", (self.out_hidden or self.hidden,)),
+            *_linear_params("visual.merger.mlp.0", m, m),
+            *_linear_params("visual.merger.mlp.2", self.out_hidden or self.hidden, m),
         ]
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,16 @@ def nano_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     out = tmp_path_factory.mktemp("exports") / "nano"
     return quick_export(tiny_model_dir, out, "orin-nano", "fp16", max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """The test machine's 2 cores are shared; one intra-op thread avoids OpenMP spin under load
+    (10x faster here when other jobs run) and changes no result. Modules running a torch model
+    ask for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

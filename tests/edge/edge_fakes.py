@@ -9,9 +9,12 @@ and a question that takes a known, long time (ingest must keep running meanwhile
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from egovlm.benchmarks.soak import LoopbackServer
 from egovlm.contract import SYSTEM_PROMPT, format_answer
 from egovlm.edge.backends.base import (
     Backend,
@@ -30,8 +34,45 @@ from egovlm.edge.backends.base import (
 )
 from tests.live_server import free_port as free_port  # re-exported: the one free-port helper
 
+# Questions the real-model backend tests ask (one multiple-choice, one free-text).
+OPTIONS = {"A": "a red cup", "B": "a blue book", "C": "the phone"}
+QUESTIONS: list[tuple[str, Mapping[str, str] | None]] = [
+    ("What did I pick up first?", OPTIONS),
+    ("Where did I leave my keys?", None),
+]
 
-class ScriptedBackend(Backend):
+
+class AnsweringBackend(Backend):
+    """A stand-in model whose answer depends only on how many frames the prompt shows: both
+    ``generate`` (cached prefix) and ``generate_from_scratch`` hand that count to :meth:`_answer`."""
+
+    @abstractmethod
+    def _answer(self, n_frames: int, params: GenerationParams, on_text: TokenCallback | None) -> Generation:
+        """The answer to a question over ``n_frames`` keyframes, streamed through ``on_text``."""
+
+    def generate(
+        self,
+        prefix: PrefixState,
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+    ) -> Generation:
+        return self._answer(len(prefix.keyframe_ids), params, on_text)
+
+    def generate_from_scratch(
+        self,
+        keyframes: Sequence[Any],
+        question: str,
+        options: Mapping[str, str] | None,
+        params: GenerationParams,
+        on_text: TokenCallback | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> Generation:
+        return self._answer(len(keyframes), params, on_text)
+
+
+class ScriptedBackend(AnsweringBackend):
     """Answers "<think>…</think><keyframes>N-1, N</keyframes><answer>A</answer>" (the last two
     frames of the prompt), one character-group per ``token_delay_s``."""
 
@@ -58,6 +99,7 @@ class ScriptedBackend(Backend):
         keyframes: Sequence[Any],
         features: Sequence[VisionFeatures],
         system_prompt: str = SYSTEM_PROMPT,
+        previous: PrefixState | None = None,
     ) -> PrefixState:
         return PrefixState(
             version, tuple(k.id for k in keyframes), system_prompt, len(keyframes) * 10, 0.0, len(keyframes)
@@ -87,27 +129,6 @@ class ScriptedBackend(Backend):
             prepare_ms=0.1,
         )
 
-    def generate(
-        self,
-        prefix: PrefixState,
-        question: str,
-        options: Mapping[str, str] | None,
-        params: GenerationParams,
-        on_text: TokenCallback | None = None,
-    ) -> Generation:
-        return self._answer(len(prefix.keyframe_ids), params, on_text)
-
-    def generate_from_scratch(
-        self,
-        keyframes: Sequence[Any],
-        question: str,
-        options: Mapping[str, str] | None,
-        params: GenerationParams,
-        on_text: TokenCallback | None = None,
-        system_prompt: str = SYSTEM_PROMPT,
-    ) -> Generation:
-        return self._answer(len(keyframes), params, on_text)
-
 
 class FailingBackend(ScriptedBackend):
     """The scripted backend, except that while ``failures`` > 0 a question fails mid-answer: a
@@ -131,6 +152,18 @@ class FailingBackend(ScriptedBackend):
             if on_text is not None:
                 on_text(piece)
         raise RuntimeError(self.message)
+
+
+def blocky_images(n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` 180x240 RGB frames, blocky but varied: each a random 12x16 image (the same base,
+    perturbed per frame) scaled up 15x, so a real model sees distinct but similar scenes."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    out = []
+    for _ in range(n):
+        small = np.clip(base.astype(int) + rng.integers(-90, 90, base.shape), 0, 255).astype(np.uint8)
+        out.append(np.kron(small, np.ones((15, 15, 1), dtype=np.uint8)))
+    return out
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
@@ -249,33 +282,44 @@ def running(rt: Any, keyframes: int, timeout: float = 30) -> Iterator[Any]:
         rt.stop()
 
 
-class ServerThread:
+class ServerThread(LoopbackServer):
     """A real uvicorn server on 127.0.0.1 in a background thread (for clients that need a socket:
-    the openai package, Chromium, the CLI)."""
+    the openai package, Chromium, the CLI); the benchmarks' own, on a socket bound before it starts."""
 
-    def __init__(self, app: Any) -> None:
-        import threading
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
-        import uvicorn
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+@contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc`` killed and waited for on the way out if it is still running (a failed assertion
+    must not leave an ``egovlm edge run`` holding a port and two cores)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+def asgi_post_scope(path: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    """The ASGI scope of ``POST path`` from a local client, for driving an app by hand (a body
+    sent in chunks, a client that stalls) where a test client would buffer the whole body."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in {"host": "127.0.0.1", **headers}.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, object]:
@@ -287,7 +331,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90) -> 
         try:
             body = httpx.get(f"{url}/healthz", timeout=2).json()
             if body["status"] == "ok":
-                return body  # type: ignore[no-any-return]
+                return body
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
@@ -306,3 +350,37 @@ def sse_events(client: Any, body: dict[str, Any]) -> list[tuple[str, Any]]:
             elif line.startswith("data:"):
                 events.append((event, json.loads(line[5:])))
     return events
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@contextmanager
+def headless_chromium(*flags: str) -> Iterator[Any]:
+    """A selenium driver of Debian's chromium (no browser download), headless, with a throwaway
+    profile; ``flags`` add to the common ones (window size, autoplay...)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="egovlm-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM or ""
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *flags,
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER or ""), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

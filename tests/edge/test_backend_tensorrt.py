@@ -68,6 +68,7 @@ from egovlm.edge.backends.tensorrt_backend import (
 from egovlm.edge.buffer import KeyframeBuffer
 from egovlm.export.manifest import load_manifest
 from egovlm.frames import resize_for_model
+from tests.export.dims import QWEN_3B
 
 
 def _tensorrt_importable() -> bool:
@@ -154,19 +155,6 @@ def test_device_names() -> None:
     for bad in ("cpu", "cuda:x", "tensorrt:0"):
         with pytest.raises(BackendError, match="expected cuda or cuda:N"):
             device_index(bad)
-
-
-QWEN_3B = {
-    "hidden_size": 2048,
-    "num_layers": 36,
-    "num_heads": 16,
-    "num_kv_heads": 2,
-    "head_dim": 128,
-    "vocab_size": 151936,
-    "tokens_per_keyframe": 192,
-    "num_patches": 768,
-    "patch_dim": 1176,
-}
 
 
 def test_profile_choice_follows_the_planned_profiles() -> None:
@@ -683,8 +671,8 @@ def _built_export(nano_dir: Path, root: Path, plans: dict[str, bytes], listed: b
 
     shutil.copytree(nano_dir, root)
     (root / "engines").mkdir()
-    for name, data in plans.items():
-        (root / "engines" / f"{name}.plan").write_bytes(data)
+    for name, plan in plans.items():
+        (root / "engines" / f"{name}.plan").write_bytes(plan)
     data = load_manifest(root, verify=False).data
     body = {k: v for k, v in data.items() if k not in {"format", "format_version", "created_utc", "files"}}
     body["tensorrt"] = {

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from egovlm.cli import app
-from tests.edge.edge_fakes import free_port, wait_healthy
+from tests.edge.edge_fakes import free_port, reaped, wait_healthy
 
 EGOVLM = [sys.executable, "-m", "egovlm.cli"]
 
@@ -70,7 +70,7 @@ def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path,
          "--port", str(port), "--max-new-tokens", "8", "--status-every", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
-    try:
+    with reaped(proc):
         wait_healthy(url, proc)
         # `edge ask` in-process (the subprocess above is the real `edge run`)
         code, said = invoke(
@@ -94,10 +94,6 @@ def test_foreground_run_answers_edge_ask_and_stops_cleanly(tiny_model_dir: Path,
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=30)
         stop_s = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out
     assert stop_s < 15
     assert "bearer token required" in out and "web UI: http://127.0.0.1:" in out

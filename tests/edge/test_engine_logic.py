@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from egovlm.contract import SYSTEM_PROMPT
 from egovlm.edge.backends import (
-    Backend,
     Generation,
     GenerationParams,
     PrefixState,
@@ -24,10 +23,10 @@ from egovlm.edge.backends import (
 from egovlm.edge.buffer import KeyframeBuffer
 from egovlm.edge.engine import Engine, EngineError, EngineParams
 from egovlm.edge.profile import MemoryBudgetError, load_profile
-from tests.edge.edge_fakes import wait_until
+from tests.edge.edge_fakes import AnsweringBackend, wait_until
 
 
-class EchoBackend(Backend):
+class EchoBackend(AnsweringBackend):
     """Answers with a fixed text after ``delay_s``; records overlapping generate calls."""
 
     name = "echo"
@@ -70,7 +69,7 @@ class EchoBackend(Backend):
         ids = tuple(k.id for k in keyframes)
         return PrefixState(version, ids, system_prompt, len(keyframes), 0.0, None, reused_tokens=reused)
 
-    def _answer(self, on_text: TokenCallback | None) -> Generation:
+    def _answer(self, n_frames: int, params: GenerationParams, on_text: TokenCallback | None) -> Generation:
         self.events.append("generate")
         with self._lock:
             self.active += 1
@@ -83,27 +82,6 @@ class EchoBackend(Backend):
         with self._lock:
             self.active -= 1
         return Generation(self.text, [1, 2, 3], 10, 3, 1.0, 2.0)
-
-    def generate(
-        self,
-        prefix: PrefixState,
-        question: str,
-        options: Mapping[str, str] | None,
-        params: GenerationParams,
-        on_text: TokenCallback | None = None,
-    ) -> Generation:
-        return self._answer(on_text)
-
-    def generate_from_scratch(
-        self,
-        keyframes: Sequence[Any],
-        question: str,
-        options: Mapping[str, str] | None,
-        params: GenerationParams,
-        on_text: TokenCallback | None = None,
-        system_prompt: str = SYSTEM_PROMPT,
-    ) -> Generation:
-        return self._answer(on_text)
 
 
 def _frame(level: int, size: tuple[int, int] = (120, 160)) -> np.ndarray:
@@ -207,17 +185,9 @@ class _ParamsBackend(EchoBackend):
         super().__init__(ANSWER)
         self.seen: list[GenerationParams] = []
 
-    def generate_from_scratch(
-        self,
-        keyframes: Sequence[Any],
-        question: str,
-        options: Mapping[str, str] | None,
-        params: GenerationParams,
-        on_text: TokenCallback | None = None,
-        system_prompt: str = SYSTEM_PROMPT,
-    ) -> Generation:
+    def _answer(self, n_frames: int, params: GenerationParams, on_text: TokenCallback | None) -> Generation:
         self.seen.append(params)
-        return super().generate_from_scratch(keyframes, question, options, params, on_text, system_prompt)
+        return super()._answer(n_frames, params, on_text)
 
 
 def test_a_question_decodes_with_the_engine_settings_and_its_own_overrides() -> None:

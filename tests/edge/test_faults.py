@@ -35,6 +35,7 @@ from tests.edge.edge_fakes import (
     FailingBackend,
     FlakyFrames,
     free_port,
+    reaped,
     scripted_engine,
     sse_events,
     wait_healthy,
@@ -359,7 +360,7 @@ def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: P
             done.set()
 
     out = ""
-    try:
+    with reaped(proc):
         wait_healthy(url, proc)
         threading.Thread(target=ask, daemon=True).start()
         assert wait_until(lambda: first_token.is_set() or done.is_set(), 60, 0.1), streamed
@@ -377,10 +378,6 @@ def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: P
                 f"SIGTERM with an answer in flight: still running after {SIGTERM_BOUND_S:.0f} s\n{out}"
             )
         stop_s = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out
     assert stop_s < SIGTERM_BOUND_S
     assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out

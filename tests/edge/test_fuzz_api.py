@@ -39,7 +39,7 @@ from starlette.types import Message
 from egovlm.edge import api_models as am
 from egovlm.edge.runtime import EdgeRuntime
 from egovlm.edge.server import MAX_JSON_BODY_BYTES, create_app
-from tests.edge.edge_fakes import scripted_engine
+from tests.edge.edge_fakes import asgi_post_scope, scripted_engine
 
 # A backstop for requests sent with TestClient, which has no per-request timeout (the fuzzed ones
 # have REQUEST_DEADLINE_S each).
@@ -308,20 +308,7 @@ def asgi_post(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in {"host": "127.0.0.1", **headers}.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = asgi_post_scope(path, headers)
     asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=REQUEST_DEADLINE_S))
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

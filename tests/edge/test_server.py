@@ -27,17 +27,16 @@ from typer.testing import CliRunner
 from egovlm.contract import parse_answer
 from egovlm.edge.api_models import (
     AskResponse,
-    AudioSourceInfo,
     ChatCompletionRequest,
     ChatMessage,
-    ComponentHealthInfo,
-    IngestInfo,
-    VoiceLatencyInfo,
+    TranscriptInfo,
+    VoiceStatusResponse,
 )
 from egovlm.edge.engine import AnswerTooLongError
 from egovlm.edge.ingest import IngestStats
 from egovlm.edge.runtime import ComponentHealth, EdgeRuntime, RuntimeOptions, build_runtime
 from egovlm.edge.server import create_app, question_from_chat
+from egovlm.edge.voice.asr import Transcript
 from egovlm.edge.voice.audio import AudioSourceStats
 from egovlm.edge.voice.pipeline import VoiceLatency
 from tests.edge.edge_fakes import ServerThread, running, scripted_engine, sse_events
@@ -349,16 +348,25 @@ def test_question_before_any_keyframe_is_503() -> None:
         rt.stop()
 
 
-@pytest.mark.parametrize(
-    ("model", "source"),
-    [
-        (ComponentHealthInfo, ComponentHealth),
-        (IngestInfo, IngestStats),
-        (VoiceLatencyInfo, VoiceLatency),
-        (AudioSourceInfo, AudioSourceStats),
-    ],
-)
-def test_response_models_mirror_the_runtime_types(model: Any, source: Any) -> None:
-    """The responses filled with ``model_validate(obj, from_attributes=True)`` show every field of
-    the dataclass they come from, and no other (a field added on one side only fails here)."""
-    assert list(model.model_fields) == [f.name for f in fields(source)]
+def test_the_transcript_response_is_the_transcript_plus_the_question_asked() -> None:
+    """TranscriptInfo adds one field to the speech model's Transcript (the question without a
+    wake phrase, from the voice turn); every other field is the Transcript's."""
+    assert [n for n in TranscriptInfo.model_fields if n != "question"] == [f.name for f in fields(Transcript)]
+
+
+def test_runtime_dataclasses_are_the_response_schemas_with_their_descriptions() -> None:
+    """``/healthz`` and ``/v1/keyframes`` show the runtime's dataclasses as they are: the OpenAPI
+    schema is built from them (every field, the attribute docstrings as descriptions)."""
+    rt = EdgeRuntime(scripted_engine(), None)
+    schemas = create_app(rt).openapi()["components"]["schemas"]
+    for source in (ComponentHealth, IngestStats):
+        assert list(schemas[source.__name__]["properties"]) == [f.name for f in fields(source)]
+    health = schemas["ComponentHealth"]["properties"]
+    assert health["last_error_age_s"]["description"] == "wall seconds since last_error"
+    assert schemas["HealthResponse"]["properties"]["components"]["additionalProperties"] == {
+        "$ref": "#/components/schemas/ComponentHealth"
+    }
+    voice = VoiceStatusResponse.model_json_schema()["$defs"]  # the voice routes' (mounted with --voice)
+    for voice_type in (VoiceLatency, AudioSourceStats):
+        assert list(voice[voice_type.__name__]["properties"]) == [f.name for f in fields(voice_type)]
+    assert voice["VoiceLatency"]["properties"]["transcript_ms"]["description"] == "end of speech → transcript"

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from egovlm.cli import app
 from egovlm.edge.voice.audio import write_wav
 from egovlm.edge.voice.tts import spoken_clip
-from tests.edge.edge_fakes import free_port
+from tests.edge.edge_fakes import free_port, reaped
 
 pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -35,7 +35,7 @@ def wait_for(url: str, proc: subprocess.Popen[str], ready: Any, timeout: float =
         try:
             body = httpx.get(url, timeout=2).json()
             if ready(body):
-                return body  # type: ignore[no-any-return]
+                return body
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
@@ -55,7 +55,7 @@ def test_edge_run_with_a_microphone_answers_spoken_questions(tiny_model_dir: Pat
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
-    try:
+    with reaped(proc):
         status = wait_for(f"{url}/v1/voice", proc, lambda b: b["turns"])
         turn = status["turns"][0]
         assert status["enabled"] and status["listen_mode"] == "vad", status
@@ -68,10 +68,6 @@ def test_edge_run_with_a_microphone_answers_spoken_questions(tiny_model_dir: Pat
         assert "heard:   'What did I pick up last?'" in res.output and "first token" in res.output
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, out
     assert "speech model" in out and f"listening on file://{mic}" in out and "heard (vad" in out
 

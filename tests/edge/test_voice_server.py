@@ -32,7 +32,7 @@ from egovlm.edge.voice.audio import SAMPLE_RATE, wav_bytes
 from egovlm.edge.voice.pipeline import VoiceAssistant, VoiceOptions
 from egovlm.edge.voice.tts import AudioOut, EspeakTts, Speaker, spoken_clip
 from egovlm.edge.voice.wake import words
-from tests.edge.edge_fakes import ServerThread, running, scripted_engine
+from tests.edge.edge_fakes import ServerThread, asgi_post_scope, running, scripted_engine
 
 pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -203,7 +203,7 @@ def test_busy_runtime_refuses_before_transcribing(question_wav: bytes, asr: Tran
         assert r.status_code == 429 and va.turns == 0  # nothing was transcribed
 
 
-def _asgi_upload(app: Any, chunks: Iterator[bytes], headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+def _asgi_upload(app: Any, chunks: Iterator[bytes], headers: dict[str, str]) -> tuple[int, int]:
     """Drive the ASGI app directly with a streamed body; return (status, chunks it pulled)."""
     pulled = 0
     status: list[int] = []
@@ -220,20 +220,7 @@ def _asgi_upload(app: Any, chunks: Iterator[bytes], headers: list[tuple[bytes, b
         if message["type"] == "http.response.start":
             status.append(message["status"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/ask/audio",
-        "raw_path": b"/v1/ask/audio",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = asgi_post_scope("/v1/ask/audio", headers)
     asyncio.run(app(scope, receive, send))
     return status[0], pulled
 
@@ -242,13 +229,13 @@ def test_a_huge_body_is_cut_off_while_it_arrives(runtime: EdgeRuntime, voice: Vo
     app = create_app(runtime, voice=voice)
     chunk = bytes(64 * 1024)
     endless = (chunk for _ in range(10_000))  # 640 MB if read to the end
-    status, pulled = _asgi_upload(app, endless, [(b"content-type", b"audio/wav")])
+    status, pulled = _asgi_upload(app, endless, {"content-type": "audio/wav"})
     assert status == 413 and pulled == MAX_BYTES // len(chunk) + 1
     endless = (chunk for _ in range(10_000))
-    form = [(b"content-type", b"multipart/form-data; boundary=xyz")]
+    form = {"content-type": "multipart/form-data; boundary=xyz"}
     status, pulled = _asgi_upload(app, endless, form)
     assert status in (400, 413) and pulled <= (MAX_BYTES + 64 * 1024) // len(chunk) + 1
-    big = [(b"content-type", b"audio/wav"), (b"content-length", str(100 * MAX_BYTES).encode())]
+    big = {"content-type": "audio/wav", "content-length": str(100 * MAX_BYTES)}
     status, pulled = _asgi_upload(app, iter([chunk]), big)
     assert status == 413 and pulled == 0  # refused from the header alone
 

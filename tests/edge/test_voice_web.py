@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,7 @@ from egovlm.edge.voice.asr import AsrOptions, Transcriber
 from egovlm.edge.voice.audio import wav_bytes, write_wav
 from egovlm.edge.voice.pipeline import VoiceAssistant
 from egovlm.edge.voice.tts import spoken_clip
-from tests.edge.edge_fakes import ServerThread, scripted_engine
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
+from tests.edge.edge_fakes import CHROMEDRIVER, CHROMIUM, ServerThread, headless_chromium, scripted_engine
 
 pytest.importorskip("faster_whisper")
 pytestmark = pytest.mark.skipif(
@@ -73,33 +69,10 @@ def server() -> Iterator[tuple[str, EdgeRuntime]]:
 
 @pytest.fixture(scope="module")
 def browser(question_wav: Path) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="egovlm-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,1000",
-        "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER or ""), options=options)
-    wav = base64.b64encode(question_wav.read_bytes()).decode()
-    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": FAKE_MIC % wav})
-    try:
+    with headless_chromium("--window-size=1200,1000", "--autoplay-policy=no-user-gesture-required") as driver:
+        wav = base64.b64encode(question_wav.read_bytes()).decode()
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": FAKE_MIC % wav})
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_browser_microphone_question_shows_transcript_and_answer(

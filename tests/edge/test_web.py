@@ -5,8 +5,6 @@ frames are highlighted, and the screenshot is not blank."""
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +15,7 @@ from PIL import Image
 
 from egovlm.edge.runtime import EdgeRuntime
 from egovlm.edge.server import create_app
-from tests.edge.edge_fakes import ServerThread, scripted_engine
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
+from tests.edge.edge_fakes import CHROMEDRIVER, CHROMIUM, ServerThread, headless_chromium, scripted_engine
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
@@ -42,32 +37,8 @@ def server() -> Iterator[tuple[str, EdgeRuntime]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="egovlm-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM or ""
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER or ""), options=options)
-    try:
+    with headless_chromium("--disable-quic", "--disable-sync", "--window-size=1200,900") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_page_streams_an_answer_and_highlights_cited_frames(

@@ -16,19 +16,8 @@ import pytest
 from egovlm.export import tensorrt_build as tb
 from egovlm.export.manifest import load_manifest, write_manifest
 from egovlm.export.targets import ExportConfigError
+from tests.export.dims import QWEN_3B
 
-# Qwen2.5-VL-3B's decoder at the default 448x336 keyframe (192 tokens, 768 patches).
-QWEN_3B = {
-    "hidden_size": 2048,
-    "num_layers": 36,
-    "num_heads": 16,
-    "num_kv_heads": 2,
-    "head_dim": 128,
-    "vocab_size": 151936,
-    "tokens_per_keyframe": 192,
-    "num_patches": 768,
-    "patch_dim": 1176,
-}
 GB = 1024**3
 
 
@@ -192,14 +181,21 @@ class _Recorder:
         self.module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="ws")  # type: ignore[attr-defined]
 
 
-def test_build_flow_is_strongly_typed_and_republishes_the_manifest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def built_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[_Recorder, Path]:
+    """A TensorRT export folder (not built yet) and the recording tensorrt stand-in that builds it."""
     rec = _Recorder()
     monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
     monkeypatch.setattr(tb, "tensorrt_status", lambda: (True, "TensorRT 10.99-fake"))
     root = tmp_path / "e"
     _trt_export(root)
+    return rec, root
+
+
+def test_build_flow_is_strongly_typed_and_republishes_the_manifest(
+    built_export: tuple[_Recorder, Path],
+) -> None:
+    rec, root = built_export
     engines = tb.build_engines(root)
     assert engines == {"vision": "engines/vision.plan", "decoder": "engines/decoder.plan"}
     assert ("network_flags", 1 << 5) in rec.calls and not any(c[0] == "set_flag" for c in rec.calls)
@@ -269,13 +265,9 @@ def test_tensorrt_8_6_is_refused_before_building_with_the_jetpack_upgrade(
 
 
 def test_interrupted_rebuild_keeps_the_previous_engines_and_manifest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_export: tuple[_Recorder, Path]
 ) -> None:
-    rec = _Recorder()
-    monkeypatch.setitem(sys.modules, "tensorrt", rec.module)
-    monkeypatch.setattr(tb, "tensorrt_status", lambda: (True, "TensorRT 10.99-fake"))
-    root = tmp_path / "e"
-    _trt_export(root)
+    _, root = built_export
     tb.build_engines(root)
     before = (root / "manifest.json").read_text()
     plans = {p.name: p.read_bytes() for p in (root / "engines").iterdir()}

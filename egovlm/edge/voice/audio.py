@@ -34,7 +34,7 @@ import numpy as np
 
 from egovlm.atomic import atomic_write_bytes
 from egovlm.edge.gst import gst
-from egovlm.edge.sources import quote, redact_text, split_uri
+from egovlm.edge.sources import UriSpec, quote, split_uri
 from egovlm.edge.supervisor import Backoff, PipelineSupervisor
 
 log = logging.getLogger("egovlm.edge.voice")
@@ -208,7 +208,7 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 
 @dataclass(frozen=True)
-class AudioSourceSpec:
+class AudioSourceSpec(UriSpec):
     """A parsed audio source URI. ``uri`` as shown (credentials masked, like the camera's:
     :func:`egovlm.edge.sources.redact_uri`); ``location``: the device name or file path."""
 
@@ -217,13 +217,6 @@ class AudioSourceSpec:
     location: str = field(default="", repr=False)
     realtime: bool = True
     secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
-
-    def redact(self, text: str) -> str:
-        return redact_text(text, self.secrets)
-
-    @property
-    def live(self) -> bool:
-        return self.kind != "file"
 
 
 def parse_audio_source(uri: str) -> AudioSourceSpec:

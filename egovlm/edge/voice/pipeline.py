@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict
 
 from egovlm.edge.voice.asr import AsrOptions, Transcriber, Transcript
 from egovlm.edge.voice.audio import SAMPLE_RATE, AudioError, AudioSource, AudioTooLongError, decode_audio
@@ -108,17 +109,31 @@ class VoiceOptions:
 
 @dataclass(frozen=True)
 class VoiceLatency:
+    """A spoken question's timeline in milliseconds, each from the end of speech (an upload:
+    the request body received; push-to-talk: the key release)."""
+
+    __pydantic_config__ = ConfigDict(use_attribute_docstrings=True)  # the docstrings below: the API schema
+
     audio_s: float
-    decode_ms: float  # uploads: container decode + resample to 16 kHz
-    endpoint_ms: float  # live VAD: silence waited before closing the utterance
-    vad_ms: float  # speech check on a whole clip (uploads, push-to-talk)
+    decode_ms: float
+    """container decode + resampling to 16 kHz (uploads)"""
+    endpoint_ms: float
+    """silence waited to close the utterance (live VAD)"""
+    vad_ms: float
+    """speech check on the whole clip (uploads, push-to-talk)"""
     asr_ms: float
     transcript_ms: float
-    ttft_ms: float  # transcript → first answer token (the runtime's queue + prefill)
+    """end of speech → transcript"""
+    ttft_ms: float
+    """transcript → first answer token (the runtime's queue + prefill)"""
     first_token_ms: float
+    """end of speech → first answer token"""
     answer_ms: float
-    tts_ms: float | None  # full answer → sound starts (synthesis + sink start)
+    """end of speech → full answer"""
+    tts_ms: float | None
+    """full answer → spoken answer starts (synthesis + sink start; None: not spoken)"""
     spoken_ms: float | None
+    """end of speech → spoken answer starts"""
 
 
 @dataclass

@@ -31,11 +31,9 @@ from starlette.types import Message
 from egovlm.edge.api_models import (
     AskRequest,
     AudioAskResponse,
-    AudioSourceInfo,
     PushToTalkRequest,
     PushToTalkResponse,
     TranscriptInfo,
-    VoiceLatencyInfo,
     VoiceStatusResponse,
     VoiceTurnInfo,
 )
@@ -224,17 +222,11 @@ def transcript_info(turn: Any) -> TranscriptInfo | None:
     )
 
 
-def latency_info(turn: Any) -> VoiceLatencyInfo | None:
-    return (
-        None if turn.latency is None else VoiceLatencyInfo.model_validate(turn.latency, from_attributes=True)
-    )
-
-
 def audio_response(turn: Any, rid: str, base: str, max_new_tokens: int) -> AudioAskResponse:
     from egovlm.edge.server import answer_response
 
     ask = answer_response(turn.answer, rid, base, max_new_tokens)
-    transcript, latency = transcript_info(turn), latency_info(turn)
+    transcript, latency = transcript_info(turn), turn.latency
     assert transcript is not None and latency is not None  # an answered turn has both
     return AudioAskResponse(
         **ask.model_dump(), transcript=transcript, spoken_text=turn.spoken_text, voice_latency=latency
@@ -254,18 +246,17 @@ def turn_info(turn: Any, base: str, limit: Callable[[int | None], int]) -> Voice
         error=turn.error,
         spoken_text=turn.spoken_text,
         answer=answer,
-        voice_latency=latency_info(turn),
+        voice_latency=turn.latency,
     )
 
 
 def status_response(voice: Any, base: str, limit: Callable[[int | None], int]) -> VoiceStatusResponse:
-    st = voice.source_stats()
     speaker = voice.speaker
     return VoiceStatusResponse(
         enabled=True,
         state=voice.state,
         listen_mode=voice.options.listen if voice.listening else None,
-        source=AudioSourceInfo.model_validate(st, from_attributes=True) if st is not None else None,
+        source=voice.source_stats(),
         ptt_pressed=voice.ptt_pressed,
         speaking=bool(speaker is not None and speaker.speaking),
         wake_phrase=voice.options.wake_phrase,
