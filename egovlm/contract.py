@@ -1,15 +1,20 @@
 """The frames → prompt → answer contract shared by train, eval, export and edge stages.
 
 Prompt: a system message, then ONE user message whose content is the frames first, each as
-``Frame 3 (t=12.4 s): <image>``, then the question and lettered options. Frames come first so
-that the token prefix [system + frames] does not depend on the question: the edge runtime
-caches it and a question only pays for its own tokens.
+``Frame 3 (t=12.4 s): <image>``, then the question and, for a multiple-choice question, its
+lettered options. Frames come first so that the token prefix [system + frames] does not depend
+on the question: the edge runtime caches it and a question only pays for its own tokens.
 
 Answer (R1-Zero style)::
 
     <think>…</think>
     <keyframes>2, 5</keyframes>
     <answer>C</answer>
+
+The ``<answer>`` body of a multiple-choice question is an option letter or one option's exact
+text (``the yellow banana`` for ``C. the yellow banana``; the parser maps it to ``C``); of an
+open question (no options), a short answer in words. Words are compared by
+:func:`answers_match`: exact after :func:`normalize_answer`, never fuzzy.
 
 :func:`parse_answer` is the one parser used by rewards, eval and edge: tolerant of whitespace
 and tag case, strict about the letter set. Evaluation also has a *plain* prompt, the letter-only
@@ -28,12 +33,14 @@ from typing import Any
 
 from egovlm.frames import Frame
 
-CONTRACT_VERSION = 1
+# 2: the system prompt asks for words when a question has no options; an option's text counts as its letter.
+CONTRACT_VERSION = 2
 
 SYSTEM_PROMPT = (
-    "You watch keyframes from a head-mounted camera and answer a multiple-choice question. "
+    "You watch keyframes from a head-mounted camera and answer a question. "
     "Think inside <think></think>, cite the frame numbers your answer rests on inside "
-    "<keyframes></keyframes>, then give the option letter inside <answer></answer>."
+    "<keyframes></keyframes>, then give the option letter, or for a question without options "
+    "a short answer in words, inside <answer></answer>."
 )
 
 Message = dict[str, Any]
@@ -107,10 +114,32 @@ def build_messages(
     ]
 
 
-def format_answer(think: str, keyframes: Sequence[int], letter: str) -> str:
-    """Render an answer in the contract's grammar (used by tests, demos and descriptions)."""
+def format_answer(think: str, keyframes: Sequence[int], answer: str) -> str:
+    """Render an answer (a letter, an option's text or words) in the contract's grammar (used by
+    tests, demos, training targets and descriptions)."""
     cited = ", ".join(str(k) for k in keyframes)
-    return f"<think>{think}</think>\n<keyframes>{cited}</keyframes>\n<answer>{letter}</answer>"
+    return f"<think>{think}</think>\n<keyframes>{cited}</keyframes>\n<answer>{answer}</answer>"
+
+
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
+
+
+def normalize_answer(text: str) -> str:
+    """The comparable form of an answer in words: lowercase, surrounding whitespace and trailing
+    periods dropped, inner whitespace collapsed to one space, one leading article (the, a, an)
+    dropped. ``" The  Yellow banana. "`` → ``"yellow banana"``; a lone ``"A"`` stays ``"a"``."""
+    value = " ".join(text.lower().split()).rstrip(".").rstrip()
+    return _ARTICLE.sub("", value, count=1)
+
+
+def answers_match(predicted: str | None, truth: str | None) -> bool:
+    """Whether a parsed answer equals the ground truth: exact after :func:`normalize_answer` (an
+    option letter matches only itself; words match words without fuzzy matching). None or an
+    answer that normalises to nothing never matches."""
+    if predicted is None or truth is None:
+        return False
+    p = normalize_answer(predicted)
+    return bool(p) and p == normalize_answer(truth)
 
 
 _TAG = r"<\s*{0}\s*>(.*?)<\s*/\s*{0}\s*>"
@@ -133,11 +162,16 @@ _INT_LIST = re.compile(r"^\s*(\d+\s*(,\s*\d+\s*)*)?$")
 @dataclass
 class ParsedAnswer:
     """What a completion says. ``format_ok`` is True only for the exact grammar, in order,
-    with nothing outside the three blocks, a valid integer list and a letter from the set."""
+    with nothing outside the three blocks, a valid integer list and a valid answer.
+
+    ``answer``: for a multiple-choice question the option letter (also when the model wrote the
+    option's text), for an open question the words. ``answer_text``: the ``<answer>`` body as
+    written (stripped; None without the block or with an empty one)."""
 
     think: str | None = None
     keyframes: list[int] | None = None
     answer: str | None = None
+    answer_text: str | None = None
     format_ok: bool = False
     problems: list[str] = field(default_factory=list)
 
@@ -147,12 +181,19 @@ class ParsedAnswer:
         return sum(x is not None for x in (self.think, self.keyframes, self.answer))
 
 
-def parse_answer(text: str, letters: str | None = "ABCDE") -> ParsedAnswer:
+def parse_answer(
+    text: str, letters: str | None = "ABCDE", options: Mapping[str, str] | None = None
+) -> ParsedAnswer:
     """Parse a completion. Each block is read wherever it stands (so partial credit and
     best-effort answers work); ``format_ok`` additionally requires the exact grammar.
 
-    ``letters`` is the option set of a multiple-choice question; ``None`` for an open
-    question, whose answer is the block's non-empty free text."""
+    ``letters`` is the option set of a multiple-choice question; ``None`` (with no ``options``)
+    for an open question, whose answer is the block's non-empty text. ``options`` are the
+    question's option texts: with them an answer that equals exactly one option's text after
+    :func:`normalize_answer` is that option's letter (equal to several: no answer); their keys
+    are the letter set when ``letters`` is None."""
+    if options and letters is None:
+        letters = "".join(options)
     out = ParsedAnswer()
     if (m := _THINK.search(text)) is not None:
         out.think = m.group(1).strip()
@@ -169,7 +210,8 @@ def parse_answer(text: str, letters: str | None = "ABCDE") -> ParsedAnswer:
         out.problems.append("missing <keyframes> block")
 
     if (m := _ANSWER.search(text)) is not None:
-        out.answer, problem = _read_answer(m.group(1), letters)
+        out.answer_text = m.group(1).strip() or None
+        out.answer, problem = _read_answer(m.group(1), letters, options)
         if problem:
             out.problems.append(problem)
     else:
@@ -181,14 +223,25 @@ def parse_answer(text: str, letters: str | None = "ABCDE") -> ParsedAnswer:
     return out
 
 
-def _read_answer(body: str, letters: str | None) -> tuple[str | None, str | None]:
-    """The ``<answer>`` body as (answer, problem): a letter of ``letters``, or free text if None."""
+def _read_answer(
+    body: str, letters: str | None, options: Mapping[str, str] | None
+) -> tuple[str | None, str | None]:
+    """The ``<answer>`` body as (answer, problem): a letter of ``letters`` or the letter of the one
+    option whose text it is; the body's words when ``letters`` is None."""
     value = body.strip()
     if letters is None:
         return (value, None) if value else (None, "<answer> is empty")
     if len(value) == 1 and value.upper() in letters.upper():
         return value.upper(), None
-    return None, f"<answer> must be one letter of {letters}, got {value!r}"
+    if not options:
+        return None, f"<answer> must be one letter of {letters}, got {value!r}"
+    said = normalize_answer(value)
+    hits = [k for k, v in options.items() if k.upper() in letters.upper() and normalize_answer(v) == said]
+    if len(hits) == 1 and said:
+        return hits[0].upper(), None
+    if len(hits) > 1:
+        return None, f"<answer> {value!r} is the text of several options ({', '.join(hits)})"
+    return None, f"<answer> must be one letter of {letters} or one option's text, got {value!r}"
 
 
 # The plain prompt: how published EgoSchema numbers for Qwen2.5-VL are measured. lmms-eval's EgoSchema

@@ -38,7 +38,9 @@ class DatasetError(ValueError):
 
 
 class QAItem(BaseModel):
-    """One multiple-choice question about one video (or folder of frames)."""
+    """One question about one video (or folder of frames): multiple choice (``options``, and
+    ``answer`` the correct letter) or open (``options`` None, and ``answer`` the short answer in
+    words, compared by :func:`egovlm.contract.answers_match`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,8 +48,8 @@ class QAItem(BaseModel):
     video: str | None = None
     frames_dir: str | None = None
     question: str = Field(min_length=1)
-    options: dict[str, str]
-    answer: str | None = None  # None: the benchmark withholds it (e.g. EgoSchema's 4,500)
+    options: dict[str, str] | None  # None: an open question
+    answer: str | None = None  # a letter, or words for an open question; None: withheld (EgoSchema's 4,500)
     # clip window in the source video (seconds): frames are sampled only within [start_s, end_s];
     # None means the video's start / end. Declared before salient_times, which are checked against it.
     start_s: float | None = Field(default=None, ge=0)
@@ -60,7 +62,9 @@ class QAItem(BaseModel):
 
     @field_validator("options")
     @classmethod
-    def _letters(cls, options: dict[str, str]) -> dict[str, str]:
+    def _letters(cls, options: dict[str, str] | None) -> dict[str, str] | None:
+        if options is None:
+            return None
         letters = list(options)
         if len(letters) < 2:
             raise ValueError("needs at least two options")
@@ -98,7 +102,10 @@ class QAItem(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> QAItem:
-        if self.answer is not None and self.answer not in self.options:
+        if self.options is None:
+            if self.answer is not None and not self.answer.strip():
+                raise ValueError("an open question's answer (words) must be non-empty")
+        elif self.answer is not None and self.answer not in self.options:
             raise ValueError(f"answer {self.answer!r} is not one of the options {list(self.options)}")
         if (self.video is None) == (self.frames_dir is None):
             raise ValueError("exactly one of 'video' and 'frames_dir' must be set")
@@ -109,6 +116,16 @@ class QAItem(BaseModel):
     @property
     def answered(self) -> bool:
         return self.answer is not None
+
+    @property
+    def is_open(self) -> bool:
+        """An open question: no options, the answer is words."""
+        return self.options is None
+
+    @property
+    def letters(self) -> str | None:
+        """The option letters (``"ABCDE"``), or None for an open question (the parser's ``letters``)."""
+        return "".join(self.options) if self.options is not None else None
 
     def media_path(self, base: Path) -> Path:
         """The video file or frame folder, resolved against the dataset file's folder."""

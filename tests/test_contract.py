@@ -144,3 +144,89 @@ def test_parse_letter_refuses_what_is_not_a_letter_answer(text):
     from egovlm.contract import parse_letter
 
     assert parse_letter(text, "ABCD") is None
+
+
+# --- open questions and answers given as an option's text (contract v2) ------------------------------
+
+OPTS = {"A": "the red cup", "B": "the yellow banana", "C": "the blue book"}
+
+
+def _answer(body: str) -> str:
+    return f"<think>t</think><keyframes>2</keyframes><answer>{body}</answer>"
+
+
+def test_system_prompt_asks_for_a_letter_or_words_and_the_version_is_bumped():
+    from egovlm.contract import CONTRACT_VERSION, SYSTEM_PROMPT
+
+    assert CONTRACT_VERSION == 2
+    assert "option letter" in SYSTEM_PROMPT and "without options a short answer in words" in SYSTEM_PROMPT
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        (" The  Yellow banana. ", "yellow banana"),
+        ("yellow banana", "yellow banana"),
+        ("an apple.", "apple"),
+        ("A red cup", "red cup"),
+        ("A", "a"),  # a lone letter is not an article
+        ("the the cup", "the cup"),  # one article only
+        ("On the shelf.", "on the shelf"),
+        ("3", "3"),
+        ("", ""),
+    ],
+)
+def test_normalize_answer(raw, normal):
+    from egovlm.contract import normalize_answer
+
+    assert normalize_answer(raw) == normal
+
+
+def test_answers_match_is_exact_after_normalising():
+    from egovlm.contract import answers_match
+
+    assert answers_match("The yellow banana.", "the yellow banana")
+    assert answers_match("yellow  banana", "the yellow banana")
+    assert answers_match("B", "B") and answers_match("b", "B")
+    assert not answers_match("the yellow bananas", "the yellow banana")  # no fuzzy matching
+    assert not answers_match("banana", "the yellow banana")
+    assert not answers_match("B", "C")
+    assert not answers_match(None, "B") and not answers_match("B", None) and not answers_match(" . ", ".")
+
+
+def test_multiple_choice_answer_as_a_letter_keeps_the_raw_text():
+    p = parse_answer(_answer(" b "), "ABC", OPTS)
+    assert p.format_ok and p.answer == "B" and p.answer_text == "b"
+
+
+@pytest.mark.parametrize("body", ["the yellow banana", "The Yellow Banana.", "yellow banana"])
+def test_multiple_choice_answer_as_an_options_exact_text_is_its_letter(body):
+    p = parse_answer(_answer(body), "ABC", OPTS)
+    assert p.format_ok, p.problems
+    assert p.answer == "B" and p.answer_text == body
+
+
+def test_option_text_needs_the_options_and_the_letters_default_to_their_keys():
+    assert parse_answer(_answer("the yellow banana"), "ABC").answer is None  # no texts given: letters only
+    assert parse_answer(_answer("the yellow banana"), None, OPTS).answer == "B"  # letters from the keys
+
+
+def test_text_matching_several_options_is_no_answer():
+    p = parse_answer(_answer("the cup"), "ABC", {"A": "the cup", "B": "The cup.", "C": "the book"})
+    assert p.answer is None and not p.format_ok
+    assert any("several options" in msg for msg in p.problems), p.problems
+
+
+@pytest.mark.parametrize("body", ["the green apple", "yellow", "the yellow banana or the red cup", "F"])
+def test_text_that_is_no_option_is_no_answer(body):
+    p = parse_answer(_answer(body), "ABC", OPTS)
+    assert p.answer is None and not p.format_ok and p.answer_text == body
+    assert any("one option's text" in msg for msg in p.problems), p.problems
+
+
+def test_open_answer_is_the_words_and_an_empty_body_is_no_answer():
+    p = parse_answer(_answer(" the yellow banana "), None)
+    assert p.format_ok and p.answer == "the yellow banana" == p.answer_text
+    for letters, options in ((None, None), ("ABC", OPTS)):
+        empty = parse_answer(_answer("  "), letters, options)
+        assert empty.answer is None and empty.answer_text is None and not empty.format_ok

@@ -99,3 +99,31 @@ def test_clip_window_round_trips_and_old_rows_still_load(tmp_path):
     assert (cut.start_s, cut.end_s, cut.salient_times) == (2.0, 9.5, [2.0, 9.5])
     write_jsonl(path, [old_item, cut])
     assert read_jsonl(path) == [old_item, cut]
+
+
+def test_open_question_has_no_options_and_words_for_its_answer(tmp_path):
+    item = QAItem.model_validate(_row(options=None, answer="the yellow banana"))
+    assert item.is_open and item.letters is None
+    assert QAItem.model_validate(_row()).letters == "ABC" and not QAItem.model_validate(_row()).is_open
+    withheld = QAItem.model_validate(_row(id="q2", options=None, answer=None))
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, [item, withheld])
+    assert read_jsonl(path) == [item, withheld]
+
+
+@pytest.mark.parametrize("answer", ["", "   "])
+def test_open_question_needs_non_empty_words(tmp_path, answer):
+    path = tmp_path / "d.jsonl"
+    _write(path, [_row(options=None, answer=answer)])
+    with pytest.raises(DatasetError, match="non-empty"):
+        read_jsonl(path)
+
+
+def test_options_key_is_still_required(tmp_path):
+    """An open question says ``"options": null``; a row without the key is still a broken row."""
+    row = _row()
+    del row["options"]
+    path = tmp_path / "d.jsonl"
+    _write(path, [row])
+    with pytest.raises(DatasetError, match=":1:options"):
+        read_jsonl(path)

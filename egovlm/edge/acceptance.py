@@ -420,7 +420,7 @@ def check_answer(answer: Mapping[str, Any], options: Mapping[str, str] | None) -
     from egovlm.contract import parse_answer
 
     text = str(answer.get("text", ""))
-    parsed = parse_answer(text, "".join(options) if options else None)
+    parsed = parse_answer(text, "".join(options) if options else None, options)
     lat = answer.get("latency", {})
     return {
         "text": text,

@@ -106,6 +106,11 @@ class AskResponse(BaseModel):
     options: dict[str, str] | None
     text: str
     answer: str | None
+    answer_text: str | None = Field(
+        default=None,
+        description="the <answer> body as written: an open answer's words; for multiple choice the letter or "
+        "option text the model wrote (`answer` is then its letter)",
+    )
     think: str | None
     format_ok: bool
     problems: list[str]

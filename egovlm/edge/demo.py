@@ -3,10 +3,12 @@ with the keyframes they cite and where the time went.
 
 :func:`run_demo` starts the real runtime (GStreamer ``synth://`` source → keyframe selector →
 buffer → cached model state), waits until the buffer holds a few keyframes and the synthetic
-wearer has picked something up, then asks questions built from what actually happened (so the
-correct option is known and printed beside the model's). With a random-init offline model the
-answers are noise; the point is the path and the timings. ``interactive=True`` then keeps
-serving the web page until Ctrl-C.
+wearer has picked something up, then asks "What did I pick up most recently?" twice, as a
+multiple-choice question and as an open one (answered in words), with the ground truth from the
+live stream's events printed beside the model's answer and whether it was right
+(:func:`egovlm.contract.answers_match`). With a random-init offline model the answers are noise;
+the point is the path and the timings. ``interactive=True`` then keeps serving the web page
+until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from egovlm.contract import answers_match
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, build_runtime
 
 log = logging.getLogger("egovlm.edge.demo")
 
 DEMO_SOURCE = "synth://?fps=10&size=320x240&seed=0"
 Printer = Callable[[str], None]
+LAST_PICKUP = "What did I pick up most recently?"
+DemoQuestion = tuple[str, dict[str, str] | None, str | None]
 
 
 def _object_names(limit: int = 12) -> list[str]:
@@ -31,22 +36,29 @@ def _object_names(limit: int = 12) -> list[str]:
     return [k.name for k in CATALOGUE][:limit]
 
 
-def demo_questions(events: list[Any]) -> list[tuple[str, dict[str, str] | None, str | None]]:
-    """(question, options, correct letter) from the ground-truth events seen so far: a
-    multiple-choice question about the last pick-up (when there was one) and an open one."""
+def demo_questions(events: list[Any]) -> list[DemoQuestion]:
+    """(question, options, ground truth) from the events seen so far: the last pick-up as a
+    multiple-choice question (truth: its letter) and as an open one (truth: the object in words, as
+    EgoSynth's open questions name it, "the yellow banana"). Before any pick-up only the open
+    question is asked, without a ground truth."""
     picked = [e for e in events if getattr(e, "action", "") == "pick_up"]
-    questions: list[tuple[str, dict[str, str] | None, str | None]] = []
-    if picked:
-        last = picked[-1].object
-        others = [n for n in _object_names() if n != last][:4]
-        names = [last, *others]
-        order = sorted(range(5), key=lambda i: (i * 7 + len(last)) % 5)  # fixed shuffle, not always "A"
-        letters = "ABCDE"
-        options = {letters[j]: names[i] for j, i in enumerate(order)}
-        correct = next(letter for letter, name in options.items() if name == last)
-        questions.append(("What did I pick up most recently?", options, correct))
-    questions.append(("Where am I and what am I doing?", None, None))
-    return questions
+    if not picked:
+        return [(LAST_PICKUP, None, None)]
+    last = picked[-1].object
+    others = [n for n in _object_names() if n != last][:4]
+    names = [last, *others]
+    order = sorted(range(5), key=lambda i: (i * 7 + len(last)) % 5)  # fixed shuffle, not always "A"
+    letters = "ABCDE"
+    options = {letters[j]: names[i] for j, i in enumerate(order)}
+    correct = next(letter for letter, name in options.items() if name == last)
+    return [(LAST_PICKUP, options, correct), (LAST_PICKUP, None, f"the {last}")]
+
+
+def verdict(answer: str | None, truth: str, options: dict[str, str] | None) -> str:
+    """The ground-truth line printed under an answer: the truth and whether the answer matched it."""
+    shown = f"{truth}. {options[truth]}" if options else truth
+    right = "right" if answers_match(answer, truth) else "wrong"
+    return f"ground truth: {shown}  ({right})"
 
 
 def run_demo(
@@ -77,16 +89,16 @@ def run_demo(
         _warm_up(runtime, min_keyframes, warmup_timeout_s, out)
         assert runtime.ingest is not None
         events = [e for _, batch in runtime.ingest.synth_events() for e in batch]
-        for question, options, correct in demo_questions(events):
+        for question, options, truth in demo_questions(events):
             out("")
-            out(f"Q: {question}")
+            out(f"Q: {question}" + ("" if options else "  (open: answered in words)"))
             for letter, text in (options or {}).items():
                 out(f"   {letter}. {text}")
             answer = runtime.ask(question, options)
             view = answer_response(answer, f"demo-{len(answers) + 1}", "", max_new_tokens).model_dump()
             out(format_answer_report(view))
-            if correct:
-                out(f"ground truth: {correct}. {options[correct] if options else ''}")
+            if truth is not None:
+                out(verdict(answer.parsed.answer, truth, options))
             answers.append(view)
         _summary(runtime, answers, out)
     except BaseException:

@@ -128,6 +128,7 @@ class Answer:
             "options": self.options,
             "text": self.text,
             "answer": self.parsed.answer,
+            "answer_text": self.parsed.answer_text,
             "think": self.parsed.think,
             "format_ok": self.parsed.format_ok,
             "problems": list(self.parsed.problems),
@@ -547,7 +548,7 @@ class Engine:
     ) -> Answer:
         total = (time.perf_counter() - t0) * 1000
         queue = (t_ready - t0) * 1000
-        parsed = parse_answer(out.text, "".join(options) if options else None)
+        parsed = parse_answer(out.text, "".join(options) if options else None, options)
         n = len(snapshot.keyframes)
         cited = tuple(
             CitedFrame(i, snapshot.keyframes[i - 1].id, snapshot.keyframes[i - 1].t)

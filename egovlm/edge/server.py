@@ -191,6 +191,7 @@ def answer_response(answer: Answer, rid: str, base: str, max_new_tokens: int) ->
         options=answer.options,
         text=answer.text,
         answer=answer.parsed.answer,
+        answer_text=answer.parsed.answer_text,
         think=answer.parsed.think,
         format_ok=answer.parsed.format_ok,
         problems=list(answer.parsed.problems),

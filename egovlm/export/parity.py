@@ -254,8 +254,9 @@ def measure(
 def accuracy(
     reference: VLMRunner, candidate: VLMRunner, prompts: Sequence[Prompt], max_new_tokens: int
 ) -> dict[str, Any]:
-    """Answer-letter accuracy of both runners on answered prompts (contract.parse_answer)."""
-    from egovlm.contract import parse_answer
+    """Answer accuracy of both runners on answered prompts: the option letter (written as the letter
+    or the option's text) or, for an open prompt, the words (contract.parse_answer, answers_match)."""
+    from egovlm.contract import answers_match, parse_answer
 
     answered = [p for p in prompts if p.answer]
     if not answered:
@@ -265,7 +266,7 @@ def accuracy(
         letters = "".join(p.options) if p.options else None
         for name, runner in (("reference", reference), ("candidate", candidate)):
             text = runner.generate(p.frames, p.question, p.options, max_new_tokens=max_new_tokens).text
-            hits[name] += parse_answer(text, letters).answer == p.answer
+            hits[name] += answers_match(parse_answer(text, letters, p.options).answer, p.answer)
     n = len(answered)
     ref_acc, cand_acc = hits["reference"] / n, hits["candidate"] / n
     return {"items": n, "reference": ref_acc, "candidate": cand_acc, "delta": cand_acc - ref_acc}

@@ -99,7 +99,8 @@ def dataset_prompts(
             shots = _sample(read_frame_dir(media), frames_per_prompt)
         images = [resize_for_model(img, keyframe_size) for _, img in shots]
         frames = frame_set(images, [t for t, _ in shots])
-        prompts.append(Prompt(frames, item.question, dict(item.options), item.answer, item.source))
+        options = dict(item.options) if item.options is not None else None  # None: an open question
+        prompts.append(Prompt(frames, item.question, options, item.answer, item.source))
     if not prompts:
         raise ValueError(f"{jsonl}: no QA items")
     return prompts

@@ -3,7 +3,9 @@
 Layout of an output folder (paths inside rows are relative to it)::
 
     videos/<clip_id>.mp4   H.264, yuv420p
-    qa.jsonl               egovlm.schema.QAItem rows (source "egosynth")
+    qa.jsonl               egovlm.schema.QAItem rows (source "egosynth"), multiple choice
+    open.jsonl             the same clips' first/last pick-up questions in open form (no options,
+                           the answer in words: "the yellow banana"; egovlm.synth.qa.open_items)
     events.jsonl           one row per pick-up / put-down: time, frame, object, place, hand, salient frames
     captions.jsonl         one row per clip: time-stamped narration sentences and the joined text
     clips.jsonl            one row per clip: activity, objects (start and end places), idle stretches
@@ -31,7 +33,7 @@ from egovlm.schema import write_jsonl
 from egovlm.synth import seeds
 from egovlm.synth.captions import caption_entries, narration
 from egovlm.synth.preview import Tile, contact_sheet, plan_tiles, write_png
-from egovlm.synth.qa import QADraft, assign_letters, make_drafts
+from egovlm.synth.qa import QADraft, assign_letters, make_drafts, open_items
 from egovlm.synth.renderer import RenderConfig, Renderer
 from egovlm.synth.script import Script, plan_clip
 from egovlm.synth.writer import Mp4Writer
@@ -223,10 +225,11 @@ class SynthSummary:
     out: Path
     clips: int
     frames: int
-    questions: int
+    questions: int  # multiple choice (qa.jsonl)
     events: int
     seconds: float  # wall clock for the whole call
     cpu_seconds: float  # CPU time spent on clips, summed over workers
+    open_questions: int = 0  # open form (open.jsonl)
 
     @property
     def frames_per_cpu_second(self) -> float:
@@ -275,6 +278,7 @@ def synthesize(
     drafts = [d for o in outputs for d in o.drafts]
     items = assign_letters(drafts, np.random.default_rng(seeds.letters_sequence(split, seed)))
     write_jsonl(out / "qa.jsonl", items)
+    open_questions = write_jsonl(out / "open.jsonl", open_items(drafts))
     atomic_write_text(out / "events.jsonl", _jsonl([e for o in outputs for e in o.events]))
     atomic_write_text(out / "captions.jsonl", _jsonl([o.captions for o in outputs]))
     atomic_write_text(out / "clips.jsonl", _jsonl([o.clip_row for o in outputs]))
@@ -286,6 +290,7 @@ def synthesize(
         sum(len(o.events) for o in outputs),
         time.perf_counter() - start,
         sum(o.cpu_seconds for o in outputs),
+        open_questions,
     )
 
 

@@ -6,6 +6,10 @@ checked to be false against the script); letters are assigned later over a whole
 are balanced and no position can be learned. Distractors name objects and places that are really
 in the clip, so a question cannot be answered by spotting the odd one out. ``salient_times`` are
 the times of the events the answer rests on (exact frame timestamps).
+
+:func:`open_items` gives the open form (no options, the answer in words) of the question types in
+:data:`OPEN_TYPES`: the same question and ground truth, answered with the text the
+multiple-choice option uses ("the yellow banana").
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from egovlm.synth.scene import PLACE_BY_NAME, PLACES
 from egovlm.synth.script import ACTIVITIES, Event, Script
 
 SOURCE = "egosynth"
+# Question types asked in open form too: their answer is one object, named as the catalogue names it.
+OPEN_TYPES = ("first_pickup", "last_pickup")
+OPEN_ID_SUFFIX = "-open"
 
 
 @dataclass
@@ -352,3 +359,26 @@ def _options(draft: QADraft, slot: int, rng: np.random.Generator) -> dict[str, s
     wrong = [draft.distractors[int(i)] for i in rng.permutation(4)]
     texts = [*wrong[:slot], draft.correct, *wrong[slot:]]
     return dict(zip(OPTION_LETTERS, texts, strict=False))
+
+
+def open_items(drafts: list[tuple[QADraft, dict[str, Any]]]) -> list[QAItem]:
+    """Open rows (``options`` None, ``answer`` the words) for the drafts of :data:`OPEN_TYPES`.
+
+    ``drafts`` is what :func:`assign_letters` takes; the ids are the multiple-choice rows' ids plus
+    :data:`OPEN_ID_SUFFIX`, so both forms can sit in one dataset."""
+    return [
+        QAItem(
+            id=row["id"] + OPEN_ID_SUFFIX,
+            video=row["video"],
+            question=draft.question,
+            options=None,
+            answer=draft.correct,
+            salient_times=[round(t, 6) for t in draft.salient_times],
+            duration_s=row["duration_s"],
+            question_type=draft.question_type,
+            source=SOURCE,
+            meta={**row["meta"], **draft.meta},
+        )
+        for draft, row in drafts
+        if draft.question_type in OPEN_TYPES
+    ]

@@ -168,6 +168,11 @@ def evaluate(
     cache_dir: Path | None = typer.Option(
         None, help="Decoded-frame cache (default: OUT/frame_cache); evals of one dataset can share one."
     ),
+    keyframe_prior_data: Path | None = typer.Option(
+        None,
+        "--keyframe-prior-data",
+        help="Training JSONL the positional keyframe baseline is fitted on (default: --config's data.train).",
+    ),
 ) -> None:
     """Greedy eval; resumable (skips ids already done). Under `accelerate launch` the items are split
     across the processes and the main one writes the merged results."""
@@ -191,6 +196,7 @@ def evaluate(
         keyframe_tolerance_s=keyframe_tolerance,
         limit=limit,
         cache_dir=cache_dir,
+        prior_data=keyframe_prior_data,
     )
     try:
         result = run_eval(model, data, out, opts)
@@ -214,4 +220,9 @@ def _summary(m: dict[str, Any]) -> str:
         f"accuracy {pct(m['accuracy'])}  format failures {pct(m['format_failure_rate'])}  keyframe F1 {kf}",
     ]
     lines += [f"  {t}: {pct(v['accuracy'])} of {v['items']}" for t, v in m["per_question_type"].items()]
+    if m.get("open_items"):
+        lines.append(f"open questions {m['open_items']}: exact answer {pct(m['open_accuracy'])}")
+        lines += [
+            f"  {t}: {pct(v['accuracy'])} of {v['items']}" for t, v in m["open_per_question_type"].items()
+        ]
     return "\n".join(lines)

@@ -1,12 +1,13 @@
 """Training recipes: a dataclass tree loaded from YAML, with dotted ``key=value`` overrides.
 
-A recipe has six sections::
+A recipe has seven sections::
 
     run:     where the run lives and on which device
     model:   checkpoint (local folder or hub id), dtype, 4-bit loading, vision freezing
     lora:    LoRA adapter (off = full fine-tuning)
     data:    JSONL dataset, frames per prompt, frame sampling, EgoSynth generation
     rewards: reward weights and shaping (the formulas live in egovlm.train.rewards)
+    rollouts: per-rollout option shuffles, masking of uniform groups (egovlm.train.rollouts)
     grpo:    passed verbatim to TRL's GRPOConfig (any of its fields; unknown names are errors)
 
 Relative paths are relative to the working directory, like every TRL/transformers recipe.
@@ -129,12 +130,25 @@ class RewardsSection:
 
 
 @dataclass(config=STRICT)
+class RolloutsSection:
+    """How a question's rollouts are built and which groups reach the loss (:mod:`egovlm.train.rollouts`).
+    How many questions a step sees and how often each is used are TRL's: ``grpo.per_device_train_batch_size``
+    / ``grpo.num_generations`` questions per generation batch (per process), ``grpo.num_train_epochs`` (or
+    ``max_steps``) passes with fresh rollouts, ``grpo.num_iterations`` updates on the same rollouts."""
+
+    shuffle_options: bool = False  # each rollout sees its own permutation of the option texts
+    drop_uniform_groups: bool = False  # DAPO dynamic sampling, masked not resampled: no loss from a group
+    # whose rewards are all equal (their fraction is logged either way, as uniform_group_fraction)
+
+
+@dataclass(config=STRICT)
 class TrainConfig:
     run: RunSection
     model: ModelSection
     data: DataSection
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
     rewards: RewardsSection = dataclasses.field(default_factory=RewardsSection)
+    rollouts: RolloutsSection = dataclasses.field(default_factory=RolloutsSection)
     grpo: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str = "<defaults>"  # the file it came from (set by load_config)
 
@@ -277,6 +291,17 @@ def generation_batch(grpo: dict[str, Any], num_processes: int) -> tuple[int, int
 
 
 def check_batch(cfg: TrainConfig, num_processes: int) -> None:
+    """The batch arithmetic TRL checks later (or not at all), explained in the recipe's terms.
+
+    A generation batch is ``per_device_train_batch_size x processes x steps_per_generation``
+    completions, made of whole groups of ``num_generations`` rollouts of one question each; so
+    ``per_device_train_batch_size: 32, num_generations: 8`` is 4 questions per step on one process."""
+    src = cfg.source
+    if cfg.grpo.get("generation_batch_size") is not None and cfg.grpo.get("steps_per_generation") is not None:
+        raise ConfigError(
+            f"{src}: set grpo.generation_batch_size or grpo.steps_per_generation, not both "
+            "(TRL derives each from the other and refuses the pair)"
+        )
     batch, g = generation_batch(cfg.grpo, num_processes)
     per_step = int(cfg.grpo.get("per_device_train_batch_size", 8)) * num_processes
     if cfg.grpo.get("generation_batch_size") is not None and batch % per_step:
@@ -289,5 +314,21 @@ def check_batch(cfg: TrainConfig, num_processes: int) -> None:
     if batch % g:
         raise ConfigError(
             f"{cfg.source}: the generation batch ({batch} = per_device_train_batch_size x {num_processes} "
-            f"process(es) x steps_per_generation) must be divisible by grpo.num_generations ({g})"
+            f"process(es) x steps_per_generation) must be divisible by grpo.num_generations ({g}): it holds "
+            f"whole groups, one question's {g} rollouts each (e.g. per_device_train_batch_size: {4 * g} is 4 "
+            "questions per step)"
+        )
+    iterations = cfg.grpo.get("num_iterations", 1)
+    if int(iterations) < 1:
+        raise ConfigError(
+            f"{src}: grpo.num_iterations must be >= 1 (policy updates per generation batch; 1 = on-policy), "
+            f"got {iterations}; to use each question more than once with fresh rollouts raise "
+            "grpo.num_train_epochs (or grpo.max_steps) instead"
+        )
+    if cfg.rollouts.drop_uniform_groups and batch // g < 2:
+        raise ConfigError(
+            f"{src}: rollouts.drop_uniform_groups with one question per generation batch ({batch} "
+            f"completions = one group of grpo.num_generations {g}): whenever that group's rewards are all "
+            "equal the step trains on nothing. Raise grpo.per_device_train_batch_size (or "
+            f"steps_per_generation) to a multiple of {g} that holds several questions, or turn it off"
         )

@@ -10,9 +10,12 @@ frames. ``egovlm data prepare`` (:mod:`egovlm.train.prepare`) fills the cache fo
 training set before launch; the trainer then only reads it (:func:`read_prepared`).
 
 The training dataset (a ``datasets.Dataset``) has the columns TRL and the rewards read:
-``prompt`` (contract messages with image placeholders), ``images`` (the frame PNGs, decoded to
-PIL on access), ``answer``, ``letters``, ``frame_times``, ``salient_times``,
-``selector_frames``, ``question_type``, ``id``.
+``prompt`` (contract messages with image placeholders), ``question`` (its text, so a per-rollout
+option shuffle can re-render the prompt: :mod:`egovlm.train.rollouts`), ``images`` (the frame
+PNGs, decoded to PIL on access), ``answer``, ``letters`` (None for an open question), ``option_texts`` (the
+options' texts in letter order, empty for an open question: the rewards map an answer written
+as an option's text to its letter), ``frame_times``, ``salient_times``, ``selector_frames``,
+``question_type``, ``id``.
 """
 
 from __future__ import annotations
@@ -190,9 +193,11 @@ def row(p: PreparedItem, selector_k: int, selector: dict[str, Any] | None = None
     return {
         "id": item.id,
         "prompt": p.messages(),
+        "question": item.question,
         "images": [str(f) for f in p.frame_files],
         "answer": item.answer,
-        "letters": "".join(item.options),
+        "letters": item.letters,
+        "option_texts": list((item.options or {}).values()),
         "frame_times": p.frame_times,
         "salient_times": list(item.salient_times or []),
         "selector_frames": [] if has_times else sampling.selector_frames(p.frames, selector_k, selector),

@@ -8,7 +8,17 @@ model's keyframe size). Two prompts (``--prompt``):
   content-free keyframe baselines computed on the same items, so a keyframe F1 can be judged);
 * ``plain`` — the letter-only prompt published EgoSchema numbers for Qwen2.5-VL are measured with
   (:func:`egovlm.contract.build_plain_messages`, lmms-eval's), scored by
-  :func:`egovlm.contract.parse_letter`: accuracy only (no format, no keyframes).
+  :func:`egovlm.contract.parse_letter`: accuracy only (no format, no keyframes); multiple-choice
+  items only.
+
+A dataset may mix multiple-choice and open questions (``options`` None, the answer in words).
+Multiple-choice accuracy (``accuracy``, ``per_question_type``) and open accuracy
+(``open_accuracy``, ``open_per_question_type``: the words equal the ground truth after
+:func:`egovlm.contract.normalize_answer`, i.e. the exact object) are reported side by side, never
+pooled. Each row records its ``answer_form`` (``letter`` for a multiple-choice question, ``words``
+for an open one) and, for a multiple-choice answer, whether the model wrote the letter or the
+option's text (``answered_with``); ``metrics.json`` counts both (``answer_forms``,
+``mc_answered_with``).
 
 ``max_new_tokens`` defaults to what the model was trained to write: ``--config RECIPE``'s
 ``grpo.max_completion_length``, else the recipe ``egovlm train`` saved next to the model
@@ -24,9 +34,11 @@ of processes) by skipping the ids in all these files; a torn last line is droppe
 Outputs in ``--out``:
 
 * ``completions.jsonl`` — one row per item (completion, parsed answer, scores);
-* ``metrics.json`` — accuracy overall and per question type (items with public answers), the
-  prompt, ``max_new_tokens`` and its source, the process count, format-failure and no-answer rates,
-  keyframe F1 and its content-free baselines (grammar prompt only), the submission summary;
+* ``metrics.json`` — multiple-choice and open accuracy, overall and per question type (items with
+  public answers), the prompt, ``max_new_tokens`` and its source, the process count, format-failure
+  and no-answer rates, keyframe F1 and its content-free baselines (grammar prompt only: cite all,
+  the best fixed position, and with ``prior_data`` the positional prior the keyframe reward is
+  measured against), the submission summary;
 * ``submission.csv`` — when the items include EgoSchema rows or rows without a public answer: the
   EgoSchema competition's format (Kaggle ``egoschema-public``): header ``q_uid,answer``, one row per
   item given (the 500 with public answers too), ``answer`` the 0-based option index. A completion
@@ -54,6 +66,7 @@ from egovlm.atomic import atomic_write_text
 from egovlm.contract import (
     PLAIN_MAX_NEW_TOKENS,
     Message,
+    answers_match,
     build_messages,
     build_plain_messages,
     parse_answer,
@@ -63,7 +76,7 @@ from egovlm.schema import QAItem, read_jsonl
 from egovlm.train import sampling
 from egovlm.train.dataset import FrameSpec, PreparedItem, prepare_item
 from egovlm.train.generation import greedy
-from egovlm.train.rewards import f1, salient_set
+from egovlm.train.rewards import KeyframeReward, PositionalPrior, f1, salient_set
 
 COMPLETIONS = "completions.jsonl"
 PART = "completions.rank{rank}.jsonl"  # one per process while an eval runs
@@ -89,6 +102,9 @@ class EvalOptions:
     limit: int | None = None
     cache_dir: Path | None = None
     progress: bool = True
+    prior_data: Path | None = (
+        None  # training JSONL for the positional keyframe baseline (see resolve_prior_data)
+    )
 
 
 def load_for_eval(model: str, device: str) -> tuple[Any, Any, tuple[int, int]]:
@@ -159,11 +175,30 @@ def resolve_max_new_tokens(opts: EvalOptions, model: str) -> tuple[int, str]:
     return DEFAULT_MAX_NEW_TOKENS, "default: configs/egovlm_3b.yaml's grpo.max_completion_length"
 
 
+def resolve_prior_data(opts: EvalOptions) -> Path | None:
+    """The training JSONL the positional keyframe baseline is fitted on: ``prior_data``, else with
+    ``--config`` the recipe's (``rewards.keyframe_prior_data``, else ``data.train``) when that file
+    exists; None skips the baseline."""
+    if opts.prior_data is not None:
+        return opts.prior_data
+    if opts.recipe is None:
+        return None
+    from egovlm.train.config import load_config
+
+    cfg = load_config(opts.recipe)
+    path = Path(cfg.rewards.keyframe_prior_data or cfg.data.train)
+    return path if path.is_file() else None
+
+
 # --- prompts and scoring ----------------------------------------------------------------------------
 
 
 def prompt_messages(p: PreparedItem, prompt: str) -> list[Message]:
     if prompt == "plain":
+        if p.item.options is None:
+            raise ValueError(
+                f"{p.item.id}: the plain prompt asks for an option letter; this question is open"
+            )
         return build_plain_messages(p.frames, p.item.question, p.item.options)
     return build_messages(p.frames, p.item.question, p.item.options)
 
@@ -171,12 +206,13 @@ def prompt_messages(p: PreparedItem, prompt: str) -> list[Message]:
 def score(p: PreparedItem, completion: str, opts: EvalOptions) -> dict[str, Any]:
     """One completions.jsonl row. Keyframe and format fields are None under the plain prompt."""
     item = p.item
-    letters = "".join(item.options)
+    letters = item.letters or ""
     row: dict[str, Any] = {
         "id": item.id,
         "prompt": opts.prompt,
         "question_type": item.question_type,
         "answer": item.answer,
+        "answer_form": "words" if item.is_open else "letter",
         "source": item.source,
         "q_uid": item.meta.get("q_uid", item.id),
         "letters": letters,
@@ -186,9 +222,12 @@ def score(p: PreparedItem, completion: str, opts: EvalOptions) -> dict[str, Any]
     if opts.prompt == "plain":
         letter = parse_letter(completion, letters)
         row.update(predicted=letter, format_ok=None, problems=[] if letter else ["no option letter"])
+        row.update(answered_with="letter" if letter else None, predicted_text=letter)
         row.update(keyframes=None, salient_frames=None, keyframe_f1=None)
     else:
-        parsed = parse_answer(completion, letters)
+        parsed = parse_answer(completion, item.letters, item.options)
+        row.update(answered_with=_answered_with(parsed.answer, parsed.answer_text, item.is_open))
+        row.update(predicted_text=parsed.answer_text)
         selector = [] if item.salient_times else sampling.selector_frames(p.frames, opts.selector_k)
         target = salient_set(p.frame_times, item.salient_times, selector, opts.keyframe_tolerance_s)
         row.update(predicted=parsed.answer, format_ok=parsed.format_ok, problems=parsed.problems)
@@ -197,19 +236,47 @@ def score(p: PreparedItem, completion: str, opts: EvalOptions) -> dict[str, Any]
             salient_frames=target,
             keyframe_f1=f1(parsed.keyframes or [], target) if target else None,
         )
-    row["correct"] = None if item.answer is None else row["predicted"] == item.answer
+    row["correct"] = None if item.answer is None else answers_match(row["predicted"], item.answer)
     return row
+
+
+def _answered_with(answer: str | None, written: str | None, is_open: bool) -> str | None:
+    """How a multiple-choice answer was given: ``letter``, ``text`` (an option's text) or None
+    (no answer, or an open question, whose answers are always words)."""
+    if is_open or answer is None or written is None:
+        return None
+    return "letter" if written.upper() == answer else "text"
 
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def content_free_keyframe_f1(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """What citing without looking earns on these rows: every frame, and the one fixed frame
-    position per question type that scores best here (chosen on these very rows, so an upper
-    bound for any fixed-position policy). A model's keyframe F1 means something above these."""
+def content_free_keyframe_f1(
+    rows: list[dict[str, Any]], prior: PositionalPrior | None = None
+) -> dict[str, float | None]:
+    """What citing without looking earns on these rows: every frame; the one fixed frame position
+    per question type that scores best here (chosen on these very rows, so an upper bound for any
+    fixed-position policy); and, with ``prior`` (fitted on the training rows), the keyframe reward's
+    own content-free baseline: per row, the best F1 of any prefix of the question type's positional
+    ranking (:meth:`egovlm.train.rewards.KeyframeReward.content_free`, the per-prompt maximum the
+    ``positional`` prior subtracts). A model's keyframe F1 means something above these."""
     kf = [r for r in rows if r.get("keyframe_f1") is not None]
+    positional: float | None = None
+    if prior is not None and kf:
+        family = KeyframeReward(prior="positional", prior_data=prior)
+        positional = _mean(
+            [
+                max(
+                    (
+                        f1(c, r["salient_frames"])
+                        for c in family.content_free(len(r["frame_times"]), r["question_type"])
+                    ),
+                    default=0.0,
+                )
+                for r in kf
+            ]
+        )
     cite_all = [f1(range(1, len(r["frame_times"]) + 1), r["salient_frames"]) for r in kf]
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in kf:
@@ -221,28 +288,44 @@ def content_free_keyframe_f1(rows: list[dict[str, Any]]) -> dict[str, float | No
     return {
         "keyframe_f1_cite_all": _mean(cite_all),
         "keyframe_f1_best_fixed_position": sum(fixed) / len(kf) if kf else None,
+        "keyframe_f1_positional_prior": positional,
     }
 
 
-def metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    answered = [r for r in rows if r["answer"] is not None]
+def _accuracy_by_type(rows: list[dict[str, Any]]) -> tuple[float | None, dict[str, dict[str, Any]]]:
     by_type: dict[str, list[bool]] = defaultdict(list)
-    for r in answered:
+    for r in rows:
         by_type[r["question_type"] or "untyped"].append(bool(r["correct"]))
+    per_type = {t: {"items": len(v), "accuracy": sum(v) / len(v)} for t, v in sorted(by_type.items())}
+    return _mean([float(bool(r["correct"])) for r in rows]), per_type
+
+
+def metrics(rows: list[dict[str, Any]], prior: PositionalPrior | None = None) -> dict[str, Any]:
+    """The metrics.json numbers (module docstring); ``prior`` adds the positional keyframe baseline."""
+    answered = [r for r in rows if r["answer"] is not None]
+    mc = [r for r in answered if r.get("answer_form", "letter") == "letter"]
+    words = [r for r in answered if r.get("answer_form") == "words"]
+    accuracy, per_type = _accuracy_by_type(mc)
+    open_accuracy, open_per_type = _accuracy_by_type(words)
     formats = [not r["format_ok"] for r in rows if r.get("format_ok") is not None]
     kf = [r["keyframe_f1"] for r in rows if r.get("keyframe_f1") is not None]
+    forms = [r.get("answer_form", "letter") for r in rows]
+    given = [r["answered_with"] for r in rows if r.get("answered_with") is not None]
     return {
         "items": len(rows),
         "answered_items": len(answered),
-        "accuracy": _mean([float(bool(r["correct"])) for r in answered]),
-        "per_question_type": {
-            t: {"items": len(v), "accuracy": sum(v) / len(v)} for t, v in sorted(by_type.items())
-        },
+        "accuracy": accuracy,
+        "per_question_type": per_type,
+        "open_items": len(words),
+        "open_accuracy": open_accuracy,
+        "open_per_question_type": open_per_type,
+        "answer_forms": {form: forms.count(form) for form in ("letter", "words")},
+        "mc_answered_with": {how: given.count(how) for how in ("letter", "text")},
         "format_failure_rate": _mean([float(x) for x in formats]),
         "no_answer_rate": _mean([float(r["predicted"] is None) for r in rows]),
         "keyframe_f1": _mean(kf),
         "keyframe_items": len(kf),
-        **content_free_keyframe_f1(rows),
+        **content_free_keyframe_f1(rows, prior),
         "withheld_items": len(rows) - len(answered),
     }
 
@@ -344,6 +427,11 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
         raise ValueError(f"--prompt must be one of {', '.join(PROMPTS)}, got {opts.prompt!r}")
     state = PartialState(cpu=opts.device == "cpu")
     items = read_jsonl(data)[: opts.limit] if opts.limit else read_jsonl(data)
+    if opts.prompt == "plain" and (open_ids := [i.id for i in items if i.is_open]):
+        raise ValueError(
+            f"--prompt plain asks for an option letter, but {len(open_ids)} questions are open "
+            f"(no options; first: {open_ids[0]}): use --prompt egovlm"
+        )
     max_new_tokens, source = resolve_max_new_tokens(opts, model_id)
     out.mkdir(parents=True, exist_ok=True)
     with state.main_process_first():  # the main process repairs torn lines before the others read
@@ -366,7 +454,9 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
     if state.is_main_process:
         wanted = {i.id for i in items}
         rows = [r for r in merge(out, [i.id for i in items]) if r["id"] in wanted]
-        result = metrics(rows)
+        prior_data = resolve_prior_data(opts)
+        prior = PositionalPrior.from_jsonl(prior_data) if prior_data is not None else None
+        result = metrics(rows, prior)
         result.update(
             model=model_id,
             data=str(data),
@@ -376,6 +466,7 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
             max_new_tokens=max_new_tokens,
             max_new_tokens_source=source,
             processes=state.num_processes,
+            keyframe_prior_data=None if prior_data is None else str(prior_data),
             submission=_write_submission(out, rows),
         )
         atomic_write_text(out / METRICS, json.dumps(result, indent=2) + "\n")
@@ -384,6 +475,7 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
 
 
 def _write_submission(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    rows = [r for r in rows if r.get("answer_form", "letter") == "letter"]  # open questions have no index
     if not wants_submission(rows):
         return None
     text, missing = submission_csv(rows)

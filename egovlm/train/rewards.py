@@ -9,7 +9,8 @@ that completion's weighted sum and out of the logged mean). The weights live in 
 Definitions (this project's; the paper's exact formulas are not published):
 
 * **format** — 1.0 when the completion is exactly ``<think>…</think> <keyframes>i, j</keyframes>
-  <answer>L</answer>`` (:func:`egovlm.contract.parse_answer` ``format_ok``). Otherwise partial
+  <answer>…</answer>`` with a valid answer (:func:`egovlm.contract.parse_answer` ``format_ok``: a
+  letter or an option's text, words for an open question). Otherwise partial
   credit ``format_partial × (s × tags / 6 + (1 - s) × blocks / 3)`` with ``s`` =
   ``format_tag_share`` (0.5 by default), where ``tags`` counts which of the six tags
   (``<think>``, ``</think>``, ``<keyframes>``, …) occur at least once and ``blocks`` how many of
@@ -18,9 +19,12 @@ Definitions (this project's; the paper's exact formulas are not published):
   pays nothing more. The tag term gives a model that has never seen the grammar (the R1-Zero
   start; the offline tiny models) a gradient toward it; it can also be farmed by "tag soup" (every
   tag, no content; docs/mini_experiment/LOG.md, run 1), which ``format_tag_share: 0`` rules out.
-* **accuracy** — 1.0 when the parsed ``<answer>`` letter equals the ground-truth letter, else 0.
-  The letter is read wherever the block stands (format is paid separately). Rows without a
-  public answer get ``None``.
+* **accuracy** — 1.0 when the parsed ``<answer>`` matches the ground truth, else 0
+  (:func:`egovlm.contract.answers_match`). Multiple choice: the letters compare, and an answer
+  written as one option's exact text counts as that option's letter (column ``option_texts``).
+  Open question (column ``letters`` None): the words must equal the ground-truth words after
+  :func:`egovlm.contract.normalize_answer`, no fuzzy matching. The answer is read wherever the
+  block stands (format is paid separately). Rows without a public answer get ``None``.
 * **keyframe** — how well the cited frame indices match the *salient set*, beyond what a policy
   that never looks at the frames would get. The salient set: the prompt's frames whose timestamps lie
   within ``keyframe_tolerance_s`` of the dataset's ``salient_times`` (``None``: each salient time
@@ -32,7 +36,8 @@ Definitions (this project's; the paper's exact formulas are not published):
   - ``keyframe_beta``: the match is F-beta, ``(1 + b²)·hits / (|cited| + b²·|salient|)``; ``b < 1``
     weights precision, so over-citing costs more than missing a frame (b = 1: F1).
   - ``keyframe_max_cited``: citing more frames than this scores 0 (None: no cap).
-  - ``keyframe_requires_correct``: paid only when the answer is correct (else 0).
+  - ``keyframe_requires_correct``: paid only when the answer is correct (else 0), by the accuracy
+    reward's test, so the same for letters, option texts and open answers.
   - ``keyframe_prior``: what the score is measured against. ``none``: the F-beta itself. ``cite_all``
     and ``positional``: ``max(0, F - B) / (1 - B)`` where ``B`` is, *for this prompt*, the best F-beta
     any content-free strategy in a family achieves; ``None`` when ``B = 1`` (a content-free strategy
@@ -72,7 +77,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from egovlm.contract import ParsedAnswer, parse_answer
+from egovlm.contract import ParsedAnswer, answers_match, parse_answer
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -90,13 +95,25 @@ def completion_text(completion: Any) -> str:
     return ""
 
 
-def _letters(options_letters: str | None) -> str:
-    return options_letters or "ABCDE"
+DEFAULT_LETTERS = "ABCDE"  # the option set when the dataset has no ``letters`` column
 
 
-def _parsed(completions: Sequence[Any], letters: Sequence[str | None] | None) -> list[ParsedAnswer]:
-    sets = letters if letters is not None else [None] * len(completions)
-    return [parse_answer(completion_text(c), _letters(ls)) for c, ls in zip(completions, sets, strict=True)]
+def _parsed(completions: Sequence[Any], columns: dict[str, Any]) -> list[ParsedAnswer]:
+    """Parse each completion against its row's question: ``letters`` (None: open question; no
+    column: :data:`DEFAULT_LETTERS`) and ``option_texts`` (so an option's text reads as its letter)."""
+    n = len(completions)
+    letters = columns["letters"] if columns.get("letters") is not None else [DEFAULT_LETTERS] * n
+    texts = columns.get("option_texts") or [None] * n
+    out = []
+    for c, ls, ts in zip(completions, letters, texts, strict=True):
+        options = dict(zip(ls, ts, strict=True)) if ls and ts else None
+        out.append(parse_answer(completion_text(c), ls, options))
+    return out
+
+
+def is_correct(parsed: ParsedAnswer, truth: str | None) -> bool:
+    """The accuracy test shared by the accuracy and keyframe rewards (module docstring)."""
+    return answers_match(parsed.answer, truth)
 
 
 TAGS = ("<think>", "</think>", "<keyframes>", "</keyframes>", "<answer>", "</answer>")
@@ -186,7 +203,7 @@ class FormatReward:
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         texts = [completion_text(c) for c in completions]
-        parsed = _parsed(completions, columns.get("letters"))
+        parsed = _parsed(completions, columns)
         log_metric = columns.get("log_metric")
         if log_metric is not None and parsed:
             log_metric("format_failure_rate", sum(not p.format_ok for p in parsed) / len(parsed))
@@ -194,7 +211,8 @@ class FormatReward:
 
 
 class AccuracyReward:
-    """1 when the answer letter equals the ground truth (column ``answer``), else 0."""
+    """1 when the answer (letter, option text or open words) matches the ground truth (column
+    ``answer``), else 0."""
 
     __name__ = "accuracy"
 
@@ -202,8 +220,8 @@ class AccuracyReward:
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         truths = columns.get("answer") or [None] * len(completions)
-        parsed = _parsed(completions, columns.get("letters"))
-        return [None if t is None else float(p.answer == t) for p, t in zip(parsed, truths, strict=True)]
+        parsed = _parsed(completions, columns)
+        return [None if t is None else float(is_correct(p, t)) for p, t in zip(parsed, truths, strict=True)]
 
 
 KEYFRAME_PRIORS = ("none", "cite_all", "positional")
@@ -340,7 +358,7 @@ class KeyframeReward:
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         n = len(completions)
-        parsed = _parsed(completions, columns.get("letters"))
+        parsed = _parsed(completions, columns)
         frame_times = columns.get("frame_times") or [[]] * n
         salient_times = columns.get("salient_times") or [None] * n
         selector = columns.get("selector_frames") or [None] * n
@@ -353,7 +371,7 @@ class KeyframeReward:
                 out.append(None)
                 continue
             value = self.score(p.keyframes or [], target, len(frame_times[i]), types[i])
-            wrong = self.requires_correct and (truths[i] is None or p.answer != truths[i])
+            wrong = self.requires_correct and not is_correct(p, truths[i])
             out.append(0.0 if wrong and value is not None else value)
         return out
 

@@ -5,11 +5,14 @@ What this module adds to TRL, and why:
 * Frames enter as the ``images`` column with contract prompts (docs/architecture.md#the-contract): TRL's
   video path is not wired into the loss, its image path is (docs/architecture.md#dependency-facts;
   ``tests/train/test_grad.py`` shows the vision tower receives gradient from a GRPO step).
-* ``EgoGRPOTrainer`` is the only subclass; the loss path is TRL's, untouched. It overrides two
-  methods: one appends which dataset rows each generation batch used to ``data_order.jsonl``
-  (so a resumed run can be checked against an uninterrupted one); the other makes resuming a
-  full fine-tune actually restore the weights (:func:`restore_full_weights`: transformers
-  5.23 silently skips them for Qwen2.5-VL).
+* ``EgoGRPOTrainer`` is the only subclass; the loss is TRL's, untouched. It overrides three
+  methods. Around generation: the recipe's ``rollouts`` switches (:mod:`egovlm.train.rollouts`:
+  each rollout's own permutation of the options, uniform groups counted and optionally masked out
+  of the loss), and a record of which dataset rows (and option orders) each generation batch used
+  in ``data_order.jsonl`` (so a resumed run can be checked against an uninterrupted one). Around
+  the rewards: the per-group uniformity those switches need. And resuming a full fine-tune
+  actually restores the weights (:func:`restore_full_weights`: transformers 5.23 silently skips
+  them for Qwen2.5-VL).
 * Resume: a restarted run with the same command continues from the last ``checkpoint-N`` in the
   run folder (transformers restores optimizer, scheduler, RNG and the sampler position).
 * TensorBoard logs go to ``<run>/tensorboard`` (a fixed folder, so a resumed run appends to
@@ -42,7 +45,7 @@ import yaml
 from egovlm.atomic import atomic_write_text, replace_dir
 from egovlm.config import read_yaml
 from egovlm.train import preflight
-from egovlm.train.config import ConfigError, TrainConfig
+from egovlm.train.config import ConfigError, RolloutsSection, TrainConfig
 from egovlm.train.generation import suppress_vision_tokens
 from egovlm.train.rewards import build_rewards
 
@@ -192,8 +195,13 @@ def _trainer_class() -> type:
     from trl import GRPOTrainer
 
     class EgoGRPOTrainer(GRPOTrainer):
-        """TRL's GRPOTrainer plus a record of the data order and a correct resume of full
-        weights (see module docstring and :func:`restore_full_weights`)."""
+        """TRL's GRPOTrainer plus the recipe's rollout switches, a record of the data order and a
+        correct resume of full weights (see module docstring and :func:`restore_full_weights`)."""
+
+        def __init__(self, *args: Any, rollouts: RolloutsSection | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.rollouts = rollouts or RolloutsSection()
+            self._uniform_completions: Any = None  # per completion of the last scored batch (all processes)
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             from accelerate.utils import is_peft_model
@@ -207,23 +215,53 @@ def _trainer_class() -> type:
             restore_full_weights(target, ckpt)
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
-            if self.model.training:
-                record_data_order(self, [x.get("id") for x in inputs])
-            return super()._generate_and_score_completions(inputs)
+            from egovlm.train.rollouts import drop_completions, shuffle_batch
+
+            training = self.model.training
+            offset = self.accelerator.process_index * len(inputs)  # TRL's process_slice
+            orders = None
+            if training and self.rollouts.shuffle_options:
+                step = int(self.state.global_step)
+                inputs, orders = shuffle_batch(inputs, self.num_generations, self.args.seed, step, offset)
+            if training:
+                record_data_order(self, [x.get("id") for x in inputs], orders)
+            output = super()._generate_and_score_completions(inputs)
+            if training and self.rollouts.drop_uniform_groups:
+                drop = self._uniform_completions[offset : offset + len(inputs)]
+                drop_completions(output, drop.to(output["completion_mask"].device), self.accelerator.gather)
+            return output
+
+        def _calculate_rewards(
+            self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any
+        ) -> Any:
+            from egovlm.train.rollouts import UNIFORM_METRIC, uniform_groups
+
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            mode = "train" if self.model.training else "eval"
+            g = self.num_generations if mode == "train" else self.num_generations_eval
+            uniform = uniform_groups(rewards, self.reward_weights.to(rewards.device), g)
+            self._metrics[mode][UNIFORM_METRIC].append(uniform.float().mean().item())
+            self._uniform_completions = uniform.repeat_interleave(g)
+            return rewards
 
     return EgoGRPOTrainer
 
 
-def record_data_order(trainer: Any, ids: list[Any]) -> None:
+def record_data_order(trainer: Any, ids: list[Any], orders: list[str | None] | None = None) -> None:
     """Append this generation batch's row ids to ``data_order.jsonl``: ``ids`` is the whole batch
-    (rank 0's rows first); with several processes ``ranks`` holds each rank's share. Every rank
-    calls this (it gathers from all of them)."""
+    (rank 0's rows first); with several processes ``ranks`` holds each rank's share. ``orders``
+    (with ``rollouts.shuffle_options``): per row, the original option letters shown at ``A..``
+    (:func:`egovlm.train.rollouts.shuffle_batch`). Every rank calls this (it gathers from all of them)."""
     from accelerate.utils import gather_object
 
     line: dict[str, Any] = {"step": int(trainer.state.global_step), "ids": ids}
+    if orders is not None:
+        line["orders"] = orders
     if trainer.accelerator.num_processes > 1:
         per_rank = gather_object([ids])
         line.update(ids=[i for r in per_rank for i in r], ranks=per_rank)
+        if orders is not None:
+            line["orders"] = [o for r in gather_object([orders]) for o in r]
     if trainer.accelerator.is_main_process:
         with open(Path(trainer.args.output_dir) / DATA_ORDER, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
@@ -301,6 +339,14 @@ def build_trainer(
     model, processor, _ = load_policy(cfg, model_id, device)
     dataset = build_dataset(cfg, data, spec)
     suppress_vision_tokens(args, model)
+    log.info(
+        "%d question(s) x %d rollouts per generation batch; options shuffled per rollout: %s; "
+        "uniform groups dropped: %s",
+        args.generation_batch_size // args.num_generations,
+        args.num_generations,
+        cfg.rollouts.shuffle_options,
+        cfg.rollouts.drop_uniform_groups,
+    )
     trainer_cls = _trainer_class()
     return trainer_cls(
         model=model,
@@ -310,6 +356,7 @@ def build_trainer(
         train_dataset=dataset,
         peft_config=peft_config(cfg),
         callbacks=[tensorboard_callback(run_dir), *(callbacks or [])],
+        rollouts=cfg.rollouts,
     )
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from egovlm.descriptor import describe
 from egovlm.edge.backends import BackendError, GenerationParams, PrefixState, create_backend
@@ -28,23 +27,11 @@ from egovlm.edge.backends.torch_backend import TorchBackend
 from egovlm.edge.buffer import Keyframe, KeyframeBuffer
 from egovlm.edge.engine import Engine, EngineParams
 from egovlm.frames import resize_for_model
+from tests.edge.edge_fakes import QUESTIONS, blocky_images
 from tests.exports import quick_export
 
-OPTIONS = {"A": "a red cup", "B": "a blue book", "C": "the phone"}
-QUESTIONS: list[tuple[str, Mapping[str, str] | None]] = [
-    ("What did I pick up first?", OPTIONS),
-    ("Where did I leave my keys?", None),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_NEW = 12
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Any:
-    """2 shared cores: one intra-op thread avoids OpenMP spinning; results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +54,9 @@ def reference(sharp_model_dir: Path) -> TorchBackend:
     return TorchBackend.load(sharp_model_dir)
 
 
-def _images(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    out = []
-    for _ in range(n):
-        small = np.clip(base.astype(int) + rng.integers(-90, 90, base.shape), 0, 255).astype(np.uint8)
-        out.append(np.kron(small, np.ones((15, 15, 1), dtype=np.uint8)))  # 180x240, blocky but varied
-    return out
-
-
 def _keyframes(size: tuple[int, int], n: int, seed: int = 0) -> tuple[Keyframe, ...]:
     buf = KeyframeBuffer(capacity=n)
-    for i, img in enumerate(_images(n, seed)):
+    for i, img in enumerate(blocky_images(n, seed)):
         buf.add(1.0 + 2.5 * i, resize_for_model(img, size), describe(img))
     return buf.snapshot().keyframes
 
@@ -162,7 +139,7 @@ def test_rebuild_reuses_shared_leading_keyframes_exactly(onnx: OnnxBackend) -> N
 
 def test_engine_encodes_each_keyframe_once_and_streams(onnx: OnnxBackend) -> None:
     engine = Engine(onnx, KeyframeBuffer(capacity=4), EngineParams(GenerationParams(max_new_tokens=N_NEW)))
-    for i, img in enumerate(_images(4, seed=3)):
+    for i, img in enumerate(blocky_images(4, seed=3)):
         engine.add_keyframe(2.0 * i, img)
     calls = onnx.vision_calls
     pieces: list[str] = []
@@ -182,7 +159,7 @@ def test_int8_export_loads_and_answers(int8_dir: Path) -> None:
     assert backend.describe()["precision"] == "int8"
     assert backend.describe()["providers"] == [CPU]
     engine = Engine(backend, KeyframeBuffer(capacity=3), EngineParams(GenerationParams(max_new_tokens=8)))
-    for i, img in enumerate(_images(3, seed=4)):
+    for i, img in enumerate(blocky_images(3, seed=4)):
         engine.add_keyframe(2.0 * i, img)
     for use_cache in (True, False):
         answer = engine.ask(*QUESTIONS[0], use_cache=use_cache)
@@ -215,7 +192,10 @@ def test_tampered_or_other_contract_exports_are_refused(fp32_dir: Path, tmp_path
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["contract_version"] = 99
     (other / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BackendError, match="prompt contract v99, this runtime speaks v1; re-export"):
+    from egovlm.contract import CONTRACT_VERSION
+
+    speaks = f"prompt contract v99, this runtime speaks v{CONTRACT_VERSION}; re-export"
+    with pytest.raises(BackendError, match=speaks):
         OnnxBackend.load(other)
 
 
@@ -253,7 +233,7 @@ def test_runtime_and_cli_select_the_backend(fp32_dir: Path, sharp_model_dir: Pat
 
     runtime = build_runtime(fp32_dir, None, profile="cpu", backend="onnx", capacity=2, max_new_tokens=4)
     assert isinstance(runtime.engine.backend, OnnxBackend)
-    for i, img in enumerate(_images(2, seed=6)):
+    for i, img in enumerate(blocky_images(2, seed=6)):
         runtime.engine.add_keyframe(2.0 * i, img)
     answer = runtime.ask(*QUESTIONS[1])
     assert answer.cached and len(answer.token_ids) == 4

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,22 +26,9 @@ from egovlm.edge.backends.torch_backend import TorchBackend
 from egovlm.edge.buffer import Keyframe, KeyframeBuffer
 from egovlm.edge.engine import Engine, EngineError, EngineParams
 from egovlm.frames import Frame, resize_for_model
+from tests.edge.edge_fakes import OPTIONS, QUESTIONS, blocky_images
 
-OPTIONS = {"A": "a red cup", "B": "a blue book", "C": "the phone"}
-QUESTIONS: list[tuple[str, Mapping[str, str] | None]] = [
-    ("What did I pick up first?", OPTIONS),
-    ("Where did I leave my keys?", None),
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Any:
-    """The test machine's 2 cores are shared; one intra-op thread avoids OpenMP spin under load
-    (10x faster here when other jobs run) and changes no result."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +41,9 @@ def small(small_model_dir: Path) -> TorchBackend:
     return TorchBackend.load(small_model_dir)
 
 
-def _images(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    out = []
-    for _ in range(n):
-        small = np.clip(base.astype(int) + rng.integers(-90, 90, base.shape), 0, 255).astype(np.uint8)
-        out.append(np.kron(small, np.ones((15, 15, 1), dtype=np.uint8)))  # 180x240, blocky but varied
-    return out
-
-
 def _keyframes(backend: TorchBackend, n: int, seed: int = 0) -> tuple[Keyframe, ...]:
     buf = KeyframeBuffer(capacity=n)
-    for i, img in enumerate(_images(n, seed)):
+    for i, img in enumerate(blocky_images(n, seed)):
         buf.add(1.0 + 2.5 * i, resize_for_model(img, backend.keyframe_size), describe(img))
     snap = buf.snapshot()
     assert len(snap) == n
@@ -140,7 +116,7 @@ def test_score_comparison_detects_wrong_positions(tiny: TorchBackend) -> None:
 
 def test_engine_cached_and_scratch_answers_agree(tiny: TorchBackend) -> None:
     engine = Engine(tiny, KeyframeBuffer(capacity=4), EngineParams(GenerationParams(max_new_tokens=16)))
-    for i, img in enumerate(_images(4, seed=3)):
+    for i, img in enumerate(blocky_images(4, seed=3)):
         engine.add_keyframe(2.0 * i, img)
     pieces: list[str] = []
     cached = engine.ask(*QUESTIONS[0], on_text=pieces.append)
@@ -175,7 +151,7 @@ def test_vision_encoder_runs_once_per_keyframe(tiny: TorchBackend, monkeypatch: 
 
     monkeypatch.setattr(tiny.model.model, "get_image_features", counting)
     engine = Engine(tiny, KeyframeBuffer(capacity=3), EngineParams(GenerationParams(max_new_tokens=4)))
-    images = _images(5, seed=7)
+    images = blocky_images(5, seed=7)
     for i in range(3):
         engine.add_keyframe(float(i), images[i])
     engine.ask("What now?")
@@ -219,7 +195,7 @@ def test_question_mid_rebuild_uses_last_consistent_snapshot(tiny: TorchBackend) 
     engine = Engine(
         backend, KeyframeBuffer(capacity=8), EngineParams(GenerationParams(max_new_tokens=8), debounce_s=0.01)
     )
-    images = _images(3, seed=11)
+    images = blocky_images(3, seed=11)
     with engine:
         engine.add_keyframe(1.0, images[0])
         engine.add_keyframe(3.0, images[1])
@@ -260,7 +236,7 @@ def test_question_mid_rebuild_uses_last_consistent_snapshot(tiny: TorchBackend) 
 
 
 def test_prompt_split_is_question_independent_and_boundary_checked(tiny: TorchBackend) -> None:
-    frames = [Frame(i + 1, 2.0 * i, img) for i, img in enumerate(_images(2))]
+    frames = [Frame(i + 1, 2.0 * i, img) for i, img in enumerate(blocky_images(2))]
     a = render_prompt(tiny.processor.apply_chat_template, frames, "What?", OPTIONS, "sys")
     b = render_prompt(tiny.processor.apply_chat_template, frames, "Where is it?", None, "sys")
     assert a.prefix == b.prefix and a.prefix.endswith("<|vision_end|>\n")
@@ -316,10 +292,46 @@ def test_chunked_background_rebuild_is_exact(tiny: TorchBackend) -> None:
     params = EngineParams(GenerationParams(max_new_tokens=10), debounce_s=0.01, rebuild_chunk_frames=2)
     engine = Engine(tiny, KeyframeBuffer(capacity=8), params)
     with engine:
-        for i, img in enumerate(_images(5, seed=31)):
+        for i, img in enumerate(blocky_images(5, seed=31)):
             engine.add_keyframe(1.5 * i, img)
         assert engine.wait_until_ready(60)
         cached = engine.ask(*QUESTIONS[0])
     assert len(cached.keyframes) == 5 and engine.status().rebuilds >= 1
     inputs, ref = _plain_transformers(tiny, cached.keyframes, *QUESTIONS[0], 10)
     assert list(cached.token_ids) == ref.sequences[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.mark.parametrize(
+    ("said", "options", "answer", "answer_text"),
+    [
+        ("the yellow banana", None, "the yellow banana", "the yellow banana"),  # open: the words
+        ("the yellow banana", {"A": "the red cup", "B": "the yellow banana"}, "B", "the yellow banana"),
+        ("A", {"A": "the red cup", "B": "the yellow banana"}, "A", "A"),
+    ],
+)
+def test_open_and_option_text_answers_reach_the_api_and_the_demo(
+    said: str, options: dict[str, str] | None, answer: str, answer_text: str
+) -> None:
+    """The engine parses with the question's options: an open answer's words, an option's text read as
+    its letter; both reach the API view (answer_response) and the demo's right/wrong line."""
+    from egovlm.edge.demo import demo_questions, verdict
+    from egovlm.edge.server import answer_response
+    from tests.edge.edge_fakes import ScriptedBackend
+
+    engine = Engine(ScriptedBackend(letter=said), KeyframeBuffer(capacity=4), EngineParams())
+    for i, img in enumerate(blocky_images(3, seed=5)):
+        engine.add_keyframe(2.0 * i, img)
+    a = engine.ask("What did I pick up most recently?", options)
+    assert a.parsed.format_ok and a.parsed.answer == answer and a.parsed.answer_text == answer_text
+    assert a.to_dict()["answer"] == answer and a.to_dict()["answer_text"] == answer_text
+    assert answer_response(a, "r1", "", 64).answer == answer
+    truth = "the yellow banana" if options is None else "B"
+    assert verdict(a.parsed.answer, truth, options).endswith("(right)" if answer != "A" else "(wrong)")
+
+    class Pick:
+        action, object = "pick_up", "yellow banana"
+
+    (q1, mc, letter), (q2, none, words) = demo_questions([Pick()])
+    assert q1 == q2 and mc is not None and mc[letter or ""] == "yellow banana"
+    assert none is None and words == "the yellow banana"
+    assert demo_questions([]) == [(q1, None, None)]

@@ -63,6 +63,7 @@ def ask_ok(client: TestClient, question: str = "What did I just pick up?") -> di
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     assert body["answer"] == "B" and body["format_ok"] and body["frames"]
+    assert body["answer_text"] == "B"  # the <answer> body as the model wrote it
     return body
 
 

@@ -19,7 +19,7 @@ from egovlm.synth.scene import PLACE_BY_NAME
 from egovlm.synth.script import ACTIVITY_BY_NAME
 
 SMALL = SynthConfig(size=(160, 120), fps=10, duration=12)
-GT_FILES = ("qa.jsonl", "events.jsonl", "captions.jsonl", "clips.jsonl")
+GT_FILES = ("qa.jsonl", "open.jsonl", "events.jsonl", "captions.jsonl", "clips.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_qa_validates_and_points_at_videos(dataset: Path) -> None:
     assert len(items) >= 3 * 5
     for item in items:
         assert item.source == "egosynth" and item.question_type and item.duration_s == 12.0
-        assert item.media_path(dataset).is_file()
+        assert item.media_path(dataset).is_file() and item.options is not None
         assert len(item.options) == 5 and len(set(item.options.values())) == 5
         assert item.salient_times and all(0 <= t <= item.duration_s for t in item.salient_times)
         assert item.meta["clip_id"] in item.id and item.meta["split"] == "train" and item.meta["seed"] == 5
@@ -79,7 +79,7 @@ def test_answers_agree_with_the_event_list(dataset: Path) -> None:
         cid = item.meta["clip_id"]
         ev = [e for e in events if e["clip_id"] == cid]
         picks = [e for e in ev if e["action"] == "pick_up"]
-        assert item.answer is not None and item.salient_times is not None
+        assert item.answer is not None and item.salient_times is not None and item.options is not None
         answer = item.options[item.answer]
         event_times = {e["t"] for e in ev}
         assert all(abs(e["t"] - e["frame"] / SMALL.fps) < 1e-6 for e in ev)  # events sit on frames
@@ -131,6 +131,25 @@ def test_answers_agree_with_the_event_list(dataset: Path) -> None:
             assert answer == described.capitalize() + "."
         checked[str(item.question_type)] += 1
     assert {"first_pickup", "where_ended", "count", "overall", "order"} <= set(checked)
+
+
+def test_open_questions_answer_in_words_from_the_event_list(dataset: Path) -> None:
+    """open.jsonl: first/last pick-up without options, the answer recomputed from events.jsonl and
+    equal to the text of the correct option of the same multiple-choice question."""
+    events = _rows(dataset / "events.jsonl")
+    mc = {item.id: item for item in read_jsonl(dataset / "qa.jsonl")}
+    opened = read_jsonl(dataset / "open.jsonl")
+    assert opened and {i.question_type for i in opened} <= {"first_pickup", "last_pickup"}
+    assert sum(i.question_type in ("first_pickup", "last_pickup") for i in mc.values()) == len(opened)
+    for item in opened:
+        assert item.options is None and item.answer is not None and item.is_open
+        picks = [e for e in events if e["clip_id"] == item.meta["clip_id"] and e["action"] == "pick_up"]
+        event = picks[0] if item.question_type == "first_pickup" else picks[-1]
+        assert item.answer == f"the {event['object']}" and item.salient_times == [event["t"]]
+        twin = mc[item.id.removesuffix("-open")]
+        assert twin.options is not None and twin.answer is not None
+        assert twin.question == item.question and twin.options[twin.answer] == item.answer
+        assert item.media_path(dataset).is_file() and item.source == "egosynth"
 
 
 def test_object_distractors_are_in_the_scene() -> None:

@@ -375,3 +375,68 @@ def test_two_processes_give_the_single_process_result(
         tmp_path / "one" / "submission.csv"
     ).read_text()
     assert not list((tmp_path / "two").glob("completions.rank*.jsonl"))
+
+
+def test_open_accuracy_per_type_beside_multiple_choice_and_the_positional_baseline(
+    fixture_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two multiple-choice rows (one answered with the option's text) and four open ones: accuracies
+    are kept apart, each row says its form, and the positional prior fitted on the training rows
+    gives the keyframe reward's content-free baseline."""
+    from egovlm.schema import read_jsonl, write_jsonl
+
+    items = read_jsonl(fixture_data)
+    rows = []
+    for k, item in enumerate(items):
+        item = item.model_copy(update={"video": str(item.media_path(fixture_data.parent))})
+        if k >= 2:  # open: the answer is the text of the correct option
+            assert item.options is not None and item.answer is not None
+            item = item.model_copy(update={"options": None, "answer": item.options[item.answer]})
+        rows.append(item)
+    data = tmp_path / "mixed.jsonl"
+    write_jsonl(data, rows)
+    assert rows[0].options is not None and rows[0].answer is not None
+    completions: list[str | None] = [
+        format_answer("t", [1], rows[0].options[rows[0].answer]),  # MC, right, as the option's text
+        format_answer("t", [1], "A" if rows[1].answer != "A" else "B"),  # MC, wrong, as a letter
+        format_answer("t", [1], (rows[2].answer or "").upper() + "."),  # open colour, right
+        format_answer("t", [1], (rows[3].answer or "") + "s"),  # open appearance, near miss
+        format_answer("t", [1], rows[4].answer or ""),  # open colour, right
+        format_answer("t", [1], ""),  # open appearance, empty
+    ]
+    OrderedModel(completions).install(monkeypatch)
+    opts = EvalOptions(frames=4, batch_size=4, progress=False, prior_data=fixture_data)
+    m = evaluate("fake", data, tmp_path / "out", opts)
+    assert m["answer_forms"] == {"letter": 2, "words": 4} and m["open_items"] == 4
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["mc_answered_with"] == {"letter": 1, "text": 1}
+    assert m["open_accuracy"] == pytest.approx(0.5)
+    assert m["open_per_question_type"] == {
+        "appearance": {"items": 2, "accuracy": 0.0},
+        "colour": {"items": 2, "accuracy": 1.0},
+    }
+    assert m["no_answer_rate"] == pytest.approx(1 / 6)
+    done = [json.loads(line) for line in (tmp_path / "out" / COMPLETIONS).read_text().splitlines()]
+    assert [r["answer_form"] for r in done] == ["letter"] * 2 + ["words"] * 4
+    assert done[0]["predicted"] == rows[0].answer and done[0]["answered_with"] == "text"
+    assert done[2]["predicted_text"] == (rows[2].answer or "").upper() + "."
+    # The positional prior fitted on the same rows ranks colour's frames 1, 2, … (salient 1, 2, 1) and
+    # appearance's 2, 3, … (salient 2, 3, 2). Per row the best prefix: exact (F1 1) for the common
+    # frame, the two-frame prefix (F1 2/3) for the odd one: (1 + 2/3 + 1) × 2 / 6.
+    assert m["keyframe_f1_positional_prior"] == pytest.approx(8 / 9)
+    assert m["keyframe_f1_best_fixed_position"] == pytest.approx(4 / 6)
+    assert m["keyframe_prior_data"] == str(fixture_data)
+
+
+def test_plain_prompt_refuses_open_questions(fixture_data: Path, tmp_path: Path) -> None:
+    from egovlm.schema import read_jsonl, write_jsonl
+
+    item = read_jsonl(fixture_data)[0]
+    item = item.model_copy(
+        update={"video": str(item.media_path(fixture_data.parent)), "options": None, "answer": "the cup"}
+    )
+    write_jsonl(tmp_path / "open.jsonl", [item])
+    with pytest.raises(ValueError, match="open"):
+        evaluate(
+            "fake", tmp_path / "open.jsonl", tmp_path / "out", EvalOptions(prompt="plain", progress=False)
+        )

@@ -354,3 +354,48 @@ def test_build_rewards_passes_the_keyframe_definition() -> None:
     kf = funcs[2]
     assert isinstance(kf, KeyframeReward)
     assert (kf.beta, kf.max_cited, kf.prior) == (0.5, 3, "cite_all")
+
+
+# --- option texts and open questions -----------------------------------------------------------------
+
+OPTION_TEXTS = ["the red cup", "the yellow banana", "the blue book", "the green apple"]
+
+
+def test_accuracy_pays_an_answer_written_as_the_options_text() -> None:
+    texts = [
+        format_answer("t", [2], "the yellow banana"),  # B's text
+        format_answer("t", [2], "Yellow banana."),  # B's text, normalised
+        format_answer("t", [2], "the red cup"),  # A's text: wrong
+        format_answer("t", [2], "the yellow bananas"),  # no option's text: no answer
+    ]
+    cols = {"letters": ["ABCD"] * 4, "option_texts": [OPTION_TEXTS] * 4}
+    assert call(AccuracyReward(), texts, **cols) == [1.0, 1.0, 0.0, 0.0]
+    assert call(FormatReward(), texts, **cols)[:3] == [1.0, 1.0, 1.0]
+    assert call(AccuracyReward(), texts[:1]) == [0.0]  # without option_texts only letters count
+
+
+def test_accuracy_of_an_open_answer_is_exact_after_normalising() -> None:
+    texts = [
+        format_answer("t", [2], "the yellow banana"),
+        format_answer("t", [2], "The yellow banana."),
+        format_answer("t", [2], "yellow banana"),
+        format_answer("t", [2], "the banana"),  # near miss
+        format_answer("t", [2], "the yellow bananas"),  # near miss
+        format_answer("t", [2], "B"),  # a letter is just a word here
+        format_answer("t", [2], ""),
+    ]
+    n = len(texts)
+    out = call(
+        AccuracyReward(), texts, letters=[None] * n, option_texts=[[]] * n, answer=["the yellow banana"] * n
+    )
+    assert out == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_keyframe_gate_applies_to_open_answers_and_option_texts() -> None:
+    right = format_answer("t", [2, 3], "the yellow banana")
+    near = format_answer("t", [2, 3], "the yellow bananas")
+    gate = KeyframeReward(requires_correct=True)
+    open_cols = {"letters": [None, None], "option_texts": [[], []], "answer": ["the yellow banana"] * 2}
+    assert kf_call(gate, [right, near], **open_cols) == [1.0, 0.0]
+    mc_cols = {"letters": ["ABCD"] * 2, "option_texts": [OPTION_TEXTS] * 2}
+    assert kf_call(gate, [right, near], **mc_cols) == [1.0, 0.0]

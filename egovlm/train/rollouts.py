@@ -1,0 +1,194 @@
+"""Rollouts that cannot profit from letter habits: per-rollout option shuffles and uniform groups.
+
+Two switches in the recipe's ``rollouts:`` section (:class:`egovlm.train.config.RolloutsSection`),
+both off by default; the trainer (:mod:`egovlm.train.trainer`) applies them around TRL's
+``GRPOTrainer._generate_and_score_completions``.
+
+**Options shuffled per rollout** (``shuffle_options``). TRL's ``RepeatSampler`` puts a question's
+``num_generations`` copies next to each other in the global generation batch (process ``p`` holds
+positions ``p × local_size …``), so copy ``r`` of a group is rollout ``r``. Before generation every
+copy of a multiple-choice row is rewritten: the option texts move, the letters stay ``A..`` in order,
+the ground-truth letter (``answer``) and ``option_texts`` move with the texts, and the question block
+of the prompt is re-rendered with the contract's :func:`egovlm.contract.question_text`, so the
+prompt grammar stays the contract's. The rewards read ``answer`` and ``option_texts`` from the
+rewritten row, so each rollout is scored against its own permutation's gold letter; the keyframe
+reward does not depend on the options. Open questions (no options) are left as they are.
+
+The permutations of one group (:func:`group_orders`) are a pure function of (seed, step, question
+id): rollout ``r`` takes the ``r``-th, so a permutation is fixed by (grpo seed, global step, question
+id, rollout index) and a resumed run draws the same ones. Within a group the gold text visits every
+letter in turn (a random order of letters, repeated), and no two rollouts share a permutation while
+``num_generations <= n!``: a policy that always answers one letter is right on exactly ``1/n`` of
+every group (±1 rollout), so a letter habit earns no advantage.
+
+**Uniform groups** (``drop_uniform_groups``). A group whose rewards (the weighted sum TRL
+normalises) are all equal carries no advantage. Their fraction is logged every generation batch as
+:data:`UNIFORM_METRIC` (unlike TRL's ``frac_reward_zero_std``, per group whatever
+``grpo.scale_rewards`` is). With the switch on, their completions are masked out of the loss
+(``completion_mask`` 0, the same mechanism as TRL's ``mask_truncated_completions``) and the token
+count that normalises TRL's ``dapo`` loss is recomputed, so they neither push the policy nor dilute
+the informative groups' gradient (nor add KL). This is DAPO's dynamic sampling without its
+resampling: TRL 1.16 has no option for either (no dynamic-sampling flag in ``GRPOConfig``). To keep
+the informative groups per step up, generate more groups per step (``per_device_train_batch_size``
+/ ``num_generations``) than the steps need.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from egovlm.contract import Message, question_text
+
+UNIFORM_METRIC = "uniform_group_fraction"
+UNIFORM_TOLERANCE = 1e-6  # rewards closer than this count as equal
+
+Order = tuple[int, ...]  # order[j]: the original index of the option shown at letter j
+
+
+def group_orders(n: int, gold: int | None, group_size: int, key: str) -> list[Order]:
+    """The option orders of one question's ``group_size`` rollouts (module docstring).
+
+    ``gold`` is the original index of the correct option (None: unanswered, option 0 is spread
+    instead). Rollout ``r``'s gold letter is the ``r mod n``-th of a random order of the ``n``
+    letters; the other options fill the remaining letters in an arrangement not yet used with that
+    gold letter. ``key`` seeds the draw (``random.Random`` hashes a string seed the same way in every
+    process and Python version)."""
+    if n < 1 or group_size < 1:
+        raise ValueError(f"need options and rollouts, got n={n}, group_size={group_size}")
+    rng = random.Random(key)
+    anchor = 0 if gold is None else gold
+    others = [i for i in range(n) if i != anchor]
+    slots = rng.sample(range(n), n)
+    every = list(itertools.permutations(others))
+    arrangements = {slot: rng.sample(every, math.factorial(n - 1)) for slot in slots}
+    used: Counter[int] = Counter()
+    out: list[Order] = []
+    for r in range(group_size):
+        slot = slots[r % n]
+        rest = list(arrangements[slot][used[slot] % len(arrangements[slot])])
+        used[slot] += 1
+        rest.insert(slot, anchor)
+        out.append(tuple(rest))
+    return out
+
+
+def order_key(seed: int, step: int, question_id: str) -> str:
+    """The seed string of a group's orders: the same in a resumed run and on every process."""
+    return f"egovlm-rollouts/{seed}/{step}/{question_id}"
+
+
+def rerender_question(
+    prompt: Sequence[Message], question: str, before: Mapping[str, str], after: Mapping[str, str]
+) -> list[Message]:
+    """``prompt`` with its question block rendered for the options ``after`` instead of ``before``.
+
+    The block is the last content item of the last user message (:func:`egovlm.contract.build_messages`
+    puts it there); it must read exactly ``question_text(question, before)``, or the prompt was not
+    built by the contract and rewriting it could change more than the options."""
+    users = [i for i, m in enumerate(prompt) if m.get("role") == "user"]
+    content = prompt[users[-1]].get("content") if users else None
+    expected = question_text(question, before)
+    if not isinstance(content, list) or not content or content[-1].get("text") != expected:
+        raise ValueError(
+            "cannot shuffle the options: the prompt's last user item is not the contract's question block "
+            f"(egovlm.contract.question_text) for question {question!r}"
+        )
+    out = list(prompt)
+    block = {**content[-1], "text": question_text(question, after)}
+    out[users[-1]] = {**prompt[users[-1]], "content": [*content[:-1], block]}
+    return out
+
+
+def shuffle_row(row: Mapping[str, Any], order: Order) -> dict[str, Any]:
+    """A copy of a training row (:func:`egovlm.train.dataset.row`) whose letter ``j`` shows the
+    option originally at ``order[j]``: prompt, ``option_texts`` and ``answer`` rewritten together."""
+    letters: str = row["letters"]
+    texts: list[str] = list(row["option_texts"])
+    if sorted(order) != list(range(len(letters))) or len(texts) != len(letters):
+        raise ValueError(f"row {row.get('id')!r}: order {order} does not fit options {letters!r}")
+    moved = [texts[i] for i in order]
+    prompt = rerender_question(
+        row["prompt"],
+        row["question"],
+        dict(zip(letters, texts, strict=True)),
+        dict(zip(letters, moved, strict=True)),
+    )
+    answer = row.get("answer")
+    if answer is not None:
+        answer = letters[order.index(letters.index(answer))]
+    return {**row, "prompt": prompt, "option_texts": moved, "answer": answer}
+
+
+def shuffle_batch(
+    inputs: Sequence[Mapping[str, Any]], group_size: int, seed: int, step: int, offset: int = 0
+) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """Each multiple-choice row of a (local part of a) generation batch, rewritten for its rollout.
+
+    ``offset`` is the batch's first position in the global generation batch (TRL: process index x
+    local size); position ``offset + i`` is rollout ``(offset + i) mod group_size`` of its group.
+    Returns the rows and, per row, its order as the original letters shown at ``A..`` (``"CABED"``:
+    letter A shows what was option C), None for a row left as it was."""
+    rows: list[dict[str, Any]] = []
+    orders: list[str | None] = []
+    plans: dict[int, list[Order]] = {}
+    for i, x in enumerate(inputs):
+        group, rollout = divmod(offset + i, group_size)
+        if i > 0 and (offset + i - 1) // group_size == group and inputs[i - 1].get("id") != x.get("id"):
+            raise RuntimeError(
+                f"rows {x.get('id')!r} and {inputs[i - 1].get('id')!r} share a rollout group: the generation "
+                "batch is not laid out as TRL's RepeatSampler lays it out"
+            )
+        letters, texts = x.get("letters"), x.get("option_texts")
+        if not letters or not texts:
+            rows.append(dict(x))
+            orders.append(None)
+            continue
+        if group not in plans:
+            answer = x.get("answer")
+            gold = letters.index(answer) if answer is not None and answer in letters else None
+            plans[group] = group_orders(
+                len(letters), gold, group_size, order_key(seed, step, str(x.get("id")))
+            )
+        order = plans[group][rollout]
+        rows.append(shuffle_row(x, order))
+        orders.append("".join(letters[k] for k in order))
+    return rows, orders
+
+
+def uniform_groups(rewards_per_func: Any, weights: Any, group_size: int) -> Any:
+    """Per group (consecutive ``group_size`` rows), whether its weighted rewards are all equal.
+
+    ``rewards_per_func`` is TRL's (completions x reward functions) tensor, NaN where a reward does
+    not apply; a completion no reward applies to is left out, and a group of such completions
+    counts as uniform (it has no signal either)."""
+    import torch
+
+    total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+    total = torch.where(torch.isnan(rewards_per_func).all(dim=1), torch.nan, total)
+    grouped = total.view(-1, group_size)
+    missing = torch.isnan(grouped)
+    hi = torch.where(missing, -torch.inf, grouped).amax(dim=1)
+    lo = torch.where(missing, torch.inf, grouped).amin(dim=1)
+    return ~(hi - lo > UNIFORM_TOLERANCE)
+
+
+def drop_completions(output: dict[str, Any], drop: Any, gather: Callable[[Any], Any]) -> None:
+    """Mask the completions ``drop`` (one bool per local row) out of TRL's loss, in place.
+
+    ``completion_mask`` (and ``tool_mask``) rows become 0 and their advantages 0; the batch's token
+    count ``num_items_in_batch`` (the ``dapo`` loss's normaliser, summed over processes with
+    ``gather``) is recomputed from the new mask, as TRL computes it."""
+    keep = (~drop).to(output["completion_mask"].dtype)
+    output["completion_mask"] = output["completion_mask"] * keep.unsqueeze(1)
+    loss_mask = output["completion_mask"]
+    if output.get("tool_mask") is not None:
+        output["tool_mask"] = output["tool_mask"] * keep.unsqueeze(1)
+        loss_mask = loss_mask * output["tool_mask"]
+    advantages = output["advantages"]
+    output["advantages"] = advantages * keep.to(advantages.dtype).view(-1, *([1] * (advantages.dim() - 1)))
+    output["num_items_in_batch"] = gather(loss_mask.sum()).sum()
