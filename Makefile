@@ -88,6 +88,11 @@ clean:
 repro-mini: setup
 	$(BIN)/python -m experiments.mini.repro --fresh
 
+# The base stage alone (answer-only instruct-like base, experiments/mini/configs/base*.yaml).
+.PHONY: repro-base
+repro-base: setup
+	$(BIN)/python -m experiments.mini.repro --stage base
+
 # `egovlm bench peers` (egovlm/benchmarks/README.md): llama.cpp (llama-cpp-python built from source, ~14 min on 2
 # cores), OpenVINO GenAI + optimum-intel and ONNX Runtime GenAI in their own venv, then one run (small
 # preset, K 1/8/16/32, ~17 min). Not part of `make test`; tests/benchmarks/test_peers.py (slow) uses it.

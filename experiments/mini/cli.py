@@ -1,7 +1,8 @@
 """``python -m experiments.mini …``: the miniature experiment's own commands.
 
 ``pretrain --config experiments/mini/configs/<phase>.yaml [key=value …]`` runs one phase of the base
-stage (:mod:`experiments.mini.pretrain`). It lives here, not in ``egovlm train``, because only the
+stage (base_1frame, base, or the development recipe base_dev; :mod:`experiments.mini.pretrain`).
+It lives here, not in ``egovlm train``, because only the
 miniature needs a base stage: a real run starts GRPO from a pre-trained instruct model. Logging and
 error reporting are the ``egovlm`` commands', so its output reads like theirs. Heavy imports happen
 inside the command.
@@ -28,11 +29,11 @@ def main() -> None:
 @app.command("pretrain")
 def pretrain_cmd(
     config: Path = typer.Option(
-        ..., "--config", "-c", help="Base-stage recipe (experiments/mini/configs/pretrain.yaml)."
+        ..., "--config", "-c", help="Base-stage recipe (experiments/mini/configs/base.yaml)."
     ),
     overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. optim.steps=50."),
 ) -> None:
-    """Base stage: next-token training on EgoSynth descriptions with frames (never on the QA)."""
+    """Base stage: answer-only training on the base question types in the exact eval prompt."""
     from egovlm.train.config import ConfigError
     from experiments.mini.pretrain import load_pretrain_config, pretrain
     from experiments.mini.pretrain_data import PretrainDataError
@@ -43,11 +44,8 @@ def pretrain_cmd(
     except (ConfigError, PretrainDataError) as e:
         _fail(f"pretrain error: {e}")
         return
-    val = summary.get("val_loss")
-    shown = (
-        f", val loss {val:.3f} (another clip's frames: {summary['val_loss_shuffled_frames']:.3f})"
-        if val
-        else ""
-    )
+    mc, opened = summary.get("greedy_mc_acc"), summary.get("greedy_open_acc")
+    shown = f", greedy val accuracy MC {mc:.1%}" if mc is not None else ""
+    shown += f", open {opened:.1%}" if opened is not None else ""
     where = summary["final_dir"]
     typer.echo(f"pre-trained {summary['steps']} steps in {summary['wall_time_s']} s{shown}; model in {where}")

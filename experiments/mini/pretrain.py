@@ -1,34 +1,35 @@
-"""The base-model stage: supervised training on EgoSynth ground truth, never on the QA.
+"""The base stage: answer-only supervised training on EgoSynth, in the exact prompt eval uses.
 
-GRPO in the paper starts from Qwen2.5-VL-Instruct, a model that already connects images to words
-and follows an answer format. The offline-built models start from random weights, so on CPU this
-stage stands in for that pre-training and instruction tuning, in up to three parts:
+GRPO in the paper starts from Qwen2.5-VL-Instruct, a model that already reads images and answers
+in a requested form. The offline-built models start from random weights, so on CPU this stage
+stands in for that pre-training and instruction tuning, in two parts:
 
-0. optional **text steps** (``text.steps``): lettered-list lookup drills without frames
-   (:mod:`experiments.mini.pretrain_text`), the stand-in for arriving with a pre-trained LLM;
 1. optional **vision steps** (``vision.steps``): the ViT and merger alone, trained to tell which
    objects each visual token shows (:mod:`experiments.mini.vision_aux`), the stand-in for a
    pre-trained ViT; the same loss can stay on during the language steps (``vision.aux_weight``);
-2. **language steps**: next-token loss on the target tokens only, for descriptions of frame sets
-   (:mod:`experiments.mini.pretrain_data`) and, with ``data.perception_per_set``, single-frame
-   perception questions in the contract's prompt and answer grammar
-   (:mod:`experiments.mini.pretrain_perception`), optionally with lookup drills added to every step
-   (``text.mix_batch``). Frames enter through the contract's layout.
+2. **language steps**: next-token loss on the target tokens only, for the base-type questions
+   (:mod:`experiments.mini.base_data`), each rendered by the contract's own prompt builder with
+   an answer-only target, plus (``data.describe_per_set``) descriptions of the frame sets as a
+   minority (:mod:`experiments.mini.pretrain_data`).
 
-It never sees the EgoSynth QA's questions about the clip's events, their answers or any
-reasoning about them, so whatever the model later gains on that QA comes from RL.
+Progress is judged by **generation**, not teacher forcing: every ``optim.eval_every`` steps (and
+before the first and after the last) the model answers held-out val questions greedily through
+:func:`egovlm.train.generation.greedy`, the path ``egovlm eval`` uses, scored by
+:func:`egovlm.contract.parse_answer` and :func:`egovlm.contract.answers_match`:
+``greedy_mc_acc`` (base-type multiple choice), ``greedy_open_acc`` (open forms) and
+``greedy_g_acc`` (the val folder's own QA rows of the GRPO types, never trained on). The language
+loss with the right frames and with another clip's frames is logged beside them (the gap says
+whether the model looks at the images).
 
-A plain torch loop (AdamW, warm-up + cosine), written out rather than through ``Trainer``:
-the images need a custom collator anyway, and the loop is short enough to read in one go.
-Outputs in ``run.output_dir``: ``final/`` (model + processor + ``egovlm.json``, swapped in
-atomically), ``log.jsonl`` (train loss; validation loss with the right frames and with frames
-of another clip, whose gap shows whether the model looks at the images), ``curves.png``,
-``text_log.jsonl`` (the text steps), ``run.json``.
-``python -m experiments.mini pretrain --config experiments/mini/configs/pretrain.yaml [key=value …]``.
+A plain torch loop (AdamW, warm-up + cosine); the images need a custom collator anyway. Outputs in
+``run.output_dir``: ``final/`` (model + processor + ``egovlm.json``, swapped in atomically),
+``log.jsonl``, ``curves.png``, ``run.json`` (with the wall time).
+``python -m experiments.mini pretrain --config experiments/mini/configs/base.yaml [key=value …]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -47,14 +48,22 @@ from pydantic.dataclasses import dataclass
 from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
 from egovlm.config import load
 from egovlm.train.config import STRICT, ConfigError
-from experiments.mini.pretrain_data import Example, add_wrap_tokens, build_examples
-from experiments.mini.pretrain_perception import PerceptionExample
-from experiments.mini.pretrain_text import DrillMix, PretrainText, train_text
+from experiments.mini.base_data import (
+    ANSWER_FORMS,
+    BASE_TYPES,
+    FRAME_TYPES,
+    QAExample,
+    build_base_examples,
+    grpo_questions,
+    val_questions,
+)
+from experiments.mini.pretrain_data import Example, add_wrap_tokens
 
-TrainExample: TypeAlias = Example | PerceptionExample
+TrainExample: TypeAlias = QAExample | Example
 
 log = logging.getLogger("experiments.mini.pretrain")
 IGNORE = -100  # label of tokens without loss (prompt, padding)
+CORPORA = ("default", "egosynth")
 
 
 @dataclass(config=STRICT)
@@ -67,25 +76,30 @@ class PretrainRun:
 @dataclass(config=STRICT)
 class PretrainModel:
     build: str = "nano"  # egovlm.models preset, random init (saved in <output_dir>/init)
+    # the tokenizer's extra corpus: egosynth makes every EgoSynth name, place and question word whole
+    # tokens (egovlm.synth.vocabulary); default: the preset's own corpus
+    corpus: str = "default"
     seed: int = 0
     center_visual: bool = True  # data-dependent init of the merger output (center_visual_features)
-    # continue from a model this stage trained (e.g. a single-frame phase's final/) instead of
-    # building one; then neither centring nor the answer-tag init applies
+    # continue from a model this stage trained (e.g. the single-frame phase's final/) instead of
+    # building one; then no centring applies
     init_from: str | None = None
 
 
 @dataclass(config=STRICT)
 class PretrainData:
-    train: str  # EgoSynth folder (captions.jsonl, events.jsonl, videos/)
-    val: str | None = None  # EgoSynth folder for the validation loss
+    train: str  # EgoSynth folder (captions.jsonl, events.jsonl, clips.jsonl, videos/)
+    val: str | None = None  # EgoSynth folder for the validation loss and greedy accuracy
     frames: int = 8
-    frame_sets: int = 3  # per clip: the uniform set + (frame_sets - 1) jittered ones
-    per_set: int = 3  # examples (random description blocks) per frame set
+    frame_sets: int = 2  # per clip: the uniform set + (frame_sets - 1) jittered ones
+    qa_per_set: int = 4  # base-type questions per frame set (experiments.mini.base_data)
+    kinds: list[str] = field(default_factory=lambda: list(BASE_TYPES))
+    open_share: float = 0.3  # share of the open-form kinds' questions asked open
+    answer_form: str = "text"  # text: the option's text in <answer>; letter: the option letter
+    describe_per_set: int = 0  # descriptions (pretrain_data) per frame set
+    tasks: list[str] | None = None  # description tasks (pretrain_data.TASKS by default)
     max_clips: int | None = None
     val_clips: int = 12
-    tasks: list[str] | None = None  # description tasks (experiments.mini.pretrain_data.TASKS by default)
-    # perception questions in the answer grammar per frame set (pretrain_perception)
-    perception_per_set: int = 0
     seed: int = 0
 
 
@@ -98,12 +112,21 @@ class PretrainOptim:
     warmup_steps: int = 30
     weight_decay: float = 0.01
     vision_lr_scale: float = 1.0  # the vision tower's (ViT + merger) learning rate = lr x this
-    # loss weight of a perception question's option letter (the token after <answer>) relative to the
-    # other target tokens: one token of ~30, it is what instruction tuning must get right
-    answer_weight: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
-    eval_every: int = 100
+    eval_every: int = 100  # validation loss and greedy accuracy
+
+
+@dataclass(config=STRICT)
+class PretrainGreedy:
+    """The in-loop greedy evaluation on val questions (module docstring)."""
+
+    mc: int = 100  # base-type multiple-choice questions (0: none)
+    open: int = 50  # open questions (0: none)
+    grpo: int = 0  # val QA rows of the GRPO types (0: none)
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    loss_examples: int = 24  # val examples for the language loss (right vs another clip's frames)
 
 
 @dataclass(config=STRICT)
@@ -124,24 +147,40 @@ class PretrainConfig:
     data: PretrainData
     model: PretrainModel = field(default_factory=PretrainModel)
     optim: PretrainOptim = field(default_factory=PretrainOptim)
+    greedy: PretrainGreedy = field(default_factory=PretrainGreedy)
     vision: PretrainVision = field(default_factory=PretrainVision)
-    text: PretrainText = field(default_factory=PretrainText)
 
 
 def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -> PretrainConfig:
     """YAML + dotted overrides, like the GRPO recipes (:func:`egovlm.config.load`); unknown keys are
     errors naming the key and the file or override."""
     cfg = load(path, PretrainConfig, overrides, ConfigError)
-    if cfg.data.frames < 1 or cfg.data.frame_sets < 1 or cfg.optim.steps < 1 or cfg.optim.batch_size < 1:
+    d = cfg.data
+    if d.frames < 1 or d.frame_sets < 1 or cfg.optim.steps < 1 or cfg.optim.batch_size < 1:
         raise ConfigError(f"{path}: data.frames, data.frame_sets, optim.steps, optim.batch_size must be >= 1")
+    if d.answer_form not in ANSWER_FORMS:
+        raise ConfigError(
+            f"{path}: data.answer_form is {d.answer_form!r}; choose one of {', '.join(ANSWER_FORMS)}"
+        )
+    unknown = [k for k in d.kinds if k not in BASE_TYPES]
+    if unknown or not d.kinds:
+        raise ConfigError(f"{path}: data.kinds {d.kinds}: choose from {', '.join(BASE_TYPES)}")
+    if d.frames == 1 and any(k not in FRAME_TYPES for k in d.kinds):
+        raise ConfigError(f"{path}: with data.frames 1, data.kinds can only be {', '.join(FRAME_TYPES)}")
+    if not 0.0 <= d.open_share <= 1.0:
+        raise ConfigError(f"{path}: data.open_share must lie in [0, 1], got {d.open_share}")
+    if cfg.model.corpus not in CORPORA:
+        raise ConfigError(f"{path}: model.corpus is {cfg.model.corpus!r}; choose one of {', '.join(CORPORA)}")
     return cfg
 
 
 def encode(processor: Any, ex: TrainExample, frames: list[Any] | None = None) -> dict[str, Any]:
     """Token ids, masks and image tensors of one example; labels only on the target (+ end token).
 
-    The prompt goes through the processor (it expands each image placeholder to the frame's
-    visual tokens); the target is tokenised on its own and appended, so the boundary is exact."""
+    The prompt goes through the processor exactly as :func:`egovlm.train.generation.greedy` sends
+    it (chat template with the generation prompt, then the processor, which expands each image
+    placeholder to the frame's visual tokens); the target is tokenised on its own and appended, so
+    the boundary is exact and the prompt tokens are the ones generation sees."""
     import torch
 
     frames = frames if frames is not None else ex.frames
@@ -149,25 +188,13 @@ def encode(processor: Any, ex: TrainExample, frames: list[Any] | None = None) ->
     prompt = processor(text=[text], images=[[f.pil() for f in frames]], return_tensors="pt")
     target = processor.tokenizer(ex.target + "<|im_end|>\n", add_special_tokens=False, return_tensors="pt")
     ids_t = target["input_ids"][0]
-    ids = torch.cat([prompt["input_ids"][0], ids_t])
-    labels = torch.cat([torch.full_like(prompt["input_ids"][0], IGNORE), ids_t])
-    mm = torch.cat([prompt["mm_token_type_ids"][0], torch.zeros_like(ids_t)])
     return {
-        "input_ids": ids,
-        "labels": labels,
-        "answer_at": answer_position(processor.tokenizer, ids, len(ids) - len(ids_t)),
-        "mm_token_type_ids": mm,
+        "input_ids": torch.cat([prompt["input_ids"][0], ids_t]),
+        "labels": torch.cat([torch.full_like(prompt["input_ids"][0], IGNORE), ids_t]),
+        "mm_token_type_ids": torch.cat([prompt["mm_token_type_ids"][0], torch.zeros_like(ids_t)]),
         "pixel_values": prompt["pixel_values"],
         "image_grid_thw": prompt["image_grid_thw"],
     }
-
-
-def answer_position(tokenizer: Any, ids: Any, target_start: int) -> int:
-    """Index of the option letter in ``ids`` (the token after the target's ``<answer>``), or -1
-    for a target without one (descriptions)."""
-    tag = tokenizer.convert_tokens_to_ids("<answer>")
-    hits = (ids[target_start:] == tag).nonzero()
-    return target_start + int(hits[-1]) + 1 if len(hits) else -1
 
 
 def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
@@ -189,31 +216,7 @@ def collate(rows: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         "attention_mask": (torch.arange(width)[None, :] < lengths[:, None]).long(),
         "pixel_values": torch.cat([r["pixel_values"] for r in rows]),
         "image_grid_thw": torch.cat([r["image_grid_thw"] for r in rows]),
-        "answer_at": torch.tensor([r["answer_at"] for r in rows]),
     }
-
-
-def weighted_loss(logits: Any, labels: Any, answer_at: Any, answer_weight: float) -> Any:
-    """Next-token cross-entropy over the target tokens, the option letter's weighted ``answer_weight``
-    (1.0: the plain mean, as the model's own loss)."""
-    import torch
-
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
-    ).view(labels.shape[0], -1)
-    weights = (labels[:, 1:] != IGNORE).float()
-    rows = (answer_at >= 1).nonzero().flatten()
-    weights[rows, answer_at[rows] - 1] *= answer_weight  # logits at i predict token i + 1
-    return (ce * weights).sum() / weights.sum()
-
-
-def letter_hits(logits: Any, batch: dict[str, Any]) -> tuple[int, int]:
-    """(right, asked): how many option letters the model's argmax gets right given the target up to
-    ``<answer>`` (teacher-forced), over the batch's examples that have one."""
-    rows = (batch["answer_at"] >= 1).nonzero().flatten()
-    at = batch["answer_at"][rows]
-    predicted = logits[rows, at - 1].argmax(-1)
-    return int((predicted == batch["input_ids"][rows, at]).sum()), len(rows)
 
 
 def lr_at(step: int, o: PretrainOptim) -> float:
@@ -226,14 +229,13 @@ def lr_at(step: int, o: PretrainOptim) -> float:
 
 def mean_loss(
     model: Any, processor: Any, examples: list[TrainExample], shuffled: bool, batch: int = 8
-) -> tuple[float, float | None]:
-    """Mean target-token loss and the perception questions' letter accuracy (:func:`letter_hits`;
-    None without questions); ``shuffled`` shows each example the frames of the next clip's example
-    (same task and text), so ``shuffled - matched`` is what the images are worth to the model."""
+) -> float:
+    """Mean target-token loss; ``shuffled`` shows each example the frames of the next clip's example
+    (same frame count), so ``shuffled - matched`` is what the images are worth to the model."""
     import torch
 
     pad_id = processor.tokenizer.pad_token_id
-    total, count, right, asked = 0.0, 0, 0, 0
+    total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(examples), batch):
@@ -242,20 +244,12 @@ def mean_loss(
                 other = _other_clip(examples, j) if shuffled else ex
                 rows.append(encode(processor, ex, other.frames))
             b = collate(rows, pad_id)
-            out = model(**model_inputs(b))
+            out = model(**b)
             n = int((b["labels"][:, 1:] != IGNORE).sum())
             total += float(out.loss) * n
             count += n
-            hits = letter_hits(out.logits, b)
-            right, asked = right + hits[0], asked + hits[1]
     model.train()
-    return total / max(count, 1), (right / asked if asked else None)
-
-
-def model_inputs(batch: dict[str, Any], *drop: str) -> dict[str, Any]:
-    """The batch without the keys the model does not take (and without ``drop``: ``"labels"``
-    when the loss is computed outside the model)."""
-    return {k: v for k, v in batch.items() if k != "answer_at" and k not in drop}
+    return total / max(count, 1)
 
 
 def _other_clip(examples: list[TrainExample], j: int) -> TrainExample:
@@ -268,14 +262,64 @@ def _other_clip(examples: list[TrainExample], j: int) -> TrainExample:
     return examples[j]
 
 
-def _val_examples(cfg: PretrainConfig, size: tuple[int, int]) -> list[TrainExample]:
-    d = cfg.data
+def is_right(completion: str, ex: QAExample) -> bool:
+    """Whether a completion answers ``ex`` correctly, by the contract's parser and matcher (as eval
+    scores it): a multiple-choice answer by its letter or its option's exact text, an open one by
+    its words."""
+    from egovlm.contract import answers_match, parse_answer
+
+    q = ex.question
+    letters = "".join(q.options) if q.options else None
+    return answers_match(parse_answer(completion, letters, q.options).answer, q.answer)
+
+
+def greedy_accuracy(
+    model: Any, processor: Any, examples: list[QAExample], max_new_tokens: int, batch: int = 8
+) -> tuple[float | None, dict[str, float]]:
+    """Greedy answers through :func:`egovlm.train.generation.greedy` (eval's generation path):
+    (accuracy, accuracy per question type); None without examples."""
+    from egovlm.train.generation import greedy
+
+    if not examples:
+        return None, {}
+    right: list[bool] = []
+    model.eval()
+    for i in range(0, len(examples), batch):
+        chunk = examples[i : i + batch]
+        images = [[f.pil() for f in ex.frames] for ex in chunk]
+        texts = greedy(model, processor, [ex.prompt() for ex in chunk], images, max_new_tokens)
+        right += [is_right(t, ex) for t, ex in zip(texts, chunk, strict=True)]
+    model.train()
+    by_type: dict[str, list[bool]] = {}
+    for ok, ex in zip(right, examples, strict=True):
+        by_type.setdefault(ex.kind + ("_open" if ex.question.is_open else ""), []).append(ok)
+    return float(np.mean(right)), {k: float(np.mean(v)) for k, v in sorted(by_type.items())}
+
+
+@dataclasses.dataclass
+class ValSets:
+    """What the in-loop validation measures: loss examples and the three greedy question sets."""
+
+    loss: list[TrainExample]
+    mc: list[QAExample]
+    open: list[QAExample]
+    grpo: list[QAExample]
+
+
+def _val_sets(cfg: PretrainConfig, size: tuple[int, int]) -> ValSets:
+    d, g = cfg.data, cfg.greedy
     if d.val is None:
-        return []
-    # the uniform frame set only (the QA prompts' times); one example per (clip, task)
-    return build_examples(
-        Path(d.val), d.frames, 1, size, d.seed + 1, 2, d.val_clips, d.tasks, min(d.perception_per_set, 2)
-    )
+        return ValSets([], [], [], [])
+    folder = Path(d.val)
+    asked = val_questions(folder, d.frames, size, d.seed + 1, d.kinds, d.val_clips, d.answer_form)
+    rng = np.random.default_rng(d.seed + 1)
+    mc = [ex for ex in asked if not ex.question.is_open]
+    opened = [ex for ex in asked if ex.question.is_open]
+    mc = [mc[int(i)] for i in sorted(rng.permutation(len(mc))[: g.mc])]
+    opened = [opened[int(i)] for i in sorted(rng.permutation(len(opened))[: g.open])]
+    grpo = grpo_questions(folder, d.frames, size, g.grpo) if d.frames > 1 else []
+    loss: list[TrainExample] = [asked[int(i)] for i in sorted(rng.permutation(len(asked))[: g.loss_examples])]
+    return ValSets(loss, mc, opened, grpo)
 
 
 def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
@@ -295,8 +339,212 @@ def _init_model(cfg: PretrainConfig, run_dir: Path) -> Path:
     if not (init / "config.json").is_file():
         if init.exists():
             shutil.rmtree(init)
-        build_model(cfg.model.build, init, seed=cfg.model.seed)
+        if cfg.model.corpus == "egosynth":
+            from egovlm.synth.vocabulary import egosynth_vocabulary
+
+            corpus = egosynth_vocabulary()
+            build_model(
+                cfg.model.build, init, seed=cfg.model.seed, extra_corpus=corpus, corpus_name="egosynth"
+            )
+        else:
+            build_model(cfg.model.build, init, seed=cfg.model.seed)
     return init
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run the stage end to end; returns the run summary (also written to ``run.json``)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from egovlm.models.files import keyframe_size_of
+
+    t0 = time.perf_counter()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = Path(cfg.run.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    init = _init_model(cfg, run_dir)
+    processor = AutoProcessor.from_pretrained(str(init))
+    model = AutoModelForImageTextToText.from_pretrained(str(init), dtype=torch.float32, use_safetensors=True)
+    d = cfg.data
+    if d.describe_per_set and add_wrap_tokens(processor.tokenizer):  # the descriptions' tags
+        model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    size = keyframe_size_of(init)
+    train_set = build_base_examples(
+        Path(d.train),
+        d.frames,
+        d.frame_sets,
+        size,
+        d.seed,
+        d.qa_per_set,
+        d.kinds,
+        d.open_share,
+        d.answer_form,
+        d.describe_per_set,
+        d.tasks,
+        d.max_clips,
+    )
+    if not train_set:
+        raise ValueError(f"{d.train}: no clips to pre-train on")
+    val = _val_sets(cfg, size)
+    log.info(
+        "%d training examples; val: %d MC, %d open, %d GRPO-type questions (%.1f s)",
+        len(train_set),
+        len(val.mc),
+        len(val.open),
+        len(val.grpo),
+        time.perf_counter() - t0,
+    )
+    vis = cfg.vision
+    aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None
+    vision_log = []
+    if aux is not None and vis.steps:  # the vision tower first, then the merger's output is centred
+        from experiments.mini.vision_aux import train_vision
+
+        clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
+        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
+        vision_log = train_vision(model, processor, aux.head, clips, size, *args)
+    if cfg.model.center_visual and not cfg.model.init_from:
+        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
+    history = train_loop(model, processor, train_set, val, cfg, run_dir / "log.jsonl", aux)
+    if aux is not None:
+        aux.remove()
+    info = {
+        "steps": cfg.optim.steps,
+        "examples": len(train_set),
+        "data": d.train,
+        "answer_form": d.answer_form,
+        "frames": d.frames,
+        "final_train_loss": history["train"][-1][1] if history["train"] else None,
+        "vision": vision_log,
+        **({k: v for k, v in history["val"][-1].items() if k != "step"} if history["val"] else {}),
+    }
+    if cfg.model.init_from:
+        info["continued_from"] = cfg.model.init_from
+    save_model(model, processor, init, run_dir / "final", info)
+    summary = {**info, "wall_time_s": round(time.perf_counter() - t0, 1), "final_dir": str(run_dir / "final")}
+    atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
+    plot_pretrain(run_dir / "log.jsonl", run_dir / "curves.png")
+    return summary
+
+
+def train_loop(
+    model: Any,
+    processor: Any,
+    train_set: list[TrainExample],
+    val: ValSets,
+    cfg: PretrainConfig,
+    log_path: Path,
+    aux: _AuxLabels | None = None,
+) -> dict[str, Any]:
+    """AdamW steps over shuffled batches; validation (:func:`_validate`) before the first step,
+    every ``eval_every`` steps and at the end. With ``aux`` the vision head's loss is added at
+    ``vision.aux_weight``."""
+    import torch
+
+    o = cfg.optim
+    torch.manual_seed(o.seed)
+    rng = np.random.default_rng(o.seed)
+    opt = _optimizer(model, o, aux.head.parameters() if aux else [])
+    pad_id = processor.tokenizer.pad_token_id
+    history: dict[str, Any] = {"train": [], "val": []}
+    log_path.unlink(missing_ok=True)
+    _validate(model, processor, val, cfg, 0, history, log_path)
+    order = rng.permutation(len(train_set))
+    cursor, running, t_start = 0, [], time.perf_counter()
+    model.train()
+    for step in range(o.steps):
+        if cursor + o.batch_size > len(order):
+            order, cursor = rng.permutation(len(train_set)), 0
+        batch = [train_set[i] for i in order[cursor : cursor + o.batch_size]]
+        cursor += o.batch_size
+        extras: dict[str, Callable[[], Any]] = {}
+        if aux and cfg.vision.aux_weight:
+            extras["vision_aux_loss"] = functools.partial(_weighted, aux, batch, cfg.vision.aux_weight)
+        encoded = collate([encode(processor, ex) for ex in batch], pad_id)
+        running.append(_step(model, opt, encoded, lr_at(step, o), o, extras))
+        last = step + 1 == o.steps
+        if (step + 1) % cfg.run.log_every == 0 or last:
+            row = {"step": step + 1, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
+            row |= {"lr": lr_at(step, o), "elapsed_s": round(time.perf_counter() - t_start, 1)}
+            history["train"].append((step + 1, row["loss"]))
+            _append(log_path, row)
+            log.info("step %d loss %.3f", step + 1, row["loss"])
+            running = []
+        if (step + 1) % o.eval_every == 0 or last:
+            _validate(model, processor, val, cfg, step + 1, history, log_path)
+    return history
+
+
+def _step(
+    model: Any,
+    opt: Any,
+    batch: dict[str, Any],
+    lr: float,
+    o: PretrainOptim,
+    extras: dict[str, Callable[[], Any]],
+) -> dict[str, float]:
+    """One AdamW step on the language loss (the mean next-token loss over target tokens, logged as
+    ``loss``) plus each of ``extras`` (called after the forward pass: the vision head reads the
+    visual tokens it captured); returns every loss by name."""
+    import torch
+
+    for group in opt.param_groups:
+        group["lr"] = lr * group["scale"]
+    losses = {"loss": model(**batch).loss}
+    losses |= {name: extra() for name, extra in extras.items()}
+    opt.zero_grad(set_to_none=True)
+    torch.stack(list(losses.values())).sum().backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], o.grad_clip)
+    opt.step()
+    return {name: float(loss.detach()) for name, loss in losses.items()}
+
+
+def _validate(
+    model: Any,
+    processor: Any,
+    val: ValSets,
+    cfg: PretrainConfig,
+    step: int,
+    history: dict[str, Any],
+    log_path: Path,
+) -> None:
+    """Language loss (right vs another clip's frames) and greedy accuracy on the val sets."""
+    if not (val.loss or val.mc or val.open or val.grpo):
+        return
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"step": step}
+    if val.loss:
+        row["val_loss"] = mean_loss(model, processor, val.loss, shuffled=False)
+        row["val_loss_shuffled_frames"] = mean_loss(model, processor, val.loss, shuffled=True)
+    g = cfg.greedy
+    by_type: dict[str, float] = {}
+    for name, examples in (("mc", val.mc), ("open", val.open), ("g", val.grpo)):
+        acc, types = greedy_accuracy(model, processor, examples, g.max_new_tokens, g.batch_size)
+        if acc is not None:
+            row[f"greedy_{name}_acc"] = acc
+            by_type |= types
+    if by_type:
+        row["greedy_by_type"] = by_type
+    row["val_seconds"] = round(time.perf_counter() - t0, 1)
+    history["val"].append(row)
+    _append(log_path, row)
+    log.info(
+        "step %d greedy MC %s, open %s, GRPO types %s; val loss %s (another clip's frames %s)",
+        step,
+        *(_pct(row.get(k)) for k in ("greedy_mc_acc", "greedy_open_acc", "greedy_g_acc")),
+        *(f"{row[k]:.3f}" if k in row else "-" for k in ("val_loss", "val_loss_shuffled_frames")),
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def center_visual_features(
@@ -334,36 +582,6 @@ def center_visual_features(
     }
 
 
-def init_answer_tags(model: Any, tokenizer: Any) -> list[str]:
-    """Give the answer grammar's six tag tokens the embedding of *a tag*, as a vocabulary extension would.
-
-    The tags never occur in this stage, so their (tied) embeddings stay at random init: a logit
-    near zero against trained tokens', about 1e-5 per position, and a model that never samples a
-    tag gives GRPO no advantage signal at all (measured: 0 of 96 rollouts). Like the usual
-    initialisation of newly added tokens (transformers' ``mean_resizing``: the mean of the
-    existing embeddings), each is set to the mean embedding of the tokens of its kind, the
-    opening wrapper tags for ``<think>``/``<keyframes>``/``<answer>`` and the closing ones for
-    the others, plus its own random init so they stay distinguishable. The model thereby learns
-    nothing about the grammar (which tag comes first, what goes inside, the option letter):
-    that is left to GRPO. Returns the tags that were set."""
-    import torch
-
-    from egovlm.models.tokenizer import ANSWER_TAGS
-    from experiments.mini.pretrain_data import WRAP_TAGS
-
-    ids = tokenizer.convert_tokens_to_ids
-    emb = model.get_input_embeddings().weight
-    with torch.no_grad():
-        opening = emb[[ids(f"<{t}>") for t in WRAP_TAGS]].mean(0)
-        closing = emb[[ids(f"</{t}>") for t in WRAP_TAGS]].mean(0)
-        head = model.get_output_embeddings().weight
-        for tag in ANSWER_TAGS:
-            emb[ids(tag)] += closing if tag.startswith("</") else opening
-            if head.data_ptr() != emb.data_ptr():  # an untied head: the same for the output row
-                head[ids(tag)] += closing if tag.startswith("</") else opening
-    return list(ANSWER_TAGS)
-
-
 def save_model(model: Any, processor: Any, init: Path, out: Path, info: dict[str, Any]) -> Path:
     """Weights (safetensors) + processor + egovlm.json, written beside ``out`` and renamed into place."""
     from egovlm.models.files import EGOVLM_META
@@ -377,83 +595,6 @@ def save_model(model: Any, processor: Any, init: Path, out: Path, info: dict[str
     meta.update(trained=True, stage="pretrain", pretrain=info)
     (tmp / EGOVLM_META).write_text(json.dumps(meta, indent=2) + "\n")
     return replace_dir(tmp, out)
-
-
-def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
-    """Run the stage end to end; returns the run summary (also written to ``run.json``)."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from egovlm.models.files import keyframe_size_of
-
-    t0 = time.perf_counter()
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    run_dir = Path(cfg.run.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
-    init = _init_model(cfg, run_dir)
-    processor = AutoProcessor.from_pretrained(str(init))
-    model = AutoModelForImageTextToText.from_pretrained(str(init), dtype=torch.float32, use_safetensors=True)
-    if add_wrap_tokens(processor.tokenizer):  # the instruction-following tags (pretrain_data docstring)
-        model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
-    size = keyframe_size_of(init)
-    d = cfg.data
-    train_set = build_examples(
-        Path(d.train),
-        d.frames,
-        d.frame_sets,
-        size,
-        d.seed,
-        d.per_set,
-        d.max_clips,
-        d.tasks,
-        d.perception_per_set,
-    )
-    if not train_set:
-        raise ValueError(f"{d.train}: no clips to pre-train on")
-    val_set = _val_examples(cfg, size)
-    log.info(
-        "%d training examples, %d validation examples (%.1f s)",
-        len(train_set),
-        len(val_set),
-        time.perf_counter() - t0,
-    )
-    text_log = []
-    if cfg.text.steps:  # the language model learns to read lettered lists first (pretrain_text)
-        text_log = train_text(model, processor.tokenizer, cfg.text, run_dir / "text_log.jsonl")
-    vis = cfg.vision
-    aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None
-    vision_log = []
-    if aux is not None and vis.steps:  # the vision tower first, then the merger's output is centred
-        from experiments.mini.vision_aux import train_vision
-
-        clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
-        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
-        vision_log = train_vision(model, processor, aux.head, clips, size, *args)
-    if cfg.model.center_visual and not cfg.model.init_from:
-        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
-    history = train_loop(model, processor, train_set, val_set, cfg, run_dir / "log.jsonl", aux)
-    if aux is not None:
-        aux.remove()
-    info = {
-        "steps": cfg.optim.steps,
-        "examples": len(train_set),
-        "data": d.train,
-        "final_train_loss": history["train"][-1][1] if history["train"] else None,
-        "vision": vision_log,
-        "text": text_log,
-        **({k: v for k, v in history["val"][-1].items() if k != "step"} if history["val"] else {}),
-    }
-    if cfg.model.init_from:
-        info["continued_from"] = cfg.model.init_from
-    elif not d.perception_per_set:  # the answer tags never occurred in training (init_answer_tags)
-        info["answer_tags_initialised"] = init_answer_tags(model, processor.tokenizer)
-    save_model(model, processor, init, run_dir / "final", info)
-    summary = {**info, "wall_time_s": round(time.perf_counter() - t0, 1), "final_dir": str(run_dir / "final")}
-    atomic_write_text(run_dir / "run.json", json.dumps(summary, indent=2) + "\n")
-    plot_pretrain(run_dir / "log.jsonl", run_dir / "curves.png")
-    return summary
 
 
 class _AuxLabels:
@@ -494,58 +635,6 @@ def _weighted(aux: _AuxLabels, batch: list[TrainExample], weight: float) -> Any:
     return aux.loss(batch) * weight
 
 
-def train_loop(
-    model: Any,
-    processor: Any,
-    train_set: list[TrainExample],
-    val_set: list[TrainExample],
-    cfg: PretrainConfig,
-    log_path: Path,
-    aux: _AuxLabels | None = None,
-) -> dict[str, Any]:
-    """AdamW steps over shuffled batches; validation before the first step, every ``eval_every``
-    steps and at the end. With ``aux`` the vision head's loss is added at ``vision.aux_weight``;
-    with ``text.mix_batch`` lookup drills' loss at ``text.mix_weight`` (:class:`DrillMix`)."""
-    import torch
-
-    o = cfg.optim
-    torch.manual_seed(o.seed)
-    rng = np.random.default_rng(o.seed)
-    opt = _optimizer(model, o, aux.head.parameters() if aux else [])
-    pad_id = processor.tokenizer.pad_token_id
-    drills = DrillMix(processor.tokenizer, cfg.text) if cfg.text.mix_batch else None
-    history: dict[str, Any] = {"train": [], "val": []}
-    log_path.unlink(missing_ok=True)
-    if val_set:
-        _validate(model, processor, val_set, 0, history, log_path, drills)
-    order = rng.permutation(len(train_set))
-    cursor, running, t_start = 0, [], time.perf_counter()
-    model.train()
-    for step in range(o.steps):
-        if cursor + o.batch_size > len(order):
-            order, cursor = rng.permutation(len(train_set)), 0
-        batch = [train_set[i] for i in order[cursor : cursor + o.batch_size]]
-        cursor += o.batch_size
-        extras: dict[str, Callable[[], Any]] = {}
-        if aux and cfg.vision.aux_weight:
-            extras["vision_aux_loss"] = functools.partial(_weighted, aux, batch, cfg.vision.aux_weight)
-        if drills:
-            extras["drill_loss"] = functools.partial(drills.loss, model)
-        encoded = collate([encode(processor, ex) for ex in batch], pad_id)
-        running.append(_step(model, opt, encoded, lr_at(step, o), o, extras))
-        last = step + 1 == o.steps
-        if (step + 1) % cfg.run.log_every == 0 or last:
-            row = {"step": step + 1, **{k: float(np.mean([r[k] for r in running])) for k in running[0]}}
-            row |= {"lr": lr_at(step, o), "elapsed_s": round(time.perf_counter() - t_start, 1)}
-            history["train"].append((step + 1, row["loss"]))
-            _append(log_path, row)
-            log.info("step %d loss %.3f", step + 1, row["loss"])
-            running = []
-        if val_set and ((step + 1) % o.eval_every == 0 or last):
-            _validate(model, processor, val_set, step + 1, history, log_path, drills)
-    return history
-
-
 def _optimizer(model: Any, o: PretrainOptim, head: list[Any]) -> Any:
     """AdamW; no weight decay on embeddings, norms and biases; the vision tower at
     ``lr x vision_lr_scale`` (each group's ``scale`` multiplies the scheduled lr)."""
@@ -565,66 +654,15 @@ def _optimizer(model: Any, o: PretrainOptim, head: list[Any]) -> Any:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr)
 
 
-def _step(
-    model: Any,
-    opt: Any,
-    batch: dict[str, Any],
-    lr: float,
-    o: PretrainOptim,
-    extras: dict[str, Callable[[], Any]],
-) -> dict[str, float]:
-    """One AdamW step on the language loss (:func:`weighted_loss`, logged as ``loss``) plus each of
-    ``extras`` (called after the forward pass: the vision head reads the visual tokens it captured);
-    returns every loss by name."""
-    import torch
-
-    for group in opt.param_groups:
-        group["lr"] = lr * group["scale"]
-    logits = model(**model_inputs(batch, "labels")).logits
-    losses = {"loss": weighted_loss(logits, batch["labels"], batch["answer_at"], o.answer_weight)}
-    losses |= {name: extra() for name, extra in extras.items()}
-    opt.zero_grad(set_to_none=True)
-    torch.stack(list(losses.values())).sum().backward()
-    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], o.grad_clip)
-    opt.step()
-    return {name: float(loss.detach()) for name, loss in losses.items()}
-
-
-def _validate(
-    model: Any,
-    processor: Any,
-    val_set: list[TrainExample],
-    step: int,
-    history: dict[str, Any],
-    log_path: Path,
-    drills: DrillMix | None = None,
-) -> None:
-    matched, letters = mean_loss(model, processor, val_set, shuffled=False)
-    shuffled, letters_shuffled = mean_loss(model, processor, val_set, shuffled=True)
-    val: dict[str, float | None] = {"step": step, "val_loss": matched, "val_loss_shuffled_frames": shuffled}
-    if letters is not None:
-        val |= {"val_letter_accuracy": letters, "val_letter_accuracy_shuffled_frames": letters_shuffled}
-    if drills is not None:  # held-out lookup drills (pretrain_text), chance 20%
-        val["drill_letter_accuracy"] = drills.accuracy(model)
-    history["val"].append(val)
-    _append(log_path, val)
-    log.info(
-        "step %d val %.3f (another clip's frames %.3f); option letters right %s (another clip's %s)",
-        step,
-        matched,
-        shuffled,
-        "-" if letters is None else f"{letters:.1%}",
-        "-" if letters_shuffled is None else f"{letters_shuffled:.1%}",
-    )
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+GREEDY_CURVES = {
+    "greedy_mc_acc": "base types, MC",
+    "greedy_open_acc": "base types, open",
+    "greedy_g_acc": "GRPO types, MC",
+}
 
 
 def plot_pretrain(log_path: Path, out: Path) -> Path:
-    """Training loss and the two validation losses over steps."""
+    """Left: training loss and the two validation losses; right: greedy val accuracy over steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -633,7 +671,7 @@ def plot_pretrain(log_path: Path, out: Path) -> Path:
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     val = [r for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (ax, acc) = plt.subplots(1, 2, figsize=(10, 3.5))
     if train:
         ax.plot(*zip(*train, strict=True), label="train", linewidth=1)
     if val:
@@ -647,9 +685,18 @@ def plot_pretrain(log_path: Path, out: Path) -> Path:
         )
     ax.set_xlabel("step")
     ax.set_ylabel("loss (target tokens)")
-    ax.set_title("base stage: descriptions of EgoSynth frames")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_title("base stage: answer-only targets")
+    for key, label in GREEDY_CURVES.items():
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            acc.plot(*zip(*points, strict=True), marker="o", label=label)
+    acc.set_xlabel("step")
+    acc.set_ylabel("greedy accuracy (val)")
+    acc.set_ylim(0, 1)
+    for a in (ax, acc):
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend()
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

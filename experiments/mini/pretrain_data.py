@@ -1,30 +1,18 @@
-"""Pre-training examples: EgoSynth frame sets paired with descriptions of what the frames show.
+"""Descriptions of EgoSynth frame sets, and the clip ground truth every base-stage example is written from.
 
-This is the base-model stage's data (:mod:`experiments.mini.pretrain`), standing in for the
-image-text pre-training and instruction tuning a real VLM brings. Every target is a
-*description* written from the clip's exact ground truth (``captions.jsonl``, ``events.jsonl``):
-what each hand holds in each frame, which object is picked up or put down where and when (and the
-nearest prompt frame), which frames show such a moment, where the objects are at the start and
-at the end. Never the questions, options, answer letters, nor the answer grammar's tags
-(``<think>``/``<keyframes>``/``<answer>``): a later gain on the multiple-choice QA has to come
-from reinforcement learning.
+:func:`load_truth` reads an EgoSynth folder's exact ground truth (``captions.jsonl``,
+``events.jsonl``, ``clips.jsonl``); :func:`decode_frame_sets` decodes a clip's frame sets the way
+the QA prompts sample them (the uniform set) plus jittered ones (one random time inside each
+segment, like the edge buffer's irregular keyframe times), resized to the model's keyframe size.
 
-Instruction following. The system prompt asks for one to three descriptions, each inside a pair
-of tags it names (``Write what each hand holds in each frame inside <hands></hands>, then ...``),
-drawn at random from :data:`WRAP_TAGS`, and the target wraps each description in its tags, in
-the order asked. The tags are single tokens added to the tokenizer (:func:`add_wrap_tokens`),
-like the answer tags are, and the pairing of tags to contents is random, so the one thing to
-learn is "write the tags the instructions name, in their order". That is the part of an
-instruction-tuned model (Qwen2.5-VL-*Instruct*) GRPO relies on: without it a model that has never
-seen a tag essentially never samples one, every rollout of a group scores the same, and GRPO
-has no advantage to learn from (0 of 96 rollouts at temperature 1 or 1.5 contain a tag after
-description-only pre-training; docs/mini_experiment/LOG.md).
-
-Frames reach the model exactly as in the QA prompts: the contract's ``frame_content`` layout
-(``Frame 3 (t=12.4 s): <image>``), keyframes resized to the model's keyframe size, timestamps of
-the decoded frames. Each clip gives several frame sets: the uniform set (the times QA prompts use)
-and ``frame_sets - 1`` jittered ones (one random time inside each segment), so the model also
-meets irregular keyframe times like the edge buffer's.
+The descriptions (:func:`describe`) are the minority part of the base stage's data
+(:mod:`experiments.mini.base_data`): what each hand holds in each frame, which objects are visible,
+which object is picked up or put down where and when (with the nearest prompt frame), which frames
+show such a moment, where the objects are at the start and at the end. They carry dense reading
+supervision, and ``event_frames`` teaches citing frames. Their prompt asks for one to three
+descriptions, each inside a pair of tags it names, drawn at random from :data:`WRAP_TAGS` (single
+tokens added by :func:`add_wrap_tokens`), and never uses the answer grammar's tags. Frames reach the
+model in the contract's layout (``Frame 3 (t=12.4 s): <image>``).
 """
 
 from __future__ import annotations
@@ -34,16 +22,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from egovlm.contract import Message, frame_content
 from egovlm.frames import Frame, resize_for_model
 from egovlm.video import VideoReader, uniform_times
-
-if TYPE_CHECKING:
-    from experiments.mini.pretrain_perception import PerceptionExample
 
 SYSTEM_INTRO = "You watch keyframes from a head-mounted camera and describe what they show."
 REQUEST = "Describe these frames."
@@ -57,7 +42,6 @@ TASKS: dict[str, str] = {
     "scene": "where the objects are at the start and at the end",
     "moved": "the objects that are picked up, in the order of their first pick-up",
     "first_held": "the number of the first frame in which a hand holds an object",
-    "letter": "the capital letter {letter}",  # drawn per block (task id "letter:K"): see module docstring
 }
 # Wrapper tag names; none is a tag of the answer grammar (think, keyframes, answer).
 WRAP_TAGS: tuple[str, ...] = (
@@ -87,7 +71,6 @@ WRAP_TAGS: tuple[str, ...] = (
     "what",
 )
 MAX_BLOCKS = 3
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # the letter task draws from all 26, uniformly
 
 
 def wrap_tokens() -> list[str]:
@@ -100,11 +83,10 @@ def add_wrap_tokens(tokenizer: Any) -> int:
 
 
 def task_phrase(task: str) -> str:
-    """How the instructions name a task id (``letter:K`` names its letter)."""
-    name, _, arg = task.partition(":")
-    if name not in TASKS:
-        raise PretrainDataError(f"unknown description task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name].format(letter=arg)
+    """How the instructions name a task."""
+    if task not in TASKS:
+        raise PretrainDataError(f"unknown description task {task!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[task]
 
 
 def instructions(blocks: Sequence[tuple[str, str]]) -> str:
@@ -268,9 +250,7 @@ def _summary(clip: ClipTruth) -> str:
 
 
 def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
-    """The description ``task`` (a key of :data:`TASKS`, or ``letter:K``) of this frame set."""
-    if task.startswith("letter:"):
-        return task.partition(":")[2]
+    """The description ``task`` (a key of :data:`TASKS`) of this frame set."""
     if task == "visible":
         return "\n".join(visible_line(clip, f) for f in frames)
     if task == "hands":
@@ -300,7 +280,6 @@ def draw_blocks(rng: np.random.Generator, tasks: Sequence[str]) -> list[tuple[st
     """One to MAX_BLOCKS distinct tasks in random order, each with a distinct random tag."""
     k = int(rng.integers(1, min(MAX_BLOCKS, len(tasks)) + 1))
     chosen = [tasks[int(i)] for i in rng.permutation(len(tasks))[:k]]
-    chosen = [f"letter:{LETTERS[int(rng.integers(len(LETTERS)))]}" if t == "letter" else t for t in chosen]
     tags = [WRAP_TAGS[int(i)] for i in rng.permutation(len(WRAP_TAGS))[:k]]
     return list(zip(chosen, tags, strict=True))
 
@@ -317,36 +296,3 @@ def decode_frame_sets(
         timed = sorted(flat[k * n : (k + 1) * n], key=lambda x: x[0])
         out.append([Frame(i + 1, float(t), resize_for_model(img, size)) for i, (t, img) in enumerate(timed)])
     return out
-
-
-def build_examples(
-    folder: Path,
-    n_frames: int,
-    frame_sets: int,
-    size: tuple[int, int],
-    seed: int,
-    per_set: int = 3,
-    max_clips: int | None = None,
-    tasks: Sequence[str] | None = None,
-    perception_per_set: int = 0,
-) -> list[Example | PerceptionExample]:
-    """``per_set`` examples (random blocks, :func:`draw_blocks`) for each of ``frame_sets`` frame
-    sets of every clip of an EgoSynth folder (``tasks`` None: all of :data:`TASKS`), plus
-    ``perception_per_set`` perception questions in the answer grammar
-    (:mod:`experiments.mini.pretrain_perception`)."""
-    from experiments.mini.pretrain_perception import perception_examples  # it builds on this module
-
-    tasks = list(tasks or TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise PretrainDataError(f"unknown description task(s) {unknown}; choose from {', '.join(TASKS)}")
-    rng = np.random.default_rng(seed)
-    clips = load_truth(folder)[:max_clips] if max_clips else load_truth(folder)
-    examples: list[Example | PerceptionExample] = []
-    for clip in clips:
-        for frames in decode_frame_sets(clip, n_frames, frame_sets, size, rng):
-            for _ in range(per_set):
-                blocks = draw_blocks(rng, tasks)
-                examples.append(Example(clip.clip_id, blocks, frames, target_text(clip, frames, blocks)))
-            examples += perception_examples(clip, frames, perception_per_set, rng)
-    return examples

@@ -6,18 +6,20 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
              val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
 2. base      ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
-             X = pretrain_1frame (vision labels, then single-frame descriptions and perception
-             questions in the answer grammar, with lookup drills mixed in), pretrain_1frame_binding
-             from its model (more of the same, until the letters bind), then pretrain from that on
-             8-frame prompts; never the QA
+             X = base_1frame (vision labels, then single-frame hand/visible questions), then base
+             from its model on 8-frame prompts (every base-type question, answer-only targets in the
+             exact eval prompt; experiments/mini/base_data.py); never the GRPO types
 3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
              question's own frames and once with another clip's frames (what the text alone is worth),
              of the six GRPO models on the val split (to choose the demo's model), and of the base on
-             perception questions about the val clips (does it answer what it was trained on?)
+             its own (base-type) questions about the val clips (does it answer what it was trained on?)
 5. report    ``python -m experiments.mini.report``: docs/mini_experiment/results.md, results.json, curves.png
 6. publish   the GRPO model with the best *val* accuracy (never the test split's) is copied to
              ``models/egovlm-mini`` with a model card (``--no-publish`` skips this)
+
+``--stage base`` runs only what the base model needs (its data: the pre-training and val clips; the
+base stage) and records its wall time (``make repro-base``).
 
 Jobs (GRPO runs, evals) run ``--jobs`` at a time with ``OMP_NUM_THREADS=--threads``: on the 2-core
 machine two one-thread jobs finish sooner than one two-thread job after another, and a one-thread
@@ -45,15 +47,16 @@ PYTHON = sys.executable
 PRETRAIN = [PYTHON, "-m", "experiments.mini", "pretrain"]  # the base stage (experiments/mini/cli.py)
 SEEDS = (0, 1, 2)
 ARMS = ("a", "b")
-LOOK = ["--size", "224x168", "--fps", "10", "--duration", "12"]  # resized to 112x84 keyframes anyway
+LOOK = ["--size", "224x168", "--fps", "10", "--duration", "16"]  # resized to 112x84 keyframes anyway
 # folder -> (split, base seed, clips)
 DATA = {
-    "pretrain": ("train", 1, 150),
-    "rl_train": ("train", 0, 60),
-    "val": ("val", 0, 30),
-    "test": ("test", 0, 30),
+    "pretrain": ("train", 1, 400),
+    "rl_train": ("train", 0, 80),
+    "val": ("val", 0, 40),
+    "test": ("test", 0, 60),
 }
-PERCEPTION = "perception.jsonl"  # in the val folder (write_perception)
+BASE_DATA = ("pretrain", "val")  # what the base stage reads
+BASE_QA = "base_qa.jsonl"  # in the val folder (write_base_qa)
 EVAL = ["--frames", "8", "--batch-size", "8", "--max-new-tokens", "64", "--device", "cpu"]
 
 
@@ -108,24 +111,27 @@ def parallel(jobs: list[Callable[[], None]], n: int) -> None:
             f.result()
 
 
-def make_data(runs: Path) -> None:
-    for name, (split, seed, clips) in DATA.items():
+def make_data(runs: Path, names: tuple[str, ...] = tuple(DATA)) -> None:
+    for name in names:
+        split, seed, clips = DATA[name]
         out = runs / "data" / name
         if not (out / "qa.jsonl").is_file():
             cmd = [EGOVLM, "data", "synth", "--out", str(out), "--clips", str(clips), "--seed", str(seed)]
             run([*cmd, "--split", split, *LOOK, "--workers", "2"], threads=1)
-    write_otherclip(runs / "data" / "test" / "qa.jsonl", runs / "data" / "test" / "qa_otherclip.jsonl")
-    write_perception(runs / "data" / "val")
+    if "test" in names:
+        write_otherclip(runs / "data" / "test" / "qa.jsonl", runs / "data" / "test" / "qa_otherclip.jsonl")
+    if "val" in names:
+        write_base_qa(runs / "data" / "val")
 
 
-def write_perception(folder: Path) -> None:
-    """The base stage's own kind of question (single-frame perception) about the val clips, as QA
-    rows: the base model's accuracy on them says whether it binds option texts to letters at all."""
+def write_base_qa(folder: Path) -> None:
+    """The base stage's own question types (MC and open) about the val clips, as QA rows: the base
+    model's accuracy on them says whether it answers what it was trained on."""
     from egovlm.schema import write_jsonl
-    from experiments.mini.pretrain_perception import perception_qa
+    from experiments.mini.base_data import base_qa
 
-    if not (folder / PERCEPTION).is_file():
-        write_jsonl(folder / PERCEPTION, perception_qa(folder, frames=8, per_clip=6, seed=0))
+    if not (folder / BASE_QA).is_file():
+        write_jsonl(folder / BASE_QA, base_qa(folder, frames=8, seed=0))
 
 
 def prepare_rl_frames(runs: Path) -> None:
@@ -154,14 +160,13 @@ def write_otherclip(src: Path, dst: Path) -> None:
 # the base stage's phases, in order: (run folder under --runs, config); each continues from the
 # previous one's final/ (the first builds the model), the last one's final/ is the base model
 BASE_PHASES = (
-    ("pretrain_1frame", "experiments/mini/configs/pretrain_1frame.yaml"),
-    ("pretrain_1frame_binding", "experiments/mini/configs/pretrain_1frame_binding.yaml"),
-    ("pretrain", "experiments/mini/configs/pretrain.yaml"),
+    ("base_1frame", "experiments/mini/configs/base_1frame.yaml"),
+    ("pretrain", "experiments/mini/configs/base.yaml"),
 )
 
 
 def base_stage(runs: Path) -> None:
-    """Phases 1a and 1b on single frames from random init, then phase 2 on 8-frame prompts."""
+    """Phase 1 on single frames from random init, then phase 2 on 8-frame prompts."""
     data = [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
     previous: Path | None = None
     for folder, config in BASE_PHASES:
@@ -208,6 +213,17 @@ def eval_job(
     return job
 
 
+def record_total(runs: Path, t0: float, l0: float) -> None:
+    total = {
+        "stage": "total",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_start": l0,
+        "load_end": load1(),
+    }
+    with (runs / "timings.jsonl").open("a") as f:
+        f.write(json.dumps(total) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Miniature EgoVLM experiment (see module docstring).")
     ap.add_argument("--runs", type=Path, default=Path("runs/mini"))
@@ -217,6 +233,9 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="delete --runs first (a full, timed run)")
     ap.add_argument("--models", type=Path, default=Path("models/egovlm-mini"), help="where to publish")
     ap.add_argument("--no-publish", action="store_true", help="do not replace --models")
+    ap.add_argument(
+        "--stage", choices=("all", "base"), default="all", help="base: only the base model's data and stage"
+    )
     args = ap.parse_args()
     runs = (ROOT / args.runs).resolve() if not args.runs.is_absolute() else args.runs
     if args.fresh and runs.exists():
@@ -225,6 +244,11 @@ def main() -> None:
     write_code_version(runs / CODE)
     t0, l0 = time.perf_counter(), load1()
     base = runs / "pretrain" / "final"
+    if args.stage == "base":
+        stage(runs, "data (EgoSynth, base + val)", lambda: make_data(runs, BASE_DATA))
+        stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
+        record_total(runs, t0, l0)
+        return
     stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
     stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
     stage(runs, "prepare (RL frame sets)", lambda: prepare_rl_frames(runs))
@@ -236,17 +260,10 @@ def main() -> None:
     }
     evals = [eval_job(runs, n, m, args.threads, other) for n, m in models.items() for other in (False, True)]
     evals += [eval_job(runs, n, m, args.threads, False, "val") for n, m in models.items() if n != "base"]
-    evals.append(eval_job(runs, "base-perception", base, args.threads, False, "val", PERCEPTION))
+    evals.append(eval_job(runs, "base-perception", base, args.threads, False, "val", BASE_QA))
     stage(runs, f"eval ({len(evals)} evals, {args.jobs} at a time)", lambda: parallel(evals, args.jobs))
     report = [PYTHON, "-m", "experiments.mini.report", "--runs", str(runs), "--out", str(args.docs)]
-    total = {
-        "stage": "total",
-        "seconds": round(time.perf_counter() - t0, 1),
-        "load_start": l0,
-        "load_end": load1(),
-    }
-    with (runs / "timings.jsonl").open("a") as f:
-        f.write(json.dumps(total) + "\n")
+    record_total(runs, t0, l0)
     run(report, 1)
     if not args.no_publish:
         publish = [PYTHON, "-m", "experiments.mini.publish", "--runs", str(runs), "--out", str(args.models)]

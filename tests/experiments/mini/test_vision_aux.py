@@ -61,7 +61,7 @@ def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp
     cfg.write_text(
         f"run: {{output_dir: {tmp_path / 'run'}, threads: 1, log_every: 2}}\n"
         "model: {build: tiny, seed: 0}\n"
-        f"data: {{train: {synth_slice}, frames: 4, frame_sets: 1, per_set: 1, perception_per_set: 1}}\n"
+        f"data: {{train: {synth_slice}, frames: 4, frame_sets: 1, describe_per_set: 1, qa_per_set: 1}}\n"
         "optim: {steps: 4, batch_size: 2, lr: 3.0e-3, warmup_steps: 1}\n"
         "vision: {steps: 5, batch_frames: 4, frames_per_clip: 4, aux_weight: 0.5}\n"
     )

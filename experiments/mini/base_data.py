@@ -1,0 +1,351 @@
+"""The base stage's data: B-type questions in the exact prompt eval uses, with answer-only targets.
+
+Every question is rendered by the contract itself (:func:`egovlm.contract.build_messages`: the same
+system prompt, frame layout and question block ``egovlm eval`` sends), so what the base learns is
+measured in the prompt it answers in (docs/mini_experiment/REDESIGN.md §1). The target is
+answer-only::
+
+    <think></think>
+    <keyframes>2, 5</keyframes>
+    <answer>the yellow banana</answer>
+
+``<keyframes>`` holds the prompt frames nearest the moments the answer rests on (the nearest-frame
+salient set of :func:`egovlm.train.rewards.salient_frame_indices`, as the keyframe reward defines
+it); ``<answer>`` holds the correct option's text (``answer_form: text``) or its letter
+(``answer_form: letter``), and an open question's words. Both parse with
+:func:`egovlm.contract.parse_answer` to the gold answer.
+
+Question types (:data:`BASE_TYPES`, REDESIGN.md §2 "Proposed split"):
+
+* ``hand``, ``visible`` — read off one frame (:mod:`experiments.mini.pretrain_perception`);
+* ``start_place`` — where an object that is later picked up was at the start (the place of its
+  first pick-up), with the QA's place phrases ("On the shelf.");
+* ``picked_up`` — which of five objects the wearer picked up (the other four never were);
+* ``first_pickup``, ``count``, ``overall`` — :mod:`egovlm.synth.qa`'s own builders, their options
+  lettered afresh for every example;
+* open forms (no options, answer in words) of :data:`OPEN_FORMS`.
+
+The GRPO types (:data:`GRPO_TYPES`: last pick-up, where something ended up, order) are held out
+of the base: no generator here produces them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from egovlm.contract import Message, build_messages, format_answer
+from egovlm.frames import Frame
+from egovlm.schema import OPTION_LETTERS, QAItem
+from egovlm.train.rewards import salient_frame_indices
+from experiments.mini.pretrain_data import (
+    ClipTruth,
+    Example,
+    PretrainDataError,
+    decode_frame_sets,
+    draw_blocks,
+    load_truth,
+    planned_clip,
+    target_text,
+)
+from experiments.mini.pretrain_perception import (
+    Question,
+    distractors,
+    hand_question,
+    lettered,
+    the,
+    visible_question,
+)
+
+FRAME_TYPES: tuple[str, ...] = ("hand", "visible")  # answerable from a single frame
+QA_TYPES: tuple[str, ...] = ("first_pickup", "count", "overall")  # from egovlm.synth.qa's builders
+BASE_TYPES: tuple[str, ...] = (*FRAME_TYPES, "start_place", "picked_up", *QA_TYPES)
+OPEN_FORMS: tuple[str, ...] = ("hand", "start_place", "first_pickup")
+GRPO_TYPES: tuple[str, ...] = ("last_pickup", "where_ended", "order", "never_touched")
+ANSWER_FORMS: tuple[str, ...] = ("text", "letter")
+
+
+@dataclass
+class QAExample:
+    """A question about one frame set, in the contract's prompt, with its answer-only target."""
+
+    clip_id: str
+    question: Question
+    frames: list[Frame]
+    target: str
+
+    @property
+    def kind(self) -> str:
+        return self.question.kind
+
+    def prompt(self) -> list[Message]:
+        return build_messages(self.frames, self.question.question, self.question.options)
+
+
+def keyframes_for(question: Question, frames: Sequence[Frame]) -> list[int]:
+    """The prompt frames nearest each moment the answer rests on (ties keep both)."""
+    return salient_frame_indices([f.timestamp_s for f in frames], question.salient_times, None)
+
+
+def answer_target(question: Question, frames: Sequence[Frame], answer_form: str = "text") -> str:
+    """The answer-only target: empty think, the salient frames, the answer (module docstring)."""
+    if answer_form not in ANSWER_FORMS:
+        raise PretrainDataError(
+            f"unknown answer form {answer_form!r}; choose one of {', '.join(ANSWER_FORMS)}"
+        )
+    body = question.answer if answer_form == "letter" and not question.is_open else question.answer_text
+    return format_answer("", keyframes_for(question, frames), body)
+
+
+def _picks(clip: ClipTruth) -> list[dict[str, Any]]:
+    return [e for e in clip.events if e["action"] == "pick_up"]
+
+
+def place_phrase(place: str) -> str:
+    """A place as the QA's place options write it: ``On the shelf.``"""
+    from egovlm.synth.scene import PLACE_BY_NAME
+
+    return PLACE_BY_NAME[place].at.capitalize() + "."
+
+
+def start_place_question(
+    clip: ClipTruth, rng: np.random.Generator, open_form: bool = False
+) -> Question | None:
+    """Where an object the wearer picks up was at the start: the place of its first pick-up (None:
+    nothing is picked up). Wrong options prefer places the clip uses, as the QA's where_ended does."""
+    from egovlm.synth.scene import PLACES
+
+    first: dict[str, dict[str, Any]] = {}
+    for e in _picks(clip):
+        first.setdefault(str(e["object"]), e)
+    if not first:
+        return None
+    names = list(first)
+    name = names[int(rng.integers(len(names)))]
+    place = str(first[name]["place"])
+    question = f"Where was the {name} at the start?"
+    correct = place_phrase(place)
+    # the first frame shows every object at its start place
+    if open_form:
+        return Question(clip.clip_id, "start_place", question, None, correct, [0.0])
+    used = {str(e["place"]) for e in clip.events}
+    others = [p for p in PLACES if p.name != place]
+    others.sort(key=lambda p: (p.name not in used, float(rng.random())))
+    options, letter = lettered(correct, [place_phrase(p.name) for p in others[:4]], rng)
+    return Question(clip.clip_id, "start_place", question, options, letter, [0.0])
+
+
+def picked_up_question(clip: ClipTruth, rng: np.random.Generator) -> Question | None:
+    """Which of five objects the wearer picked up: one that was, four that never were (the clip's
+    untouched objects first, then kinds absent from the scene). None: nothing is picked up."""
+    first: dict[str, float] = {}
+    for e in _picks(clip):
+        first.setdefault(str(e["object"]), float(e["t"]))
+    if not first:
+        return None
+    names = list(first)
+    name = names[int(rng.integers(len(names)))]
+    wrong = [the(n) for n in distractors(clip, set(first), 4, rng)]
+    options, letter = lettered(the(name), wrong, rng)
+    question = "Which of these objects did the wearer pick up?"
+    return Question(clip.clip_id, "picked_up", question, options, letter, [first[name]])
+
+
+def qa_questions(
+    clip: ClipTruth, rng: np.random.Generator, kind: str, open_form: bool = False
+) -> list[Question]:
+    """The question(s) of ``kind`` (one of :data:`QA_TYPES`) that :func:`egovlm.synth.qa.make_drafts`
+    builds for the clip, options lettered afresh (counts keep their ascending order, the window
+    placed so the answer lands on a random letter it can occupy)."""
+    from egovlm.synth.qa import make_drafts
+
+    if kind not in QA_TYPES:
+        raise PretrainDataError(f"{kind!r} is not a base-stage QA type ({', '.join(QA_TYPES)})")
+    if clip.render is None:
+        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so the clip's script is unknown")
+    script = planned_clip(*clip.render, clip.duration_s).script
+    out = []
+    for d in make_drafts(script, rng):
+        if d.question_type != kind:
+            continue
+        times = [float(t) for t in d.salient_times]
+        if open_form:
+            out.append(Question(clip.clip_id, kind, d.question, None, d.correct, times))
+            continue
+        if d.numeric is not None:
+            slot = int(rng.integers(min(len(OPTION_LETTERS) - 1, d.numeric) + 1))
+            start = d.numeric - slot
+            options = {k: str(start + i) for i, k in enumerate(OPTION_LETTERS)}
+            letter = OPTION_LETTERS[slot]
+        else:
+            options, letter = lettered(d.correct, d.distractors, rng)
+        out.append(Question(clip.clip_id, kind, d.question, options, letter, times))
+    return out
+
+
+def make_question(
+    clip: ClipTruth, frames: Sequence[Frame], kind: str, rng: np.random.Generator, open_form: bool = False
+) -> Question | None:
+    """One question of ``kind`` about a frame set (None: the clip cannot support it)."""
+    if open_form and kind not in OPEN_FORMS:
+        raise PretrainDataError(f"{kind!r} has no open form (open forms: {', '.join(OPEN_FORMS)})")
+    if kind == "hand":
+        return hand_question(clip, frames, rng, open_form)
+    if kind == "visible":
+        return visible_question(clip, frames, rng)
+    if kind == "start_place":
+        return start_place_question(clip, rng, open_form)
+    if kind == "picked_up":
+        return picked_up_question(clip, rng)
+    if kind in QA_TYPES:
+        found = qa_questions(clip, rng, kind, open_form)
+        return found[int(rng.integers(len(found)))] if found else None
+    raise PretrainDataError(f"unknown base question type {kind!r}; choose from {', '.join(BASE_TYPES)}")
+
+
+def check_kinds(kinds: Sequence[str], frames: int) -> None:
+    """Base types only, and single-frame types only for single-frame prompts."""
+    unknown = [k for k in kinds if k not in BASE_TYPES]
+    if unknown:
+        raise PretrainDataError(
+            f"unknown base question type(s) {unknown}; choose from {', '.join(BASE_TYPES)}"
+        )
+    if frames < 2 and any(k not in FRAME_TYPES for k in kinds):
+        raise PretrainDataError(
+            f"a single-frame prompt can only ask {', '.join(FRAME_TYPES)}, not {list(kinds)}"
+        )
+
+
+def draw_questions(
+    clip: ClipTruth,
+    frames: Sequence[Frame],
+    count: int,
+    rng: np.random.Generator,
+    kinds: Sequence[str] = BASE_TYPES,
+    open_share: float = 0.0,
+) -> list[Question]:
+    """``count`` questions about a frame set: kinds uniform over ``kinds``, each of an
+    :data:`OPEN_FORMS` kind asked open with probability ``open_share``; a kind the clip cannot
+    support (nothing picked up, nothing visible) is redrawn, up to a bound."""
+    out: list[Question] = []
+    for _ in range(count * 4):
+        if len(out) == count:
+            break
+        kind = kinds[int(rng.integers(len(kinds)))]
+        open_form = kind in OPEN_FORMS and float(rng.random()) < open_share
+        q = make_question(clip, frames, kind, rng, open_form)
+        if q is not None:
+            out.append(q)
+    return out
+
+
+def build_base_examples(
+    folder: Path,
+    n_frames: int,
+    frame_sets: int,
+    size: tuple[int, int],
+    seed: int,
+    qa_per_set: int,
+    kinds: Sequence[str] = BASE_TYPES,
+    open_share: float = 0.0,
+    answer_form: str = "text",
+    describe_per_set: int = 0,
+    tasks: Sequence[str] | None = None,
+    max_clips: int | None = None,
+) -> list[QAExample | Example]:
+    """For every clip of an EgoSynth folder and each of its ``frame_sets`` frame sets (the uniform
+    one, then jittered ones): ``qa_per_set`` questions (:func:`draw_questions`) with answer-only
+    targets, and ``describe_per_set`` descriptions (:mod:`experiments.mini.pretrain_data`)."""
+    from experiments.mini.pretrain_data import TASKS
+
+    check_kinds(kinds, n_frames)
+    tasks = list(tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise PretrainDataError(f"unknown description task(s) {unknown}; choose from {', '.join(TASKS)}")
+    rng = np.random.default_rng(seed)
+    clips = load_truth(folder)[:max_clips] if max_clips else load_truth(folder)
+    examples: list[QAExample | Example] = []
+    for clip in clips:
+        for frames in decode_frame_sets(clip, n_frames, frame_sets, size, rng):
+            for q in draw_questions(clip, frames, qa_per_set, rng, kinds, open_share):
+                examples.append(QAExample(clip.clip_id, q, frames, answer_target(q, frames, answer_form)))
+            for _ in range(describe_per_set):
+                blocks = draw_blocks(rng, tasks)
+                examples.append(Example(clip.clip_id, blocks, frames, target_text(clip, frames, blocks)))
+    return examples
+
+
+def val_questions(
+    folder: Path,
+    n_frames: int,
+    size: tuple[int, int],
+    seed: int,
+    kinds: Sequence[str] = BASE_TYPES,
+    max_clips: int | None = None,
+    answer_form: str = "text",
+) -> list[QAExample]:
+    """Held-out questions on each clip's uniform frame set (the one ``egovlm eval`` samples): one
+    multiple-choice question of every kind the clip supports, and the open form of each
+    :data:`OPEN_FORMS` kind among ``kinds``."""
+    check_kinds(kinds, n_frames)
+    rng = np.random.default_rng(seed)
+    clips = load_truth(folder)[:max_clips] if max_clips else load_truth(folder)
+    out: list[QAExample] = []
+    for clip in clips:
+        frames = decode_frame_sets(clip, n_frames, 1, size, rng)[0]
+        asked = [(k, False) for k in kinds] + [(k, True) for k in kinds if k in OPEN_FORMS]
+        for kind, open_form in asked:
+            q = make_question(clip, frames, kind, rng, open_form)
+            if q is not None:
+                out.append(QAExample(clip.clip_id, q, frames, answer_target(q, frames, answer_form)))
+    return out
+
+
+def grpo_questions(folder: Path, n_frames: int, size: tuple[int, int], limit: int) -> list[QAExample]:
+    """Up to ``limit`` of the folder's own QA rows (``qa.jsonl``) of the GRPO types, on each clip's
+    uniform frames: how far the base already gets on the questions it never trained on."""
+    from egovlm.schema import read_jsonl
+
+    if limit <= 0 or not (folder / "qa.jsonl").is_file():
+        return []
+    clips = {c.video.name: c for c in load_truth(folder)}
+    rng = np.random.default_rng(0)
+    frames_of: dict[str, list[Frame]] = {}
+    out: list[QAExample] = []
+    for item in read_jsonl(folder / "qa.jsonl"):
+        if item.question_type not in GRPO_TYPES or not item.video or item.answer is None:
+            continue
+        clip = clips.get(Path(item.video).name)
+        if clip is None:
+            continue
+        if clip.clip_id not in frames_of:
+            frames_of[clip.clip_id] = decode_frame_sets(clip, n_frames, 1, size, rng)[0]
+        frames = frames_of[clip.clip_id]
+        q = Question(
+            clip.clip_id,
+            str(item.question_type),
+            item.question,
+            item.options,
+            item.answer,
+            list(item.salient_times or []),
+        )
+        out.append(QAExample(clip.clip_id, q, frames, answer_target(q, frames)))
+        if len(out) == limit:
+            break
+    return out
+
+
+def base_qa(folder: Path, frames: int, seed: int, kinds: Sequence[str] = BASE_TYPES) -> list[QAItem]:
+    """:func:`val_questions` as dataset rows, for ``egovlm eval`` of a base model on its own types
+    (``size`` does not matter: the rows hold no frames)."""
+    clips = {c.clip_id: c for c in load_truth(folder)}
+    items = []
+    for k, ex in enumerate(val_questions(folder, frames, (112, 84), seed, kinds)):
+        suffix = "-open" if ex.question.is_open else ""
+        items.append(ex.question.to_item(clips[ex.clip_id], f"{ex.clip_id}-base{k:03d}-{ex.kind}{suffix}"))
+    return items

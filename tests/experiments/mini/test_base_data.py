@@ -1,0 +1,204 @@
+"""The base stage's questions (experiments.mini.base_data): the exact eval prompt, answer-only targets that
+parse to the gold answer, answers recomputed from the clip's events, and never a GRPO type."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from egovlm.contract import SYSTEM_PROMPT, answers_match, build_messages, parse_answer
+from egovlm.frames import Frame
+from egovlm.schema import read_jsonl
+from egovlm.video import uniform_times
+from experiments.mini.base_data import (
+    BASE_TYPES,
+    GRPO_TYPES,
+    OPEN_FORMS,
+    QAExample,
+    answer_target,
+    base_qa,
+    build_base_examples,
+    draw_questions,
+    place_phrase,
+    val_questions,
+)
+from experiments.mini.pretrain_data import ClipTruth, PretrainDataError, held_at, load_truth, visible_objects
+from experiments.mini.pretrain_perception import NOTHING
+
+
+def _questions(folder: Path, per_set: int = 12, form: str = "text") -> list[QAExample]:
+    examples = build_base_examples(folder, 4, 2, (112, 84), 0, per_set, open_share=0.4, answer_form=form)
+    out = [ex for ex in examples if isinstance(ex, QAExample)]
+    assert (
+        len(out) == len(examples) and len(out) >= 3 * 2 * per_set // 2
+    )  # clips with no pick-up redraw kinds, up to a bound
+    return out
+
+
+def _plan(clips: int, duration: float = 16.0) -> list[ClipTruth]:
+    """Planned clips (nothing rendered) as the ground truth the generators read."""
+    from egovlm.synth.generate import SynthConfig, build_clip
+
+    out = []
+    for i in range(clips):
+        c = build_clip("train", 1, i, SynthConfig(size=(224, 168), fps=10, duration=duration))
+        events = [{"clip_id": c.clip_id, **e.to_json()} for e in c.script.events]
+        render = ("train", 1, i, (224, 168), 10.0)
+        out.append(ClipTruth(c.clip_id, Path(c.video), duration, [], events, render))
+    return out
+
+
+def _frames(duration: float, n: int = 8) -> list[Frame]:
+    return [
+        Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(uniform_times(duration, n))
+    ]
+
+
+def _gold_words(ex: QAExample) -> str:
+    q = ex.question
+    return q.answer if q.options is None else q.options[q.answer]
+
+
+def test_prompt_is_the_contracts_and_the_answer_only_target_parses_to_the_gold_answer(
+    synth_slice: Path,
+) -> None:
+    for form in ("text", "letter"):
+        for ex in _questions(synth_slice, 6, form):
+            q = ex.question
+            assert ex.prompt() == build_messages(ex.frames, q.question, q.options)
+            assert ex.prompt()[0]["content"][0]["text"] == SYSTEM_PROMPT
+            letters = "".join(q.options) if q.options else None
+            parsed = parse_answer(ex.target, letters, q.options)
+            assert parsed.format_ok, (ex.target, parsed.problems)
+            assert parsed.think == ""  # answer-only: nothing inside <think>
+            assert answers_match(parsed.answer, q.answer), (ex.target, q)
+            assert parsed.keyframes and set(parsed.keyframes) <= {f.index for f in ex.frames}
+            if q.options is not None:
+                # text form writes the option's words, letter form the letter; both mean the same option
+                written = parsed.answer_text
+                assert written == (q.options[q.answer] if form == "text" else q.answer)
+
+
+def test_answers_are_true_to_the_clips_events(synth_slice: Path) -> None:
+    clips = {c.clip_id: c for c in load_truth(synth_slice)}
+    kinds: Counter[str] = Counter()
+    for ex in _questions(synth_slice):
+        kinds[ex.kind + ("_open" if ex.question.is_open else "")] += 1
+        _check_truth(clips[ex.clip_id], ex)
+    assert {k for k in kinds if not k.endswith("_open")} == set(BASE_TYPES)
+    assert {k.removesuffix("_open") for k in kinds if k.endswith("_open")} == set(OPEN_FORMS)
+
+
+def _check_truth(clip: ClipTruth, ex: QAExample) -> None:
+    """Every answer recomputed from events.jsonl (and, for visibility, the renderer)."""
+    q, gold = ex.question, _gold_words(ex)
+    picks = [e for e in clip.events if e["action"] == "pick_up"]
+    if q.options is not None:
+        assert len(set(q.options.values())) == 5
+    if ex.kind == "hand":
+        hand, index = q.question.split(" the ")[1].split()[0], int(q.question.rstrip("?").split()[-1])
+        held = held_at(clip.events, ex.frames[index - 1].timestamp_s).get(hand)
+        assert gold == (f"the {held}" if held else NOTHING)
+        assert parse_answer(ex.target, None).keyframes == [index]
+    elif ex.kind == "visible":
+        index = int(q.question.rstrip("?").split()[-1])
+        seen = visible_objects(clip, ex.frames[index - 1].timestamp_s)
+        assert gold.removeprefix("the ") in seen
+        assert not {o.removeprefix("the ") for o in (q.options or {}).values() if o != gold} & set(seen)
+    elif ex.kind == "start_place":
+        name = q.question.removeprefix("Where was the ").removesuffix(" at the start?")
+        first = next(e for e in picks if e["object"] == name)
+        assert gold == place_phrase(first["place"])
+    elif ex.kind == "picked_up":
+        picked = {e["object"] for e in picks}
+        assert gold.removeprefix("the ") in picked
+        assert not {o.removeprefix("the ") for o in (q.options or {}).values() if o != gold} & picked
+    elif ex.kind == "first_pickup":
+        assert gold == f"the {picks[0]['object']}"
+    elif ex.kind == "count":
+        if q.question == "How many times did the wearer pick something up?":
+            assert gold == str(len(picks))
+        elif q.question.startswith("How many times did the wearer pick up the "):
+            name = q.question.removeprefix("How many times did the wearer pick up the ").rstrip("?")
+            assert gold == str(sum(e["object"] == name for e in picks))
+        else:
+            assert gold == str(
+                sum(
+                    e["action"] == "put_down" and place_phrase(e["place"]).rstrip(".").lower() in q.question
+                    for e in clip.events
+                )
+            )
+        values = [int(v) for v in (q.options or {}).values()]
+        assert values == sorted(values) and values == list(range(values[0], values[0] + 5))
+    elif ex.kind == "overall":
+        assert gold.endswith(".") and q.options is not None
+    else:
+        raise AssertionError(ex.kind)
+
+
+def test_no_grpo_type_is_ever_produced_on_a_50_clip_plan() -> None:
+    rng = np.random.default_rng(0)
+    kinds: Counter[str] = Counter()
+    clips = _plan(50)
+    for clip in clips:
+        frames = _frames(clip.duration_s)
+        for q in draw_questions(clip, frames, 12, rng, BASE_TYPES, open_share=0.5):
+            kinds[q.kind] += 1
+            assert q.kind in BASE_TYPES and q.kind not in GRPO_TYPES
+            for word in ("last", "end up", "before", "right after"):
+                assert word not in q.question.lower()
+            ex = QAExample(clip.clip_id, q, frames, answer_target(q, frames))
+            _check_truth(clip, ex)
+    assert set(kinds) == set(BASE_TYPES)
+
+
+def test_options_are_reshuffled_per_example_and_letters_balanced(synth_slice: Path) -> None:
+    letters: Counter[str] = Counter()
+    layouts: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for ex in _questions(synth_slice, 40):
+        q = ex.question
+        if q.options is None:
+            continue
+        letters[q.answer] += 1
+        if q.kind in ("first_pickup", "overall"):
+            layouts.setdefault((ex.clip_id, q.question), set()).add(tuple(q.options.values()))
+    assert set(letters) == set("ABCDE") and max(letters.values()) < 2 * min(letters.values())
+    assert any(len(v) > 1 for v in layouts.values())  # the same question, its options in new orders
+
+
+def test_single_frame_prompts_ask_only_single_frame_types_and_unknown_types_are_named(
+    synth_slice: Path,
+) -> None:
+    with pytest.raises(PretrainDataError, match="single-frame"):
+        build_base_examples(synth_slice, 1, 1, (112, 84), 0, 2, kinds=["first_pickup"])
+    with pytest.raises(PretrainDataError, match="where_ended"):
+        build_base_examples(synth_slice, 4, 1, (112, 84), 0, 2, kinds=["where_ended"])
+    one = build_base_examples(synth_slice, 1, 2, (112, 84), 0, 4, kinds=["hand", "visible"])
+    assert one and {ex.kind for ex in one if isinstance(ex, QAExample)} <= {"hand", "visible"}
+
+
+def test_val_questions_cover_every_kind_and_base_qa_rows_round_trip(
+    synth_slice: Path, tmp_path: Path
+) -> None:
+    from egovlm.schema import write_jsonl
+
+    asked = val_questions(synth_slice, 4, (112, 84), 1)
+    assert {ex.kind for ex in asked} == set(BASE_TYPES)
+    assert {ex.kind for ex in asked if ex.question.is_open} == set(OPEN_FORMS)
+    items = base_qa(synth_slice, 4, 1)
+    assert len(items) == len(asked) and len({i.id for i in items}) == len(items)
+    for item in items:
+        assert (synth_slice / str(item.video)).is_file() and item.question_type in BASE_TYPES
+    write_jsonl(tmp_path / "base_qa.jsonl", items)
+    assert read_jsonl(tmp_path / "base_qa.jsonl") == items
+
+
+def test_a_question_without_open_form_refuses_one(synth_slice: Path) -> None:
+    from experiments.mini.base_data import make_question
+
+    clip = load_truth(synth_slice)[0]
+    with pytest.raises(PretrainDataError, match="no open form"):
+        make_question(clip, _frames(clip.duration_s, 4), "count", np.random.default_rng(0), open_form=True)
