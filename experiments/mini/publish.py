@@ -1,8 +1,12 @@
 """Publish the miniature EgoVLM experiment's chosen model as the demo's default (``models/egovlm-mini``).
 
-The choice is made on the **val** split (``<runs>/eval_val/<model>/metrics.json``): the GRPO model
-with the highest val accuracy, ties broken by val keyframe F1, then by name. The test split only
-reports; choosing on it would make the published test number optimistic. The model's files
+The choice is made on the **val** split's multiple-choice questions (``<runs>/eval_val/<model>/``:
+``metrics.json`` and the per-question ``completions.jsonl``), among the six GRPO models and the base:
+:func:`experiments.mini.stats.publish_decision` tests each against chance (one-sided exact binomial),
+corrects for the seven candidates (Bonferroni: picking the best of seven is seven chances to be lucky)
+and picks the most accurate significant one, ties broken by val keyframe F1; if none is significant,
+nothing is published. A model that never completes the answer grammar is never published. The test
+split only reports; choosing on it would make the published test number optimistic. The model's files
 (safetensors weights, config, tokenizer, processor, ``egovlm.json``) are copied into a hidden
 folder beside ``--out`` with a model card, then renamed into place, so an interrupted publish
 never leaves a half-written model where the demo looks for one.
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from egovlm.atomic import replace_dir
+from experiments.mini.stats import PublishDecision, publish_decision
 
 MAX_BYTES = 20 * 1024 * 1024  # the issue's bound for committing the model
 # weights and what loading needs; optimizer states, trainer states and logs stay behind
@@ -28,26 +34,42 @@ KEEP_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt", ".model")
 NEVER = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
-def choose(runs: Path) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
-    """(name, its val metrics, every candidate's val metrics) of the best GRPO model on val."""
-    cands: dict[str, dict[str, Any]] = {}
-    for f in sorted((runs / "eval_val").glob("grpo_*/metrics.json")):
-        cands[f.parent.name] = json.loads(f.read_text())
+CHANCE = 0.2  # five options
+ALPHA = 0.05  # family-wise: one-sided, Bonferroni-corrected over the candidates
+BASE = "base"  # the base stage's model: a candidate like the GRPO runs (<runs>/pretrain/final)
+
+
+def val_correctness(eval_dir: Path) -> np.ndarray:
+    """1.0 / 0.0 per answered multiple-choice question of an eval, from its ``completions.jsonl``."""
+    rows = [json.loads(line) for line in (eval_dir / "completions.jsonl").read_text().splitlines() if line]
+    mc = [r for r in rows if r.get("answer_form", "letter") == "letter" and r.get("correct") is not None]
+    return np.array([float(bool(r["correct"])) for r in mc])
+
+
+def candidates(runs: Path) -> dict[str, dict[str, Any]]:
+    """Every candidate's val metrics: the base and the GRPO runs with a val eval."""
+    ev = runs / "eval_val"
+    names = [BASE, *sorted(p.parent.name for p in ev.glob("grpo_*/metrics.json"))]
+    files = {n: ev / n / "metrics.json" for n in names}
+    cands = {n: json.loads(f.read_text()) for n, f in files.items() if f.is_file()}
     if not cands:
-        raise SystemExit(
-            f"no val evals under {runs / 'eval_val'}: run python -m experiments.mini.repro first"
-        )
+        raise SystemExit(f"no val evals under {ev}: run python -m experiments.mini.repro first")
+    return cands
 
-    def key(item: tuple[str, dict[str, Any]]) -> tuple[float, float, str]:
-        name, m = item
-        return (-(m.get("accuracy") or 0.0), -(m.get("keyframe_f1") or 0.0), name)
 
-    name, best = min(cands.items(), key=key)
-    return name, best, cands
+def choose(runs: Path) -> tuple[PublishDecision, dict[str, dict[str, Any]]]:
+    """The publish decision over every candidate on val (module docstring), and their val metrics."""
+    cands = candidates(runs)
+    correct = {n: val_correctness(runs / "eval_val" / n) for n in cands}
+    tiebreak = {n: float(m.get("keyframe_f1") or 0.0) for n, m in cands.items()}
+    decision = publish_decision(correct, CHANCE, ALPHA, "bonferroni", tiebreak=tiebreak)
+    return decision, cands
 
 
 def model_dir(runs: Path, name: str) -> Path:
-    """``grpo_a-seed1`` → ``<runs>/grpo_a/seed1/final``."""
+    """``grpo_a-seed1`` → ``<runs>/grpo_a/seed1/final``; ``base`` → ``<runs>/pretrain/final``."""
+    if name == BASE:
+        return runs / "pretrain" / "final"
     arm, _, seed = name.partition("-")
     return runs / arm / seed / "final"
 
@@ -86,16 +108,34 @@ def made_by(runs: Path) -> str:
     return text
 
 
+def _row(label: str, m: dict[str, Any]) -> str:
+    return (
+        f"| {label} | {_pct(m.get('accuracy'))} | {_pct(m.get('format_failure_rate'))} | "
+        f"{m.get('keyframe_f1') or 0:.3f} | {_pct(m.get('open_accuracy'))} |"
+    )
+
+
 def card(
-    name: str, val: dict[str, Any], results: dict[str, Any] | None, size: int, made: str = "`make repro-mini`"
+    name: str,
+    val: dict[str, Any],
+    results: dict[str, Any] | None,
+    size: int,
+    made: str = "`make repro-mini`",
+    decision: PublishDecision | None = None,
 ) -> str:
-    """The model card: what it is, what it was trained on, what it is not; ``made``: by what run."""
+    """The model card: what it is, what it was trained on, what it is not; ``made``: by what run;
+    ``decision``: why this model was published (the selection rule, its reason and adjusted p)."""
     evals = (results or {}).get("evals") or {}
-    key = name.split("-")[0][-1]  # "a" or "b"
-    test = evals.get(key, {}).get(name)
-    test_other = evals.get(f"{key}_otherclip", {}).get(name)  # keyed by run, as the report writes it
-    base = evals.get("base")
-    arm = "format + accuracy + keyframe" if name.startswith("grpo_b") else "format + accuracy"
+    if name == BASE:
+        test, test_other = evals.get("base"), evals.get("base_otherclip")
+        stage = "the base stage only (no GRPO)"
+    else:
+        key = name.split("-")[0][-1]  # "a" or "b"
+        test = evals.get(key, {}).get(name)
+        test_other = evals.get(f"{key}_otherclip", {}).get(name)  # keyed by run, as the report writes it
+        arm = "format + accuracy + keyframe" if name.startswith("grpo_b") else "format + accuracy"
+        stage = f"GRPO with the rewards {arm}"
+    base = evals.get("base") if name != BASE else None
     lines = [
         "# egovlm-mini: the demo's built-in model",
         "",
@@ -105,37 +145,36 @@ def card(
         "",
         "1. base stage (`python -m experiments.mini pretrain`), standing in for Qwen2.5-VL's pre-training",
         "   and instruction tuning: the vision tower learns which objects each visual token shows (labels",
-        "   from EgoSynth's renderer); then next-token training on *descriptions* of frame sets (what each",
-        "   hand holds, pick-ups and put-downs with their nearest frame, where objects start and end) and",
-        "   on single-frame *perception* questions in the answer grammar (what a hand holds in frame k,",
-        "   what frame k shows, which option names an object), with text-only *lookup drills* mixed in",
-        "   (which of five lettered object names is the asked one); never the QA's questions about the",
-        "   clip's events, their answers or any reasoning about them;",
-        f"2. **GRPO** (R1-Zero style, `egovlm train`) on EgoSynth multiple-choice QA, rewards {arm};",
-        f"   this is run `{name}`, chosen among 6 GRPO runs (2 reward arms x 3 seeds) by accuracy on the",
-        "   EgoSynth **val** split.",
+        "   from EgoSynth's renderer); then answer-only training, in the exact prompt the model is asked",
+        "   in, on the base question types (what a hand holds, what a frame shows, where an object",
+        "   started, which object was picked up, the first pick-up, counts, the overall activity; options",
+        "   and open questions answered in words); never the GRPO types;",
+        "2. **GRPO** (R1-Zero style, `egovlm train`) on the question types held out of the base stage",
+        "   (the last pick-up, where an object ended up, the order of actions), 2 reward arms x 3 seeds.",
         "",
-        "| split | accuracy | format failures | keyframe F1 |",
-        "|---|---|---|---|",
-        f"| EgoSynth val (selection) | {_pct(val.get('accuracy'))} | "
-        f"{_pct(val.get('format_failure_rate'))} | {val.get('keyframe_f1') or 0:.3f} |",
+        f"This is `{name}`: {stage}, chosen among the base and the 6 GRPO runs on the EgoSynth **val**",
+        "split's multiple-choice accuracy.",
+    ]
+    if decision is not None:
+        lines += [
+            "",
+            f"Selection: {decision.reason}. Rule: one-sided exact binomial test of each candidate's val",
+            f"accuracy against chance ({_pct(CHANCE)}), {decision.correction} correction for the "
+            f"{len(decision.p_values)} candidates, family-wise alpha {decision.alpha}; adjusted p of "
+            f"the chosen model: {decision.adjusted[name]:.3g}.",
+        ]
+    lines += [
+        "",
+        "| split | accuracy | format failures | keyframe F1 | open questions, exact answer |",
+        "|---|---|---|---|---|",
+        _row("EgoSynth val (selection)", val),
     ]
     if test:
-        lines.append(
-            f"| EgoSynth test (held out) | {_pct(test.get('accuracy'))} | "
-            f"{_pct(test.get('format_failure_rate'))} | {test.get('keyframe_f1') or 0:.3f} |"
-        )
+        lines.append(_row("EgoSynth test (held out)", test))
     if test_other:  # what the question text alone is worth to it
-        lines.append(
-            f"| EgoSynth test, each question shown another clip's frames | "
-            f"{_pct(test_other.get('accuracy'))} | {_pct(test_other.get('format_failure_rate'))} | "
-            f"{test_other.get('keyframe_f1') or 0:.3f} |"
-        )
+        lines.append(_row("EgoSynth test, each question shown another clip's frames", test_other))
     if base:
-        lines.append(
-            f"| base stage, test (for reference) | {_pct(base.get('accuracy'))} | "
-            f"{_pct(base.get('format_failure_rate'))} | {base.get('keyframe_f1') or 0:.3f} |"
-        )
+        lines.append(_row("base stage, test (for reference)", base))
     lines += [
         "",
         "Chance is 20% (five options). The whole experiment, the table over seeds and the analysis:",
@@ -159,41 +198,25 @@ def card(
     return "\n".join(lines)
 
 
-CHANCE = 0.2  # five options
-ALPHA = 0.05  # one-sided significance level for "above chance"
-
-
-def p_above_chance(correct: int, n: int, chance: float = CHANCE) -> float:
-    """One-sided exact binomial p-value: P(X >= correct) for X ~ Binomial(n, chance)."""
-    return sum(math.comb(n, k) * chance**k * (1 - chance) ** (n - k) for k in range(correct, n + 1))
-
-
 def unfit(val: dict[str, Any]) -> str | None:
-    """Why a model must not become the demo's default, or None: the demo exists to show answers
-    about the footage, so a model that never completes the answer grammar, or whose val accuracy
-    is not *significantly* above chance (one-sided binomial test at ALPHA; 192 val questions need
-    about 25%), would replace the random model's noise with trained noise."""
-    acc, failures = val.get("accuracy") or 0.0, val.get("format_failure_rate")
+    """Why a model must not become the demo's default whatever its accuracy, or None: the demo exists
+    to show answers in the contract's grammar, so a model none of whose val completions follows it is
+    never published. (Whether its accuracy is above chance is :func:`choose`'s test.)"""
+    failures = val.get("format_failure_rate")
     if failures is not None and failures >= 1.0:
         return "no val completion followed the answer grammar"
-    n = val.get("answered_items")
-    if not n:  # no item count: the plain comparison is all we can do
-        return None if acc > CHANCE else f"val accuracy {_pct(acc)} is not above chance ({_pct(CHANCE)})"
-    correct = round(acc * n)
-    p = p_above_chance(correct, int(n))
-    if p >= ALPHA:
-        return (
-            f"val accuracy {_pct(acc)} ({correct} of {n}) is not significantly above chance "
-            f"({_pct(CHANCE)}): one-sided binomial p = {p:.3f}, needs < {ALPHA}"
-        )
     return None
 
 
 def publish(runs: Path, out: Path, results: Path | None) -> Path | None:
-    name, val, _ = choose(runs)
+    decision, cands = choose(runs)
+    if decision.chosen is None:
+        print(f"not published: {decision.reason}")
+        return None
+    name, val = decision.chosen, cands[decision.chosen]
     reason = unfit(val)
     if reason:
-        print(f"not published: the best GRPO model on val ({name}) is unfit for the demo: {reason}")
+        print(f"not published: the chosen model on val ({name}) is unfit for the demo: {reason}")
         return None
     src = model_dir(runs, name)
     tmp = out.parent / f".{out.name}.partial"
@@ -207,10 +230,20 @@ def publish(runs: Path, out: Path, results: Path | None) -> Path | None:
             f"{src}: {size / 1e6:.1f} MB is over the {MAX_BYTES / 1e6:.0f} MB bound for committing"
         )
     data = json.loads(results.read_text()) if results and results.is_file() else None
-    (tmp / "README.md").write_text(card(name, val, data, size, made_by(runs)), encoding="utf-8")
+    (tmp / "README.md").write_text(card(name, val, data, size, made_by(runs), decision), encoding="utf-8")
     meta_path = tmp / "egovlm.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    selection = {
+        "reason": decision.reason,
+        "candidates": sorted(decision.p_values),
+        "test": f"one-sided exact binomial against chance {CHANCE}",
+        "correction": decision.correction,
+        "alpha": decision.alpha,
+        "p_value": decision.p_values[name],
+        "adjusted_p": decision.adjusted[name],
+    }
     meta.update(published_as="egovlm-mini", chosen_run=name, chosen_by="val accuracy", val_metrics=val)
+    meta["selection"] = selection
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     replace_dir(tmp, out)
     print(f"published {name} (val accuracy {_pct(val.get('accuracy'))}) to {out}, {size / 1e6:.1f} MB")

@@ -1,9 +1,11 @@
 """The miniature EgoVLM experiment's table and plot, from the runs ``experiments/mini/repro.py`` made.
 
-Reads ``<runs>/eval/<model>/metrics.json`` (``egovlm eval`` on the held-out test split; also
-``<model>-otherclip`` evals, where each question is shown another clip's frames), each GRPO run's
-TensorBoard curves and ``<runs>/timings.jsonl``; writes ``results.md`` (the tables), ``results.json``
-(every number) and ``curves.png`` (reward curves, mean and min-max over seeds) into ``--out``.
+Reads ``<runs>/eval/<model>/metrics.json`` and ``completions.jsonl`` (``egovlm eval`` on the held-out
+test split's multiple-choice and open questions; also ``<model>-otherclip`` evals, where each question
+is shown another clip's frames), each GRPO run's TensorBoard curves and ``<runs>/timings.jsonl``;
+writes ``results.md`` (the tables and a "Statistics" section: the significance tests of
+:mod:`experiments.mini.stats` on per-question correctness), ``results.json`` (every number) and
+``curves.png`` (reward curves, mean and min-max over seeds) into ``--out``.
 
     .venv/bin/python -m experiments.mini.report --runs runs/mini --out docs/mini_experiment
 """
@@ -17,9 +19,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from egovlm.atomic import atomic_path, atomic_write_text
+from experiments.mini import stats
+from experiments.mini.base_data import GRPO_TYPES
 
 CHANCE = 0.2  # five options
 ARMS = {"a": "GRPO (a): format + accuracy", "b": "GRPO (b): format + accuracy + keyframe"}
@@ -75,7 +80,8 @@ def top_letter_share(eval_dir: Path) -> float | None:
     f = eval_dir / "completions.jsonl"
     if not f.is_file():
         return None
-    letters = [json.loads(line).get("predicted") for line in f.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    letters = [r.get("predicted") for r in rows if r.get("answer_form", "letter") == "letter"]
     counts = Counter(x for x in letters if x)
     return max(counts.values()) / len(letters) if counts and letters else None
 
@@ -104,9 +110,10 @@ def f1s(s: dict[str, float] | float | None) -> str:
 
 def main_table(data: dict[str, Any]) -> list[str]:
     base, base_o = data["base"], data["base_otherclip"]
-    n = base["answered_items"] if base else "?"
+    n = base["answered_items"] - (base.get("open_items") or 0) if base else "?"
     rows = [
-        f"Held-out EgoSynth test split ({n} questions, 5 options). Mean ± std over seeds (min–max).",
+        f"Held-out EgoSynth test split ({n} multiple-choice questions, 5 options). "
+        "Mean ± std over seeds (min–max).",
         "",
         "| model | accuracy | accuracy, another clip's frames | format failures | no answer letter "
         "| most frequent letter | keyframe F1 | keyframe F1, another clip's frames |",
@@ -165,7 +172,26 @@ def type_table(data: dict[str, Any]) -> list[str]:
             ]
             cells.append(pct(statistics.fmean(vals)) if vals else "n/a")
         rows.append("| " + " | ".join(cells) + " |")
+    for label, family in (
+        ("**GRPO types** (held out of the base)", [t for t in types if t in GRPO_TYPES]),
+        ("**base types**", [t for t in types if t not in GRPO_TYPES]),
+    ):
+        if family:
+            cells = [label, str(sum(base["per_question_type"][t]["items"] for t in family))]
+            cells.append(pct(family_accuracy(base, family)))
+            for arm in ARMS:
+                vals = [v for v in (family_accuracy(m, family) for m in data[arm].values()) if v is not None]
+                cells.append(pct(statistics.fmean(vals)) if vals else "n/a")
+            rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def family_accuracy(m: dict[str, Any] | None, family: list[str]) -> float | None:
+    """Accuracy over the questions of several types, from an eval's per-type accuracy and counts."""
+    per = [(m or {}).get("per_question_type", {}).get(t) for t in family]
+    per = [r for r in per if r]
+    n = sum(r["items"] for r in per)
+    return sum(r["accuracy"] * r["items"] for r in per) / n if n else None
 
 
 FINAL_BASE = "pretrain"  # the base stage's last phase: its final/ is the model GRPO starts from
@@ -268,6 +294,229 @@ def _phase_rows(info: dict[str, Any], label: str) -> list[str]:
     return rows
 
 
+# --- statistics (experiments/mini/stats.py) on per-question correctness --------------------------------
+
+PERMUTATION_TEST = (
+    "one-sided paired sign-flip permutation test over the test questions, on each question's correctness "
+    "averaged over the seeds (10^5 random sign patterns, or all of them when few questions differ)"
+)
+
+
+def correctness(eval_dir: Path, form: str = "letter") -> dict[str, tuple[float, str]]:
+    """id -> (1.0 correct / 0.0 not, question type) of an eval's answered questions of one
+    ``answer_form`` (``letter``: multiple choice; ``words``: open), from its ``completions.jsonl``."""
+    f = eval_dir / "completions.jsonl"
+    if not f.is_file():
+        return {}
+    out: dict[str, tuple[float, str]] = {}
+    for line in f.read_text().splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r.get("answer_form", "letter") != form or r.get("correct") is None:
+            continue
+        out[r["id"]] = (float(bool(r["correct"])), r.get("question_type") or "untyped")
+    return out
+
+
+def aligned(
+    runs: dict[str, dict[str, tuple[float, str]]],
+) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """(ids, their question types, name -> correctness array) over the questions every run answered,
+    in the first run's order: the tests pair question with question."""
+    first = next(iter(runs.values()))
+    ids = [i for i in first if all(i in r for r in runs.values())]
+    types = [first[i][1] for i in ids]
+    return ids, types, {n: np.array([r[i][0] for i in ids]) for n, r in runs.items()}
+
+
+def _comparison(c: stats.SeedsComparison) -> dict[str, Any]:
+    return {
+        "questions": c.n_questions,
+        "seeds": c.n_seeds_a,
+        "accuracy": c.accuracy_a,
+        "accuracy_base": c.accuracy_b,
+        "difference": c.difference,
+        "ci95": list(c.ci),
+        "p_value": c.test.p_value,
+        "exact": c.test.exact,
+        "mcnemar": [{"b10": m.b10, "b01": m.b01, "p_value": m.p_value} for m in c.mcnemar],
+    }
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
+
+
+def significance(runs: Path, n_resamples: int = stats.N_RESAMPLES) -> dict[str, Any]:
+    """The significance tests on the test split (every number the Statistics section shows):
+
+    - each GRPO arm against the base, on all multiple-choice questions and on the GRPO types alone
+      (held out of the base stage): :func:`experiments.mini.stats.compare_across_seeds`;
+    - arm b against arm a: accuracy difference with a paired bootstrap interval (and a two-sided
+      permutation p);
+    - arm b's keyframe F1 above the content-free baselines eval computed on the same test set
+      (cite all frames; the per-type positional prior fitted on the RL data);
+    - open questions: exact-answer accuracy per model."""
+    ev = runs / "eval"
+    names = ["base"] + [
+        p.name for a in ARMS for p in sorted(ev.glob(f"grpo_{a}-seed*")) if not p.name.endswith("-otherclip")
+    ]
+    mc = {n: correctness(ev / n) for n in names}
+    mc = {n: r for n, r in mc.items() if r}
+    out: dict[str, Any] = {"test": PERMUTATION_TEST, "grpo_types": list(GRPO_TYPES)}
+    if "base" not in mc:
+        return out
+    ids, types, corr = aligned(mc)
+    g = np.array([t in GRPO_TYPES for t in types], dtype=bool)
+    arms: dict[str, Any] = {}
+    seeds_of: dict[str, np.ndarray] = {}
+    for arm in ARMS:
+        seeds = [n for n in corr if n.startswith(f"grpo_{arm}-")]
+        if not seeds:
+            continue
+        seeds_of[arm] = np.stack([corr[n] for n in seeds])
+        arms[arm] = {"seeds": seeds}
+        for subset, mask in (("all", np.ones_like(g)), ("grpo_types", g)):
+            if mask.any():
+                c = stats.compare_across_seeds(
+                    seeds_of[arm][:, mask], corr["base"][mask], n_resamples=n_resamples
+                )
+                arms[arm][subset] = _comparison(c)
+    present = [t for t in GRPO_TYPES if t in types]  # never_touched, e.g., needs 30 s clips
+    out.update(questions=len(ids), grpo_type_questions=int(g.sum()), grpo_types=present, vs_base=arms)
+    if {"a", "b"} <= seeds_of.keys():
+        ma, mb = seeds_of["a"].mean(axis=0), seeds_of["b"].mean(axis=0)
+        out["b_vs_a"] = {
+            "accuracy_a": float(ma.mean()),
+            "accuracy_b": float(mb.mean()),
+            "difference": float(mb.mean() - ma.mean()),
+            "ci95": list(stats.bootstrap_diff_ci(mb, ma)),
+            "p_two_sided": stats.paired_permutation_test(
+                mb, ma, n_resamples=n_resamples, alternative="two-sided"
+            ).p_value,
+        }
+    out["keyframes"] = keyframe_margins(ev)
+    out["open"] = {n: _open(ev / n) for n in names if (ev / n / "metrics.json").is_file()}
+    return out
+
+
+def keyframe_margins(ev: Path) -> dict[str, Any]:
+    """Arm b's test keyframe F1 (per seed and mean) minus the best of the content-free baselines eval
+    computed on the same questions: cite all frames, and the per-type positional prior."""
+    per_seed: dict[str, Any] = {}
+    for p in sorted(ev.glob("grpo_b-seed*")):
+        m = _metrics(p)
+        if p.name.endswith("-otherclip") or m is None or m.get("keyframe_f1") is None:
+            continue
+        baselines = {
+            name: float(m[key])
+            for name, key in (
+                ("cite all", "keyframe_f1_cite_all"),
+                ("positional prior", "keyframe_f1_positional_prior"),
+            )
+            if m.get(key) is not None
+        }
+        if baselines:
+            k = stats.keyframe_margin(m["keyframe_f1"], baselines)
+            per_seed[p.name] = {
+                "keyframe_f1": k.model_f1,
+                "baselines": baselines,
+                "best_baseline": k.best_baseline,
+                "margin": k.margin,
+            }
+    if not per_seed:
+        return {}
+    return {"per_seed": per_seed, "mean_margin": statistics.fmean(v["margin"] for v in per_seed.values())}
+
+
+def _open(eval_dir: Path) -> dict[str, Any]:
+    m = _metrics(eval_dir) or {}
+    return {
+        "items": m.get("open_items") or 0,
+        "accuracy": m.get("open_accuracy"),
+        "per_question_type": m.get("open_per_question_type") or {},
+    }
+
+
+def statistics_section(s: dict[str, Any]) -> list[str]:
+    """results.md's Statistics section from :func:`significance`."""
+    if not s.get("vs_base"):
+        return []
+    g = ", ".join(s["grpo_types"])
+    rows = [
+        "## Statistics",
+        "",
+        f"GRPO against its base on the same {s['questions']} multiple-choice test questions "
+        f"({s['grpo_type_questions']} of the GRPO types {g}, held out of the base stage). The test: a "
+        f"{s['test']}; the claim is p < 0.01. Points: accuracy difference in percentage points, with a "
+        "paired bootstrap 95% interval. McNemar: an exact McNemar test of each seed against the base "
+        "(secondary check; b10 questions only the GRPO model got right, b01 only the base).",
+        "",
+        "| comparison | questions | base | GRPO (mean over seeds) | points | 95% CI | p | McNemar per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm, r in s["vs_base"].items():
+        for subset, label in (("all", "all types"), ("grpo_types", "GRPO types")):
+            c = r.get(subset)
+            if c is None:
+                continue
+            mcn = "; ".join(f"{m['b10']}/{m['b01']}, p {_p(m['p_value'])}" for m in c["mcnemar"])
+            lo, hi = c["ci95"]
+            who = ARMS[arm].split(":")[0]
+            rows.append(
+                f"| {who} vs base, {label} | {c['questions']} | {pct(c['accuracy_base'])} "
+                f"| {pct(c['accuracy'])} | {_points(c['difference'])} | [{_points(lo)}, {_points(hi)}] "
+                f"| {_p(c['p_value'])} | {mcn} |"
+            )
+    ba = s.get("b_vs_a")
+    if ba:
+        lo, hi = ba["ci95"]
+        rows += [
+            "",
+            f"Arm (b) against arm (a), accuracy on all test questions (means over seeds): "
+            f"{pct(ba['accuracy_b'])} vs {pct(ba['accuracy_a'])}, {_points(ba['difference'])} points, "
+            f"paired bootstrap 95% CI [{_points(lo)}, {_points(hi)}], two-sided permutation p "
+            f"{_p(ba['p_two_sided'])}.",
+        ]
+    kf = s.get("keyframes")
+    if kf:
+        rows += [
+            "",
+            "Keyframes, arm (b): test keyframe F1 minus the best content-free citation on the same "
+            "questions (cite all frames; the per-question-type positional prior fitted on the RL data); "
+            "the done-when asks for a margin of at least 0.15.",
+            "",
+            "| run | keyframe F1 | cite all | positional prior | margin over the best |",
+            "|---|---|---|---|---|",
+        ]
+        for name, k in kf["per_seed"].items():
+            b = k["baselines"]
+            rows.append(
+                f"| {name} | {k['keyframe_f1']:.3f} | {f1s(b.get('cite all'))} "
+                f"| {f1s(b.get('positional prior'))} | {k['margin']:+.3f} |"
+            )
+        rows.append(f"| mean over seeds | | | | {kf['mean_margin']:+.3f} |")
+    opened = {n: o for n, o in (s.get("open") or {}).items() if o["items"]}
+    if opened:
+        types = sorted({t for o in opened.values() for t in o["per_question_type"]})
+        rows += [
+            "",
+            "Open questions (no options, answered in words), exact answer after normalising:",
+            "",
+            "| model | questions | exact answer | " + " | ".join(types) + " |",
+            "|---|---|---|" + "---|" * len(types),
+        ]
+        for name, o in opened.items():
+            cells = [pct(o["per_question_type"].get(t, {}).get("accuracy")) for t in types]
+            rows.append(f"| {name} | {o['items']} | {pct(o['accuracy'])} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def timing_table(runs: Path) -> list[str]:
     path = runs / "timings.jsonl"
     if not path.is_file():
@@ -340,6 +589,10 @@ def main() -> None:
     base_stage = base_stage_table(args.runs)
     if base_stage:
         lines += [*base_stage, ""]
+    stat = significance(args.runs)
+    section = statistics_section(stat)
+    if section:
+        lines += [*section, ""]
     timing = timing_table(args.runs)
     if timing:
         lines += ["Wall time per stage (this run):", "", *timing, ""]
@@ -356,6 +609,7 @@ def main() -> None:
             }
             for arm in ARMS
         },
+        "statistics": stat,
     }
     atomic_write_text(args.out / "results.json", json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))

@@ -4,19 +4,29 @@ Stages (each prints the exact command it runs; a stage whose output exists is sk
 so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 
 1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
-             val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0)
+             val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0);
+             the RL file ``rl_train/grpo.jsonl``: the RL clips' questions of the GRPO types only
+             (multiple-choice and open, :func:`write_grpo_data`), held out of the base stage; the test
+             file ``test/eval.jsonl``: the test clips' multiple-choice and open questions together
 2. base      ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
              X = base_1frame (vision labels, then single-frame hand/visible questions), then base
              from its model on 8-frame prompts (every base-type question, answer-only targets in the
              exact eval prompt; experiments/mini/base_data.py); never the GRPO types
-3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2
-4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split, once with each
-             question's own frames and once with another clip's frames (what the text alone is worth),
-             of the six GRPO models on the val split (to choose the demo's model), and of the base on
-             its own (base-type) questions about the val clips (does it answer what it was trained on?)
-5. report    ``python -m experiments.mini.report``: docs/mini_experiment/results.md, results.json, curves.png
-6. publish   the GRPO model with the best *val* accuracy (never the test split's) is copied to
-             ``models/egovlm-mini`` with a model card (``--no-publish`` skips this)
+3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2, on
+             ``rl_train/grpo.jsonl``
+4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split's multiple-choice and
+             open questions (one eval per model: ``test/eval.jsonl``), once more on its multiple-choice
+             questions with another clip's frames (what the text alone is worth), and on the val split's
+             multiple-choice questions (to choose the demo's model); of the base also on its own
+             (base-type) questions about the val clips (does it answer what it was trained on?). Every
+             eval fits the positional keyframe baseline on the RL file (``--keyframe-prior-data``), as
+             the keyframe reward does
+5. report    ``python -m experiments.mini.report``: docs/mini_experiment/results.md (with the
+             significance tests of experiments/mini/stats.py), results.json, curves.png
+6. publish   among the base and the six GRPO models, the best one on *val* multiple-choice accuracy
+             (never the test split's) whose accuracy is significantly above chance after a Bonferroni
+             correction for the seven candidates is copied to ``models/egovlm-mini`` with a model card;
+             none is published if none is significant (``--no-publish`` skips this stage)
 
 ``--stage base`` runs only what the base model needs (its data: the pre-training and val clips; the
 base stage) and records its wall time (``make repro-base``).
@@ -57,6 +67,9 @@ DATA = {
 }
 BASE_DATA = ("pretrain", "val")  # what the base stage reads
 BASE_QA = "base_qa.jsonl"  # in the val folder (write_base_qa)
+GRPO_QA = "grpo.jsonl"  # in the rl_train folder: the GRPO types only (write_grpo_data)
+TEST_QA = "eval.jsonl"  # in the test folder: qa.jsonl + open.jsonl (write_test_qa)
+OPEN_QA = "open.jsonl"  # EgoSynth's open-form questions beside qa.jsonl
 EVAL = ["--frames", "8", "--batch-size", "8", "--max-new-tokens", "64", "--device", "cpu"]
 
 
@@ -118,8 +131,11 @@ def make_data(runs: Path, names: tuple[str, ...] = tuple(DATA)) -> None:
         if not (out / "qa.jsonl").is_file():
             cmd = [EGOVLM, "data", "synth", "--out", str(out), "--clips", str(clips), "--seed", str(seed)]
             run([*cmd, "--split", split, *LOOK, "--workers", "2"], threads=1)
+    if "rl_train" in names:
+        write_grpo_data(runs / "data" / "rl_train")
     if "test" in names:
         write_otherclip(runs / "data" / "test" / "qa.jsonl", runs / "data" / "test" / "qa_otherclip.jsonl")
+        write_test_qa(runs / "data" / "test")
     if "val" in names:
         write_base_qa(runs / "data" / "val")
 
@@ -134,6 +150,45 @@ def write_base_qa(folder: Path) -> None:
         write_jsonl(folder / BASE_QA, base_qa(folder, frames=8, seed=0))
 
 
+def write_grpo_data(folder: Path) -> Path:
+    """``<folder>/grpo.jsonl``: the folder's multiple-choice (``qa.jsonl``) and open (``open.jsonl``)
+    questions whose type is a GRPO type (:data:`experiments.mini.base_data.GRPO_TYPES`): GRPO trains
+    only on the types held out of the base stage, so what it gains there is not the base's training
+    data coming back."""
+    from egovlm.schema import read_jsonl, write_jsonl
+    from experiments.mini.base_data import GRPO_TYPES
+
+    out = folder / GRPO_QA
+    if not out.is_file():
+        items = [
+            i
+            for name in ("qa.jsonl", OPEN_QA)
+            if (folder / name).is_file()
+            for i in read_jsonl(folder / name)
+        ]
+        write_jsonl(out, [i for i in items if i.question_type in GRPO_TYPES])
+    return out
+
+
+def write_test_qa(folder: Path) -> Path:
+    """``<folder>/eval.jsonl``: the multiple-choice and the open questions in one file, so one eval
+    per model scores both (eval reports them side by side, never pooled; open ids end ``-open``)."""
+    from egovlm.schema import read_jsonl, write_jsonl
+
+    out = folder / TEST_QA
+    if not out.is_file():
+        write_jsonl(
+            out,
+            [
+                i
+                for name in ("qa.jsonl", OPEN_QA)
+                if (folder / name).is_file()
+                for i in read_jsonl(folder / name)
+            ],
+        )
+    return out
+
+
 def prepare_rl_frames(runs: Path) -> None:
     """``egovlm data prepare`` for the GRPO arms (training never decodes): once per frame spec, after
     the base stage (the keyframe size is read from its final checkpoint)."""
@@ -141,7 +196,7 @@ def prepare_rl_frames(runs: Path) -> None:
         cmd = [EGOVLM, "data", "prepare", "--config", f"experiments/mini/configs/grpo_{arm}.yaml"]
         cmd += [
             f"model.path={runs / 'pretrain' / 'final'}",
-            f"data.train={runs / 'data' / 'rl_train' / 'qa.jsonl'}",
+            f"data.train={runs / 'data' / 'rl_train' / GRPO_QA}",
         ]
         run([*cmd, f"data.cache_dir={runs / 'frame_cache'}", "--workers", "2"], 1)
 
@@ -188,7 +243,7 @@ def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None
         paths = [
             f"run.output_dir={out}",
             f"model.path={runs / 'pretrain' / 'final'}",
-            f"data.train={runs / 'data' / 'rl_train' / 'qa.jsonl'}",
+            f"data.train={runs / 'data' / 'rl_train' / GRPO_QA}",
             f"data.cache_dir={runs / 'frame_cache'}",
         ]
         run([EGOVLM, "train", "--config", cfg, *paths, f"grpo.seed={seed}"], threads, out / "train.log")
@@ -197,7 +252,7 @@ def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None
 
 
 def eval_job(
-    runs: Path, name: str, model: Path, threads: int, other: bool, split: str = "test", rows: str = "qa.jsonl"
+    runs: Path, name: str, model: Path, threads: int, other: bool, split: str = "test", rows: str = TEST_QA
 ) -> Callable[[], None]:
     data = runs / "data" / split / ("qa_otherclip.jsonl" if other else rows)
     folder = "eval" if split == "test" else f"eval_{split}"
@@ -208,6 +263,7 @@ def eval_job(
             return
         cmd = [EGOVLM, "eval", "--model", str(model), "--data", str(data), "--out", str(out), *EVAL]
         cmd += ["--cache-dir", str(runs / "eval_frames")]  # each frame set decoded once, not once per eval
+        cmd += ["--keyframe-prior-data", str(runs / "data" / "rl_train" / GRPO_QA)]  # the reward's prior
         run(cmd, threads, out / "eval.log")
 
     return job
@@ -259,7 +315,7 @@ def main() -> None:
         **{f"grpo_{a}-seed{s}": runs / f"grpo_{a}" / f"seed{s}" / "final" for a in ARMS for s in SEEDS},
     }
     evals = [eval_job(runs, n, m, args.threads, other) for n, m in models.items() for other in (False, True)]
-    evals += [eval_job(runs, n, m, args.threads, False, "val") for n, m in models.items() if n != "base"]
+    evals += [eval_job(runs, n, m, args.threads, False, "val", "qa.jsonl") for n, m in models.items()]
     evals.append(eval_job(runs, "base-perception", base, args.threads, False, "val", BASE_QA))
     stage(runs, f"eval ({len(evals)} evals, {args.jobs} at a time)", lambda: parallel(evals, args.jobs))
     report = [PYTHON, "-m", "experiments.mini.report", "--runs", str(runs), "--out", str(args.docs)]

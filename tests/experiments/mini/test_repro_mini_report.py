@@ -100,3 +100,114 @@ def test_top_letter_share_shows_a_collapse_onto_one_letter(tmp_path: Path) -> No
     rows = [{"predicted": x} for x in "CCCCCCABD"] + [{"predicted": None}]
     (tmp_path / "completions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert abs(mod.top_letter_share(tmp_path) - 0.6) < 1e-12  # 6 of 10 questions, unanswered included
+
+
+def _eval(
+    folder: Path, correct: list[bool], types: list[str], metrics: dict[str, object] | None = None
+) -> None:
+    """An eval folder: completions.jsonl (one MC row per question, ids q0.., plus an open row that the
+    multiple-choice tests must ignore) and metrics.json."""
+    folder.mkdir(parents=True)
+    rows = [
+        {"id": f"q{i}", "answer_form": "letter", "question_type": t, "correct": c, "predicted": "A"}
+        for i, (c, t) in enumerate(zip(correct, types, strict=True))
+    ]
+    rows.append({"id": "q0-open", "answer_form": "words", "question_type": "last_pickup", "correct": True})
+    (folder / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]))  # any order
+    (folder / "metrics.json").write_text(json.dumps(metrics or {"accuracy": sum(correct) / len(correct)}))
+
+
+def _fixture(runs: Path, base: list[bool], grpo: list[bool]) -> list[str]:
+    n = len(base)
+    types = ["last_pickup" if i % 2 else "first_pickup" for i in range(n)]  # a GRPO type, a base type
+    kf = {"keyframe_f1": 0.6, "keyframe_f1_cite_all": 0.3, "keyframe_f1_positional_prior": 0.45}
+    opened = {
+        "open_items": 20,
+        "open_accuracy": 0.25,
+        "open_per_question_type": {"last_pickup": {"items": 20, "accuracy": 0.25}},
+    }
+    _eval(runs / "eval" / "base", base, types, {"accuracy": sum(base) / n, **opened})
+    for arm in "ab":
+        for s in range(3):
+            _eval(
+                runs / "eval" / f"grpo_{arm}-seed{s}",
+                grpo,
+                types,
+                {"accuracy": sum(grpo) / n, **kf, **opened},
+            )
+            _eval(runs / "eval" / f"grpo_{arm}-seed{s}-otherclip", base, types)  # never in the tests
+    return types
+
+
+def test_statistics_grpo_clearly_above_its_base_is_significant(tmp_path: Path) -> None:
+    mod = _module()
+    n = 60
+    base = [i % 5 == 0 for i in range(n)]  # 20%
+    grpo = [i % 5 != 4 for i in range(n)]  # 80%, every question the base got right among them
+    _fixture(tmp_path, base, grpo)
+    s = mod.significance(tmp_path, n_resamples=20_000)
+    a = s["vs_base"]["a"]
+    assert s["questions"] == n and s["grpo_type_questions"] == n // 2
+    assert a["seeds"] == ["grpo_a-seed0", "grpo_a-seed1", "grpo_a-seed2"]
+    assert abs(a["all"]["difference"] - 0.6) < 1e-12 and a["all"]["p_value"] < 1e-4
+    assert a["all"]["ci95"][0] > 0.4
+    g = a["grpo_types"]  # the odd questions only: base right on q5, q15, ...; GRPO on all but q9, q19, ...
+    assert (
+        g["questions"] == n // 2
+        and abs(g["accuracy_base"] - 0.2) < 1e-12
+        and abs(g["accuracy"] - 0.8) < 1e-12
+    )
+    assert g["p_value"] < 0.01
+    assert [(m["b10"], m["b01"]) for m in a["all"]["mcnemar"]] == [(36, 0)] * 3
+    assert all(m["p_value"] < 1e-9 for m in a["all"]["mcnemar"])
+    assert abs(s["b_vs_a"]["difference"]) < 1e-12 and s["b_vs_a"]["p_two_sided"] == 1.0
+    kf = s["keyframes"]
+    assert kf["per_seed"]["grpo_b-seed0"]["best_baseline"] == "positional prior"
+    assert abs(kf["mean_margin"] - 0.15) < 1e-12
+    assert s["open"]["base"]["accuracy"] == 0.25 and s["open"]["grpo_a-seed1"]["items"] == 20
+    assert json.loads(json.dumps(s)) == s  # results.json carries it as it is
+    assert s["grpo_types"] == ["last_pickup"]  # the GRPO types these questions have
+    text = "\n".join(mod.statistics_section(s))
+    assert "## Statistics" in text and "one-sided paired sign-flip permutation test" in text
+    assert "| GRPO (a) vs base, all types | 60 | 20.0% | 80.0% | +60.0 |" in text
+    assert "| GRPO (a) vs base, GRPO types | 30 | 20.0% | 80.0% | +60.0 |" in text
+    assert "| < 1e-4 | 36/0, p < 1e-4; 36/0, p < 1e-4; 36/0, p < 1e-4 |" in text
+    assert "| grpo_b-seed0 | 0.600 | 0.300 | 0.450 | +0.150 |" in text
+    assert "| base | 20 | 25.0% | 25.0% |" in text  # open questions, exact answer, per type
+
+
+def test_statistics_identical_models_give_p_one(tmp_path: Path) -> None:
+    mod = _module()
+    same = [i % 3 == 0 for i in range(30)]
+    _fixture(tmp_path, same, same)
+    s = mod.significance(tmp_path, n_resamples=1000)
+    for arm in "ab":
+        for subset in ("all", "grpo_types"):
+            c = s["vs_base"][arm][subset]
+            assert c["p_value"] == 1.0 and c["difference"] == 0.0
+            assert all(m["p_value"] == 1.0 and m["b10"] == m["b01"] == 0 for m in c["mcnemar"])
+    assert "| +0.0 | [+0.0, +0.0] | 1 |" in "\n".join(mod.statistics_section(s))
+
+
+def test_no_evals_no_statistics_section(tmp_path: Path) -> None:
+    mod = _module()
+    assert mod.statistics_section(mod.significance(tmp_path)) == []
+
+
+def test_top_letter_share_ignores_open_answers(tmp_path: Path) -> None:
+    mod = _module()
+    rows = [{"predicted": x, "answer_form": "letter"} for x in "ABCD"]
+    rows += [{"predicted": "the red mug", "answer_form": "words"}] * 6
+    (tmp_path / "completions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert abs(mod.top_letter_share(tmp_path) - 0.25) < 1e-12
+
+
+def test_the_type_table_reports_the_grpo_types_apart() -> None:
+    mod = _module()
+    per = {"last_pickup": {"items": 10, "accuracy": 0.5}, "where_ended": {"items": 30, "accuracy": 0.1}}
+    per |= {"first_pickup": {"items": 20, "accuracy": 0.6}}
+    better = {t: {**r, "accuracy": r["accuracy"] + 0.1} for t, r in per.items()}
+    data = {"base": {"per_question_type": per}, "a": {"grpo_a-seed0": {"per_question_type": better}}, "b": {}}
+    text = "\n".join(mod.type_table(data))
+    assert "| **GRPO types** (held out of the base) | 40 | 20.0% | 30.0% | n/a |" in text
+    assert "| **base types** | 20 | 60.0% | 70.0% | n/a |" in text
