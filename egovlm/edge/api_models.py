@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from egovlm.edge.engine import Latency
 from egovlm.edge.ingest import IngestStats
-from egovlm.edge.runtime import ComponentHealth
+from egovlm.edge.runtime import CaptureState, ComponentHealth, HealthStatus
 from egovlm.edge.voice.audio import AudioSourceStats
 from egovlm.edge.voice.pipeline import VoiceLatency
 
@@ -136,14 +136,14 @@ class KeyframesResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "starting", "degraded"] = Field(
+    status: HealthStatus = Field(
         description="the worst component's: degraded when the camera delivered nothing for the stale time"
     )
     components: dict[str, ComponentHealth] = Field(
         default_factory=dict, description="source, model, buffer, voice"
     )
     ready: bool = Field(description="the model state matches the buffer")
-    capture: Literal["on", "paused", "off"] = Field(
+    capture: CaptureState = Field(
         default="off", description="on: frames reach the model; paused: dropped on arrival; off: no camera"
     )
     keyframes: int

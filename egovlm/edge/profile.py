@@ -138,6 +138,15 @@ class EdgeProfile(BaseModel):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     source: str = ""  # the file it was loaded from (set by load_profile)
 
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _no_test_switches(cls, v: object) -> object:
+        # GenerationParams is shared with tests, whose return_scores keeps every step's logits
+        # (a 3B model: ~150 MB per answer): never a device setting.
+        if isinstance(v, dict) and "return_scores" in v:
+            raise ValueError("return_scores is a test switch, not a profile setting")
+        return v
+
 
 def load_profile(name_or_path: str | Path) -> EdgeProfile:
     """Load ``configs/edge/<name>.yaml`` or a YAML path; errors name the file and field."""

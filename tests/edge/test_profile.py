@@ -58,6 +58,7 @@ def _write(tmp_path: Path, **changes: object) -> Path:
         ({"selector__novelty": -2}, "selector.novelty"),
         ({"selector__novelti": 2}, "selector.novelti"),
         ({"generation__max_new_tokens": 0}, "generation.max_new_tokens"),
+        ({"generation__return_scores": True}, "generation"),
         ({"colour": "blue"}, "colour"),
     ],
 )

@@ -43,7 +43,6 @@ SAMPLE_RATE = 16000
 PCM_CAPS = f"audio/x-raw,format=F32LE,rate={SAMPLE_RATE},channels=1,layout=interleaved"
 FORMATS = ("wav", "ogg", "flac", "webm")
 AUDIO_SUFFIXES = (".wav", ".ogg", ".oga", ".opus", ".flac", ".webm")
-KINDS = ("mic", "pulse", "alsa", "file")
 # Allowed query parameters per scheme.
 _PARAMS: dict[str, tuple[str, ...]] = {"mic": (), "pulse": (), "alsa": (), "file": ("realtime",)}
 
