@@ -18,8 +18,14 @@ from typing import Any, NoReturn
 import typer
 
 from egovlm import paths
-from egovlm.edge.client import DEFAULT_URL
-from egovlm.edge.security import TOKEN_ENV, TokenSourceError, UnsafeBindError, check_bind, read_token
+from egovlm.edge.security import (
+    DEFAULT_URL,
+    TOKEN_ENV,
+    TokenSourceError,
+    UnsafeBindError,
+    check_bind,
+    read_token,
+)
 
 app = typer.Typer(
     help="The live edge runtime: camera ingest, keyframe buffer, questions.", no_args_is_help=True
@@ -322,7 +328,7 @@ def demo(
     setup_logging("warning")
     try:
         run_demo(model, profile=profile, interactive=interactive, port=port, out=typer.echo)
-    except SourceError as e:  # the web page's second start (interactive) found no camera
+    except SourceError as e:  # the source cannot run (e.g. no such camera)
         _fail(str(e))
 
 
@@ -336,12 +342,16 @@ def _parse_options(values: list[str]) -> dict[str, str] | None:
     return options or None
 
 
+URL_OPTION = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run).")
+TOKEN_OPTION = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV}).")
+
+
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question, e.g. 'What did I just pick up?'"),
     option: list[str] = typer.Option([], "--option", "-o", help="A choice as LETTER=text (repeat)."),
-    url: str = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run)."),
-    token: str | None = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV})."),
+    url: str = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
     max_new_tokens: int | None = typer.Option(None, min=1),
     stream: bool = typer.Option(True, help="Print the answer as it is generated."),
     as_json: bool = typer.Option(False, "--json", help="Print the full JSON response only."),
@@ -385,7 +395,7 @@ def ask_audio(
     ),
     option: list[str] = typer.Option([], "--option", "-o", help="A choice as LETTER=text (repeat)."),
     url: str = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run --voice)."),
-    token: str | None = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV})."),
+    token: str | None = TOKEN_OPTION,
     speak: bool = typer.Option(False, help="Also speak the answer on the device."),
     as_json: bool = typer.Option(False, "--json", help="Print the full JSON response only."),
     timeout: float = typer.Option(300.0, help="Seconds to wait for the answer."),
@@ -408,10 +418,6 @@ def ask_audio(
         f"voice:   transcript {v['transcript_ms']:.0f} ms (ASR {v['asr_ms']:.0f} ms for "
         f"{v['audio_s']:.1f} s), first token {v['first_token_ms']:.0f} ms after the end of speech{spoken}"
     )
-
-
-URL_OPTION = typer.Option(DEFAULT_URL, help="The running server (egovlm edge run).")
-TOKEN_OPTION = typer.Option(None, envvar=TOKEN_ENV, help=f"Bearer token (or ${TOKEN_ENV}).")
 
 
 def _capture_call(call: Any, url: str, token: str | None) -> str:

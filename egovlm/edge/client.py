@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from egovlm.edge.security import DEFAULT_URL
+
 JSON = dict[str, Any]
 TokenPrinter = Callable[[str], None]
 

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,9 +100,6 @@ class ComponentHealth:
     """wall seconds since last_error"""
     last_frame_age_s: float | None = None
     """source: seconds since the last frame reached the engine"""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -324,7 +321,11 @@ class EdgeRuntime:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> EdgeRuntime:
-        """Start the engine's worker, then the source (which raises SourceError when it cannot run)."""
+        """Start the engine's worker, then the source (which raises SourceError when it cannot run).
+        Starting a running runtime does nothing (the interactive demo starts it, then ``serve`` does):
+        a second start would open the camera twice and run every thread twice."""
+        if self._housekeeper is not None:
+            return self
         self._stop.clear()
         if self.options.malloc_arenas:
             limit_malloc_arenas(self.options.malloc_arenas)  # before the worker threads allocate

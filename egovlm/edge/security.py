@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 TOKEN_ENV = "EGOVLM_TOKEN"
+DEFAULT_URL = "http://127.0.0.1:8000"  # where `egovlm edge run` listens unless told otherwise
 
 
 def is_loopback(host: str) -> bool:

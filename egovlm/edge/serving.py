@@ -138,7 +138,7 @@ def _server_class() -> Any:
                 yield
                 captured = getattr(self, "_captured_signals", None)
                 if captured:
-                    logging.getLogger("egovlm.edge").info("signal %s: shutting down", captured[0])
+                    log.info("signal %s: shutting down", captured[0])
                     captured.clear()
 
     return Server
