@@ -15,6 +15,7 @@ multiple-choice option uses ("the yellow banana").
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,6 +225,20 @@ def _next_action(script: Script, rng: np.random.Generator) -> list[QADraft]:
     ]
 
 
+def place_phrase(name: str) -> str:
+    """How an option names a place: "On the shelf."."""
+    return PLACE_BY_NAME[name].at.capitalize() + "."
+
+
+def wrong_places(place: str, used: Set[str], rng: np.random.Generator) -> list[str]:
+    """Four wrong places for an object that ended at ``place``, as option phrases: places the clip
+    uses (``used``) before the others, in random order within each group (one ``rng.random()`` per
+    other place, in :data:`PLACES` order)."""
+    others = [p for p in PLACES if p.name != place]
+    others.sort(key=lambda p: (p.name not in used, float(rng.random())))
+    return [place_phrase(p.name) for p in others[:4]]
+
+
 def _where_ended(script: Script, rng: np.random.Generator) -> list[QADraft]:
     last_put: dict[str, Event] = {}
     for e in script.events:
@@ -237,14 +252,12 @@ def _where_ended(script: Script, rng: np.random.Generator) -> list[QADraft]:
     final = PLACE_BY_NAME[script.final_place(script.obj_by_name(name).id)]
     assert final.name == ev.place
     used = {e.place for e in script.events}
-    others = [p for p in PLACES if p.name != final.name]
-    others.sort(key=lambda p: (p.name not in used, float(rng.random())))
     return [
         QADraft(
             "where_ended",
             f"Where did the {name} end up?",
-            final.at.capitalize() + ".",
-            [p.at.capitalize() + "." for p in others[:4]],
+            place_phrase(final.name),
+            wrong_places(final.name, used, rng),
             [ev.t],
         )
     ]
@@ -322,21 +335,26 @@ def assign_letters(drafts: list[tuple[QADraft, dict[str, Any]]], rng: np.random.
         slot = int(perm[k % 5])
         options = _options(draft, slot, rng)
         answer = next(letter for letter, text in options.items() if text == draft.correct)
-        items.append(
-            QAItem(
-                id=row["id"],
-                video=row["video"],
-                question=draft.question,
-                options=options,
-                answer=answer,
-                salient_times=[round(t, 6) for t in draft.salient_times],
-                duration_s=row["duration_s"],
-                question_type=draft.question_type,
-                source=SOURCE,
-                meta={**row["meta"], **draft.meta},
-            )
-        )
+        items.append(_item(draft, row, options, answer))
     return items
+
+
+def _item(
+    draft: QADraft, row: dict[str, Any], options: dict[str, str] | None, answer: str, id_suffix: str = ""
+) -> QAItem:
+    """The schema row of a draft, multiple-choice (``options``) or open (None, ``answer`` the words)."""
+    return QAItem(
+        id=row["id"] + id_suffix,
+        video=row["video"],
+        question=draft.question,
+        options=options,
+        answer=answer,
+        salient_times=[round(t, 6) for t in draft.salient_times],
+        duration_s=row["duration_s"],
+        question_type=draft.question_type,
+        source=SOURCE,
+        meta={**row["meta"], **draft.meta},
+    )
 
 
 def _block_permutation(block: list[QADraft], rng: np.random.Generator) -> np.ndarray:
@@ -350,12 +368,16 @@ def _block_permutation(block: list[QADraft], rng: np.random.Generator) -> np.nda
     return perm
 
 
+def count_options(numeric: int, slot: int) -> list[str]:
+    """The five options of a count question: consecutive counts in ascending order, the window placed
+    so the answer ``numeric`` lands on position ``slot`` (0-based; lower when it would go below 0)."""
+    start = max(0, numeric - slot)
+    return [str(start + i) for i in range(5)]
+
+
 def _options(draft: QADraft, slot: int, rng: np.random.Generator) -> dict[str, str]:
     if draft.numeric is not None:
-        # counts are listed in ascending order; the window is placed so the answer lands on ``slot``
-        start = max(0, draft.numeric - slot)
-        values = [str(start + i) for i in range(5)]
-        return dict(zip(OPTION_LETTERS, values, strict=False))
+        return dict(zip(OPTION_LETTERS, count_options(draft.numeric, slot), strict=False))
     wrong = [draft.distractors[int(i)] for i in rng.permutation(4)]
     texts = [*wrong[:slot], draft.correct, *wrong[slot:]]
     return dict(zip(OPTION_LETTERS, texts, strict=False))
@@ -367,18 +389,7 @@ def open_items(drafts: list[tuple[QADraft, dict[str, Any]]]) -> list[QAItem]:
     ``drafts`` is what :func:`assign_letters` takes; the ids are the multiple-choice rows' ids plus
     :data:`OPEN_ID_SUFFIX`, so both forms can sit in one dataset."""
     return [
-        QAItem(
-            id=row["id"] + OPEN_ID_SUFFIX,
-            video=row["video"],
-            question=draft.question,
-            options=None,
-            answer=draft.correct,
-            salient_times=[round(t, 6) for t in draft.salient_times],
-            duration_s=row["duration_s"],
-            question_type=draft.question_type,
-            source=SOURCE,
-            meta={**row["meta"], **draft.meta},
-        )
+        _item(draft, row, None, draft.correct, OPEN_ID_SUFFIX)
         for draft, row in drafts
         if draft.question_type in OPEN_TYPES
     ]

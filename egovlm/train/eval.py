@@ -60,7 +60,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from egovlm.atomic import atomic_write_text
 from egovlm.contract import (
@@ -77,6 +77,9 @@ from egovlm.train import sampling
 from egovlm.train.dataset import FrameSpec, PreparedItem, prepare_item
 from egovlm.train.generation import greedy
 from egovlm.train.rewards import KeyframeReward, PositionalPrior, f1, salient_set
+
+if TYPE_CHECKING:
+    from egovlm.train.config import TrainConfig
 
 COMPLETIONS = "completions.jsonl"
 PART = "completions.rank{rank}.jsonl"  # one per process while an eval runs
@@ -158,35 +161,40 @@ def _completion_length(grpo: dict[str, Any], where: str) -> tuple[int, str]:
     ), f"{where} leaves it to TRL's default max_completion_length"
 
 
-def resolve_max_new_tokens(opts: EvalOptions, model: str) -> tuple[int, str]:
-    """(max_new_tokens, where it came from): the flag, the plain prompt's 16, ``--config``'s recipe,
-    the recipe saved next to the model, or :data:`DEFAULT_MAX_NEW_TOKENS`."""
+def load_recipe(opts: EvalOptions) -> TrainConfig | None:
+    """``--config``'s recipe, loaded once per eval (None without ``--config``)."""
+    if opts.recipe is None:
+        return None
+    from egovlm.train.config import load_config
+
+    return load_config(opts.recipe)
+
+
+def resolve_max_new_tokens(opts: EvalOptions, model: str, recipe: TrainConfig | None) -> tuple[int, str]:
+    """(max_new_tokens, where it came from): the flag, the plain prompt's 16, ``--config``'s recipe
+    (``recipe``, from :func:`load_recipe`), the recipe saved next to the model, or
+    :data:`DEFAULT_MAX_NEW_TOKENS`."""
     if opts.max_new_tokens is not None:
         return opts.max_new_tokens, "--max-new-tokens"
     if opts.prompt == "plain":
         return PLAIN_MAX_NEW_TOKENS, "plain prompt: lmms-eval's EgoSchema max_new_tokens"
-    if opts.recipe is not None:
-        from egovlm.train.config import load_config
-
-        return _completion_length(load_config(opts.recipe).grpo, str(opts.recipe))
+    if recipe is not None:
+        return _completion_length(recipe.grpo, str(opts.recipe))
     found = saved_recipe(model)
     if found is not None:
         return _completion_length(found[1]["grpo"], str(found[0]))
     return DEFAULT_MAX_NEW_TOKENS, "default: configs/egovlm_3b.yaml's grpo.max_completion_length"
 
 
-def resolve_prior_data(opts: EvalOptions) -> Path | None:
+def resolve_prior_data(opts: EvalOptions, recipe: TrainConfig | None) -> Path | None:
     """The training JSONL the positional keyframe baseline is fitted on: ``prior_data``, else with
     ``--config`` the recipe's (``rewards.keyframe_prior_data``, else ``data.train``) when that file
     exists; None skips the baseline."""
     if opts.prior_data is not None:
         return opts.prior_data
-    if opts.recipe is None:
+    if recipe is None:
         return None
-    from egovlm.train.config import load_config
-
-    cfg = load_config(opts.recipe)
-    path = Path(cfg.rewards.keyframe_prior_data or cfg.data.train)
+    path = Path(recipe.rewards.keyframe_prior_data or recipe.data.train)
     return path if path.is_file() else None
 
 
@@ -248,6 +256,12 @@ def _answered_with(answer: str | None, written: str | None, is_open: bool) -> st
     return "letter" if written.upper() == answer else "text"
 
 
+def _answer_form(row: dict[str, Any]) -> str:
+    """A row's ``answer_form``; rows written before the field existed were all multiple choice."""
+    form: str = row.get("answer_form", "letter")
+    return form
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -259,23 +273,15 @@ def content_free_keyframe_f1(
     per question type that scores best here (chosen on these very rows, so an upper bound for any
     fixed-position policy); and, with ``prior`` (fitted on the training rows), the keyframe reward's
     own content-free baseline: per row, the best F1 of any prefix of the question type's positional
-    ranking (:meth:`egovlm.train.rewards.KeyframeReward.content_free`, the per-prompt maximum the
-    ``positional`` prior subtracts). A model's keyframe F1 means something above these."""
+    ranking (:meth:`egovlm.train.rewards.KeyframeReward.baseline`, the per-prompt maximum the
+    ``positional`` prior subtracts; the family's beta is 1, so this is F1). A model's keyframe F1
+    means something above these."""
     kf = [r for r in rows if r.get("keyframe_f1") is not None]
     positional: float | None = None
     if prior is not None and kf:
         family = KeyframeReward(prior="positional", prior_data=prior)
         positional = _mean(
-            [
-                max(
-                    (
-                        f1(c, r["salient_frames"])
-                        for c in family.content_free(len(r["frame_times"]), r["question_type"])
-                    ),
-                    default=0.0,
-                )
-                for r in kf
-            ]
+            [family.baseline(r["salient_frames"], len(r["frame_times"]), r["question_type"]) for r in kf]
         )
     cite_all = [f1(range(1, len(r["frame_times"]) + 1), r["salient_frames"]) for r in kf]
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -303,13 +309,13 @@ def _accuracy_by_type(rows: list[dict[str, Any]]) -> tuple[float | None, dict[st
 def metrics(rows: list[dict[str, Any]], prior: PositionalPrior | None = None) -> dict[str, Any]:
     """The metrics.json numbers (module docstring); ``prior`` adds the positional keyframe baseline."""
     answered = [r for r in rows if r["answer"] is not None]
-    mc = [r for r in answered if r.get("answer_form", "letter") == "letter"]
-    words = [r for r in answered if r.get("answer_form") == "words"]
+    mc = [r for r in answered if _answer_form(r) == "letter"]
+    words = [r for r in answered if _answer_form(r) == "words"]
     accuracy, per_type = _accuracy_by_type(mc)
     open_accuracy, open_per_type = _accuracy_by_type(words)
     formats = [not r["format_ok"] for r in rows if r.get("format_ok") is not None]
     kf = [r["keyframe_f1"] for r in rows if r.get("keyframe_f1") is not None]
-    forms = [r.get("answer_form", "letter") for r in rows]
+    forms = [_answer_form(r) for r in rows]
     given = [r["answered_with"] for r in rows if r.get("answered_with") is not None]
     return {
         "items": len(rows),
@@ -432,7 +438,10 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
             f"--prompt plain asks for an option letter, but {len(open_ids)} questions are open "
             f"(no options; first: {open_ids[0]}): use --prompt egovlm"
         )
-    max_new_tokens, source = resolve_max_new_tokens(opts, model_id)
+    recipe = load_recipe(opts)
+    max_new_tokens, source = resolve_max_new_tokens(opts, model_id, recipe)
+    prior_data = resolve_prior_data(opts, recipe)  # read before generating: a bad file fails early
+    prior = PositionalPrior.from_jsonl(prior_data) if prior_data is not None else None
     out.mkdir(parents=True, exist_ok=True)
     with state.main_process_first():  # the main process repairs torn lines before the others read
         done = read_all_done(out)
@@ -454,8 +463,6 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
     if state.is_main_process:
         wanted = {i.id for i in items}
         rows = [r for r in merge(out, [i.id for i in items]) if r["id"] in wanted]
-        prior_data = resolve_prior_data(opts)
-        prior = PositionalPrior.from_jsonl(prior_data) if prior_data is not None else None
         result = metrics(rows, prior)
         result.update(
             model=model_id,
@@ -475,7 +482,7 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
 
 
 def _write_submission(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    rows = [r for r in rows if r.get("answer_form", "letter") == "letter"]  # open questions have no index
+    rows = [r for r in rows if _answer_form(r) == "letter"]  # open questions have no index
     if not wants_submission(rows):
         return None
     text, missing = submission_csv(rows)

@@ -341,13 +341,15 @@ class KeyframeReward:
             return [order[:k] for k in range(1, limit + 1)]
         return []
 
+    def baseline(self, target: Sequence[int], n: int, question_type: str | None) -> float:
+        """The best F-beta any content-free strategy earns on this prompt (0 when the family is empty)."""
+        return max((f_beta(c, target, self.beta) for c in self.content_free(n, question_type)), default=0.0)
+
     def score(
         self, cited: Sequence[int], target: Sequence[int], n: int, question_type: str | None
     ) -> float | None:
         """The reward of one citation (correctness already checked); None: looking is not measurable."""
-        baseline = max(
-            (f_beta(c, target, self.beta) for c in self.content_free(n, question_type)), default=0.0
-        )
+        baseline = self.baseline(target, n, question_type)
         if baseline >= 1.0 - 1e-9:
             return None
         if not cited or (self.max_cited is not None and len(set(cited)) > self.max_cited):

@@ -175,7 +175,7 @@ def test_max_new_tokens_follows_the_training_recipe(
 ) -> None:
     import yaml
 
-    from egovlm.train.eval import resolve_max_new_tokens
+    from egovlm.train.eval import load_recipe, resolve_max_new_tokens
 
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
@@ -188,18 +188,19 @@ def test_max_new_tokens_follows_the_training_recipe(
     assert m["max_new_tokens"] == 96 and fake.max_new_tokens == [96]
     assert m["max_new_tokens_source"] == f"{run / 'config.yaml'}: grpo.max_completion_length"
     qlora = REPO / "configs" / "egovlm_3b_qlora.yaml"
-    assert resolve_max_new_tokens(EvalOptions(recipe=qlora), "hub/id") == (
+    with_recipe = EvalOptions(recipe=qlora)
+    assert resolve_max_new_tokens(with_recipe, "hub/id", load_recipe(with_recipe)) == (
         384,
         f"{qlora}: grpo.max_completion_length",
     )
     (run / "config.yaml").write_text(yaml.safe_dump({"grpo": {}}))  # the recipe left it to TRL
-    assert resolve_max_new_tokens(EvalOptions(), str(run / "final"))[0] == 512
-    assert resolve_max_new_tokens(EvalOptions(max_new_tokens=7), str(run / "final")) == (
+    assert resolve_max_new_tokens(EvalOptions(), str(run / "final"), None)[0] == 512
+    assert resolve_max_new_tokens(EvalOptions(max_new_tokens=7), str(run / "final"), None) == (
         7,
         "--max-new-tokens",
     )
-    assert resolve_max_new_tokens(EvalOptions(prompt="plain"), str(run / "final"))[0] == 16
-    assert resolve_max_new_tokens(EvalOptions(), "Qwen/Qwen2.5-VL-3B-Instruct")[0] == 512
+    assert resolve_max_new_tokens(EvalOptions(prompt="plain"), str(run / "final"), None)[0] == 16
+    assert resolve_max_new_tokens(EvalOptions(), "Qwen/Qwen2.5-VL-3B-Instruct", None)[0] == 512
 
 
 def test_resume_refuses_to_mix_prompts(
