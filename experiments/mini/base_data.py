@@ -31,7 +31,7 @@ of the base: no generator here produces them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ import numpy as np
 from egovlm.contract import Message, build_messages, format_answer
 from egovlm.frames import Frame
 from egovlm.schema import OPTION_LETTERS, QAItem
+from egovlm.synth.qa import count_options, make_drafts, place_phrase, wrong_places
 from egovlm.train.rewards import salient_frame_indices
 from experiments.mini.pretrain_data import (
     ClipTruth,
@@ -105,20 +106,11 @@ def _picks(clip: ClipTruth) -> list[dict[str, Any]]:
     return [e for e in clip.events if e["action"] == "pick_up"]
 
 
-def place_phrase(place: str) -> str:
-    """A place as the QA's place options write it: ``On the shelf.``"""
-    from egovlm.synth.scene import PLACE_BY_NAME
-
-    return PLACE_BY_NAME[place].at.capitalize() + "."
-
-
 def start_place_question(
     clip: ClipTruth, rng: np.random.Generator, open_form: bool = False
 ) -> Question | None:
     """Where an object the wearer picks up was at the start: the place of its first pick-up (None:
     nothing is picked up). Wrong options prefer places the clip uses, as the QA's where_ended does."""
-    from egovlm.synth.scene import PLACES
-
     first: dict[str, dict[str, Any]] = {}
     for e in _picks(clip):
         first.setdefault(str(e["object"]), e)
@@ -133,9 +125,7 @@ def start_place_question(
     if open_form:
         return Question(clip.clip_id, "start_place", question, None, correct, [0.0])
     used = {str(e["place"]) for e in clip.events}
-    others = [p for p in PLACES if p.name != place]
-    others.sort(key=lambda p: (p.name not in used, float(rng.random())))
-    options, letter = lettered(correct, [place_phrase(p.name) for p in others[:4]], rng)
+    options, letter = lettered(correct, wrong_places(place, used, rng), rng)
     return Question(clip.clip_id, "start_place", question, options, letter, [0.0])
 
 
@@ -161,8 +151,6 @@ def qa_questions(
     """The question(s) of ``kind`` (one of :data:`QA_TYPES`) that :func:`egovlm.synth.qa.make_drafts`
     builds for the clip, options lettered afresh (counts keep their ascending order, the window
     placed so the answer lands on a random letter it can occupy)."""
-    from egovlm.synth.qa import make_drafts
-
     if kind not in QA_TYPES:
         raise PretrainDataError(f"{kind!r} is not a base-stage QA type ({', '.join(QA_TYPES)})")
     if clip.render is None:
@@ -178,8 +166,7 @@ def qa_questions(
             continue
         if d.numeric is not None:
             slot = int(rng.integers(min(len(OPTION_LETTERS) - 1, d.numeric) + 1))
-            start = d.numeric - slot
-            options = {k: str(start + i) for i, k in enumerate(OPTION_LETTERS)}
+            options = dict(zip(OPTION_LETTERS, count_options(d.numeric, slot), strict=True))
             letter = OPTION_LETTERS[slot]
         else:
             options, letter = lettered(d.correct, d.distractors, rng)
@@ -306,16 +293,23 @@ def val_questions(
     return out
 
 
-def grpo_questions(folder: Path, n_frames: int, size: tuple[int, int], limit: int) -> list[QAExample]:
+def grpo_questions(
+    folder: Path,
+    n_frames: int,
+    size: tuple[int, int],
+    limit: int,
+    decoded: Mapping[str, list[Frame]] | None = None,
+) -> list[QAExample]:
     """Up to ``limit`` of the folder's own QA rows (``qa.jsonl``) of the GRPO types, on each clip's
-    uniform frames: how far the base already gets on the questions it never trained on."""
+    uniform frames: how far the base already gets on the questions it never trained on.
+    ``decoded``: uniform frame sets already decoded by clip id (e.g. :func:`val_questions`'), reused."""
     from egovlm.schema import read_jsonl
 
     if limit <= 0 or not (folder / "qa.jsonl").is_file():
         return []
     clips = {c.video.name: c for c in load_truth(folder)}
     rng = np.random.default_rng(0)
-    frames_of: dict[str, list[Frame]] = {}
+    frames_of: dict[str, list[Frame]] = dict(decoded or {})
     out: list[QAExample] = []
     for item in read_jsonl(folder / "qa.jsonl"):
         if item.question_type not in GRPO_TYPES or not item.video or item.answer is None:

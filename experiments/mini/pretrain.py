@@ -51,13 +51,13 @@ from egovlm.train.config import STRICT, ConfigError
 from experiments.mini.base_data import (
     ANSWER_FORMS,
     BASE_TYPES,
-    FRAME_TYPES,
     QAExample,
     build_base_examples,
+    check_kinds,
     grpo_questions,
     val_questions,
 )
-from experiments.mini.pretrain_data import Example, add_wrap_tokens
+from experiments.mini.pretrain_data import Example, PretrainDataError, add_wrap_tokens
 
 TrainExample: TypeAlias = QAExample | Example
 
@@ -162,11 +162,12 @@ def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -
         raise ConfigError(
             f"{path}: data.answer_form is {d.answer_form!r}; choose one of {', '.join(ANSWER_FORMS)}"
         )
-    unknown = [k for k in d.kinds if k not in BASE_TYPES]
-    if unknown or not d.kinds:
-        raise ConfigError(f"{path}: data.kinds {d.kinds}: choose from {', '.join(BASE_TYPES)}")
-    if d.frames == 1 and any(k not in FRAME_TYPES for k in d.kinds):
-        raise ConfigError(f"{path}: with data.frames 1, data.kinds can only be {', '.join(FRAME_TYPES)}")
+    if not d.kinds:
+        raise ConfigError(f"{path}: data.kinds is empty; choose from {', '.join(BASE_TYPES)}")
+    try:
+        check_kinds(d.kinds, d.frames)
+    except PretrainDataError as e:
+        raise ConfigError(f"{path}: data.kinds {d.kinds} with data.frames {d.frames}: {e}") from e
     if not 0.0 <= d.open_share <= 1.0:
         raise ConfigError(f"{path}: data.open_share must lie in [0, 1], got {d.open_share}")
     if cfg.model.corpus not in CORPORA:
@@ -266,11 +267,10 @@ def is_right(completion: str, ex: QAExample) -> bool:
     """Whether a completion answers ``ex`` correctly, by the contract's parser and matcher (as eval
     scores it): a multiple-choice answer by its letter or its option's exact text, an open one by
     its words."""
-    from egovlm.contract import answers_match, parse_answer
+    from egovlm.contract import parse_answer
+    from egovlm.train.rewards import is_correct
 
-    q = ex.question
-    letters = "".join(q.options) if q.options else None
-    return answers_match(parse_answer(completion, letters, q.options).answer, q.answer)
+    return is_correct(parse_answer(completion, None, ex.question.options), ex.question.answer)
 
 
 def greedy_accuracy(
@@ -317,7 +317,8 @@ def _val_sets(cfg: PretrainConfig, size: tuple[int, int]) -> ValSets:
     opened = [ex for ex in asked if ex.question.is_open]
     mc = [mc[int(i)] for i in sorted(rng.permutation(len(mc))[: g.mc])]
     opened = [opened[int(i)] for i in sorted(rng.permutation(len(opened))[: g.open])]
-    grpo = grpo_questions(folder, d.frames, size, g.grpo) if d.frames > 1 else []
+    decoded = {ex.clip_id: ex.frames for ex in asked}
+    grpo = grpo_questions(folder, d.frames, size, g.grpo, decoded) if d.frames > 1 else []
     loss: list[TrainExample] = [asked[int(i)] for i in sorted(rng.permutation(len(asked))[: g.loss_examples])]
     return ValSets(loss, mc, opened, grpo)
 
