@@ -32,7 +32,9 @@ class LiveServer:
         return self.proc.poll() is None
 
     def wait_ready(self, keyframes: int = 2, timeout: float = 120.0) -> dict[str, Any]:
-        """/healthz once the buffer holds ``keyframes``; fails with the log if the process exits."""
+        """/healthz once the buffer holds ``keyframes`` and the model state covers them (``ready``: a
+        question then sees them, not an older state still being rebuilt); fails with the log if the
+        process exits."""
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -42,7 +44,7 @@ class LiveServer:
                 pytest.fail(f"egovlm edge run exited with {self.proc.returncode}:\n{self.tail()}")
             try:
                 last = httpx.get(f"{self.url}/healthz", timeout=5).json()
-                if last.get("keyframes", 0) >= keyframes:
+                if last.get("keyframes", 0) >= keyframes and last.get("ready"):
                     return last
             except httpx.HTTPError:
                 pass
