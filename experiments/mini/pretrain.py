@@ -138,6 +138,7 @@ class PretrainVision:
     lr: float = 1e-3
     frames_per_clip: int = 16  # random-time frames per training clip for the vision-only steps
     aux_weight: float = 0.0  # weight of the same loss during the language steps (0: off)
+    pos_weight: float = 1.0  # BCE weight of the rare positive labels (vision_aux module docstring)
     seed: int = 0
 
 
@@ -398,16 +399,22 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         time.perf_counter() - t0,
     )
     vis = cfg.vision
-    aux = _AuxLabels(model, Path(d.train), size) if vis.steps or vis.aux_weight else None
+    aux = _AuxLabels(model, Path(d.train), size, vis.pos_weight) if vis.steps or vis.aux_weight else None
     vision_log = []
-    if aux is not None and vis.steps:  # the vision tower first, then the merger's output is centred
+    centre = cfg.model.center_visual and not cfg.model.init_from
+    if centre:  # before the vision steps: re-centring after them would move what the heads learned
+        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
+    if aux is not None and vis.steps:
         from experiments.mini.vision_aux import train_vision
 
         clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
         args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
         vision_log = train_vision(model, processor, aux.head, clips, size, *args)
-    if cfg.model.center_visual and not cfg.model.init_from:
-        log.info("visual features centred: %s", center_visual_features(model, processor, train_set))
+        if centre:  # a pure rescale: the heads read layer-normed tokens, which it leaves unchanged
+            log.info(
+                "visual features rescaled: %s",
+                center_visual_features(model, processor, train_set, shift=False),
+            )
     history = train_loop(model, processor, train_set, val, cfg, run_dir / "log.jsonl", aux)
     if aux is not None:
         aux.remove()
@@ -549,7 +556,7 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def center_visual_features(
-    model: Any, processor: Any, examples: list[TrainExample], frames: int = 128
+    model: Any, processor: Any, examples: list[TrainExample], frames: int = 128, shift: bool = True
 ) -> dict[str, float]:
     """Data-dependent init of the vision merger's last layer: its outputs centred and scaled.
 
@@ -560,7 +567,8 @@ def center_visual_features(
     the right ones after 300 steps). Subtracting the mean output over real frames (through
     the last Linear's bias) and scaling it so the centred outputs have the norm of a text
     embedding makes the differences the whole signal, as data-dependent initialisation
-    (weight normalisation, LSUV) does for any layer. Same architecture, only weights change."""
+    (weight normalisation, LSUV) does for any layer. Same architecture, only weights change.
+    ``shift=False`` only rescales (after the vision steps, which change the spread)."""
     import torch
 
     merger_out = model.model.visual.merger.mlp[-1]
@@ -574,7 +582,7 @@ def center_visual_features(
         target = model.get_input_embeddings().weight.norm(dim=-1).mean()
         scale = target / spread
         merger_out.weight.mul_(scale)
-        merger_out.bias.copy_((merger_out.bias - mean) * scale)
+        merger_out.bias.copy_((merger_out.bias - (mean if shift else 0)) * scale)
     return {
         "scale": float(scale),
         "mean_norm": float(mean.norm()),
@@ -601,14 +609,14 @@ def save_model(model: Any, processor: Any, init: Path, out: Path, info: dict[str
 class _AuxLabels:
     """The vision head (:mod:`experiments.mini.vision_aux`) and its labels per frame set, computed once."""
 
-    def __init__(self, model: Any, folder: Path, size: tuple[int, int]) -> None:
+    def __init__(self, model: Any, folder: Path, size: tuple[int, int], pos_weight: float) -> None:
         from experiments.mini.pretrain_data import load_truth
         from experiments.mini.vision_aux import MERGE, VisionAux, object_names
 
         self.names = object_names()
         self.clips = {c.clip_id: c for c in load_truth(folder)}
         self.size = size
-        self.head = VisionAux(model, len(self.names), (size[0] // MERGE) * (size[1] // MERGE))
+        self.head = VisionAux(model, len(self.names), (size[0] // MERGE) * (size[1] // MERGE), pos_weight)
         self._cache: dict[tuple[str, tuple[float, ...]], tuple[Any, Any]] = {}
 
     def labels(self, ex: TrainExample) -> tuple[Any, Any]:

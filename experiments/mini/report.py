@@ -281,6 +281,11 @@ def _phase_rows(info: dict[str, Any], label: str) -> list[str]:
             f"| {label}: object-label loss of the vision head, held-out frames "
             f"| {steps[-1]['held_out']:.4f} | {const:.4f} |"
         )
+    if steps and steps[-1].get("auroc_cells") is not None:
+        rows.append(
+            f"| {label}: vision head AUROC on held-out frames, objects per token / held per frame "
+            f"| {steps[-1]['auroc_cells']:.3f} / {steps[-1]['auroc_held']:.3f} | 0.500 (reads nothing) |"
+        )
     if info.get("val_loss") is not None:
         rows.append(
             f"| {label}: language loss on val descriptions and perception questions "

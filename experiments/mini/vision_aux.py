@@ -14,6 +14,11 @@ trained, with binary cross-entropy, to say
 
 which makes object identity a linear feature of the tokens, one the language model can read.
 Boxes come from re-planning the clip from its seed (nothing is drawn), like the descriptions.
+
+Positives are rare (about 2% of (token, object) pairs), so the BCE weights them by ``pos_weight``:
+with plain mean BCE the loss is ruled by the label rate and a head that predicts the rates, reading
+nothing, is near the optimum. Progress is reported as held-out AUROC, which a constant predictor
+cannot raise above 0.5 (docs/mini_experiment/LOG.md, "redesign, development A/B").
 """
 
 from __future__ import annotations
@@ -72,13 +77,14 @@ def frame_labels(
 class VisionAux:
     """The two linear heads and a hook that captures the vision tower's output on every forward."""
 
-    def __init__(self, model: Any, n_classes: int, tokens_per_frame: int) -> None:
+    def __init__(self, model: Any, n_classes: int, tokens_per_frame: int, pos_weight: float = 1.0) -> None:
         import torch
 
         width = model.config.text_config.hidden_size
         self.cells = torch.nn.Linear(width, n_classes)
         self.held = torch.nn.Linear(width, n_classes)
         self.tokens_per_frame = tokens_per_frame
+        self.pos_weight = torch.tensor(pos_weight)
         self.features: Any = None
         self._hook = model.model.visual.register_forward_hook(self._capture)
 
@@ -88,20 +94,27 @@ class VisionAux:
     def parameters(self) -> list[Any]:
         return [*self.cells.parameters(), *self.held.parameters()]
 
-    def loss(self, cells: Any, held: Any) -> Any:
-        """BCE of both heads on the last captured features; ``cells`` [tokens, C], ``held`` [frames, C]."""
-        from torch.nn.functional import binary_cross_entropy_with_logits as bce
+    def logits(self, n_tokens: int) -> tuple[Any, Any]:
+        """Both heads' logits on the last captured features: ``[tokens, C]`` and ``[frames, C]``."""
         from torch.nn.functional import layer_norm
 
         feats = self.features
-        if feats is None or feats.shape[0] != cells.shape[0]:
+        if feats is None or feats.shape[0] != n_tokens:
             got = None if feats is None else feats.shape[0]
-            raise RuntimeError(f"captured {got} visual tokens, labels for {cells.shape[0]}")
+            raise RuntimeError(f"captured {got} visual tokens, labels for {n_tokens}")
         # normalised like the language model's RMSNorm sees them: the centred tokens are as small
         # as text embeddings (center_visual_features), too small for a linear head to read at this lr
         feats = layer_norm(feats, feats.shape[-1:])
         per_frame = feats.reshape(-1, self.tokens_per_frame, feats.shape[-1]).mean(1)
-        return bce(self.cells(feats), cells) + bce(self.held(per_frame), held)
+        return self.cells(feats), self.held(per_frame)
+
+    def loss(self, cells: Any, held: Any) -> Any:
+        """Positive-weighted BCE of both heads; ``cells`` [tokens, C], ``held`` [frames, C]."""
+        from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+        cell_logits, held_logits = self.logits(cells.shape[0])
+        w = self.pos_weight
+        return bce(cell_logits, cells, pos_weight=w) + bce(held_logits, held, pos_weight=w)
 
     def remove(self) -> None:
         self._hook.remove()
@@ -135,7 +148,7 @@ def train_vision(
     lr: float,
     per_clip: int,
     seed: int,
-) -> list[dict[str, float]]:
+) -> list[dict[str, float | None]]:
     """Train the vision tower (ViT + merger) and the heads alone on object labels of single frames,
     before any language: the stand-in for arriving with a pre-trained ViT. A quarter of the
     frames is held out; returns log rows with the held-out loss and the loss of a constant
@@ -163,31 +176,77 @@ def train_vision(
         return head.loss(all_cells[idx].reshape(-1, all_cells.shape[-1]), all_held[idx])
 
     held_out = torch.arange(n_train, len(frames))
-    rows = []
+    out_cells = all_cells[held_out].reshape(-1, all_cells.shape[-1])
+    rows: list[dict[str, float | None]] = [
+        {"constant_predictor": constant_loss(out_cells, all_held[held_out], head.pos_weight)}
+    ]
+
+    def evaluate(step: int, train_loss: float | None) -> None:
+        with torch.no_grad():
+            held_out_loss = float(loss_on(held_out))
+            cell_logits, held_logits = head.logits(out_cells.shape[0])
+        rows.append(
+            {
+                "vision_step": step,
+                "train": train_loss,
+                "held_out": held_out_loss,
+                "auroc_cells": auroc(cell_logits, out_cells),
+                "auroc_held": auroc(held_logits, all_held[held_out]),
+            }
+        )
+        log.info(
+            "vision step %d: loss %s, held-out %.4f (constant %.4f), AUROC cells %.3f, held %.3f",
+            step,
+            "-" if train_loss is None else f"{train_loss:.4f}",
+            held_out_loss,
+            rows[0]["constant_predictor"],
+            rows[-1]["auroc_cells"],
+            rows[-1]["auroc_held"],
+        )
+
+    evaluate(0, None)
     for step in range(steps):
         loss = loss_on(torch.from_numpy(rng.integers(0, n_train, batch_frames)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
-            with torch.no_grad():
-                rows.append(
-                    {"vision_step": step + 1, "train": float(loss), "held_out": float(loss_on(held_out))}
-                )
-            log.info(
-                "vision step %d: loss %.4f, held-out %.4f", step + 1, rows[-1]["train"], rows[-1]["held_out"]
-            )
-    rows.append({"constant_predictor": constant_loss(all_cells[held_out], all_held[held_out])})
+            evaluate(step + 1, float(loss.detach()))
     return rows
 
 
-def constant_loss(cells: Any, held: Any) -> float:
-    """BCE of predicting each label's rate (the floor a head that reads nothing reaches)."""
+def auroc(scores: Any, labels: Any) -> float:
+    """Area under the ROC curve of ``scores`` for the binary ``labels``, pooled over every entry
+    (Mann-Whitney U with mid-ranks for ties); NaN when a class is absent. 0.5 = reads nothing."""
     import torch
+
+    s, y = scores.reshape(-1).double(), labels.reshape(-1).bool()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    order = torch.argsort(s)
+    sorted_s = s[order]
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=s.dtype)
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(s.dtype)
+    mid = ends - (counts.to(s.dtype) - 1) / 2  # average rank of each run of ties
+    ranks[order] = mid[inverse]
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def constant_loss(cells: Any, held: Any, pos_weight: Any = 1.0) -> float:
+    """The weighted BCE of the best constant per label (what a head that reads nothing reaches):
+    with positives weighted by w, the optimum predicts w*r / (w*r + 1 - r) for label rate r."""
+    import torch
+
+    w = torch.as_tensor(pos_weight, dtype=torch.float32)
 
     def one(y: Any) -> float:
         y = y.reshape(-1, y.shape[-1])
-        p = y.mean(0).clamp(1e-4, 1 - 1e-4).expand_as(y)
-        return float(torch.nn.functional.binary_cross_entropy(p, y))
+        r = y.mean(0)
+        p = (w * r / (w * r + 1 - r)).clamp(1e-4, 1 - 1e-4)
+        logit = torch.log(p / (1 - p)).expand_as(y)
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(logit, y, pos_weight=w))
 
     return one(cells) + one(held)

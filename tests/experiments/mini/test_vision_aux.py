@@ -10,7 +10,7 @@ import numpy as np
 
 from egovlm.frames import Frame
 from experiments.mini.pretrain_data import held_at, load_truth, planned_clip
-from experiments.mini.vision_aux import MERGE, constant_loss, frame_labels, object_names
+from experiments.mini.vision_aux import MERGE, auroc, constant_loss, frame_labels, object_names
 
 
 def test_cells_follow_the_renderers_boxes_in_raster_order(synth_slice: Path) -> None:
@@ -52,6 +52,42 @@ def test_constant_predictor_loss_is_the_label_entropy() -> None:
     assert abs(constant_loss(cells, held) - expected) < 1e-3
 
 
+def test_weighted_constant_predictor_is_the_best_constant() -> None:
+    """With positives weighted by w, no other constant per label scores a lower weighted BCE
+    (the loss is a mean over labels, so each label's constant is searched on its own)."""
+    import torch
+    from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+    rng = np.random.default_rng(0)
+    cells = torch.from_numpy((rng.random((200, 2)) < [0.05, 0.3]).astype(np.float32))
+    held = torch.zeros(5, 2)
+    held[0, 1] = 1
+    w = torch.tensor(20.0)
+    grid = torch.linspace(-6, 6, 241)
+
+    def best_on_grid(y: torch.Tensor) -> float:
+        per_label = [min(float(bce(g.expand(len(y)), y[:, k], pos_weight=w)) for g in grid) for k in range(2)]
+        return sum(per_label) / 2
+
+    searched = best_on_grid(cells) + best_on_grid(held)
+    assert constant_loss(cells, held, w) <= searched + 1e-6
+    assert constant_loss(cells, held, w) > searched - 0.01  # and it is that minimum, not below it
+
+
+def test_auroc_counts_pairs_and_ties() -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    scores = torch.from_numpy(rng.integers(0, 5, 60).astype(np.float32))  # many ties
+    labels = torch.from_numpy(rng.random(60) < 0.3)
+    pos, neg = scores[labels], scores[~labels]
+    pairs = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
+    assert abs(auroc(scores, labels) - float(pairs.mean())) < 1e-9
+    assert auroc(labels.float(), labels) == 1.0 and auroc(-labels.float(), labels) == 0.0
+    assert auroc(torch.zeros(60), labels) == 0.5  # a constant reads nothing
+    assert np.isnan(auroc(scores, torch.zeros(60, dtype=torch.bool)))
+
+
 def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp_path: Path) -> None:
     from safetensors import safe_open
 
@@ -68,7 +104,9 @@ def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp
     summary = pretrain(load_pretrain_config(cfg))
     steps = [r for r in summary["vision"] if "vision_step" in r]
     assert steps and steps[-1]["vision_step"] == 5 and np.isfinite(steps[-1]["held_out"])
-    assert summary["vision"][-1]["constant_predictor"] > 0
+    assert steps[0]["vision_step"] == 0 and steps[0]["train"] is None  # the untrained heads, for reference
+    assert all(0.0 <= r["auroc_cells"] <= 1.0 for r in steps)
+    assert summary["vision"][0]["constant_predictor"] > 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all(r["vision_aux_loss"] > 0 for r in rows if "loss" in r)
     # the heads are dropped: the checkpoint holds exactly the architecture's tensors
