@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import yaml
@@ -139,6 +139,8 @@ class PretrainVision:
     frames_per_clip: int = 16  # random-time frames per training clip for the vision-only steps
     aux_weight: float = 0.0  # weight of the same loss during the language steps (0: off)
     pos_weight: float = 1.0  # BCE weight of the rare positive labels (vision_aux module docstring)
+    # the per-token head: linear, or names (read against the object names' word embeddings, NameHead)
+    head: Literal["linear", "names"] = "linear"
     seed: int = 0
 
 
@@ -399,7 +401,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         time.perf_counter() - t0,
     )
     vis = cfg.vision
-    aux = _AuxLabels(model, Path(d.train), size, vis.pos_weight) if vis.steps or vis.aux_weight else None
+    aux = (
+        _AuxLabels(model, processor.tokenizer, Path(d.train), size, vis)
+        if vis.steps or vis.aux_weight
+        else None
+    )
     vision_log = []
     centre = cfg.model.center_visual and not cfg.model.init_from
     if centre:  # before the vision steps: re-centring after them would move what the heads learned
@@ -609,14 +615,18 @@ def save_model(model: Any, processor: Any, init: Path, out: Path, info: dict[str
 class _AuxLabels:
     """The vision head (:mod:`experiments.mini.vision_aux`) and its labels per frame set, computed once."""
 
-    def __init__(self, model: Any, folder: Path, size: tuple[int, int], pos_weight: float) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, folder: Path, size: tuple[int, int], vis: PretrainVision
+    ) -> None:
         from experiments.mini.pretrain_data import load_truth
         from experiments.mini.vision_aux import MERGE, VisionAux, object_names
 
         self.names = object_names()
         self.clips = {c.clip_id: c for c in load_truth(folder)}
         self.size = size
-        self.head = VisionAux(model, len(self.names), (size[0] // MERGE) * (size[1] // MERGE), pos_weight)
+        tokens = VisionAux.name_tokens(tokenizer) if vis.head == "names" else None
+        per_frame = (size[0] // MERGE) * (size[1] // MERGE)
+        self.head = VisionAux(model, len(self.names), per_frame, vis.pos_weight, tokens)
         self._cache: dict[tuple[str, tuple[float, ...]], tuple[Any, Any]] = {}
 
     def labels(self, ex: TrainExample) -> tuple[Any, Any]:

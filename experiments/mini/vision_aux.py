@@ -74,14 +74,59 @@ def frame_labels(
     return cells, held
 
 
-class VisionAux:
-    """The two linear heads and a hook that captures the vision tower's output on every forward."""
+class NameHead:
+    """Per-token object logits read against the language model's own word embeddings: the logit of
+    object k is a learned scale times the cosine between the token and the mean input embedding of
+    k's name (" yellow banana"), plus a bias. Trained this way the vision tower puts a banana's tokens
+    near the words "yellow banana", which is what a real VLM's pre-training does for its merger
+    (the visual tokens arrive in the language model's space) and what a linear head does not: with
+    tied embeddings, a visual token that looks like a name is one attention hop from being said.
+    The embedding is read, not owned: the vision steps leave it fixed, the language steps train it."""
 
-    def __init__(self, model: Any, n_classes: int, tokens_per_frame: int, pos_weight: float = 1.0) -> None:
+    def __init__(self, embedding: Any, name_tokens: Sequence[Sequence[int]]) -> None:
+        import torch
+
+        width = max(len(t) for t in name_tokens)
+        self.embedding = embedding
+        self.ids = torch.tensor([[*t, *[0] * (width - len(t))] for t in name_tokens])
+        self.mask = torch.tensor([[1.0] * len(t) + [0.0] * (width - len(t)) for t in name_tokens])
+        self.scale = torch.nn.Parameter(torch.tensor(10.0))
+        self.bias = torch.nn.Parameter(torch.full((len(name_tokens),), -3.0))
+
+    def names(self) -> Any:
+        """``[C, D]``: each name's mean token embedding."""
+        rows = self.embedding.weight[self.ids] * self.mask[..., None]
+        return rows.sum(1) / self.mask.sum(1, keepdim=True)
+
+    def __call__(self, feats: Any) -> Any:
+        from torch.nn.functional import normalize
+
+        return self.scale * normalize(feats, dim=-1) @ normalize(self.names(), dim=-1).T + self.bias
+
+    def parameters(self) -> list[Any]:
+        return [self.scale, self.bias]
+
+
+class VisionAux:
+    """The two heads and a hook that captures the vision tower's output on every forward. With
+    ``name_tokens`` (each object's token ids) the per-token head is a :class:`NameHead`, else linear."""
+
+    def __init__(
+        self,
+        model: Any,
+        n_classes: int,
+        tokens_per_frame: int,
+        pos_weight: float = 1.0,
+        name_tokens: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         import torch
 
         width = model.config.text_config.hidden_size
-        self.cells = torch.nn.Linear(width, n_classes)
+        self.cells: Any = (
+            NameHead(model.get_input_embeddings(), name_tokens)
+            if name_tokens is not None
+            else torch.nn.Linear(width, n_classes)
+        )
         self.held = torch.nn.Linear(width, n_classes)
         self.tokens_per_frame = tokens_per_frame
         self.pos_weight = torch.tensor(pos_weight)
@@ -93,6 +138,11 @@ class VisionAux:
 
     def parameters(self) -> list[Any]:
         return [*self.cells.parameters(), *self.held.parameters()]
+
+    @staticmethod
+    def name_tokens(tokenizer: Any) -> list[list[int]]:
+        """Each catalogue object's token ids as it appears mid-sentence (" yellow banana")."""
+        return [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in object_names()]
 
     def logits(self, n_tokens: int) -> tuple[Any, Any]:
         """Both heads' logits on the last captured features: ``[tokens, C]`` and ``[frames, C]``."""

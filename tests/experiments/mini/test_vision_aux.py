@@ -114,3 +114,34 @@ def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp
     assert keys(Path(summary["final_dir"])) == keys(tmp_path / "run" / "init")
     # the grammar was trained, so the answer tags were not reset to "a tag"
     assert "answer_tags_initialised" not in summary
+
+
+def test_name_head_reads_tokens_against_the_name_embeddings(tiny_model_dir: Path) -> None:
+    """The per-token logit of object k is scale x cos(token, mean embedding of k's name) + bias, and
+    its gradient reaches the word embeddings (the language steps align both sides)."""
+    import torch
+    from torch.nn.functional import normalize
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from experiments.mini.vision_aux import VisionAux
+
+    processor = AutoProcessor.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    tokens = VisionAux.name_tokens(processor.tokenizer)
+    assert [processor.tokenizer.decode(t).strip() for t in tokens] == object_names()
+    aux = VisionAux(model, len(tokens), 12, pos_weight=20.0, name_tokens=tokens)
+    feats = torch.randn(24, model.config.text_config.hidden_size)
+    aux.features = feats
+    cells, held = aux.logits(24)
+    assert cells.shape == (24, len(tokens)) and held.shape == (2, len(tokens))
+    emb = model.get_input_embeddings().weight
+    k = 3
+    name = emb[tokens[k]].mean(0)
+    normed = torch.nn.functional.layer_norm(feats, feats.shape[-1:])
+    expected = 10.0 * normalize(normed, dim=-1) @ normalize(name, dim=0) - 3.0
+    assert torch.allclose(cells[:, k], expected, atol=1e-5)
+    labels = torch.zeros(24, len(tokens))
+    labels[0, k] = 1
+    aux.loss(labels, torch.zeros(2, len(tokens))).backward()
+    assert emb.grad is not None and emb.grad[tokens[k]].abs().sum() > 0
+    assert len(aux.parameters()) == 4  # scale, bias and the linear held head: never the embedding
