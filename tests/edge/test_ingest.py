@@ -284,13 +284,23 @@ def counting_frames(n: int | None, size: tuple[int, int] = (64, 48)) -> Any:
 
 
 def test_synth_frames_go_through_appsrc_with_their_timestamps() -> None:
+    """40 paced frames: each arrives with its own value and timestamp, in order, and every frame
+    is either delivered or counted as dropped. A fast consumer normally gets all 40, but the live
+    path may drop (and count) frames when the machine starves the consumer's thread, so the test
+    asserts the accounting, not the absence of drops (it failed once with another job on both cores)."""
     got = Collector()
-    ing = Ingest("synth://?fps=50&size=66x40", got, synth_frames=counting_frames(40))  # paced: no drops
+    ing = Ingest("synth://?fps=50&size=66x40", got, synth_frames=counting_frames(40))
     with ing:
-        assert ing.wait_for_frames(40, timeout=15)
-    values = [v for _, _, v in got.frames[:40]]
-    assert values == list(range(40))  # nothing dropped with a fast consumer, order kept, stride ok
-    assert got.times[:40] == pytest.approx([k / 50 for k in range(40)], abs=1e-6)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            stats = ing.stats()
+            if stats.frames_delivered + stats.frames_dropped >= 40:
+                break
+            time.sleep(0.02)
+    values = [v for _, _, v in got.frames]
+    assert stats.frames_delivered == len(values) and len(values) + stats.frames_dropped == 40
+    assert values[-1] == 39 and values == sorted(set(values))  # order kept; the newest always survives
+    assert got.times == pytest.approx([v / 50 for v in values], abs=1e-6)  # own timestamps, stride ok
 
 
 def test_live_egosynth_source_delivers_frames_and_events() -> None:
