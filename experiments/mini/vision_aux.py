@@ -276,11 +276,10 @@ def auroc(scores: Any, labels: Any) -> float:
         return float("nan")
     order = torch.argsort(s)
     sorted_s = s[order]
-    ranks = torch.empty_like(s)
-    ranks[order] = torch.arange(1, len(s) + 1, dtype=s.dtype)
     _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).to(s.dtype)
     mid = ends - (counts.to(s.dtype) - 1) / 2  # average rank of each run of ties
+    ranks = torch.empty_like(s)
     ranks[order] = mid[inverse]
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
