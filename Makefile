@@ -82,16 +82,18 @@ test-slow: setup
 clean:
 	rm -rf build $(VENV) .venv-device310 .venv-device312 $(PEERS_VENV) .cache/trt-bindings .pytest_cache .mypy_cache .ruff_cache
 
-# The miniature EgoVLM experiment (docs/mini_experiment/README.md): EgoSynth data, the base stage,
-# GRPO arms (a) and (b) x 3 seeds, evals and the results table, on CPU (time of the last run in the docs).
+# The miniature EgoVLM experiment (docs/mini_experiment/README.md): EgoSynth data, GRPO arms (a) and (b)
+# x 3 seeds from the committed base (models/egovlm-mini-base), evals, the results table, the published
+# demo model, on CPU (time of the last run in the docs).
 .PHONY: repro-mini
 repro-mini: setup
 	$(BIN)/python -m experiments.mini.repro --fresh
 
-# The base stage alone (answer-only instruct-like base, experiments/mini/configs/base*.yaml).
+# The base stage alone (answer-only instruct-like base, experiments/mini/configs/base*.yaml), saved to
+# models/egovlm-mini-base, where repro-mini starts from.
 .PHONY: repro-base
 repro-base: setup
-	$(BIN)/python -m experiments.mini.repro --stage base
+	$(BIN)/python -m experiments.mini.repro --stage base --runs runs/mini_base
 
 # `egovlm bench peers` (egovlm/benchmarks/README.md): llama.cpp (llama-cpp-python built from source, ~14 min on 2
 # cores), OpenVINO GenAI + optimum-intel and ONNX Runtime GenAI in their own venv, then one run (small

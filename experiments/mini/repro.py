@@ -3,12 +3,15 @@
 Stages (each prints the exact command it runs; a stage whose output exists is skipped,
 so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 
-1. data      EgoSynth: pre-training clips (train split, seed 1), RL clips (train split, seed 0),
-             val (val split, seed 0; hyper-parameters were chosen on it), test (test split, seed 0);
+1. data      EgoSynth: RL clips (train split, seed 0), val (val split, seed 0; hyper-parameters were
+             chosen on it), test (test split, seed 0), and with ``--train-base`` or ``--stage base``
+             the pre-training clips (train split, seed 1);
              the RL file ``rl_train/grpo.jsonl``: the RL clips' questions of the GRPO types only
              (multiple-choice and open, :func:`write_grpo_data`), held out of the base stage; the test
              file ``test/eval.jsonl``: the test clips' multiple-choice and open questions together
-2. base      ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
+2. base      the committed base model (``--base``, models/egovlm-mini-base) copied in; it was made by
+             ``--stage base`` (``make repro-base``), which runs
+             ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
              X = base_1frame (vision labels, then single-frame hand/visible questions), then base
              from its model on 8-frame prompts (every base-type question, answer-only targets in the
              exact eval prompt; experiments/mini/base_data.py); never the GRPO types
@@ -29,7 +32,7 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
              none is published if none is significant (``--no-publish`` skips this stage)
 
 ``--stage base`` runs only what the base model needs (its data: the pre-training and val clips; the
-base stage) and records its wall time (``make repro-base``).
+base stage), records its wall time and saves the model to ``--base`` (``make repro-base``).
 
 Jobs (GRPO runs, evals) run ``--jobs`` at a time with ``OMP_NUM_THREADS=--threads``: on the 2-core
 machine two one-thread jobs finish sooner than one two-thread job after another, and a one-thread
@@ -280,6 +283,39 @@ def record_total(runs: Path, t0: float, l0: float) -> None:
         f.write(json.dumps(total) + "\n")
 
 
+def save_base(runs: Path, dest: Path) -> None:
+    """Copy the base stage's final model to ``dest`` (committed: the GRPO experiment starts from
+    it), with a note of the commit and wall time that made it; written beside ``dest`` and swapped
+    in only when complete."""
+    from egovlm.atomic import replace_dir
+    from experiments.mini.publish import copy_model
+
+    src = runs / "pretrain" / "final"
+    tmp = dest.parent / f".{dest.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    size = copy_model(src, tmp)
+    timings = [json.loads(line) for line in (runs / "timings.jsonl").read_text().splitlines() if line]
+    made = {"made_by": json.loads((runs / CODE).read_text()), "timings": timings, "bytes": size}
+    (tmp / "base.json").write_text(json.dumps(made, indent=2) + "\n", encoding="utf-8")
+    replace_dir(tmp, dest)
+    print(f"base model saved to {dest}, {size / 1e6:.1f} MB", flush=True)
+
+
+def use_base(runs: Path, base: Path) -> None:
+    """Start the GRPO experiment from the committed base model: copied to where the base stage
+    would have written it, so every later stage reads one path."""
+    if not (base / "model.safetensors").is_file():
+        raise SystemExit(f"{base}: no base model (model.safetensors); `make repro-base` trains it")
+    final = runs / "pretrain" / "final"
+    if not (final / "config.json").is_file():
+        final.mkdir(parents=True, exist_ok=True)
+        for f in base.iterdir():
+            if f.is_file():
+                shutil.copy2(f, final / f.name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Miniature EgoVLM experiment (see module docstring).")
     ap.add_argument("--runs", type=Path, default=Path("runs/mini"))
@@ -292,6 +328,13 @@ def main() -> None:
     ap.add_argument(
         "--stage", choices=("all", "base"), default="all", help="base: only the base model's data and stage"
     )
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=Path("models/egovlm-mini-base"),
+        help="the committed base model: GRPO starts from it (--stage all); --stage base writes it",
+    )
+    ap.add_argument("--train-base", action="store_true", help="--stage all: train the base instead of --base")
     args = ap.parse_args()
     runs = (ROOT / args.runs).resolve() if not args.runs.is_absolute() else args.runs
     if args.fresh and runs.exists():
@@ -304,9 +347,14 @@ def main() -> None:
         stage(runs, "data (EgoSynth, base + val)", lambda: make_data(runs, BASE_DATA))
         stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
         record_total(runs, t0, l0)
+        save_base(runs, ROOT / args.base)
         return
-    stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
-    stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
+    if args.train_base:
+        stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
+        stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
+    else:
+        use_base(runs, ROOT / args.base)
+        stage(runs, "data (EgoSynth, RL + val + test)", lambda: make_data(runs, ("rl_train", "val", "test")))
     stage(runs, "prepare (RL frame sets)", lambda: prepare_rl_frames(runs))
     grpo = [grpo_job(runs, arm, s, args.threads) for arm in ARMS for s in SEEDS]
     stage(runs, f"GRPO ({len(grpo)} runs, {args.jobs} at a time)", lambda: parallel(grpo, args.jobs))
