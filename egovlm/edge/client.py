@@ -59,14 +59,33 @@ def _transport_errors(url: str, endpoint: str, run: str = "egovlm edge run --mod
         raise ClientError(f"{endpoint}: {e}") from e
 
 
+def _json_object(text: str) -> JSON | None:
+    """``text`` parsed as a JSON object, or None when it is not one (a proxy's HTML page, a list)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def raise_for(r: httpx.Response) -> None:
     """:class:`ServerError` for a 4xx/5xx response, with the server's ``detail``."""
     if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
+        body = _json_object(r.text)
+        detail = body.get("detail", r.text) if body is not None else r.text
         raise ServerError(f"server answered {r.status_code}: {detail}", r.status_code, detail)
+
+
+def _reply(r: httpx.Response) -> JSON:
+    """A successful response's JSON object; :class:`ClientError` naming the URL when the body is
+    something else (whatever answered is not an egovlm server, or a proxy rewrote the reply)."""
+    raise_for(r)
+    body = _json_object(r.text)
+    if body is None:
+        raise ClientError(
+            f"{r.request.url}: the reply (HTTP {r.status_code}) is not a JSON object: {r.text[:200]!r}"
+        )
+    return body
 
 
 def ask(
@@ -90,8 +109,7 @@ def ask(
         if on_token is not None:
             return _ask_streaming(endpoint, body, _headers(token), timeout, on_token)
         r = httpx.post(endpoint, json=body, headers=_headers(token), timeout=timeout)
-        raise_for(r)
-        return dict(r.json())
+        return _reply(r)
 
 
 def ask_audio(
@@ -116,16 +134,14 @@ def ask_audio(
             headers=_headers(token),
             timeout=timeout,
         )
-        raise_for(r)
-    return dict(r.json())
+    return _reply(r)
 
 
 def _privacy_call(method: str, path: str, url: str, token: str | None) -> JSON:
     endpoint = _endpoint(url, path)
     with _transport_errors(url, endpoint):
         r = httpx.request(method, endpoint, headers=_headers(token), timeout=30)
-    raise_for(r)
-    return dict(r.json())
+    return _reply(r)
 
 
 def pause(url: str = DEFAULT_URL, token: str | None = None) -> str:
@@ -158,9 +174,13 @@ def _ask_streaming(
             if line.startswith("event:"):
                 event = line[6:].strip()
             elif line.startswith("data:"):
-                data = json.loads(line[5:].strip())
+                data = _json_object(line[5:].strip())
+                if data is None:
+                    raise ClientError(
+                        f"{endpoint}: a streamed {event!r} event is not a JSON object: {line[:200]!r}"
+                    )
                 if event == "token":
-                    on_token(data["text"])
+                    on_token(str(data.get("text", "")))
                 elif event == "answer":
                     answer = data
                 elif event == "error":
