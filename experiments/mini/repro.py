@@ -283,10 +283,14 @@ def record_total(runs: Path, t0: float, l0: float) -> None:
         f.write(json.dumps(total) + "\n")
 
 
+TRAINING = "training"  # in the saved base: <phase folder>/{run.json, config.yaml, log.jsonl}
+PHASE_RECORDS = ("run.json", "config.yaml", "log.jsonl")
+
+
 def save_base(runs: Path, dest: Path) -> None:
     """Copy the base stage's final model to ``dest`` (committed: the GRPO experiment starts from
-    it), with a note of the commit and wall time that made it; written beside ``dest`` and swapped
-    in only when complete."""
+    it), with the commit and wall time that made it (``base.json``) and each phase's records
+    (``training/``); written beside ``dest`` and swapped in only when complete."""
     from egovlm.atomic import replace_dir
     from experiments.mini.publish import copy_model
 
@@ -296,6 +300,11 @@ def save_base(runs: Path, dest: Path) -> None:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     size = copy_model(src, tmp)
+    for folder, _ in BASE_PHASES:  # the phases' records: the report's base-stage table reads them
+        for name in PHASE_RECORDS:
+            if (runs / folder / name).is_file():
+                (tmp / TRAINING / folder).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(runs / folder / name, tmp / TRAINING / folder / name)
     timings = [json.loads(line) for line in (runs / "timings.jsonl").read_text().splitlines() if line]
     made = {"made_by": json.loads((runs / CODE).read_text()), "timings": timings, "bytes": size}
     (tmp / "base.json").write_text(json.dumps(made, indent=2) + "\n", encoding="utf-8")
@@ -304,8 +313,8 @@ def save_base(runs: Path, dest: Path) -> None:
 
 
 def use_base(runs: Path, base: Path) -> None:
-    """Start the GRPO experiment from the committed base model: copied to where the base stage
-    would have written it, so every later stage reads one path."""
+    """Start the GRPO experiment from the committed base model: the model and its phases' records
+    copied to where the base stage would have written them, so every later stage reads one path."""
     if not (base / "model.safetensors").is_file():
         raise SystemExit(f"{base}: no base model (model.safetensors); `make repro-base` trains it")
     final = runs / "pretrain" / "final"
@@ -314,6 +323,9 @@ def use_base(runs: Path, base: Path) -> None:
         for f in base.iterdir():
             if f.is_file():
                 shutil.copy2(f, final / f.name)
+        for record in sorted((base / TRAINING).glob("*/*")):
+            (runs / record.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(record, runs / record.parent.name / record.name)
 
 
 def main() -> None:

@@ -21,6 +21,10 @@ def _base_run(tmp: Path, weights: str) -> Path:
     (runs / repro.CODE).write_text(json.dumps({"commit": "abc1234", "local_changes": False}))
     rows = [{"stage": "data", "seconds": 60.0}, {"stage": "base stage (2 phases)", "seconds": 3000.0}]
     (runs / "timings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for folder, _ in repro.BASE_PHASES:
+        (runs / folder).mkdir(parents=True, exist_ok=True)
+        (runs / folder / "run.json").write_text(json.dumps({"steps": len(folder)}))
+    (runs / "pretrain" / "big.bin").write_text("not a record")
     return runs
 
 
@@ -28,7 +32,12 @@ def test_save_base_writes_the_model_and_what_made_it_and_replaces_the_old_one(tm
     dest = tmp_path / "models" / "egovlm-mini-base"
     repro.save_base(_base_run(tmp_path / "one", "first"), dest)
     repro.save_base(_base_run(tmp_path / "two", "second"), dest)
-    assert sorted(p.name for p in dest.iterdir()) == ["base.json", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "base.json",
+        "config.json",
+        "model.safetensors",
+        "training",
+    ]
     assert (dest / "model.safetensors").read_text() == "second"
     made = json.loads((dest / "base.json").read_text())
     assert made["made_by"]["commit"] == "abc1234"
@@ -43,6 +52,9 @@ def test_the_experiment_starts_from_the_committed_base(tmp_path: Path) -> None:
     repro.use_base(runs, base)
     final = runs / "pretrain" / "final"
     assert (final / "model.safetensors").read_text() == "weights"
+    for folder, _ in repro.BASE_PHASES:  # the phases' records, where the report looks for them
+        assert json.loads((runs / folder / "run.json").read_text()) == {"steps": len(folder)}
+    assert not (runs / "pretrain" / "big.bin").exists()
     (final / "model.safetensors").write_text("kept")  # an interrupted run continues from its copy
     repro.use_base(runs, base)
     assert (final / "model.safetensors").read_text() == "kept"
