@@ -258,10 +258,11 @@ def record_data_order(trainer: Any, ids: list[Any], orders: list[str | None] | N
     if orders is not None:
         line["orders"] = orders
     if trainer.accelerator.num_processes > 1:
-        per_rank = gather_object([ids])
+        shares = gather_object([(ids, orders)])  # one collective per batch for both lists
+        per_rank = [r_ids for r_ids, _ in shares]
         line.update(ids=[i for r in per_rank for i in r], ranks=per_rank)
         if orders is not None:
-            line["orders"] = [o for r in gather_object([orders]) for o in r]
+            line["orders"] = [o for _, r_orders in shares for o in r_orders or []]
     if trainer.accelerator.is_main_process:
         with open(Path(trainer.args.output_dir) / DATA_ORDER, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

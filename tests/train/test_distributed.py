@@ -39,6 +39,7 @@ def overrides(run: Path, data: Path) -> list[str]:
         f"grpo.per_device_train_batch_size={PER_RANK}",
         f"grpo.num_generations={PER_RANK}",
         "grpo.max_completion_length=32",
+        "rollouts.shuffle_options=true",  # each rank's option orders are gathered with its row ids
         "run.plot=false",
     ]
 
@@ -132,6 +133,8 @@ def test_two_cpu_processes_train_split_data_resume_and_agree(fixture_data: Path,
     for line in (run / "data_order.jsonl").read_text().splitlines():
         entry = json.loads(line)
         steps[entry["step"]] = entry["ranks"]  # a step redone after the resume replaces its first try
+        assert len(entry["orders"]) == len(entry["ids"]) == 2 * PER_RANK
+        assert all(o is None or sorted(o) == sorted("ABCDE"[: len(o)]) for o in entry["orders"])
     assert sorted(steps) == list(range(STEPS))
     for share in steps.values():
         assert [len(s) for s in share] == [PER_RANK, PER_RANK]
