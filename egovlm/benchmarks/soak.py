@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import tempfile
 import threading
 import time
@@ -401,38 +400,6 @@ def _voice(rt: Any) -> tuple[Any, tuple[bytes, ...]]:
     return assistant, tuple(wav_bytes(spoken_clip(q)) for q in SPOKEN_QUESTIONS)
 
 
-class LoopbackServer:
-    """uvicorn on 127.0.0.1 in a background thread, on a socket bound before it starts."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self._sock]}, name="egovlm-soak-http", daemon=True
-        )
-
-    def __enter__(self) -> LoopbackServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                self.__exit__()
-                raise RuntimeError("the HTTP server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self._sock.close()
-
-
 @dataclass(frozen=True)
 class Call:
     """One request to send: where, what, and how to read its answer."""
@@ -602,6 +569,7 @@ def run(
 
     from egovlm.edge.runtime import RuntimeOptions, build_runtime
     from egovlm.edge.server import create_app
+    from egovlm.edge.serving import LoopbackServer
 
     if minutes <= 0 or clients < 1 or sample_s <= 0 or window_s <= 0:
         raise ValueError("minutes, sample_s and window_s must be > 0 and clients >= 1")

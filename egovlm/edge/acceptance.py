@@ -470,8 +470,8 @@ def _drive(rt: Any, options: AcceptanceOptions) -> dict[str, Any]:
     """Wait for a keyframe, then ask questions over HTTP until ``seconds`` have passed."""
     import httpx
 
-    from egovlm.benchmarks.soak import LoopbackServer  # the soak benchmark's loopback uvicorn-in-a-thread
     from egovlm.edge.server import create_app
+    from egovlm.edge.serving import LoopbackServer
 
     t0 = time.monotonic()
     if not rt.wait_for_keyframes(1, timeout=options.keyframe_timeout_s):

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,3 +145,37 @@ def _server_class() -> Any:
                     captured.clear()
 
     return Server
+
+
+class LoopbackServer:
+    """uvicorn serving ``app`` on 127.0.0.1 in a background thread of this process, on a socket
+    bound before it starts (so ``url`` is known at once), for the benchmarks and the tests that
+    need a real socket. Loopback only: nothing here exposes a server (that is :func:`serve`)."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, name="egovlm-loopback-http", daemon=True
+        )
+
+    def __enter__(self) -> LoopbackServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                self.__exit__()
+                raise RuntimeError("the HTTP server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self._sock.close()

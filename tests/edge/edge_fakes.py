@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import numpy as np
 
-from egovlm.benchmarks.soak import LoopbackServer
 from egovlm.contract import SYSTEM_PROMPT, format_answer
 from egovlm.edge.backends.base import (
     Backend,
@@ -32,6 +31,7 @@ from egovlm.edge.backends.base import (
     TokenCallback,
     VisionFeatures,
 )
+from egovlm.edge.serving import LoopbackServer
 from tests.live_server import free_port as free_port  # re-exported: the one free-port helper
 
 # Questions the real-model backend tests ask (one multiple-choice, one free-text).
