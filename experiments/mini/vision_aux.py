@@ -121,6 +121,8 @@ class VisionAux:
     ) -> None:
         import torch
 
+        if name_tokens is not None and len(name_tokens) != n_classes:
+            raise ValueError(f"name_tokens names {len(name_tokens)} objects, n_classes is {n_classes}")
         width = model.config.text_config.hidden_size
         self.cells: Any = (
             NameHead(model.get_input_embeddings(), name_tokens)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from egovlm.frames import Frame
 from experiments.mini.pretrain_data import held_at, load_truth, planned_clip
@@ -129,6 +130,8 @@ def test_name_head_reads_tokens_against_the_name_embeddings(tiny_model_dir: Path
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     tokens = VisionAux.name_tokens(processor.tokenizer)
     assert [processor.tokenizer.decode(t).strip() for t in tokens] == object_names()
+    with pytest.raises(ValueError, match=f"name_tokens names {len(tokens)} objects, n_classes is 3"):
+        VisionAux(model, 3, 12, name_tokens=tokens)
     aux = VisionAux(model, len(tokens), 12, pos_weight=20.0, name_tokens=tokens)
     feats = torch.randn(24, model.config.text_config.hidden_size)
     aux.features = feats
