@@ -39,6 +39,43 @@ def greedy(
     model: Any, processor: Any, messages: list[Any], images: list[list[Any]], max_new_tokens: int
 ) -> list[str]:
     """Greedy completions for a batch of contract prompts (left-padded)."""
+    return _generate(model, processor, messages, images, max_new_tokens, do_sample=False)
+
+
+def sampled(
+    model: Any,
+    processor: Any,
+    messages: list[Any],
+    images: list[list[Any]],
+    max_new_tokens: int,
+    n: int,
+    temperature: float,
+) -> list[list[str]]:
+    """``n`` completions per prompt sampled at ``temperature`` (top-k and top-p off, as GRPO's
+    rollouts sample): ``out[i]`` are prompt ``i``'s. Seed torch first for a repeatable draw."""
+    texts = _generate(
+        model,
+        processor,
+        messages,
+        images,
+        max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        num_return_sequences=n,
+    )
+    return [texts[i * n : (i + 1) * n] for i in range(len(messages))]
+
+
+def _generate(
+    model: Any,
+    processor: Any,
+    messages: list[Any],
+    images: list[list[Any]],
+    max_new_tokens: int,
+    **kwargs: Any,
+) -> list[str]:
     import torch
 
     texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
@@ -47,9 +84,9 @@ def greedy(
     with torch.inference_mode():
         out = model.generate(
             **inputs,
-            do_sample=False,
             max_new_tokens=max_new_tokens,
             suppress_tokens=vision_token_ids(model.config),
+            **kwargs,
         )
     new = out[:, inputs["input_ids"].shape[1] :]
     return [str(t) for t in processor.batch_decode(new, skip_special_tokens=True)]

@@ -1,0 +1,125 @@
+"""Does GRPO have something to amplify? ``k`` answers sampled per question, as GRPO's rollouts are.
+
+    python -m experiments.mini.passk --model M --data QA.jsonl --out DIR [--k 8] [--temperature 0.8]
+
+Per question: ``k`` completions at ``temperature`` (top-k and top-p off, TRL's rollout defaults) in the
+contract's prompt, each scored by :func:`egovlm.train.eval.score` (the eval's and the accuracy
+reward's rule). Reported overall and per question type, multiple-choice and open apart:
+
+- ``pass_at_k``: share of questions with at least one correct answer among the ``k``;
+- ``mean_accuracy``: share of the ``k x questions`` answers that are correct (pass@1 at temperature);
+- ``informative``: share of questions whose ``k`` answers are neither all right nor all wrong: a
+  GRPO group with a non-zero advantage. A question all wrong teaches nothing, and so does one all right.
+
+Chance for a five-option question answered uniformly at random: pass@k = 1 - 0.8^k (0.83 at k = 8),
+mean accuracy 0.2. Writes ``DIR/passk.json`` (metrics) and ``DIR/samples.jsonl`` (every sample's row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from egovlm.atomic import atomic_write_text
+from egovlm.schema import QAItem, read_jsonl
+
+CHANCE_OPTIONS = 5
+
+
+def chance_pass_at_k(k: int, options: int = CHANCE_OPTIONS) -> float:
+    """pass@k of an answerer that picks one of ``options`` uniformly at random each time."""
+    return 1.0 - (1.0 - 1.0 / options) ** k
+
+
+def summarise(correct: dict[str, list[bool]], types: dict[str, str]) -> dict[str, Any]:
+    """Metrics (module docstring) from each question's ``k`` correctness flags, overall and per type."""
+
+    def block(ids: list[str]) -> dict[str, Any]:
+        flags = [correct[i] for i in ids]
+        n = len(flags)
+        return {
+            "questions": n,
+            "pass_at_k": sum(any(f) for f in flags) / n,
+            "mean_accuracy": sum(sum(f) for f in flags) / sum(len(f) for f in flags),
+            "informative": sum(0 < sum(f) < len(f) for f in flags) / n,
+        }
+
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for i in correct:
+        by_type[types[i]].append(i)
+    return {
+        "overall": block(list(correct)),
+        "per_question_type": {t: block(ids) for t, ids in sorted(by_type.items())},
+    }
+
+
+def run(
+    model_id: str, data: Path, out: Path, k: int, temperature: float, frames: int, seed: int
+) -> dict[str, Any]:
+    import torch
+
+    from egovlm.train.dataset import FrameSpec, prepare_item
+    from egovlm.train.eval import EvalOptions, load_for_eval, prompt_messages, score
+    from egovlm.train.generation import sampled
+
+    items: list[QAItem] = [i for i in read_jsonl(data) if i.answer is not None]
+    if not items:
+        raise SystemExit(f"{data}: no questions with an answer to score")
+    model, processor, size = load_for_eval(model_id, "cpu")
+    spec, opts = FrameSpec(frames, "uniform", size), EvalOptions(frames=frames, progress=False)
+    cache = out / "frame_cache"
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    correct: dict[str, list[bool]] = {}
+    with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
+        for start in range(0, len(items), 4):
+            prepared = [prepare_item(i, data.parent, spec, cache) for i in items[start : start + 4]]
+            messages = [prompt_messages(p, "egovlm") for p in prepared]
+            images = [[fr.pil() for fr in p.frames] for p in prepared]
+            for p, texts in zip(
+                prepared, sampled(model, processor, messages, images, 64, k, temperature), strict=True
+            ):
+                rows = [score(p, t, opts) for t in texts]
+                correct[p.item.id] = [bool(r["correct"]) for r in rows]
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+    kind = {i.id: ("open" if i.is_open else "mc") for i in items}
+    result: dict[str, Any] = {
+        "model": model_id,
+        "data": str(data),
+        "k": k,
+        "temperature": temperature,
+        "seed": seed,
+        "chance_pass_at_k": chance_pass_at_k(k),
+    }
+    for form in ("mc", "open"):
+        ids = {i: c for i, c in correct.items() if kind[i] == form}
+        if ids:
+            result[form] = summarise(ids, {i.id: i.question_type or "unknown" for i in items})
+    atomic_write_text(out / "passk.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.8)  # the GRPO recipes' (grpo_a.yaml)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    result = run(args.model, args.data, args.out, args.k, args.temperature, args.frames, args.seed)
+    for form in ("mc", "open"):
+        if form not in result:
+            continue
+        for name, b in [("all", result[form]["overall"]), *result[form]["per_question_type"].items()]:
+            rates = f"pass@{args.k} {b['pass_at_k']:.1%}, mean {b['mean_accuracy']:.1%}"
+            print(f"{form} {name}: {rates}, informative {b['informative']:.1%} ({b['questions']} questions)")
+
+
+if __name__ == "__main__":
+    main()
