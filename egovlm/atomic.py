@@ -77,3 +77,20 @@ def replace_dir(new: Path, dest: Path) -> Path:
     new.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+@contextlib.contextmanager
+def staged_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty folder beside ``dest`` (``.dest.partial``, cleared of any earlier attempt) to
+    fill; when the block ends normally it is swapped in as ``dest`` (:func:`replace_dir`), and on any
+    exception (``SystemExit`` too) it is removed and ``dest`` is left as it was."""
+    tmp = dest.parent / f".{dest.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, dest)

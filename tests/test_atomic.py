@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from egovlm import atomic
-from egovlm.atomic import atomic_write_text, recover_dir, replace_dir
+from egovlm.atomic import atomic_write_text, recover_dir, replace_dir, staged_dir
 
 
 def _disk_full(*args: object, **kwargs: object) -> None:
@@ -57,3 +57,21 @@ def test_a_crash_between_the_renames_loses_nothing(tmp_path: Path, monkeypatch: 
     assert (final / "model.safetensors").read_text() == "old"
     replace_dir(new, final)  # the next save goes through
     assert (final / "model.safetensors").read_text() == "new"
+
+
+def test_staged_dir_swaps_in_a_filled_folder_and_drops_a_failed_one(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    dest.mkdir()
+    (dest / "w").write_text("good")
+    (tmp_path / ".model.partial").mkdir()  # left over from an interrupted attempt
+    (tmp_path / ".model.partial" / "junk").write_text("x")
+    with pytest.raises(SystemExit), atomic.staged_dir(dest) as tmp:
+        assert list(tmp.iterdir()) == []  # the leftover is cleared first
+        (tmp / "w").write_text("half")
+        raise SystemExit("too big")
+    assert (dest / "w").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with staged_dir(dest) as tmp:
+        (tmp / "w").write_text("new")
+    assert (dest / "w").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from egovlm.atomic import replace_dir
+from egovlm.atomic import staged_dir
 from experiments.mini.stats import PublishDecision, publish_decision
 
 MAX_BYTES = 20 * 1024 * 1024  # the bound for committing the model
@@ -219,33 +219,28 @@ def publish(runs: Path, out: Path, results: Path | None) -> Path | None:
         print(f"not published: the chosen model on val ({name}) is unfit for the demo: {reason}")
         return None
     src = model_dir(runs, name)
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    size = copy_model(src, tmp)
-    if size > MAX_BYTES:
-        shutil.rmtree(tmp)
-        raise SystemExit(
-            f"{src}: {size / 1e6:.1f} MB is over the {MAX_BYTES / 1e6:.0f} MB bound for committing"
-        )
-    data = json.loads(results.read_text()) if results and results.is_file() else None
-    (tmp / "README.md").write_text(card(name, val, data, size, made_by(runs), decision), encoding="utf-8")
-    meta_path = tmp / "egovlm.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    selection = {
-        "reason": decision.reason,
-        "candidates": sorted(decision.p_values),
-        "test": f"one-sided exact binomial against chance {CHANCE}",
-        "correction": decision.correction,
-        "alpha": decision.alpha,
-        "p_value": decision.p_values[name],
-        "adjusted_p": decision.adjusted[name],
-    }
-    meta.update(published_as="egovlm-mini", chosen_run=name, chosen_by="val accuracy", val_metrics=val)
-    meta["selection"] = selection
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    replace_dir(tmp, out)
+    with staged_dir(out) as tmp:
+        size = copy_model(src, tmp)
+        if size > MAX_BYTES:  # staged_dir removes the partial copy
+            raise SystemExit(
+                f"{src}: {size / 1e6:.1f} MB is over the {MAX_BYTES / 1e6:.0f} MB bound for committing"
+            )
+        data = json.loads(results.read_text()) if results and results.is_file() else None
+        (tmp / "README.md").write_text(card(name, val, data, size, made_by(runs), decision), encoding="utf-8")
+        meta_path = tmp / "egovlm.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        selection = {
+            "reason": decision.reason,
+            "candidates": sorted(decision.p_values),
+            "test": f"one-sided exact binomial against chance {CHANCE}",
+            "correction": decision.correction,
+            "alpha": decision.alpha,
+            "p_value": decision.p_values[name],
+            "adjusted_p": decision.adjusted[name],
+        }
+        meta.update(published_as="egovlm-mini", chosen_run=name, chosen_by="val accuracy", val_metrics=val)
+        meta["selection"] = selection
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"published {name} (val accuracy {_pct(val.get('accuracy'))}) to {out}, {size / 1e6:.1f} MB")
     return out
 

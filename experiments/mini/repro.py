@@ -291,24 +291,19 @@ def save_base(runs: Path, dest: Path) -> None:
     """Copy the base stage's final model to ``dest`` (committed: the GRPO experiment starts from
     it), with the commit and wall time that made it (``base.json``) and each phase's records
     (``training/``); written beside ``dest`` and swapped in only when complete."""
-    from egovlm.atomic import replace_dir
+    from egovlm.atomic import staged_dir
     from experiments.mini.publish import copy_model
 
-    src = runs / "pretrain" / "final"
-    tmp = dest.parent / f".{dest.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    size = copy_model(src, tmp)
-    for folder, _ in BASE_PHASES:  # the phases' records: the report's base-stage table reads them
-        for name in PHASE_RECORDS:
-            if (runs / folder / name).is_file():
-                (tmp / TRAINING / folder).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(runs / folder / name, tmp / TRAINING / folder / name)
-    timings = [json.loads(line) for line in (runs / "timings.jsonl").read_text().splitlines() if line]
-    made = {"made_by": json.loads((runs / CODE).read_text()), "timings": timings, "bytes": size}
-    (tmp / "base.json").write_text(json.dumps(made, indent=2) + "\n", encoding="utf-8")
-    replace_dir(tmp, dest)
+    with staged_dir(dest) as tmp:
+        size = copy_model(runs / "pretrain" / "final", tmp)
+        for folder, _ in BASE_PHASES:  # the phases' records: the report's base-stage table reads them
+            for name in PHASE_RECORDS:
+                if (runs / folder / name).is_file():
+                    (tmp / TRAINING / folder).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(runs / folder / name, tmp / TRAINING / folder / name)
+        timings = [json.loads(line) for line in (runs / "timings.jsonl").read_text().splitlines() if line]
+        made = {"made_by": json.loads((runs / CODE).read_text()), "timings": timings, "bytes": size}
+        (tmp / "base.json").write_text(json.dumps(made, indent=2) + "\n", encoding="utf-8")
     print(f"base model saved to {dest}, {size / 1e6:.1f} MB", flush=True)
 
 
@@ -317,12 +312,12 @@ def use_base(runs: Path, base: Path) -> None:
     copied to where the base stage would have written them, so every later stage reads one path."""
     if not (base / "model.safetensors").is_file():
         raise SystemExit(f"{base}: no base model (model.safetensors); `make repro-base` trains it")
+    from experiments.mini.publish import copy_model
+
     final = runs / "pretrain" / "final"
     if not (final / "config.json").is_file():
         final.mkdir(parents=True, exist_ok=True)
-        for f in base.iterdir():
-            if f.is_file():
-                shutil.copy2(f, final / f.name)
+        copy_model(base, final)
         for record in sorted((base / TRAINING).glob("*/*")):
             (runs / record.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(record, runs / record.parent.name / record.name)
