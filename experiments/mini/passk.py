@@ -2,7 +2,8 @@
 
     python -m experiments.mini.passk --model M --data QA.jsonl --out DIR [--k 8] [--temperature 0.8]
 
-Per question: ``k`` completions at ``temperature`` (top-k and top-p off, TRL's rollout defaults) in the
+Per question: ``k`` completions at ``temperature`` (top-k and top-p off, TRL's rollout defaults; at most
+``--max-new-tokens``, 64 as in the eval, where GRPO's rollouts stop at 48) in the
 contract's prompt, each scored by :func:`egovlm.train.eval.score` (the eval's and the accuracy
 reward's rule). Reported overall and per question type, multiple-choice and open apart:
 
@@ -57,7 +58,14 @@ def summarise(correct: dict[str, list[bool]], types: dict[str, str]) -> dict[str
 
 
 def run(
-    model_id: str, data: Path, out: Path, k: int, temperature: float, frames: int, seed: int
+    model_id: str,
+    data: Path,
+    out: Path,
+    k: int,
+    temperature: float,
+    frames: int,
+    seed: int,
+    max_new_tokens: int = 64,
 ) -> dict[str, Any]:
     import torch
 
@@ -80,7 +88,9 @@ def run(
             messages = [prompt_messages(p, "egovlm") for p in prepared]
             images = [[fr.pil() for fr in p.frames] for p in prepared]
             for p, texts in zip(
-                prepared, sampled(model, processor, messages, images, 64, k, temperature), strict=True
+                prepared,
+                sampled(model, processor, messages, images, max_new_tokens, k, temperature),
+                strict=True,
             ):
                 rows = [score(p, t, opts) for t in texts]
                 correct[p.item.id] = [bool(r["correct"]) for r in rows]
@@ -111,8 +121,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.8)  # the GRPO recipes' (grpo_a.yaml)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    # the eval's limit (repro.EVAL); GRPO's rollouts stop at 48 (grpo_a.yaml), answer-only answers are shorter
+    ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
-    result = run(args.model, args.data, args.out, args.k, args.temperature, args.frames, args.seed)
+    result = run(
+        args.model, args.data, args.out, args.k, args.temperature, args.frames, args.seed, args.max_new_tokens
+    )
     for form in ("mc", "open"):
         if form not in result:
             continue
