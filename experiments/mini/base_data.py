@@ -23,7 +23,18 @@ Question types (:data:`BASE_TYPES`, REDESIGN.md §2 "Proposed split"):
 * ``picked_up`` — which of five objects the wearer picked up (the other four never were);
 * ``first_pickup``, ``count``, ``overall`` — :mod:`egovlm.synth.qa`'s own builders, their options
   lettered afresh for every example;
+* ``statement`` — which of five statements about the clip's pick-ups is true ("The wearer never
+  picked up the cup.", "The banana was picked up first."): options that are whole sentences, as the
+  held-out order questions' are, about facts the other base types teach;
 * open forms (no options, answer in words) of :data:`OPEN_FORMS`.
+
+Any question can be asked in other words (:func:`reword`, ``reword_share`` of them): a few
+paraphrases per template, first-person ones among them ("What did I pick up first?"); and a
+multiple-choice question's options can be written in another style (:func:`restyle`,
+``restyle_share``): all five options rewritten alike ("the yellow banana" → "Yellow banana", "On the
+shelf." → "It was on the shelf.", "2" → "two", "The wearer picked up the cup." → "The cup was picked
+up."), the target the restyled option's exact words. A base that must write whichever words the
+options use learns to copy its answer from them, the skill a question template it never saw needs.
 
 The GRPO types (:data:`GRPO_TYPES`: last pick-up, where something ended up, order) are held out
 of the base: no generator here produces them.
@@ -31,6 +42,8 @@ of the base: no generator here produces them.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +77,7 @@ from experiments.mini.pretrain_perception import (
 
 FRAME_TYPES: tuple[str, ...] = ("hand", "visible")  # answerable from a single frame
 QA_TYPES: tuple[str, ...] = ("first_pickup", "count", "overall")  # from egovlm.synth.qa's builders
-BASE_TYPES: tuple[str, ...] = (*FRAME_TYPES, "start_place", "picked_up", *QA_TYPES)
+BASE_TYPES: tuple[str, ...] = (*FRAME_TYPES, "start_place", "picked_up", *QA_TYPES, "statement")
 OPEN_FORMS: tuple[str, ...] = ("hand", "start_place", "first_pickup")
 GRPO_TYPES: tuple[str, ...] = ("last_pickup", "where_ended", "order", "never_touched")
 ANSWER_FORMS: tuple[str, ...] = ("text", "letter")
@@ -145,6 +158,207 @@ def picked_up_question(clip: ClipTruth, rng: np.random.Generator) -> Question | 
     return Question(clip.clip_id, "picked_up", question, options, letter, [first[name]])
 
 
+def statement_question(clip: ClipTruth, rng: np.random.Generator) -> Question | None:
+    """Which of five statements about the clip's pick-ups is true. The true one says that an object
+    was picked up, that one never was, or which was picked up first; the four false ones are drawn
+    from all three forms, so no sentence shape gives the answer away. None: nothing is picked up."""
+    first: dict[str, float] = {}
+    for e in _picks(clip):
+        first.setdefault(str(e["object"]), float(e["t"]))
+    if not first:
+        return None
+    picked = list(first)
+    never = distractors(clip, set(picked), 4, rng)
+    head = picked[0]
+    true = [(f"The wearer picked up the {n}.", [first[n]]) for n in picked]
+    true += [(f"The wearer never picked up the {n}.", sorted(first.values())) for n in never]
+    true += [(f"The {head} was picked up first.", [first[head]])]
+    false = [f"The wearer picked up the {n}." for n in never]
+    false += [f"The wearer never picked up the {n}." for n in picked]
+    false += [f"The {n} was picked up first." for n in [*picked[1:], *never]]
+    correct, times = true[int(rng.integers(len(true)))]
+    wrong = [false[int(i)] for i in rng.permutation(len(false))[:4]]
+    options, letter = lettered(correct, wrong, rng)
+    question = "Which statement about the video is true?"
+    return Question(clip.clip_id, "statement", question, options, letter, times)
+
+
+# Paraphrases of every base question template (the canonical wording first, as a pattern; its groups
+# fill the alternatives). None of them uses the held-out types' words (last, end up, before, after).
+REWORDINGS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    (re.compile(pattern), alternatives)
+    for pattern, alternatives in (
+        (
+            r"Which object does the (\w+) hand hold in frame (\d+)\?",
+            (
+                "What is in the wearer's {0} hand in frame {1}?",
+                "In frame {1}, what does my {0} hand hold?",
+                "What is the {0} hand holding in frame {1}?",
+            ),
+        ),
+        (
+            r"Which of these objects can be seen in frame (\d+)\?",
+            (
+                "Which object appears in frame {0}?",
+                "In frame {0}, which of these can I see?",
+                "What is visible in frame {0}?",
+            ),
+        ),
+        (
+            r"Where was the (.+) at the start\?",
+            (
+                "Where was the {0} when the wearer picked it up?",
+                "Where did the wearer pick up the {0} from?",
+                "Where did I find the {0}?",
+                "At the start, where was the {0}?",
+            ),
+        ),
+        (
+            r"Which of these objects did the wearer pick up\?",
+            (
+                "Which of these did I pick up?",
+                "Which object was picked up?",
+                "Which of these objects did the wearer take?",
+            ),
+        ),
+        (
+            r"Which object did the wearer pick up first\?",
+            (
+                "What did I pick up first?",
+                "What was the first object the wearer picked up?",
+                "Which object was picked up first?",
+                "What did the wearer take first?",
+            ),
+        ),
+        (
+            r"How many times did the wearer pick up the (.+)\?",
+            (
+                "How often did I pick up the {0}?",
+                "How many times was the {0} picked up?",
+                "How often did the wearer take the {0}?",
+            ),
+        ),
+        (
+            r"How many times did the wearer put something down (.+)\?",
+            ("How often did I put something down {0}?", "How many times was something put down {0}?"),
+        ),
+        (
+            r"How many times did the wearer pick something up\?",
+            (
+                "How many pick-ups are there?",
+                "How often did I pick something up?",
+                "How many times was something picked up?",
+            ),
+        ),
+        (
+            r"What was the wearer doing overall in this video\?",
+            (
+                "What was I doing?",
+                "Which activity does the video show?",
+                "What is the wearer busy with in this video?",
+            ),
+        ),
+        (
+            r"Which statement about the video is true\?",
+            ("Which of these is true?", "Which sentence is correct?", "What is true about this video?"),
+        ),
+    )
+)
+
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_PLACE = re.compile(r"(On|In) (.+)\.")
+_STATEMENTS = (  # (pattern, the same fact in other words); the groups are object names
+    (
+        re.compile(r"The wearer never picked up the (.+)\."),
+        ("I never picked up the {0}.", "The {0} was never picked up.", "Nobody picked up the {0}."),
+    ),
+    (
+        re.compile(r"The wearer picked up the (.+)\."),
+        ("I picked up the {0}.", "The {0} was picked up.", "The wearer took the {0}."),
+    ),
+    (
+        re.compile(r"The (.+) was picked up first\."),
+        (
+            "I picked up the {0} first.",
+            "The first object picked up was the {0}.",
+            "First the {0} was picked up.",
+        ),
+    ),
+)
+
+
+def _style_object(text: str, style: int) -> str:
+    name = text.removeprefix("the ")
+    return (text, name.capitalize(), f"It was {text}.")[style % 3]
+
+
+def _style_place(text: str, style: int) -> str:
+    m = _PLACE.fullmatch(text)
+    if m is None:
+        raise PretrainDataError(f"not a place option: {text!r}")
+    prep, where = m.groups()
+    return (text, f"{prep.lower()} {where}", f"It was {prep.lower()} {where}.")[style % 3]
+
+
+def _style_count(text: str, style: int) -> str:
+    n = int(text)
+    return (text, NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else text, f"{n} times")[style % 3]
+
+
+def _style_activity(text: str, style: int) -> str:
+    lowered = text[0].lower() + text[1:]
+    return (text, lowered.rstrip("."), f"The wearer was {lowered}")[style % 3]
+
+
+def _style_statement(text: str, style: int) -> str:
+    for pattern, alternatives in _STATEMENTS:
+        m = pattern.fullmatch(text)
+        if m:
+            return (text, *alternatives)[style % (len(alternatives) + 1)].format(*m.groups())
+    raise PretrainDataError(f"not a statement option: {text!r}")
+
+
+_STYLERS = {
+    "hand": _style_object,
+    "visible": _style_object,
+    "picked_up": _style_object,
+    "first_pickup": _style_object,
+    "start_place": _style_place,
+    "count": _style_count,
+    "overall": _style_activity,
+    "statement": _style_statement,
+}
+
+
+def restyle(question: Question, rng: np.random.Generator) -> Question:
+    """A multiple-choice question with all five options written in one other style (module
+    docstring): the same facts, the same letters, words the target must copy. Open questions are
+    returned as they are."""
+    if question.options is None:
+        return question
+    styler = _STYLERS.get(question.kind)
+    if styler is None:
+        raise PretrainDataError(f"{question.kind}: no option styles")
+    style = 1 + int(rng.integers(3))
+    options = {k: styler(v, style) for k, v in question.options.items()}
+    if len(set(options.values())) != len(options):
+        return question  # a style that merges two options is not used
+    return dataclasses.replace(question, options=options)
+
+
+def reword(question: Question, rng: np.random.Generator) -> Question:
+    """The same question (options, answer, moments) in one of its template's other wordings
+    (:data:`REWORDINGS`); a question no template matches is an error, so a new template cannot
+    silently miss its paraphrases."""
+    for pattern, alternatives in REWORDINGS:
+        m = pattern.fullmatch(question.question)
+        if m:
+            text = alternatives[int(rng.integers(len(alternatives)))].format(*m.groups())
+            return dataclasses.replace(question, question=text)
+    raise PretrainDataError(f"{question.kind}: no rewording for the question {question.question!r}")
+
+
 def qa_questions(
     clip: ClipTruth, rng: np.random.Generator, kind: str, open_form: bool = False
 ) -> list[Question]:
@@ -188,6 +402,8 @@ def make_question(
         return start_place_question(clip, rng, open_form)
     if kind == "picked_up":
         return picked_up_question(clip, rng)
+    if kind == "statement":
+        return statement_question(clip, rng)
     if kind in QA_TYPES:
         found = qa_questions(clip, rng, kind, open_form)
         return found[int(rng.integers(len(found)))] if found else None
@@ -214,10 +430,14 @@ def draw_questions(
     rng: np.random.Generator,
     kinds: Sequence[str] = BASE_TYPES,
     open_share: float = 0.0,
+    reword_share: float = 0.0,
+    restyle_share: float = 0.0,
 ) -> list[Question]:
     """``count`` questions about a frame set: kinds uniform over ``kinds``, each of an
-    :data:`OPEN_FORMS` kind asked open with probability ``open_share``; a kind the clip cannot
-    support (nothing picked up, nothing visible) is redrawn, up to a bound."""
+    :data:`OPEN_FORMS` kind asked open with probability ``open_share`` and in other words
+    (:func:`reword`) with probability ``reword_share``, its options in another style
+    (:func:`restyle`) with probability ``restyle_share``; a kind the clip cannot support (nothing
+    picked up, nothing visible) is redrawn, up to a bound."""
     out: list[Question] = []
     for _ in range(count * 4):
         if len(out) == count:
@@ -225,8 +445,13 @@ def draw_questions(
         kind = kinds[int(rng.integers(len(kinds)))]
         open_form = kind in OPEN_FORMS and float(rng.random()) < open_share
         q = make_question(clip, frames, kind, rng, open_form)
-        if q is not None:
-            out.append(q)
+        if q is None:
+            continue
+        if reword_share and float(rng.random()) < reword_share:
+            q = reword(q, rng)
+        if restyle_share and float(rng.random()) < restyle_share:
+            q = restyle(q, rng)
+        out.append(q)
     return out
 
 
@@ -243,6 +468,8 @@ def build_base_examples(
     describe_per_set: int = 0,
     tasks: Sequence[str] | None = None,
     max_clips: int | None = None,
+    reword_share: float = 0.0,
+    restyle_share: float = 0.0,
 ) -> list[QAExample | Example]:
     """For every clip of an EgoSynth folder and each of its ``frame_sets`` frame sets (the uniform
     one, then jittered ones): ``qa_per_set`` questions (:func:`draw_questions`) with answer-only
@@ -259,7 +486,9 @@ def build_base_examples(
     examples: list[QAExample | Example] = []
     for clip in clips:
         for frames in decode_frame_sets(clip, n_frames, frame_sets, size, rng):
-            for q in draw_questions(clip, frames, qa_per_set, rng, kinds, open_share):
+            for q in draw_questions(
+                clip, frames, qa_per_set, rng, kinds, open_share, reword_share, restyle_share
+            ):
                 examples.append(QAExample(clip.clip_id, q, frames, answer_target(q, frames, answer_form)))
             for _ in range(describe_per_set):
                 blocks = draw_blocks(rng, tasks)

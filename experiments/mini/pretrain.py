@@ -96,6 +96,8 @@ class PretrainData:
     kinds: list[str] = field(default_factory=lambda: list(BASE_TYPES))
     open_share: float = 0.3  # share of the open-form kinds' questions asked open
     answer_form: str = "text"  # text: the option's text in <answer>; letter: the option letter
+    reword_share: float = 0.0  # share of questions asked in other words (base_data.reword)
+    restyle_share: float = 0.0  # share of MC questions with options in another style (base_data.restyle)
     describe_per_set: int = 0  # descriptions (pretrain_data) per frame set
     tasks: list[str] | None = None  # description tasks (pretrain_data.TASKS by default)
     max_clips: int | None = None
@@ -171,8 +173,9 @@ def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -
         check_kinds(d.kinds, d.frames)
     except PretrainDataError as e:
         raise ConfigError(f"{path}: data.kinds {d.kinds} with data.frames {d.frames}: {e}") from e
-    if not 0.0 <= d.open_share <= 1.0:
-        raise ConfigError(f"{path}: data.open_share must lie in [0, 1], got {d.open_share}")
+    for name in ("open_share", "reword_share", "restyle_share"):
+        if not 0.0 <= getattr(d, name) <= 1.0:
+            raise ConfigError(f"{path}: data.{name} must lie in [0, 1], got {getattr(d, name)}")
     if cfg.model.corpus not in CORPORA:
         raise ConfigError(f"{path}: model.corpus is {cfg.model.corpus!r}; choose one of {', '.join(CORPORA)}")
     return cfg
@@ -388,6 +391,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         d.describe_per_set,
         d.tasks,
         d.max_clips,
+        d.reword_share,
+        d.restyle_share,
     )
     if not train_set:
         raise ValueError(f"{d.train}: no clips to pre-train on")

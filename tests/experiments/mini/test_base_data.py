@@ -3,8 +3,10 @@ parse to the gold answer, answers recomputed from the clip's events, and never a
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from experiments.mini.base_data import (
     base_qa,
     build_base_examples,
     draw_questions,
+    make_question,
     place_phrase,
     val_questions,
 )
@@ -92,6 +95,17 @@ def test_answers_are_true_to_the_clips_events(synth_slice: Path) -> None:
     assert {k.removesuffix("_open") for k in kinds if k.endswith("_open")} == set(OPEN_FORMS)
 
 
+def _statement_holds(text: str, picks: list[dict[str, Any]]) -> bool:
+    """Whether a statement option is true of the clip's pick-ups, read from events.jsonl."""
+    picked = [str(e["object"]) for e in picks]
+    if text.startswith("The wearer never picked up the "):
+        return text.removeprefix("The wearer never picked up the ").removesuffix(".") not in picked
+    if text.startswith("The wearer picked up the "):
+        return text.removeprefix("The wearer picked up the ").removesuffix(".") in picked
+    assert text.endswith(" was picked up first."), text
+    return text.removeprefix("The ").removesuffix(" was picked up first.") == picked[0]
+
+
 def _check_truth(clip: ClipTruth, ex: QAExample) -> None:
     """Every answer recomputed from events.jsonl (and, for visibility, the renderer)."""
     q, gold = ex.question, _gold_words(ex)
@@ -135,6 +149,10 @@ def _check_truth(clip: ClipTruth, ex: QAExample) -> None:
         assert values == sorted(values) and values == list(range(values[0], values[0] + 5))
     elif ex.kind == "overall":
         assert gold.endswith(".") and q.options is not None
+    elif ex.kind == "statement":
+        assert q.options is not None
+        truths = [o for o in q.options.values() if _statement_holds(o, picks)]
+        assert truths == [gold], (q.options, gold)
     else:
         raise AssertionError(ex.kind)
 
@@ -197,8 +215,91 @@ def test_val_questions_cover_every_kind_and_base_qa_rows_round_trip(
 
 
 def test_a_question_without_open_form_refuses_one(synth_slice: Path) -> None:
-    from experiments.mini.base_data import make_question
 
     clip = load_truth(synth_slice)[0]
     with pytest.raises(PretrainDataError, match="no open form"):
         make_question(clip, _frames(clip.duration_s, 4), "count", np.random.default_rng(0), open_form=True)
+
+
+def test_statement_questions_mix_sentence_shapes_and_exactly_one_is_true() -> None:
+    rng = np.random.default_rng(3)
+    shapes: Counter[str] = Counter()
+    for clip in _plan(30):
+        frames = _frames(clip.duration_s)
+        for _ in range(4):
+            q = make_question(clip, frames, "statement", rng)
+            if q is None:
+                assert not [e for e in clip.events if e["action"] == "pick_up"]
+                continue
+            ex = QAExample(clip.clip_id, q, frames, answer_target(q, frames))
+            _check_truth(clip, ex)  # exactly one option holds, and it is the gold one
+            for text in (q.options or {}).values():
+                shapes["never" if " never " in text else "first" if text.endswith("first.") else "did"] += 1
+    assert set(shapes) == {"never", "first", "did"}  # a sentence's shape does not tell the answer
+
+
+def test_reword_keeps_the_answer_and_every_base_template_has_paraphrases() -> None:
+    """Every question a base type asks (multiple-choice and open) can be reworded; the rewording keeps
+    options, answer and moments, changes the words, never uses a held-out type's words, and an
+    unknown template is refused by name."""
+    from experiments.mini.base_data import REWORDINGS, reword
+
+    rng = np.random.default_rng(0)
+    seen: Counter[str] = Counter()
+    for clip in _plan(30):
+        frames = _frames(clip.duration_s)
+        for q in draw_questions(clip, frames, 12, rng, BASE_TYPES, open_share=0.5):
+            r = reword(q, rng)
+            assert r.question != q.question and r.kind == q.kind
+            assert (r.options, r.answer, r.salient_times) == (q.options, q.answer, q.salient_times)
+            for word in ("last", "end up", "before", "right after"):
+                assert word not in r.question.lower()
+            seen[r.question.split()[0]] += 1
+    assert len(seen) > 5
+    clip = _plan(1)[0]
+    odd = make_question(clip, _frames(clip.duration_s), "first_pickup", rng)
+    assert odd is not None
+    with pytest.raises(PretrainDataError, match="no rewording"):
+        reword(dataclasses.replace(odd, question="Which object did the wearer pick up last?"), rng)
+    drawn = draw_questions(clip, _frames(clip.duration_s), 40, np.random.default_rng(1), reword_share=0.5)
+    canonical = sum(any(p.fullmatch(q.question) for p, _ in REWORDINGS) for q in drawn)
+    assert 0.2 * len(drawn) < canonical < 0.8 * len(drawn)  # reword_share 0.5 of them reworded
+
+
+def test_restyle_rewrites_all_five_options_alike_and_the_target_copies_the_new_words() -> None:
+    """Every multiple-choice base type has option styles; a restyled question keeps its letters,
+    answer and moments, every option changes, the answer-only target writes the restyled words
+    (which parse back to the gold letter), and a statement keeps its truth (the restyled true option
+    is the one built from the true statement)."""
+    from experiments.mini.base_data import restyle
+
+    rng = np.random.default_rng(5)
+    styled: Counter[str] = Counter()
+    for clip in _plan(30):
+        frames = _frames(clip.duration_s)
+        for q in draw_questions(clip, frames, 16, rng, BASE_TYPES, open_share=0.3):
+            r = restyle(q, rng)
+            if q.options is None:
+                assert r is q
+                continue
+            assert r.options is not None and list(r.options) == list(q.options)
+            assert (r.answer, r.salient_times, r.question) == (q.answer, q.salient_times, q.question)
+            if r.options != q.options:
+                styled[q.kind] += 1
+                assert all(r.options[k] != q.options[k] for k in q.options)
+            target = answer_target(r, frames)
+            assert f"<answer>{r.options[r.answer]}</answer>" in target
+            parsed = parse_answer(target, "".join(r.options), r.options)
+            assert parsed.format_ok and parsed.answer == q.answer
+            _check_truth(clip, QAExample(clip.clip_id, q, frames, answer_target(q, frames)))
+            if q.kind == "statement":  # the same fact in other words: polarity, "first" and object kept
+                for k in q.options:
+                    old, new = q.options[k], r.options[k]
+                    assert ("never" in old) == ("never" in new or new.startswith("Nobody"))
+                    assert ("first" in old.lower()) == ("first" in new.lower())
+                    name = old.removeprefix("The wearer never picked up the ").removeprefix(
+                        "The wearer picked up the "
+                    )
+                    name = name.removeprefix("The ").removesuffix(" was picked up first.").rstrip(".")
+                    assert name in new
+    assert set(styled) == set(BASE_TYPES)  # every type has at least one style that keeps options apart
