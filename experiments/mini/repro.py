@@ -6,24 +6,26 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 1. data      EgoSynth: RL clips (train split, seed 0), val (val split, seed 0; hyper-parameters were
              chosen on it), test (test split, seed 0), and with ``--train-base`` or ``--stage base``
              the pre-training clips (train split, seed 1);
-             the RL file ``rl_train/grpo.jsonl``: the RL clips' questions of the GRPO types only
-             (multiple-choice and open, :func:`write_grpo_data`), held out of the base stage; the test
+             the RL files (:func:`write_grpo_data`) ``rl_train/grpo.jsonl``: the RL clips' questions of
+             the GRPO types only (multiple-choice and open), held out of the base stage, and
+             ``rl_train/mixed.jsonl``: those and half as many base-type rows; the test
              file ``test/eval.jsonl``: the test clips' multiple-choice and open questions together
 2. base      the committed base model (``--base``, models/egovlm-mini-base) copied in; it was made by
              ``--stage base`` (``make repro-base``), which runs
              ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
              X = base_1frame (vision labels, then single-frame hand/visible questions), then base
-             from its model on 8-frame prompts (every base-type question, answer-only targets in the
-             exact eval prompt; experiments/mini/base_data.py); never the GRPO types
+             from its model on 8-frame prompts (base-type questions, answer-only targets in the
+             exact eval prompt; experiments/mini/base_data.py), then base_varied from that (questions
+             in other words, options in other styles, statement questions); never the GRPO types
 3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2, on
-             ``rl_train/grpo.jsonl``
+             the RL file the recipe's ``data.train`` names (``mixed.jsonl``)
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split's multiple-choice and
              open questions (one eval per model: ``test/eval.jsonl``), once more on its multiple-choice
              questions with another clip's frames (what the text alone is worth), and on the val split's
              multiple-choice questions (to choose the demo's model); of the base also on its own
              (base-type) questions about the val clips (does it answer what it was trained on?). Every
-             eval fits the positional keyframe baseline on the RL file (``--keyframe-prior-data``), as
-             the keyframe reward does
+             eval fits the positional keyframe baseline on the arms' RL file (``--keyframe-prior-data``),
+             as the keyframe reward does
 5. report    ``python -m experiments.mini.report``: docs/mini_experiment/results.md (with the
              significance tests of experiments/mini/stats.py), results.json, curves.png
 6. publish   among the base and the six GRPO models, the best one on *val* multiple-choice accuracy
@@ -54,6 +56,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository root: the commands run there
 EGOVLM = str(ROOT / ".venv" / "bin" / "egovlm")
 PYTHON = sys.executable
@@ -71,6 +75,10 @@ DATA = {
 BASE_DATA = ("pretrain", "val")  # what the base stage reads
 BASE_QA = "base_qa.jsonl"  # in the val folder (write_base_qa)
 GRPO_QA = "grpo.jsonl"  # in the rl_train folder: the GRPO types only (write_grpo_data)
+MIXED_QA = "mixed.jsonl"  # in the rl_train folder: the GRPO types + some base types (write_grpo_data)
+RL_FILES = (GRPO_QA, MIXED_QA)
+ARM_CONFIG = "experiments/mini/configs/grpo_{}.yaml"  # what a GRPO recipe's data.train may name
+BASE_SHARE = 0.5  # mixed.jsonl: base-type rows per GRPO-type row (a third of every batch on average)
 TEST_QA = "eval.jsonl"  # in the test folder: qa.jsonl + open.jsonl (write_test_qa)
 OPEN_QA = "open.jsonl"  # EgoSynth's open-form questions beside qa.jsonl
 EVAL = ["--frames", "8", "--batch-size", "8", "--max-new-tokens", "64", "--device", "cpu"]
@@ -155,22 +163,40 @@ def write_base_qa(folder: Path) -> None:
 
 def write_grpo_data(folder: Path) -> Path:
     """``<folder>/grpo.jsonl``: the folder's multiple-choice (``qa.jsonl``) and open (``open.jsonl``)
-    questions whose type is a GRPO type (:data:`experiments.mini.base_data.GRPO_TYPES`): GRPO trains
-    only on the types held out of the base stage, so what it gains there is not the base's training
-    data coming back."""
+    questions whose type is a GRPO type (:data:`experiments.mini.base_data.GRPO_TYPES`), held out of
+    the base stage, so what GRPO gains there is not the base's training data coming back; and
+    ``<folder>/mixed.jsonl``: those rows and, drawn evenly from the rest, :data:`BASE_SHARE` as many
+    base-type rows (the RL clips' first pick-up, count and overall questions), shuffled, so that GRPO
+    keeps paying for the base types while it learns the held-out ones (without them the base types
+    fell 6-11 points in the first full run). Returns the GRPO-types file."""
     from egovlm.schema import read_jsonl, write_jsonl
     from experiments.mini.base_data import GRPO_TYPES
 
-    out = folder / GRPO_QA
+    out, mixed = folder / GRPO_QA, folder / MIXED_QA
+    items = [
+        i for name in ("qa.jsonl", OPEN_QA) if (folder / name).is_file() for i in read_jsonl(folder / name)
+    ]
+    grpo = [i for i in items if i.question_type in GRPO_TYPES]
     if not out.is_file():
-        items = [
-            i
-            for name in ("qa.jsonl", OPEN_QA)
-            if (folder / name).is_file()
-            for i in read_jsonl(folder / name)
-        ]
-        write_jsonl(out, [i for i in items if i.question_type in GRPO_TYPES])
+        write_jsonl(out, grpo)
+    if not mixed.is_file():
+        rest = [i for i in items if i.question_type not in GRPO_TYPES]
+        rng = np.random.default_rng(0)
+        keep = sorted(rng.permutation(len(rest))[: int(BASE_SHARE * len(grpo))])
+        rows = grpo + [rest[int(k)] for k in keep]
+        write_jsonl(mixed, [rows[int(k)] for k in rng.permutation(len(rows))])
     return out
+
+
+def rl_file(config: str) -> str:
+    """The RL file a GRPO recipe trains on: its ``data.train`` file name, one of :data:`RL_FILES`
+    (repro writes both and points the recipe at the run's copy)."""
+    import yaml
+
+    name = Path(str(yaml.safe_load((ROOT / config).read_text())["data"]["train"])).name
+    if name not in RL_FILES:
+        raise SystemExit(f"{config}: data.train names {name!r}; repro writes {', '.join(RL_FILES)}")
+    return name
 
 
 def write_test_qa(folder: Path) -> Path:
@@ -196,10 +222,11 @@ def prepare_rl_frames(runs: Path) -> None:
     """``egovlm data prepare`` for the GRPO arms (training never decodes): once per frame spec, after
     the base stage (the keyframe size is read from its final checkpoint)."""
     for arm in ARMS:
-        cmd = [EGOVLM, "data", "prepare", "--config", f"experiments/mini/configs/grpo_{arm}.yaml"]
+        cfg = ARM_CONFIG.format(arm)
+        cmd = [EGOVLM, "data", "prepare", "--config", cfg]
         cmd += [
             f"model.path={runs / 'pretrain' / 'final'}",
-            f"data.train={runs / 'data' / 'rl_train' / GRPO_QA}",
+            f"data.train={runs / 'data' / 'rl_train' / rl_file(cfg)}",
         ]
         run([*cmd, f"data.cache_dir={runs / 'frame_cache'}", "--workers", "2"], 1)
 
@@ -219,12 +246,14 @@ def write_otherclip(src: Path, dst: Path) -> None:
 # previous one's final/ (the first builds the model), the last one's final/ is the base model
 BASE_PHASES = (
     ("base_1frame", "experiments/mini/configs/base_1frame.yaml"),
-    ("pretrain", "experiments/mini/configs/base.yaml"),
+    ("base_8frame", "experiments/mini/configs/base.yaml"),
+    ("pretrain", "experiments/mini/configs/base_varied.yaml"),
 )
 
 
 def base_stage(runs: Path) -> None:
-    """Phase 1 on single frames from random init, then phase 2 on 8-frame prompts."""
+    """Phase 1 on single frames from random init, phase 2 on 8-frame prompts, phase 3 with questions
+    in other words and statement options."""
     data = [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
     previous: Path | None = None
     for folder, config in BASE_PHASES:
@@ -242,11 +271,11 @@ def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None
     def job() -> None:
         if (out / "final" / "config.json").is_file():
             return
-        cfg = f"experiments/mini/configs/grpo_{arm}.yaml"
+        cfg = ARM_CONFIG.format(arm)
         paths = [
             f"run.output_dir={out}",
             f"model.path={runs / 'pretrain' / 'final'}",
-            f"data.train={runs / 'data' / 'rl_train' / GRPO_QA}",
+            f"data.train={runs / 'data' / 'rl_train' / rl_file(cfg)}",
             f"data.cache_dir={runs / 'frame_cache'}",
         ]
         run([EGOVLM, "train", "--config", cfg, *paths, f"grpo.seed={seed}"], threads, out / "train.log")
@@ -266,7 +295,8 @@ def eval_job(
             return
         cmd = [EGOVLM, "eval", "--model", str(model), "--data", str(data), "--out", str(out), *EVAL]
         cmd += ["--cache-dir", str(runs / "eval_frames")]  # each frame set decoded once, not once per eval
-        cmd += ["--keyframe-prior-data", str(runs / "data" / "rl_train" / GRPO_QA)]  # the reward's prior
+        # the reward's prior: fitted on the file the arms train on (both arms name the same one)
+        cmd += ["--keyframe-prior-data", str(runs / "data" / "rl_train" / rl_file(ARM_CONFIG.format("a")))]
         run(cmd, threads, out / "eval.log")
 
     return job

@@ -44,9 +44,17 @@ def test_the_rl_file_holds_only_grpo_types_with_the_open_last_pickup_rows(egosyn
     assert not any(r.question_type == "first_pickup" for r in rows)  # its open form is a base type
     mc = {r.question_type for r in rows if r.options is not None}
     assert {"last_pickup", "where_ended", "order"} <= mc
-    # written once: a second call keeps the file (a resumed run trains on the same rows)
+    # mixed.jsonl: every GRPO-type row, and BASE_SHARE as many base-type rows, all from the folder
+    mixed = read_jsonl(egosynth / repro.MIXED_QA)
+    base = [r for r in mixed if r.question_type not in GRPO_TYPES]
+    assert sorted(r.id for r in mixed if r.question_type in GRPO_TYPES) == sorted(r.id for r in rows)
+    assert len(base) == int(repro.BASE_SHARE * len(rows)) and len({r.id for r in mixed}) == len(mixed)
+    assert {r.id for r in base} <= {r.id for r in every} and len({r.question_type for r in base}) >= 3
+    assert [r.id for r in mixed] != [r.id for r in rows + base]  # shuffled, not GRPO types first
+    # written once: a second call keeps the files (a resumed run trains on the same rows)
     out.write_text(out.read_text().splitlines()[0] + "\n")
     assert len(read_jsonl(repro.write_grpo_data(egosynth))) == 1
+    assert read_jsonl(egosynth / repro.MIXED_QA) == mixed
 
 
 def test_the_test_file_holds_both_forms(egosynth: Path, tmp_path: Path) -> None:
@@ -68,7 +76,7 @@ def test_grpo_trains_and_evals_fit_the_prior_on_the_rl_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen = _commands(monkeypatch)
-    rl = tmp_path / "data" / "rl_train" / repro.GRPO_QA
+    rl = tmp_path / "data" / "rl_train" / repro.MIXED_QA  # what both recipes name
     repro.grpo_job(tmp_path, "b", 1, 1)()
     repro.prepare_rl_frames(tmp_path)
     repro.eval_job(tmp_path, "base", tmp_path / "pretrain" / "final", 1, False)()
@@ -88,7 +96,7 @@ def test_grpo_recipes_follow_the_redesign(arm: str) -> None:
     path = repro.ROOT / "experiments" / "mini" / "configs" / f"grpo_{arm}.yaml"
     cfg = load_config(path)
     three_b = load_config(repro.ROOT / "configs" / "egovlm_3b.yaml").rewards
-    assert cfg.data.train.endswith(repro.GRPO_QA)
+    assert cfg.data.train.endswith(repro.MIXED_QA) and repro.rl_file(str(path)) == repro.MIXED_QA
     assert cfg.rollouts.shuffle_options and cfg.rollouts.drop_uniform_groups
     questions = cfg.grpo["per_device_train_batch_size"] // cfg.grpo["num_generations"]
     assert cfg.grpo["per_device_train_batch_size"] % cfg.grpo["num_generations"] == 0 and questions >= 4
@@ -107,3 +115,10 @@ def test_grpo_recipes_follow_the_redesign(arm: str) -> None:
     for key in yaml.safe_load(path.read_text())["grpo"]:
         if key != "num_generations":
             assert "default" in lines[key], key
+
+
+def test_a_recipe_naming_another_rl_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "odd.yaml").write_text("data:\n  train: runs/mini/data/rl_train/qa.jsonl\n")
+    monkeypatch.setattr(repro, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="qa.jsonl"):
+        repro.rl_file("odd.yaml")
