@@ -119,6 +119,14 @@ def _picks(clip: ClipTruth) -> list[dict[str, Any]]:
     return [e for e in clip.events if e["action"] == "pick_up"]
 
 
+def _first_picks(clip: ClipTruth) -> dict[str, float]:
+    """The time of each picked-up object's first pick-up, in the order of those first pick-ups."""
+    first: dict[str, float] = {}
+    for e in _picks(clip):
+        first.setdefault(str(e["object"]), float(e["t"]))
+    return first
+
+
 def start_place_question(
     clip: ClipTruth, rng: np.random.Generator, open_form: bool = False
 ) -> Question | None:
@@ -145,9 +153,7 @@ def start_place_question(
 def picked_up_question(clip: ClipTruth, rng: np.random.Generator) -> Question | None:
     """Which of five objects the wearer picked up: one that was, four that never were (the clip's
     untouched objects first, then kinds absent from the scene). None: nothing is picked up."""
-    first: dict[str, float] = {}
-    for e in _picks(clip):
-        first.setdefault(str(e["object"]), float(e["t"]))
+    first = _first_picks(clip)
     if not first:
         return None
     names = list(first)
@@ -162,9 +168,7 @@ def statement_question(clip: ClipTruth, rng: np.random.Generator) -> Question | 
     """Which of five statements about the clip's pick-ups is true. The true one says that an object
     was picked up, that one never was, or which was picked up first; the four false ones are drawn
     from all three forms, so no sentence shape gives the answer away. None: nothing is picked up."""
-    first: dict[str, float] = {}
-    for e in _picks(clip):
-        first.setdefault(str(e["object"]), float(e["t"]))
+    first = _first_picks(clip)
     if not first:
         return None
     picked = list(first)
