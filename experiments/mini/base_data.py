@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,60 +292,61 @@ _STATEMENTS = (  # (pattern, the same fact in other words); the groups are objec
 )
 
 
-def _style_object(text: str, style: int) -> str:
-    name = text.removeprefix("the ")
-    return (text, name.capitalize(), f"It was {text}.")[style % 3]
+# Each option kind's forms: (the canonical text, its other styles); restyle picks one other style.
+def _object_forms(text: str) -> tuple[str, ...]:
+    return (text, text.removeprefix("the ").capitalize(), f"It was {text}.")
 
 
-def _style_place(text: str, style: int) -> str:
+def _place_forms(text: str) -> tuple[str, ...]:
     m = _PLACE.fullmatch(text)
     if m is None:
         raise PretrainDataError(f"not a place option: {text!r}")
     prep, where = m.groups()
-    return (text, f"{prep.lower()} {where}", f"It was {prep.lower()} {where}.")[style % 3]
+    return (text, f"{prep.lower()} {where}", f"It was {prep.lower()} {where}.")
 
 
-def _style_count(text: str, style: int) -> str:
+def _count_forms(text: str) -> tuple[str, ...]:
     n = int(text)
-    return (text, NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else text, f"{n} times")[style % 3]
+    return (text, NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else f"{n} in all", f"{n} times")
 
 
-def _style_activity(text: str, style: int) -> str:
+def _activity_forms(text: str) -> tuple[str, ...]:
     lowered = text[0].lower() + text[1:]
-    return (text, lowered.rstrip("."), f"The wearer was {lowered}")[style % 3]
+    return (text, lowered.rstrip("."), f"The wearer was {lowered}")
 
 
-def _style_statement(text: str, style: int) -> str:
+def _statement_forms(text: str) -> tuple[str, ...]:
     for pattern, alternatives in _STATEMENTS:
         m = pattern.fullmatch(text)
         if m:
-            return (text, *alternatives)[style % (len(alternatives) + 1)].format(*m.groups())
+            return (text, *(a.format(*m.groups()) for a in alternatives))
     raise PretrainDataError(f"not a statement option: {text!r}")
 
 
-_STYLERS = {
-    "hand": _style_object,
-    "visible": _style_object,
-    "picked_up": _style_object,
-    "first_pickup": _style_object,
-    "start_place": _style_place,
-    "count": _style_count,
-    "overall": _style_activity,
-    "statement": _style_statement,
+_FORMS: dict[str, Callable[[str], tuple[str, ...]]] = {
+    "hand": _object_forms,
+    "visible": _object_forms,
+    "picked_up": _object_forms,
+    "first_pickup": _object_forms,
+    "start_place": _place_forms,
+    "count": _count_forms,
+    "overall": _activity_forms,
+    "statement": _statement_forms,
 }
 
 
 def restyle(question: Question, rng: np.random.Generator) -> Question:
     """A multiple-choice question with all five options written in one other style (module
-    docstring): the same facts, the same letters, words the target must copy. Open questions are
-    returned as they are."""
+    docstring), drawn uniformly among the kind's other styles: the same facts, the same letters,
+    words the target must copy. Open questions are returned as they are."""
     if question.options is None:
         return question
-    styler = _STYLERS.get(question.kind)
-    if styler is None:
+    forms = _FORMS.get(question.kind)
+    if forms is None:
         raise PretrainDataError(f"{question.kind}: no option styles")
-    style = 1 + int(rng.integers(3))
-    options = {k: styler(v, style) for k, v in question.options.items()}
+    written = {k: forms(v) for k, v in question.options.items()}
+    style = 1 + int(rng.integers(min(len(f) for f in written.values()) - 1))
+    options = {k: f[style] for k, f in written.items()}
     if len(set(options.values())) != len(options):
         return question  # a style that merges two options is not used
     return dataclasses.replace(question, options=options)

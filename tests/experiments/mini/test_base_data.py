@@ -284,9 +284,9 @@ def test_restyle_rewrites_all_five_options_alike_and_the_target_copies_the_new_w
                 continue
             assert r.options is not None and list(r.options) == list(q.options)
             assert (r.answer, r.salient_times, r.question) == (q.answer, q.salient_times, q.question)
-            if r.options != q.options:
-                styled[q.kind] += 1
-                assert all(r.options[k] != q.options[k] for k in q.options)
+            assert r.options != q.options  # never the canonical style again
+            styled[q.kind] += 1
+            assert all(r.options[k] != q.options[k] for k in q.options)
             target = answer_target(r, frames)
             assert f"<answer>{r.options[r.answer]}</answer>" in target
             parsed = parse_answer(target, "".join(r.options), r.options)
