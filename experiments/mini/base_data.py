@@ -315,12 +315,21 @@ def _activity_forms(text: str) -> tuple[str, ...]:
     return (text, lowered.rstrip("."), f"The wearer was {lowered}")
 
 
-def _statement_forms(text: str) -> tuple[str, ...]:
-    for pattern, alternatives in _STATEMENTS:
+def _alternatives(table: Sequence[tuple[re.Pattern[str], tuple[str, ...]]], text: str) -> list[str] | None:
+    """``text`` in the other words of the first pattern of ``table`` it matches in full, their
+    ``{0}``, ``{1}`` filled with its groups (None: no pattern matches)."""
+    for pattern, alternatives in table:
         m = pattern.fullmatch(text)
         if m:
-            return (text, *(a.format(*m.groups()) for a in alternatives))
-    raise PretrainDataError(f"not a statement option: {text!r}")
+            return [a.format(*m.groups()) for a in alternatives]
+    return None
+
+
+def _statement_forms(text: str) -> tuple[str, ...]:
+    others = _alternatives(_STATEMENTS, text)
+    if others is None:
+        raise PretrainDataError(f"not a statement option: {text!r}")
+    return (text, *others)
 
 
 _FORMS: dict[str, Callable[[str], tuple[str, ...]]] = {
@@ -356,12 +365,10 @@ def reword(question: Question, rng: np.random.Generator) -> Question:
     """The same question (options, answer, moments) in one of its template's other wordings
     (:data:`REWORDINGS`); a question no template matches is an error, so a new template cannot
     silently miss its paraphrases."""
-    for pattern, alternatives in REWORDINGS:
-        m = pattern.fullmatch(question.question)
-        if m:
-            text = alternatives[int(rng.integers(len(alternatives)))].format(*m.groups())
-            return dataclasses.replace(question, question=text)
-    raise PretrainDataError(f"{question.kind}: no rewording for the question {question.question!r}")
+    others = _alternatives(REWORDINGS, question.question)
+    if others is None:
+        raise PretrainDataError(f"{question.kind}: no rewording for the question {question.question!r}")
+    return dataclasses.replace(question, question=others[int(rng.integers(len(others)))])
 
 
 def qa_questions(
