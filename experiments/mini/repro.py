@@ -173,6 +173,8 @@ def write_grpo_data(folder: Path) -> Path:
     from experiments.mini.base_data import GRPO_TYPES
 
     out, mixed = folder / GRPO_QA, folder / MIXED_QA
+    if out.is_file() and mixed.is_file():
+        return out  # written once: a resumed run trains on the same rows
     items = [
         i for name in ("qa.jsonl", OPEN_QA) if (folder / name).is_file() for i in read_jsonl(folder / name)
     ]
