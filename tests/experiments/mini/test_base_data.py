@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from experiments.mini.base_data import (
     val_questions,
 )
 from experiments.mini.pretrain_data import ClipTruth, PretrainDataError, held_at, load_truth, visible_objects
-from experiments.mini.pretrain_perception import NOTHING
+from experiments.mini.pretrain_perception import NOTHING, Question
 
 
 def _questions(folder: Path, per_set: int = 12, form: str = "text") -> list[QAExample]:
@@ -58,6 +59,17 @@ def _frames(duration: float, n: int = 8) -> list[Frame]:
     return [
         Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(uniform_times(duration, n))
     ]
+
+
+def _planned_questions(
+    clips: int, per_clip: int, rng: np.random.Generator, open_share: float
+) -> Iterator[tuple[ClipTruth, list[Frame], Question]]:
+    """``per_clip`` questions of every base type (draw_questions) about each of ``clips`` planned
+    clips' uniform frames, with the clip and frames they are about."""
+    for clip in _plan(clips):
+        frames = _frames(clip.duration_s)
+        for q in draw_questions(clip, frames, per_clip, rng, BASE_TYPES, open_share=open_share):
+            yield clip, frames, q
 
 
 def _gold_words(ex: QAExample) -> str:
@@ -160,16 +172,13 @@ def _check_truth(clip: ClipTruth, ex: QAExample) -> None:
 def test_no_grpo_type_is_ever_produced_on_a_50_clip_plan() -> None:
     rng = np.random.default_rng(0)
     kinds: Counter[str] = Counter()
-    clips = _plan(50)
-    for clip in clips:
-        frames = _frames(clip.duration_s)
-        for q in draw_questions(clip, frames, 12, rng, BASE_TYPES, open_share=0.5):
-            kinds[q.kind] += 1
-            assert q.kind in BASE_TYPES and q.kind not in GRPO_TYPES
-            for word in ("last", "end up", "before", "right after"):
-                assert word not in q.question.lower()
-            ex = QAExample(clip.clip_id, q, frames, answer_target(q, frames))
-            _check_truth(clip, ex)
+    for clip, frames, q in _planned_questions(50, 12, rng, open_share=0.5):
+        kinds[q.kind] += 1
+        assert q.kind in BASE_TYPES and q.kind not in GRPO_TYPES
+        for word in ("last", "end up", "before", "right after"):
+            assert word not in q.question.lower()
+        ex = QAExample(clip.clip_id, q, frames, answer_target(q, frames))
+        _check_truth(clip, ex)
     assert set(kinds) == set(BASE_TYPES)
 
 
@@ -246,15 +255,13 @@ def test_reword_keeps_the_answer_and_every_base_template_has_paraphrases() -> No
 
     rng = np.random.default_rng(0)
     seen: Counter[str] = Counter()
-    for clip in _plan(30):
-        frames = _frames(clip.duration_s)
-        for q in draw_questions(clip, frames, 12, rng, BASE_TYPES, open_share=0.5):
-            r = reword(q, rng)
-            assert r.question != q.question and r.kind == q.kind
-            assert (r.options, r.answer, r.salient_times) == (q.options, q.answer, q.salient_times)
-            for word in ("last", "end up", "before", "right after"):
-                assert word not in r.question.lower()
-            seen[r.question.split()[0]] += 1
+    for _, _, q in _planned_questions(30, 12, rng, open_share=0.5):
+        r = reword(q, rng)
+        assert r.question != q.question and r.kind == q.kind
+        assert (r.options, r.answer, r.salient_times) == (q.options, q.answer, q.salient_times)
+        for word in ("last", "end up", "before", "right after"):
+            assert word not in r.question.lower()
+        seen[r.question.split()[0]] += 1
     assert len(seen) > 5
     clip = _plan(1)[0]
     odd = make_question(clip, _frames(clip.duration_s), "first_pickup", rng)
@@ -275,31 +282,29 @@ def test_restyle_rewrites_all_five_options_alike_and_the_target_copies_the_new_w
 
     rng = np.random.default_rng(5)
     styled: Counter[str] = Counter()
-    for clip in _plan(30):
-        frames = _frames(clip.duration_s)
-        for q in draw_questions(clip, frames, 16, rng, BASE_TYPES, open_share=0.3):
-            r = restyle(q, rng)
-            if q.options is None:
-                assert r is q
-                continue
-            assert r.options is not None and list(r.options) == list(q.options)
-            assert (r.answer, r.salient_times, r.question) == (q.answer, q.salient_times, q.question)
-            assert r.options != q.options  # never the canonical style again
-            styled[q.kind] += 1
-            assert all(r.options[k] != q.options[k] for k in q.options)
-            target = answer_target(r, frames)
-            assert f"<answer>{r.options[r.answer]}</answer>" in target
-            parsed = parse_answer(target, "".join(r.options), r.options)
-            assert parsed.format_ok and parsed.answer == q.answer
-            _check_truth(clip, QAExample(clip.clip_id, q, frames, answer_target(q, frames)))
-            if q.kind == "statement":  # the same fact in other words: polarity, "first" and object kept
-                for k in q.options:
-                    old, new = q.options[k], r.options[k]
-                    assert ("never" in old) == ("never" in new or new.startswith("Nobody"))
-                    assert ("first" in old.lower()) == ("first" in new.lower())
-                    name = old.removeprefix("The wearer never picked up the ").removeprefix(
-                        "The wearer picked up the "
-                    )
-                    name = name.removeprefix("The ").removesuffix(" was picked up first.").rstrip(".")
-                    assert name in new
+    for clip, frames, q in _planned_questions(30, 16, rng, open_share=0.3):
+        r = restyle(q, rng)
+        if q.options is None:
+            assert r is q
+            continue
+        assert r.options is not None and list(r.options) == list(q.options)
+        assert (r.answer, r.salient_times, r.question) == (q.answer, q.salient_times, q.question)
+        assert r.options != q.options  # never the canonical style again
+        styled[q.kind] += 1
+        assert all(r.options[k] != q.options[k] for k in q.options)
+        target = answer_target(r, frames)
+        assert f"<answer>{r.options[r.answer]}</answer>" in target
+        parsed = parse_answer(target, "".join(r.options), r.options)
+        assert parsed.format_ok and parsed.answer == q.answer
+        _check_truth(clip, QAExample(clip.clip_id, q, frames, answer_target(q, frames)))
+        if q.kind == "statement":  # the same fact in other words: polarity, "first" and object kept
+            for k in q.options:
+                old, new = q.options[k], r.options[k]
+                assert ("never" in old) == ("never" in new or new.startswith("Nobody"))
+                assert ("first" in old.lower()) == ("first" in new.lower())
+                name = old.removeprefix("The wearer never picked up the ").removeprefix(
+                    "The wearer picked up the "
+                )
+                name = name.removeprefix("The ").removesuffix(" was picked up first.").rstrip(".")
+                assert name in new
     assert set(styled) == set(BASE_TYPES)  # every type has at least one style that keeps options apart
