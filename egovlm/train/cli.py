@@ -150,6 +150,11 @@ def evaluate(
         "egovlm",
         help="egovlm (the answer grammar, keyframe F1) or plain (the option letter only, as published).",
     ),
+    answers: str = typer.Option(
+        "options",
+        help="options: a multiple-choice <answer> may only be an option's text or letter (constrained "
+        "decoding, as on the device); free: whatever the model writes (egovlm prompt only).",
+    ),
     config: Path | None = typer.Option(
         None,
         "--config",
@@ -191,6 +196,7 @@ def evaluate(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         prompt=prompt,
+        answers=answers,
         recipe=config,
         device=device,
         keyframe_tolerance_s=keyframe_tolerance,

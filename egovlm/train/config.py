@@ -137,6 +137,10 @@ class RolloutsSection:
     ``max_steps``) passes with fresh rollouts, ``grpo.num_iterations`` updates on the same rollouts."""
 
     shuffle_options: bool = False  # each rollout sees its own permutation of the option texts
+    # options: a multiple-choice rollout's <answer> may only be an option's text or letter (egovlm.choice,
+    # the rule eval and the device answer under); free: whatever the policy samples. transformers rollouts
+    # only (vLLM's sampling has no per-prompt rule here).
+    answers: str = "options"
     drop_uniform_groups: bool = False  # DAPO dynamic sampling, masked not resampled: no loss from a group
     # whose rewards are all equal (their fraction is logged either way, as uniform_group_fraction)
 
@@ -228,6 +232,13 @@ def validate(cfg: TrainConfig) -> None:
             f"{src}: rewards.format_partial must be in [0, 1], got {cfg.rewards.format_partial}"
         )
     check_keyframe(cfg)
+    if cfg.rollouts.answers not in ("options", "free"):
+        raise ConfigError(f"{src}: rollouts.answers must be options or free, got {cfg.rollouts.answers!r}")
+    if cfg.rollouts.answers == "options" and cfg.grpo.get("use_vllm"):
+        raise ConfigError(
+            f"{src}: rollouts.answers: options restricts answers inside transformers' generate, not vLLM's: "
+            "set rollouts.answers=free with grpo.use_vllm=true (answers then go unrestricted in training)"
+        )
     if w.length > 0 and cfg.rewards.max_tokens is None:
         raise ConfigError(f"{src}: rewards.weights.length > 0 needs rewards.max_tokens")
     if (

@@ -11,6 +11,10 @@ model's keyframe size). Two prompts (``--prompt``):
   :func:`egovlm.contract.parse_letter`: accuracy only (no format, no keyframes); multiple-choice
   items only.
 
+``--answers options`` (default) restricts a multiple-choice ``<answer>`` to the question's options
+(an option's text or its letter; :mod:`egovlm.choice`), the rule the device and GRPO's rollouts
+answer under; ``--answers free`` scores whatever the model writes. Each row records its rule.
+
 A dataset may mix multiple-choice and open questions (``options`` None, the answer in words).
 Multiple-choice accuracy (``accuracy``, ``per_question_type``) and open accuracy
 (``open_accuracy``, ``open_per_question_type``: the words equal the ground truth after
@@ -98,6 +102,7 @@ class EvalOptions:
     batch_size: int = 4
     max_new_tokens: int | None = None  # None: see resolve_max_new_tokens
     prompt: str = "egovlm"  # egovlm (the grammar) or plain (the letter only)
+    answers: str = "options"  # options: <answer> restricted to the options (egovlm.choice); free: not
     recipe: Path | None = None  # the training recipe, for max_new_tokens
     device: str = "cpu"
     keyframe_tolerance_s: float | None = None
@@ -218,6 +223,7 @@ def score(p: PreparedItem, completion: str, opts: EvalOptions) -> dict[str, Any]
     row: dict[str, Any] = {
         "id": item.id,
         "prompt": opts.prompt,
+        "answers": answer_rule(opts),
         "question_type": item.question_type,
         "answer": item.answer,
         "answer_form": "words" if item.is_open else "letter",
@@ -400,14 +406,36 @@ def read_all_done(out: Path) -> list[dict[str, Any]]:
 def check_same_settings(
     done: list[dict[str, Any]], opts: EvalOptions, max_new_tokens: int, out: Path
 ) -> None:
-    """A resumed eval must not mix completions made with another prompt or length limit."""
+    """A resumed eval must not mix completions made with another prompt, answer rule or length limit."""
+    now = (opts.prompt, answer_rule(opts), max_new_tokens)
     for r in done:
-        before = (r.get("prompt", "egovlm"), r.get("max_new_tokens", max_new_tokens))
-        if before != (opts.prompt, max_new_tokens):
+        before = (
+            r.get("prompt", "egovlm"),
+            r.get("answers", "free"),
+            r.get("max_new_tokens", max_new_tokens),
+        )
+        if before != now:
             raise ValueError(
-                f"{out} holds completions made with --prompt {before[0]} and max_new_tokens {before[1]}, not "
-                f"--prompt {opts.prompt} and {max_new_tokens}: use another --out (or delete {out})"
+                f"{out} holds completions made with --prompt {before[0]}, --answers {before[1]} and "
+                f"max_new_tokens {before[2]}, not --prompt {now[0]}, --answers {now[1]} and {now[2]}: use "
+                f"another --out (or delete {out})"
             )
+
+
+ANSWER_RULES = ("options", "free")
+
+
+def answer_rule(opts: EvalOptions) -> str:
+    """The answer rule the completions were made with: the plain prompt's bare letter is never
+    restricted (it has no ``<answer>`` block; lmms-eval's setting)."""
+    if opts.answers not in ANSWER_RULES:
+        raise ValueError(f"--answers is {opts.answers!r}; choose one of {', '.join(ANSWER_RULES)}")
+    return "free" if opts.prompt == "plain" else opts.answers
+
+
+def restricted(opts: EvalOptions) -> bool:
+    """Whether multiple-choice answers are restricted to the options (:mod:`egovlm.choice`)."""
+    return answer_rule(opts) == "options"
 
 
 def merge(out: Path, order: list[str]) -> list[dict[str, Any]]:
@@ -468,6 +496,7 @@ def evaluate(model_id: str, data: Path, out: Path, opts: EvalOptions) -> dict[st
             model=model_id,
             data=str(data),
             prompt=opts.prompt,
+            answers=answer_rule(opts),
             frames=opts.frames,
             sampling=opts.sampling,
             max_new_tokens=max_new_tokens,
@@ -521,7 +550,8 @@ def _run(
             prepared = [prepare_item(item, base, spec, cache) for item in batch]
             messages = [prompt_messages(p, opts.prompt) for p in prepared]
             images = [[f.pil() for f in p.frames] for p in prepared]
-            texts = greedy(model, processor, messages, images, extra["max_new_tokens"])
+            options = [p.item.options for p in prepared] if restricted(opts) else None
+            texts = greedy(model, processor, messages, images, extra["max_new_tokens"], options)
             for p, text in zip(prepared, texts, strict=True):
                 f.write(json.dumps({**score(p, text, opts), **extra}) + "\n")
             f.flush()

@@ -11,7 +11,10 @@ emit them, random-init test models often do.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from egovlm.choice import AnswerChoiceProcessor, choices_for
 
 VISION_TOKEN_ATTRS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 
@@ -36,10 +39,16 @@ def suppress_vision_tokens(args: Any, model: Any) -> None:
 
 
 def greedy(
-    model: Any, processor: Any, messages: list[Any], images: list[list[Any]], max_new_tokens: int
+    model: Any,
+    processor: Any,
+    messages: list[Any],
+    images: list[list[Any]],
+    max_new_tokens: int,
+    options: Sequence[Mapping[str, str] | None] | None = None,
 ) -> list[str]:
-    """Greedy completions for a batch of contract prompts (left-padded)."""
-    return _generate(model, processor, messages, images, max_new_tokens, do_sample=False)
+    """Greedy completions for a batch of contract prompts (left-padded). ``options``: per prompt,
+    the question's options, whose answers are then restricted to them (:mod:`egovlm.choice`)."""
+    return _generate(model, processor, messages, images, max_new_tokens, options, do_sample=False)
 
 
 def sampled(
@@ -50,15 +59,18 @@ def sampled(
     max_new_tokens: int,
     n: int,
     temperature: float,
+    options: Sequence[Mapping[str, str] | None] | None = None,
 ) -> list[list[str]]:
     """``n`` completions per prompt sampled at ``temperature`` (top-k and top-p off, as GRPO's
-    rollouts sample): ``out[i]`` are prompt ``i``'s. Seed torch first for a repeatable draw."""
+    rollouts sample): ``out[i]`` are prompt ``i``'s. Seed torch first for a repeatable draw.
+    ``options`` as in :func:`greedy`."""
     texts = _generate(
         model,
         processor,
         messages,
         images,
         max_new_tokens,
+        options,
         do_sample=True,
         temperature=temperature,
         top_k=0,
@@ -74,6 +86,7 @@ def _generate(
     messages: list[Any],
     images: list[list[Any]],
     max_new_tokens: int,
+    options: Sequence[Mapping[str, str] | None] | None,
     **kwargs: Any,
 ) -> list[str]:
     import torch
@@ -81,6 +94,14 @@ def _generate(
     texts = [processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages]
     processor.tokenizer.padding_side = "left"
     inputs = processor(text=texts, images=images, padding=True, return_tensors="pt").to(model.device)
+    if options is not None:
+        from transformers import LogitsProcessorList
+
+        choices = choices_for(processor.tokenizer, options)
+        n = int(kwargs.get("num_return_sequences", 1))
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [AnswerChoiceProcessor(choices, inputs["input_ids"].shape[1], n)]
+        )
     with torch.inference_mode():
         out = model.generate(
             **inputs,

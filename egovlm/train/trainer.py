@@ -30,12 +30,14 @@ What this module adds to TRL, and why:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import shutil
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +204,7 @@ def _trainer_class() -> type:
             super().__init__(*args, **kwargs)
             self.rollouts = rollouts or RolloutsSection()
             self._uniform_completions: Any = None  # per completion of the last scored batch (all processes)
+            self._row_options: list[dict[str, str] | None] | None = None  # the batch being generated
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             from accelerate.utils import is_peft_model
@@ -225,11 +228,41 @@ def _trainer_class() -> type:
                 inputs, orders = shuffle_batch(inputs, self.num_generations, self.args.seed, step, offset)
             if training:
                 record_data_order(self, [x.get("id") for x in inputs], orders)
-            output = super()._generate_and_score_completions(inputs)
+            if self.rollouts.answers == "options":
+                self._row_options = [row_options(x) for x in inputs]
+            try:
+                output = super()._generate_and_score_completions(inputs)
+            finally:
+                self._row_options = None
             if training and self.rollouts.drop_uniform_groups:
                 drop = self._uniform_completions[offset : offset + len(inputs)]
                 drop_completions(output, drop.to(output["completion_mask"].device), self.accelerator.gather)
             return output
+
+        def _generate_single_turn(self, prompt_ids: Any, *args: Any, **kwargs: Any) -> Any:
+            """TRL's transformers rollouts, with each multiple-choice answer restricted to its row's
+            options (``rollouts.answers: options``; :mod:`egovlm.choice`). TRL's generate call takes
+            no logits processor, so the unwrapped model's ``generate`` gets one for this call."""
+            options = self._row_options
+            if options is None or self.use_vllm or self.use_transformers_continuous_batching:
+                return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+            if len(options) != len(prompt_ids):
+                raise RuntimeError(
+                    f"{len(prompt_ids)} prompts to generate for {len(options)} rows: cannot match each "
+                    "prompt with its options"
+                )
+            from transformers import LogitsProcessorList
+
+            from egovlm.choice import AnswerChoiceProcessor, choices_for
+
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+            rule = AnswerChoiceProcessor(choices_for(tokenizer, options))
+            model = self.accelerator.unwrap_model(self.model_wrapped)
+            model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList([rule]))
+            try:
+                return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+            finally:
+                del model.generate  # the instance attribute; the class's generate shows again
 
         def _calculate_rewards(
             self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any
@@ -245,6 +278,14 @@ def _trainer_class() -> type:
             return rewards
 
     return EgoGRPOTrainer
+
+
+def row_options(row: Mapping[str, Any]) -> dict[str, str] | None:
+    """A dataset row's options as letter -> text (as its rollout shows them); None for an open question."""
+    letters, texts = row.get("letters"), row.get("option_texts")
+    if not letters or not texts:
+        return None
+    return dict(zip(letters, texts, strict=True))
 
 
 def record_data_order(trainer: Any, ids: list[Any], orders: list[str | None] | None = None) -> None:
@@ -342,10 +383,11 @@ def build_trainer(
     suppress_vision_tokens(args, model)
     log.info(
         "%d question(s) x %d rollouts per generation batch; options shuffled per rollout: %s; "
-        "uniform groups dropped: %s",
+        "answers: %s; uniform groups dropped: %s",
         args.generation_batch_size // args.num_generations,
         args.num_generations,
         cfg.rollouts.shuffle_options,
+        cfg.rollouts.answers,
         cfg.rollouts.drop_uniform_groups,
     )
     trainer_cls = _trainer_class()

@@ -4,8 +4,10 @@
 
 Per question: ``k`` completions at ``temperature`` (top-k and top-p off, TRL's rollout defaults; at most
 ``--max-new-tokens``, 64 as in the eval, where GRPO's rollouts stop at 48) in the
-contract's prompt, each scored by :func:`egovlm.train.eval.score` (the eval's and the accuracy
-reward's rule). Reported overall and per question type, multiple-choice and open apart:
+contract's prompt, multiple-choice answers restricted to the options (``--answers options``, the rule
+of eval and GRPO's rollouts; :mod:`egovlm.choice`), each scored by :func:`egovlm.train.eval.score`
+(the eval's and the accuracy reward's rule). Reported overall and per question type, multiple-choice
+and open apart:
 
 - ``pass_at_k``: share of questions with at least one correct answer among the ``k``;
 - ``mean_accuracy``: share of the ``k x questions`` answers that are correct (pass@1 at temperature);
@@ -66,18 +68,22 @@ def run(
     frames: int,
     seed: int,
     max_new_tokens: int = 64,
+    answers: str = "options",
 ) -> dict[str, Any]:
     import torch
 
     from egovlm.train.dataset import FrameSpec, prepare_item
-    from egovlm.train.eval import EvalOptions, load_for_eval, prompt_messages, score
+    from egovlm.train.eval import EvalOptions, load_for_eval, prompt_messages, restricted, score
     from egovlm.train.generation import sampled
 
     items: list[QAItem] = [i for i in read_jsonl(data) if i.answer is not None]
     if not items:
         raise SystemExit(f"{data}: no questions with an answer to score")
     model, processor, size = load_for_eval(model_id, "cpu")
-    spec, opts = FrameSpec(frames, "uniform", size), EvalOptions(frames=frames, progress=False)
+    spec, opts = (
+        FrameSpec(frames, "uniform", size),
+        EvalOptions(frames=frames, answers=answers, progress=False),
+    )
     cache = out / "frame_cache"
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,9 +93,10 @@ def run(
             prepared = [prepare_item(i, data.parent, spec, cache) for i in items[start : start + 4]]
             messages = [prompt_messages(p, "egovlm") for p in prepared]
             images = [[fr.pil() for fr in p.frames] for p in prepared]
+            options = [p.item.options for p in prepared] if restricted(opts) else None
             for p, texts in zip(
                 prepared,
-                sampled(model, processor, messages, images, max_new_tokens, k, temperature),
+                sampled(model, processor, messages, images, max_new_tokens, k, temperature, options),
                 strict=True,
             ):
                 rows = [score(p, t, opts) for t in texts]
@@ -101,6 +108,7 @@ def run(
         "data": str(data),
         "k": k,
         "temperature": temperature,
+        "answers": answers,
         "seed": seed,
         "chance_pass_at_k": chance_pass_at_k(k),
     }
@@ -123,9 +131,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     # the eval's limit (repro.EVAL); GRPO's rollouts stop at 48 (grpo_a.yaml), answer-only answers are shorter
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--answers", choices=("options", "free"), default="options")  # as egovlm eval's
     args = ap.parse_args()
     result = run(
-        args.model, args.data, args.out, args.k, args.temperature, args.frames, args.seed, args.max_new_tokens
+        args.model,
+        args.data,
+        args.out,
+        args.k,
+        args.temperature,
+        args.frames,
+        args.seed,
+        args.max_new_tokens,
+        args.answers,
     )
     for form in ("mc", "open"):
         if form not in result:

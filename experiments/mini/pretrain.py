@@ -282,8 +282,9 @@ def is_right(completion: str, ex: QAExample) -> bool:
 def greedy_accuracy(
     model: Any, processor: Any, examples: list[QAExample], max_new_tokens: int, batch: int = 8
 ) -> tuple[float | None, dict[str, float]]:
-    """Greedy answers through :func:`egovlm.train.generation.greedy` (eval's generation path):
-    (accuracy, accuracy per question type); None without examples."""
+    """Greedy answers through :func:`egovlm.train.generation.greedy` (eval's generation path, answers
+    restricted to the options as eval's are): (accuracy, accuracy per question type); None without
+    examples."""
     from egovlm.train.generation import greedy
 
     if not examples:
@@ -293,7 +294,8 @@ def greedy_accuracy(
     for i in range(0, len(examples), batch):
         chunk = examples[i : i + batch]
         images = [[f.pil() for f in ex.frames] for ex in chunk]
-        texts = greedy(model, processor, [ex.prompt() for ex in chunk], images, max_new_tokens)
+        options = [ex.question.options for ex in chunk]
+        texts = greedy(model, processor, [ex.prompt() for ex in chunk], images, max_new_tokens, options)
         right += [is_right(t, ex) for t, ex in zip(texts, chunk, strict=True)]
     model.train()
     by_type: dict[str, list[bool]] = {}

@@ -25,13 +25,17 @@ class OrderedModel:
         self.asked: list[str] = []
         self.messages: list[Any] = []
         self.max_new_tokens: list[int] = []
+        self.options: list[Any] = []  # per greedy call: the options answers were restricted to (None: free)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(ev, "load_for_eval", lambda model, device: (None, None, (112, 84)))
         monkeypatch.setattr(ev, "greedy", self.greedy)
 
-    def greedy(self, model: Any, processor: Any, messages: list[Any], images: list[Any], n: int) -> list[str]:
+    def greedy(
+        self, model: Any, processor: Any, messages: list[Any], images: list[Any], n: int, options: Any = None
+    ) -> list[str]:
         self.messages += messages
+        self.options.append(options)
         self.max_new_tokens.append(n)
         out = []
         for _ in messages:
@@ -210,6 +214,28 @@ def test_resume_refuses_to_mix_prompts(
     evaluate("fake", fixture_data, tmp_path, EvalOptions(frames=4, prompt="plain", progress=False, limit=2))
     with pytest.raises(ValueError, match="--prompt plain"):
         evaluate("fake", fixture_data, tmp_path, EvalOptions(frames=4, progress=False))
+
+
+def test_answers_are_restricted_to_the_options_by_default_and_resume_keeps_the_rule(
+    fixture_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from egovlm.schema import read_jsonl
+
+    items = read_jsonl(fixture_data)
+    model = OrderedModel(["<answer>A</answer>"] * 18)
+    model.install(monkeypatch)
+    m = evaluate("fake", fixture_data, tmp_path / "o", EvalOptions(frames=4, batch_size=4, progress=False))
+    assert m["answers"] == "options"
+    assert [o for call in model.options for o in call] == [i.options for i in items]
+    free = EvalOptions(frames=4, batch_size=4, progress=False, answers="free")
+    assert evaluate("fake", fixture_data, tmp_path / "f", free)["answers"] == "free"
+    assert model.options[-2:] == [None, None]
+    with pytest.raises(ValueError, match="--answers free"):
+        evaluate("fake", fixture_data, tmp_path / "f", EvalOptions(frames=4, progress=False))
+    with pytest.raises(ValueError, match="choose one of options, free"):
+        evaluate("fake", fixture_data, tmp_path / "x", EvalOptions(frames=4, progress=False, answers="any"))
+    plain = EvalOptions(frames=4, progress=False, prompt="plain")  # a bare letter: never restricted
+    assert evaluate("fake", fixture_data, tmp_path / "p", plain)["answers"] == "free"
 
 
 def test_resume_collects_every_ranks_part_of_a_killed_launch(

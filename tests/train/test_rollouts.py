@@ -190,7 +190,15 @@ def test_recipe_keys_and_batch_checks(tmp_path: Path) -> None:
         recipe, tiny_recipe(tmp_path, "rollouts.shuffle_options=true", "rollouts.drop_uniform_groups=true")
     )
     assert on.rollouts.shuffle_options and on.rollouts.drop_uniform_groups
-    assert on.to_dict()["rollouts"] == {"shuffle_options": True, "drop_uniform_groups": True}
+    assert on.to_dict()["rollouts"] == {
+        "shuffle_options": True,
+        "drop_uniform_groups": True,
+        "answers": "options",
+    }
+    with pytest.raises(ConfigError, match="rollouts.answers must be options or free"):
+        load_config(recipe, tiny_recipe(tmp_path, "rollouts.answers=letters"))
+    with pytest.raises(ConfigError, match="set rollouts.answers=free with grpo.use_vllm=true"):
+        load_config(recipe, tiny_recipe(tmp_path, "grpo.use_vllm=true"))
     with pytest.raises(ConfigError, match="one question per generation batch"):
         load_config(
             recipe, [f"run.output_dir={tmp_path}", "rollouts.drop_uniform_groups=true"]
