@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
 
@@ -64,6 +66,16 @@ class AnswerChoice:
             return None
         nxt = sorted({s[n] for s in self.sequences if len(s) > n and s[:n] == written})
         return nxt or None  # a body the rule cannot continue (written before it applied): leave it
+
+    def restrict(self, generated: Sequence[int], logits: np.ndarray) -> np.ndarray:
+        """``logits`` (one row, numpy) with every token :meth:`allowed` does not allow at -inf: for
+        decode loops outside transformers (the device's ONNX / TensorRT backends)."""
+        allowed = self.allowed(generated)
+        if allowed is None:
+            return logits
+        out = np.full_like(logits, -np.inf)
+        out[allowed] = logits[allowed]
+        return out
 
 
 class AnswerChoiceProcessor:

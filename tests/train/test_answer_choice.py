@@ -68,6 +68,18 @@ def test_any_logits_end_in_one_option(seed: int) -> None:
     assert not free_changed
 
 
+def test_numpy_logits_keep_only_the_allowed_tokens() -> None:
+    """The device's decode loops (ONNX, TensorRT) restrict numpy logits with the same rule."""
+    import numpy as np
+
+    rule = AnswerChoice(CharTokenizer(), OPTIONS)
+    logits = np.arange(128, dtype=np.float32)
+    out = rule.restrict(ids("<answer>The "), logits)
+    assert np.isfinite(out).sum() == 2 and int(out.argmax()) == ord("c")
+    assert out[ord("b")] == logits[ord("b")]
+    assert rule.restrict(ids("<think>"), logits) is logits  # outside the answer: untouched
+
+
 def test_rows_and_prompts_must_agree() -> None:
     rule = AnswerChoiceProcessor([None, None], prompt_len=1, num_return_sequences=2)
     with pytest.raises(ValueError, match="3 rows generated for 2 prompts x 2"):

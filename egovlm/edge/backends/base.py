@@ -24,11 +24,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated_dataclass
 
+from egovlm.choice import AnswerChoice
 from egovlm.contract import SYSTEM_PROMPT
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ class GenerationParams:
     temperature: Annotated[float, Field(gt=0)] = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.9
     seed: int | None = None  # sampling seed (None: unseeded)
+    # options: a question with options is answered with one of them, its text or letter (egovlm.choice,
+    # the rule eval and GRPO's rollouts use); free: whatever the model writes
+    answers: Literal["options", "free"] = "options"
     return_scores: bool = False  # keep per-step logits (tests compare cached vs scratch)
 
 
@@ -149,7 +153,8 @@ class Backend(ABC):
         params: GenerationParams,
         on_text: TokenCallback | None = None,
     ) -> Generation:
-        """Answer on top of a prefix state: only the question's tokens are prefilled."""
+        """Answer on top of a prefix state: only the question's tokens are prefilled. With
+        ``options`` and ``params.answers == "options"`` the answer is one of them (:func:`answer_rule`)."""
 
     @abstractmethod
     def generate_from_scratch(
@@ -166,3 +171,13 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What is loaded (for /status and benchmark JSON)."""
         return {"backend": self.name}
+
+
+def answer_rule(
+    tokenizer: Any, options: Mapping[str, str] | None, params: GenerationParams
+) -> AnswerChoice | None:
+    """The rule a backend decodes one question under: the options' :class:`egovlm.choice.AnswerChoice`,
+    or None (an open question, or ``answers: free``)."""
+    if not options or params.answers != "options":
+        return None
+    return AnswerChoice(tokenizer, options)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from egovlm.choice import AnswerChoice
 from egovlm.contract import SYSTEM_PROMPT, build_messages
 from egovlm.edge.backends.base import (
     BackendError,
@@ -41,6 +42,7 @@ from egovlm.edge.backends.base import (
     PrefixState,
     TokenCallback,
     VisionFeatures,
+    answer_rule,
 )
 from egovlm.edge.backends.prompt import PrefixPrompt, PromptBackend, TokenStream
 from egovlm.edge.buffer import Keyframe, keyframe_frames
@@ -164,12 +166,13 @@ class ExportBackend(PromptBackend):
         t0: float,
         params: GenerationParams,
         on_text: TokenCallback | None,
+        choice: AnswerChoice | None,
     ) -> Generation:
         data: _ExportPrefix = prefix.data
         ids = np.asarray(suffix, dtype=np.int64)
         t_prepared = time.perf_counter()
         n_prompt = int(data.input_ids.size + ids.size)
-        return self._decode(data.kv, ids, (), t0, t_prepared, n_prompt, params, on_text)
+        return self._decode(data.kv, ids, (), t0, t_prepared, n_prompt, params, on_text, choice)
 
     def generate_from_scratch(
         self,
@@ -187,8 +190,9 @@ class ExportBackend(PromptBackend):
         ids = self.runner.prompt_ids(build_messages(frames, question, options, system_prompt=system_prompt))
         t_prepared = time.perf_counter()
         visual = [self.runner.encode_keyframe(f.image) for f in frames]
+        choice = answer_rule(self.tokenizer, options, params)
         return self._decode(
-            self.runner.empty_state(), ids, visual, t0, t_prepared, int(ids.size), params, on_text
+            self.runner.empty_state(), ids, visual, t0, t_prepared, int(ids.size), params, on_text, choice
         )
 
     def _decode(
@@ -201,9 +205,11 @@ class ExportBackend(PromptBackend):
         n_prompt: int,
         params: GenerationParams,
         on_text: TokenCallback | None,
+        choice: AnswerChoice | None = None,
     ) -> Generation:
         """Prefill ``ids`` after ``start``, then decode. The prefill happens here so that the only
-        reference to each state is ``state``: every step frees the state before last."""
+        reference to each state is ``state``: every step frees the state before last. ``choice``:
+        the options' answer rule, applied to the logits before the token is chosen."""
         state = self.runner.extend(start, ids, visual)
         choose = _chooser(params)
         stream = TokenStream(self.tokenizer, on_text)
@@ -213,7 +219,7 @@ class ExportBackend(PromptBackend):
             assert state.logits is not None
             if params.return_scores:
                 scores.append(state.logits)
-            token = choose(state.logits)
+            token = choose(state.logits if choice is None else choice.restrict(tokens, state.logits))
             tokens.append(token)
             stream.put([token])
             if token in self.dims.eos_token_ids or len(tokens) >= params.max_new_tokens:

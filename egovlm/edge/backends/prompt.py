@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from egovlm.choice import AnswerChoice
 from egovlm.contract import SYSTEM_PROMPT, build_messages, check_question_tokens, question_text
 from egovlm.edge.backends.base import (
     Backend,
@@ -30,6 +31,7 @@ from egovlm.edge.backends.base import (
     PrefixState,
     TokenCallback,
     VisionFeatures,
+    answer_rule,
 )
 from egovlm.edge.buffer import Keyframe, keyframe_frames
 from egovlm.frames import Frame
@@ -273,7 +275,8 @@ class PromptBackend(Backend):
         if prompt.prefix != cached.text:
             raise PromptBoundaryError("the question's prompt does not start with the cached prefix text")
         suffix = split_ids(self.tokenizer, prompt, cached.text_ids)
-        return self._generate_after(prefix, suffix, t0, params, on_text)
+        choice = answer_rule(self.tokenizer, options, params)
+        return self._generate_after(prefix, suffix, t0, params, on_text, choice)
 
     @abstractmethod
     def _generate_after(
@@ -283,6 +286,7 @@ class PromptBackend(Backend):
         t0: float,
         params: GenerationParams,
         on_text: TokenCallback | None,
+        choice: AnswerChoice | None,
     ) -> Generation:
         """Prefill the question's ``suffix`` ids on top of ``prefix``, then decode (``t0``: when
-        the question arrived, for ``prepare_ms``)."""
+        the question arrived, for ``prepare_ms``; ``choice``: the options' answer rule, or None)."""

@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache
+from transformers import AttentionInterface, AttentionMaskInterface, DynamicCache, LogitsProcessorList
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from egovlm.choice import AnswerChoice, AnswerChoiceProcessor
 from egovlm.contract import SYSTEM_PROMPT
 from egovlm.edge.backends.base import (
     BackendError,
@@ -44,6 +45,7 @@ from egovlm.edge.backends.base import (
     PrefixState,
     TokenCallback,
     VisionFeatures,
+    answer_rule,
 )
 from egovlm.edge.backends.prompt import (
     PrefixPrompt,
@@ -263,6 +265,7 @@ class TorchBackend(PromptBackend):
         t0: float,
         params: GenerationParams,
         on_text: TokenCallback | None,
+        choice: AnswerChoice | None,
     ) -> Generation:
         """``generate`` on the full ids over a view of the prefix cache: it prefills only the tail."""
         data: _TorchPrefix = prefix.data
@@ -280,7 +283,7 @@ class TorchBackend(PromptBackend):
             "mm_token_type_ids": mm,
             "past_key_values": self._cache_view(data),
         }
-        return self._run(inputs, t0, time.perf_counter(), len(suffix), params, on_text)
+        return self._run(inputs, t0, time.perf_counter(), len(suffix), params, on_text, choice)
 
     def generate_from_scratch(
         self,
@@ -298,7 +301,8 @@ class TorchBackend(PromptBackend):
         inputs = self.processor(text=[prompt.full], images=[f.pil() for f in frames], return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         n = int(inputs["input_ids"].shape[1])
-        return self._run(inputs, t0, time.perf_counter(), n, params, on_text)
+        choice = answer_rule(self.tokenizer, options, params)
+        return self._run(inputs, t0, time.perf_counter(), n, params, on_text, choice)
 
     def _run(
         self,
@@ -308,6 +312,7 @@ class TorchBackend(PromptBackend):
         n_prefill: int,
         params: GenerationParams,
         on_text: TokenCallback | None,
+        choice: AnswerChoice | None,
     ) -> Generation:
         stream = TokenStream(self.tokenizer, on_text, skip_prompt=True)
         sampling: dict[str, Any] = {"do_sample": params.do_sample}
@@ -316,6 +321,8 @@ class TorchBackend(PromptBackend):
         else:
             sampling |= {"temperature": None, "top_p": None, "top_k": None}
         n_prompt = int(inputs["input_ids"].shape[1])
+        if choice is not None:
+            sampling["logits_processor"] = LogitsProcessorList([AnswerChoiceProcessor([choice], n_prompt)])
         with _seeded(params.seed), torch.no_grad():
             out = self.model.generate(
                 **inputs,
