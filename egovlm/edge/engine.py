@@ -236,14 +236,30 @@ class Engine:
             self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the worker (it leaves a rebuild at its next keyframe encoding or prefill chunk) and
+        wait, ``timeout`` seconds in all, for it and for the questions in flight to leave the model
+        (a question ends when its caller cancels it, as :class:`egovlm.edge.runtime.EdgeRuntime`
+        does, or when it is answered; questions waiting for a first prefix state are refused).
+        Returns True when no thread is inside the backend any more. A process must not exit while
+        one is: the interpreter ends daemon threads at exit by unwinding them from where they
+        stand, and inside torch's C++ code that unwinding calls std::terminate (SIGABRT)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self.buffer.wake()  # out of wait_for_change
-        with self._cond:  # out of _yield_to_questions
+        with self._cond:  # out of _yield_to_questions and _wait_warm
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                log.warning("the prefix worker is still inside the model after %.1f s", timeout)
+                return False
             self._thread = None
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._asking == 0, max(0.0, deadline - time.monotonic())):
+                log.warning("%d question(s) still inside the model after %.1f s", self._asking, timeout)
+                return False
+        return True
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -509,8 +525,9 @@ class Engine:
         return self._answer(question, options, out, snapshot, buffer_version, use_cache, t0, t_ready)
 
     def _wait_warm(self) -> _Warm:
-        if self._thread is None or not self._thread.is_alive():
-            # No worker (a script, a test): bring the state up to date on the caller's thread.
+        if not self._stop.is_set() and (self._thread is None or not self._thread.is_alive()):
+            # No worker (a script, a test): bring the state up to date on the caller's thread. Not
+            # once stop() was called: a stopping engine starts no model work of its own.
             with self._cond:
                 stale = not self._is_ready()
             if stale:
@@ -521,12 +538,15 @@ class Engine:
                     self._shared.warm is not None
                     or self._shared.empty_version == self.buffer.version
                     or self._shared.counters.last_error is not None
+                    or self._stop.is_set()
                 ),
                 self.params.warm_timeout_s,
             )
             warm = self._shared.warm
             if warm is not None:
                 return warm
+            if self._stop.is_set():
+                raise EngineError("the engine is stopping")
             if self._shared.counters.last_error is not None:
                 raise EngineError(
                     f"no model state: the last rebuild failed ({self._shared.counters.last_error})"

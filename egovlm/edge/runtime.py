@@ -63,9 +63,11 @@ class StoppingError(RuntimeError):
     """The runtime is stopping: the question was refused, or cancelled mid-answer."""
 
 
-# How long stop() waits for questions in flight to notice the cancellation (each stops at its
-# next piece of text) before stopping the engine regardless.
-_CANCEL_WAIT_S = 5.0
+# How long stop() waits, in all, for the model's threads to leave it: the questions in flight
+# (each cancelled at its next piece of text) and the engine's prefix worker (at its next keyframe
+# or prefill chunk). Within uvicorn's graceful shutdown (serving.GRACEFUL_SHUTDOWN_S) plus this,
+# ``egovlm edge run`` exits after SIGTERM; beyond it, it exits without waiting (serving.serve).
+STOP_TIMEOUT_S = 8.0
 # A camera that delivered no frame for this long reads "degraded" in /healthz (edge run
 # --stale-after). Cameras deliver 10-60 frames a second and the synthetic source 10, so 10 s of
 # silence is an outage, not jitter; an RTSP camera's first frame usually arrives within 2-5 s.
@@ -343,9 +345,14 @@ class EdgeRuntime:
         self._housekeeper.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the source, cancel the questions in flight (an answer stops at its next piece of
-        text, so a long answer cannot hold up a shutdown), then stop the engine."""
+    def stop(self) -> bool:
+        """Cancel the questions in flight (an answer stops at its next piece of text, so a long
+        answer cannot hold up a shutdown; new ones are refused), stop the source, then the engine
+        (its prefix worker) and wait for the questions to finish, :data:`STOP_TIMEOUT_S` in all
+        for the model's threads. Returns True when no thread is left inside the model or the
+        runtime's question path; False when one still is after that time, in which case the
+        process must not run interpreter shutdown (see :func:`egovlm.edge.serving.serve`)."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         self._stop.set()
         if self.ingest is not None:
             self.ingest.stop()
@@ -354,10 +361,14 @@ class EdgeRuntime:
             self._housekeeper.join(CAPTURE_HOOK_TIMEOUT_S + 1)
             self._housekeeper = None
         self._run_capture_hook()  # "off"
-        with self._pending_lock:
-            if not self._pending_lock.wait_for(lambda: self._pending == 0, _CANCEL_WAIT_S):
+        stopped = self.engine.stop(max(0.0, deadline - time.monotonic()))
+        with self._pending_lock:  # then the rest of each question's path (its thumbnails)
+            if not self._pending_lock.wait_for(
+                lambda: self._pending == 0, max(0.0, deadline - time.monotonic())
+            ):
                 log.warning("stopping with %d question(s) still running", self._pending)
-        self.engine.stop()
+                stopped = False
+        return stopped
 
     def __enter__(self) -> EdgeRuntime:
         return self.start()
@@ -603,24 +614,27 @@ class EdgeRuntime:
                 on_text(piece)
 
         try:
-            answer = self.engine.ask(
-                question, options, max_new_tokens=max_new_tokens, on_text=text, use_cache=use_cache
-            )
-        except StoppingError:
-            self._m_questions.labels("cancelled").inc()
-            raise
-        except Exception as e:
-            self._m_questions.labels("error").inc()
-            if not isinstance(e, (QuestionTooLongError, EngineError)):  # the asker's, or too early
-                self._question_error = (f"a question failed: {type(e).__name__}: {e}", time.monotonic())
-            raise
+            try:
+                answer = self.engine.ask(
+                    question, options, max_new_tokens=max_new_tokens, on_text=text, use_cache=use_cache
+                )
+            except StoppingError:
+                self._m_questions.labels("cancelled").inc()
+                raise
+            except Exception as e:
+                self._m_questions.labels("error").inc()
+                if not isinstance(e, (QuestionTooLongError, EngineError)):  # the asker's, or too early
+                    self._question_error = (f"a question failed: {type(e).__name__}: {e}", time.monotonic())
+                raise
+            self._record(answer)
+            # Still pending while the cited thumbnails are encoded: face detection runs OpenCV's C++,
+            # which stop() must see finished too.
+            cited = [answer.keyframes[c.index - 1] for c in answer.cited]
+            encoded = [(kf, self._jpegs.encode(kf.image)) for kf in cited if self._jpegs.get(kf.id) is None]
         finally:
             with self._pending_lock:
                 self._pending -= 1
                 self._pending_lock.notify_all()
-        self._record(answer)
-        cited = [answer.keyframes[c.index - 1] for c in answer.cited]
-        encoded = [(kf, self._jpegs.encode(kf.image)) for kf in cited if self._jpegs.get(kf.id) is None]
         with self._memory_lock:
             if self._epoch == epoch:  # not forgotten meanwhile: keep cited thumbnails after eviction
                 for kf, data in encoded:

@@ -4,19 +4,21 @@ stop everything.
 :func:`serve` is the one place that binds a socket, so the access rules
 (:mod:`egovlm.edge.security`) are enforced here for every caller: ``egovlm edge run``, the demo,
 scripts. uvicorn handles the signals; the runtime (ingest, engine) and the voice assistant are
-stopped in ``serve``'s ``finally``, and the process exits 0.
+stopped in ``serve``'s ``finally``, and the process exits 0 (at once, when a thread is still
+inside the model after the runtime's stop timeout: :func:`_exit_now` says why).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from egovlm.edge.security import check_bind, is_loopback
 
@@ -114,7 +116,29 @@ def serve(
         log.info("stopping: %s", runtime.status_line())
         if voice is not None:
             voice.stop()
-        runtime.stop()
+        if runtime.stop() is False:
+            _exit_now(sys.exc_info()[1])
+
+
+def _exit_now(failure: BaseException | None) -> NoReturn:
+    """End the process at once, after flushing the logs and standard streams: exit code 0, or 1
+    with ``failure`` (the exception serving ended with) logged.
+
+    Used when :meth:`EdgeRuntime.stop` timed out with a thread still inside the model (an answer
+    that wrote no text to be cancelled at, a prefix chunk still computing). Returning would run
+    interpreter shutdown, which ends such daemon threads by unwinding them from where they stand;
+    through torch's (or OpenCV's) C++ frames that unwinding calls std::terminate and the process
+    dies with SIGABRT ("terminate called without an active exception") instead of exiting. The
+    process holds nothing that needs finalizers (the camera and the socket are closed, the state
+    is in memory only), so skipping them loses nothing."""
+    if failure is not None:
+        log.error("serving failed", exc_info=failure)
+    log.warning("a thread is still inside the model: exiting without interpreter shutdown")
+    logging.shutdown()  # flush every handler
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0 if failure is None else 1)
 
 
 def listen(voice: Any, mic: str, ptt_key: bool) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from egovlm.edge.backends.base import PrefixState
 from egovlm.edge.ingest import Ingest, IngestOptions, IngestStats
 from egovlm.edge.runtime import EdgeRuntime, RuntimeOptions, StoppingError
 from egovlm.edge.server import create_app
@@ -34,6 +35,7 @@ from egovlm.edge.sources import SourceSpec
 from tests.edge.edge_fakes import (
     FailingBackend,
     FlakyFrames,
+    ScriptedBackend,
     free_port,
     reaped,
     scripted_engine,
@@ -329,16 +331,144 @@ def test_stopping_the_runtime_cancels_the_answer_in_flight() -> None:
     assert 'egovlm_questions_total{outcome="cancelled"} 1.0' in rt.metrics_text().decode()
 
 
+class BlockingBuildBackend(ScriptedBackend):
+    """The scripted backend whose prefix builds after the first ``free`` of them wait for
+    :attr:`release`: a rebuild stuck inside the model, for as long as a test wants."""
+
+    def __init__(self, free: int) -> None:
+        super().__init__()
+        self.free = free
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def build_prefix(self, *args: Any, **kwargs: Any) -> PrefixState:
+        if self.free > 0:
+            self.free -= 1
+        else:
+            self.entered.set()
+            self.release.wait(30)
+        return super().build_prefix(*args, **kwargs)
+
+
+def frame(k: int) -> np.ndarray:
+    return np.full((84, 112, 3), k, np.uint8)
+
+
+def test_engine_stop_says_whether_its_worker_left_the_model() -> None:
+    backend = BlockingBuildBackend(free=1)
+    engine = scripted_engine(backend=backend).start()
+    try:
+        engine.add_keyframe(0.0, frame(0))
+        assert engine.wait_until_ready(10)
+        engine.add_keyframe(1.0, frame(1))  # a rebuild, stuck inside the model
+        assert backend.entered.wait(10)
+        t0 = time.monotonic()
+        assert engine.stop(timeout=0.3) is False  # bounded: it does not wait for the model
+        assert 0.25 < time.monotonic() - t0 < 3
+        assert engine.status().running
+    finally:
+        backend.release.set()
+    assert engine.stop(timeout=10) is True  # the chunk done, the worker left at its next step
+    assert not engine.status().running and engine.status().rebuilds == 2  # that build, no later one
+
+
+def test_engine_stop_waits_for_the_question_inside_the_model_and_refuses_waiting_ones() -> None:
+    """A question still answering keeps stop() from reporting the model free (its caller cancels
+    it, the runtime does); one waiting for a first prefix state is refused, not left waiting."""
+    engine = scripted_engine(backend=ScriptedBackend(token_delay_s=0.1)).start()  # ~2.5 s answer
+    engine.add_keyframe(0.0, frame(0))
+    assert engine.wait_until_ready(10)
+    asker = threading.Thread(target=engine.ask, args=("What is on the table?",), daemon=True)
+    asker.start()
+    assert wait_until(lambda: engine.backend.generate_calls == 1, 10)
+    assert engine.stop(timeout=0.3) is False
+    assert engine.stop(timeout=10) is True and not asker.is_alive()
+
+    backend = BlockingBuildBackend(free=0)  # the first prefix never gets built
+    engine = scripted_engine(backend=backend).start()
+    errors: list[Exception] = []
+
+    def ask() -> None:
+        try:
+            engine.ask("anything?")
+        except Exception as e:  # recorded for the assertion
+            errors.append(e)
+
+    try:
+        engine.add_keyframe(0.0, frame(0))
+        assert backend.entered.wait(10)
+        waiting = threading.Thread(target=ask, daemon=True)
+        waiting.start()
+        time.sleep(0.2)
+        assert engine.stop(timeout=0.5) is False  # the build is still stuck...
+        waiting.join(5)  # ... but the question waiting for it was refused at once
+        assert not waiting.is_alive()
+        assert [str(e) for e in errors] == ["the engine is stopping"]
+    finally:
+        backend.release.set()
+        assert engine.stop(timeout=10) is True
+
+
 # The graceful-shutdown bound `egovlm edge run` should keep with an answer in flight.
 SIGTERM_BOUND_S = 20.0
 
+# `egovlm edge run` with a model still computing when the runtime's stop timeout ends (run with
+# ``python -c``; argv[1] says where, argv[2] is a file made once it computes): "answer": after its
+# first piece of text the answer writes no space or newline, so no piece comes to cancel it at, and
+# each decoding step is slow; "rebuild": every prefix rebuild after the first takes a minute. The
+# work is torch's, so the thread is inside C++ when the process exits, where the interpreter's
+# shutdown would abort it (std::terminate).
+SLOW_MODEL_RUN = """
+import sys, time
+import torch
+from egovlm.cli import main
+from egovlm.edge.backends import prompt, torch_backend
 
-def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: Path) -> None:
+def busy(seconds):
+    x, t0 = torch.randn(256, 256), time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        x = torch.tanh(x @ x)
+
+where, flag = sys.argv.pop(1), sys.argv.pop(1)
+if where == "answer":
+    put = prompt.TokenStream.put
+    def slow_put(self, value):
+        text = self.text
+        if text is not None and not hasattr(text, "first_only"):
+            text.first_only = text.on_text
+            def first_piece(piece):
+                text.on_text = lambda later: None
+                text.first_only(piece)
+            text.on_text = first_piece
+        busy(0.05)
+        put(self, value)
+    prompt.TokenStream.put = slow_put
+else:
+    build = torch_backend.TorchBackend.build_prefix
+    def slow_build(self, *args, **kwargs):
+        if getattr(self, "built_once", False):
+            open(flag, "w").close()
+            busy(60)
+        self.built_once = True
+        return build(self, *args, **kwargs)
+    torch_backend.TorchBackend.build_prefix = slow_build
+sys.argv[0] = "egovlm"
+main()
+"""
+
+
+def sigterm_during_a_streamed_answer(
+    model_dir: Path, launcher: list[str], ask_after: Path | None = None
+) -> tuple[subprocess.Popen[str], str, float]:
+    """Run ``launcher + ["edge", "run", ...]`` (the tiny model, a live synthetic camera), stream
+    a long answer (once the file ``ask_after`` exists, if given), SIGTERM the process half a second
+    after the first token; the process (ended), its output and how long it took to stop. Fails if
+    it ran past :data:`SIGTERM_BOUND_S` or left the client hanging."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "egovlm.cli", "edge", "run", "--model", str(tiny_model_dir),
+        [*launcher, "edge", "run", "--model", str(model_dir),
          "--source", "synth://?fps=10&size=160x120", "--port", str(port), "--status-every", "0",
          "--max-new-tokens", "4096"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -363,6 +493,8 @@ def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: P
     out = ""
     with reaped(proc):
         wait_healthy(url, proc)
+        if ask_after is not None:
+            assert wait_until(ask_after.exists, 60, 0.1), "the slow model never started computing"
         threading.Thread(target=ask, daemon=True).start()
         assert wait_until(lambda: first_token.is_set() or done.is_set(), 60, 0.1), streamed
         assert first_token.is_set(), streamed
@@ -379,7 +511,38 @@ def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: P
                 f"SIGTERM with an answer in flight: still running after {SIGTERM_BOUND_S:.0f} s\n{out}"
             )
         stop_s = time.monotonic() - t0
+    assert done.wait(5), "the client was left hanging"
+    return proc, out, stop_s
+
+
+def test_sigterm_during_a_streamed_answer_stops_within_a_bound(tiny_model_dir: Path) -> None:
+    proc, out, stop_s = sigterm_during_a_streamed_answer(tiny_model_dir, [sys.executable, "-m", "egovlm.cli"])
     assert proc.returncode == 0, out
     assert stop_s < SIGTERM_BOUND_S
     assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out
-    assert done.wait(5), "the client was left hanging"
+
+
+@pytest.mark.parametrize(
+    ("where", "still_inside"),
+    [
+        ("answer", "1 question(s) still inside the model after"),
+        ("rebuild", "the prefix worker is still inside the model after"),
+    ],
+)
+def test_sigterm_exits_0_while_the_model_is_still_computing(
+    tiny_model_dir: Path, tmp_path: Path, where: str, still_inside: str
+) -> None:
+    """A thread that cannot be stopped within the runtime's stop timeout (an answer with nothing
+    to cancel it at, a long prefix chunk) must not turn the shutdown into SIGABRT: the interpreter
+    ends such daemon threads by unwinding them, and inside torch's C++ that calls std::terminate.
+    The process exits 0 at once instead, its logs flushed."""
+    flag = tmp_path / "computing"
+    launcher = [sys.executable, "-c", SLOW_MODEL_RUN, where, str(flag)]
+    # the rebuild is under way before the question comes (a worker waiting for it would be stopped)
+    ask_after = flag if where == "rebuild" else None
+    proc, out, stop_s = sigterm_during_a_streamed_answer(tiny_model_dir, launcher, ask_after)
+    assert proc.returncode == 0, out
+    assert "terminate called" not in out, out
+    assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out
+    assert still_inside in out and "exiting without interpreter shutdown" in out, out
+    assert stop_s < SIGTERM_BOUND_S
