@@ -18,18 +18,42 @@ per token for Qwen2.5-VL), and most steps of a completion are unconstrained.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from egovlm.contract import normalize_answer
+
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)  # candidates only; normalize_answer judges
 
 
 def answer_bodies(options: Mapping[str, str]) -> list[str]:
-    """What ``<answer>`` may hold for these options: each option's text (stripped), then each letter."""
-    return [*(text.strip() for text in options.values()), *options]
+    """What ``<answer>`` may hold for these options: each option's text in the surface forms
+    :func:`egovlm.contract.parse_answer` maps to that option alone, then each letter. A sentence
+    (ending in a period) as written and without the period; a phrase as written, without its
+    leading article and with "the"/"The" in its place (``"a red cup"`` allows ``"the red cup"``,
+    a model's habit the grammar accepts). The forms are only candidates: each must normalise
+    (:func:`egovlm.contract.normalize_answer`) to its option's text and to no other's."""
+    keys = [normalize_answer(text) for text in options.values()]
+    bodies: list[str] = []
+    for text, key in zip(options.values(), keys, strict=True):
+        if not key or keys.count(key) > 1:  # the text of several options is no answer
+            continue
+        text = text.strip()
+        if text.endswith("."):
+            forms = [text, text.removesuffix(".").rstrip()]
+        else:
+            bare = _ARTICLE.sub("", text, count=1)
+            forms = [text, bare, f"the {bare}", f"The {bare}"]
+        for form in forms:
+            is_letter = len(form) == 1 and form.upper() in (k.upper() for k in options)
+            if form not in bodies and not is_letter and normalize_answer(form) == key:
+                bodies.append(form)
+    return [*bodies, *options]
 
 
 class AnswerChoice:

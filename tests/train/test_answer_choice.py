@@ -32,14 +32,24 @@ def ids(text: str) -> list[int]:
 def test_the_rule_follows_the_answer_block_only() -> None:
     rule = AnswerChoice(CharTokenizer(), OPTIONS)
     assert rule.allowed(ids("<think></think>\n<keyframes>1")) is None  # before <answer>: free
-    assert rule.allowed(ids("<keyframes>1</keyframes>\n<answer>")) == sorted(ids("TNABC"))
+    assert rule.allowed(ids("<keyframes>1</keyframes>\n<answer>")) == sorted(ids("TNABC"))  # no "the ..."
     assert rule.allowed(ids("<answer>The ")) == sorted(ids("cb"))
     assert rule.allowed(ids("<answer>The b")) == ids("o")
     assert rule.allowed(ids("<answer>B")) == ids("<")  # the letter, then </answer>
     assert rule.allowed(ids("<answer>Neither.</answer")) == ids(">")
+    assert rule.allowed(ids("<answer>Neither")) == sorted(ids(".<"))  # a sentence without its period
     assert rule.allowed(ids("<answer>Neither.</answer>")) is None  # done: free again
     assert rule.allowed(ids("<answer>Nope")) is None  # written before the rule applied: left alone
-    assert answer_bodies({"A": " x ", "B": "y"}) == ["x", "y", "A", "B"]
+    # a phrase with its article swapped or dropped; a sentence with or without its period; text that
+    # normalises like another option's is no answer; a form that is a letter would be read as one
+    phrases = answer_bodies({"A": " a red cup ", "B": "B", "C": "Blue book.", "D": "the blue book"})
+    assert phrases == ["a red cup", "red cup", "the red cup", "The red cup", "the B", "The B", *"ABCD"]
+    assert answer_bodies({"A": "On the shelf.", "B": "2"}) == [
+        "On the shelf.", "On the shelf", "2", "the 2", "The 2", "A", "B"
+    ]  # fmt: skip
+    for options in ({"A": " a red cup ", "B": "B", "C": "Blue book.", "D": "the blue book"}, OPTIONS):
+        for body in answer_bodies(options):
+            assert parse_answer(f"<answer>{body}</answer>", None, options).answer, body
     with pytest.raises(ValueError, match="options"):
         AnswerChoice(CharTokenizer(), {})
 
