@@ -234,11 +234,13 @@ def validate(cfg: TrainConfig) -> None:
     check_keyframe(cfg)
     if cfg.rollouts.answers not in ("options", "free"):
         raise ConfigError(f"{src}: rollouts.answers must be options or free, got {cfg.rollouts.answers!r}")
-    if cfg.rollouts.answers == "options" and cfg.grpo.get("use_vllm"):
-        raise ConfigError(
-            f"{src}: rollouts.answers: options restricts answers inside transformers' generate, not vLLM's: "
-            "set rollouts.answers=free with grpo.use_vllm=true (answers then go unrestricted in training)"
-        )
+    for engine in ("use_vllm", "use_transformers_continuous_batching"):
+        if cfg.rollouts.answers == "options" and cfg.grpo.get(engine):
+            raise ConfigError(
+                f"{src}: rollouts.answers: options restricts answers inside transformers' generate, not with "
+                f"grpo.{engine}: set rollouts.answers=free with grpo.{engine}=true (answers then go "
+                "unrestricted in training)"
+            )
     if w.length > 0 and cfg.rewards.max_tokens is None:
         raise ConfigError(f"{src}: rewards.weights.length > 0 needs rewards.max_tokens")
     if (

@@ -197,8 +197,9 @@ def test_recipe_keys_and_batch_checks(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="rollouts.answers must be options or free"):
         load_config(recipe, tiny_recipe(tmp_path, "rollouts.answers=letters"))
-    with pytest.raises(ConfigError, match="set rollouts.answers=free with grpo.use_vllm=true"):
-        load_config(recipe, tiny_recipe(tmp_path, "grpo.use_vllm=true"))
+    for engine in ("use_vllm", "use_transformers_continuous_batching"):
+        with pytest.raises(ConfigError, match=f"set rollouts.answers=free with grpo.{engine}=true"):
+            load_config(recipe, tiny_recipe(tmp_path, f"grpo.{engine}=true"))
     with pytest.raises(ConfigError, match="one question per generation batch"):
         load_config(
             recipe, [f"run.output_dir={tmp_path}", "rollouts.drop_uniform_groups=true"]
