@@ -1,6 +1,7 @@
 """On the device a question with options is answered with one of them (egovlm.choice): the trained
 mini model, asked with whole-sentence options, writes words that are no option when free and an
-option under the default rule, cached and from scratch alike; an open question stays free."""
+option under the default rule, cached and from scratch alike, in the torch and the ONNX backend; an
+open question stays free."""
 
 from __future__ import annotations
 
@@ -72,3 +73,26 @@ def test_a_profile_names_the_rule() -> None:
     assert GenerationParams().answers == "options"
     with pytest.raises(ValidationError, match="answers"):
         GenerationParams(answers="letters")  # type: ignore[arg-type]
+
+
+def test_the_onnx_backend_applies_the_same_rule(
+    mini: TorchBackend, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The export's decode loop (ONNX Runtime; TensorRT shares it) restricts numpy logits the same
+    way: on an fp32 export of the mini model the free answer is no option, the ruled one is, and it
+    is the torch backend's answer token for token."""
+    from egovlm.edge.backends.onnx_backend import OnnxBackend
+    from tests.exports import quick_export
+
+    onnx = OnnxBackend.load(quick_export(MINI, tmp_path_factory.mktemp("exports") / "mini"), threads=1)
+    kfs = keyframes(mini)
+    state = onnx.build_prefix(1, kfs, [onnx.encode_keyframe(k.id, k.image) for k in kfs])
+    free = onnx.generate(state, QUESTION, OPTIONS, GenerationParams(max_new_tokens=64, answers="free"))
+    assert "<answer>" in free.text and parse_answer(free.text, None, OPTIONS).answer is None, free.text
+    ruled = onnx.generate(state, QUESTION, OPTIONS, GenerationParams(max_new_tokens=64))
+    assert parse_answer(ruled.text, None, OPTIONS).answer in OPTIONS, ruled.text
+    torch_state = mini.build_prefix(1, kfs, [mini.encode_keyframe(k.id, k.image) for k in kfs])
+    assert (
+        ruled.token_ids
+        == mini.generate(torch_state, QUESTION, OPTIONS, GenerationParams(max_new_tokens=64)).token_ids
+    )
