@@ -45,6 +45,7 @@ def test_vllm_deepspeed_and_flash_attention_are_named(monkeypatch: pytest.Monkey
         "egovlm_3b.yaml",
         "grpo.use_vllm=true",
         "grpo.vllm_mode=colocate",
+        "rollouts.answers=free",  # the answer rule runs in transformers' generate only
         "model.attn_implementation=flash_attention_2",
     )
     text = "\n".join(found)
