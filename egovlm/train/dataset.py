@@ -24,6 +24,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,12 @@ def read_prepared(item: QAItem, base: Path, spec: FrameSpec, cache_dir: Path) ->
             f"(expected {folder}; the clip or the recipe's frame settings changed since it was prepared?)"
         )
     return PreparedItem(item, folder, load_entry(folder))
+
+
+def row_options(letters: str | None, texts: Sequence[str] | None) -> dict[str, str] | None:
+    """A row's options as letter -> text, from its ``letters`` and ``option_texts`` columns (as the
+    rollout shows them, after any shuffle); None for an open question."""
+    return dict(zip(letters, texts, strict=True)) if letters and texts else None
 
 
 def row(p: PreparedItem, selector_k: int, selector: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from egovlm.contract import ParsedAnswer, answers_match, parse_answer
+from egovlm.train.dataset import row_options
 
 RewardFn = Callable[..., list[float | None]]
 
@@ -106,8 +107,7 @@ def _parsed(completions: Sequence[Any], columns: dict[str, Any]) -> list[ParsedA
     texts = columns.get("option_texts") or [None] * n
     out = []
     for c, ls, ts in zip(completions, letters, texts, strict=True):
-        options = dict(zip(ls, ts, strict=True)) if ls and ts else None
-        out.append(parse_answer(completion_text(c), ls, options))
+        out.append(parse_answer(completion_text(c), ls, row_options(ls, ts)))
     return out
 
 

@@ -37,7 +37,6 @@ import logging
 import shutil
 import statistics
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,6 +217,7 @@ def _trainer_class() -> type:
             restore_full_weights(target, ckpt)
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
+            from egovlm.train.dataset import row_options
             from egovlm.train.rollouts import drop_completions, shuffle_batch
 
             training = self.model.training
@@ -229,7 +229,7 @@ def _trainer_class() -> type:
             if training:
                 record_data_order(self, [x.get("id") for x in inputs], orders)
             if self.rollouts.answers == "options":
-                self._row_options = [row_options(x) for x in inputs]
+                self._row_options = [row_options(x.get("letters"), x.get("option_texts")) for x in inputs]
             try:
                 output = super()._generate_and_score_completions(inputs)
             finally:
@@ -278,14 +278,6 @@ def _trainer_class() -> type:
             return rewards
 
     return EgoGRPOTrainer
-
-
-def row_options(row: Mapping[str, Any]) -> dict[str, str] | None:
-    """A dataset row's options as letter -> text (as its rollout shows them); None for an open question."""
-    letters, texts = row.get("letters"), row.get("option_texts")
-    if not letters or not texts:
-        return None
-    return dict(zip(letters, texts, strict=True))
 
 
 def record_data_order(trainer: Any, ids: list[Any], orders: list[str | None] | None = None) -> None:
