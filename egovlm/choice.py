@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from egovlm.contract import normalize_answer
+
+# options: a multiple-choice answer is one of the options (this module's rule); free: whatever the
+# model writes. The one list eval (--answers), GRPO (rollouts.answers) and the device
+# (GenerationParams.answers) choose from.
+AnswerRule = Literal["options", "free"]
+ANSWER_RULES: tuple[AnswerRule, ...] = get_args(AnswerRule)
 
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"

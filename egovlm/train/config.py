@@ -27,6 +27,7 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass
 
 import egovlm.config as shared
+from egovlm.choice import ANSWER_RULES
 
 STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -232,8 +233,10 @@ def validate(cfg: TrainConfig) -> None:
             f"{src}: rewards.format_partial must be in [0, 1], got {cfg.rewards.format_partial}"
         )
     check_keyframe(cfg)
-    if cfg.rollouts.answers not in ("options", "free"):
-        raise ConfigError(f"{src}: rollouts.answers must be options or free, got {cfg.rollouts.answers!r}")
+    if cfg.rollouts.answers not in ANSWER_RULES:
+        raise ConfigError(
+            f"{src}: rollouts.answers must be {' or '.join(ANSWER_RULES)}, got {cfg.rollouts.answers!r}"
+        )
     for engine in ("use_vllm", "use_transformers_continuous_batching"):
         if cfg.rollouts.answers == "options" and cfg.grpo.get(engine):
             raise ConfigError(

@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from egovlm.atomic import atomic_write_text
+from egovlm.choice import ANSWER_RULES
 from egovlm.contract import (
     PLAIN_MAX_NEW_TOKENS,
     Message,
@@ -420,9 +421,6 @@ def check_same_settings(
                 f"max_new_tokens {before[2]}, not --prompt {now[0]}, --answers {now[1]} and {now[2]}: use "
                 f"another --out (or delete {out})"
             )
-
-
-ANSWER_RULES = ("options", "free")
 
 
 def answer_rule(opts: EvalOptions) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from egovlm.atomic import atomic_write_text
+from egovlm.choice import ANSWER_RULES
 from egovlm.schema import QAItem, read_jsonl
 
 CHANCE_OPTIONS = 5
@@ -131,7 +132,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     # the eval's limit (repro.EVAL); GRPO's rollouts stop at 48 (grpo_a.yaml), answer-only answers are shorter
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--answers", choices=("options", "free"), default="options")  # as egovlm eval's
+    ap.add_argument("--answers", choices=ANSWER_RULES, default="options")  # as egovlm eval's
     args = ap.parse_args()
     result = run(
         args.model,

@@ -24,12 +24,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated_dataclass
 
-from egovlm.choice import AnswerChoice
+from egovlm.choice import AnswerChoice, AnswerRule
 from egovlm.contract import SYSTEM_PROMPT
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class GenerationParams:
     seed: int | None = None  # sampling seed (None: unseeded)
     # options: a question with options is answered with one of them, its text or letter (egovlm.choice,
     # the rule eval and GRPO's rollouts use); free: whatever the model writes
-    answers: Literal["options", "free"] = "options"
+    answers: AnswerRule = "options"
     return_scores: bool = False  # keep per-step logits (tests compare cached vs scratch)
 
 
