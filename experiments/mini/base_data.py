@@ -17,7 +17,7 @@ it); ``<answer>`` holds the correct option's text (``answer_form: text``) or its
 
 Question types (:data:`BASE_TYPES`, REDESIGN.md §2 "Proposed split"):
 
-* ``hand``, ``visible`` — read off one frame (:mod:`experiments.mini.pretrain_perception`);
+* ``hand``, ``visible``, ``place`` — read off one frame (:mod:`experiments.mini.pretrain_perception`);
 * ``start_place`` — where an object that is later picked up was at the start (the place of its
   first pick-up), with the QA's place phrases ("On the shelf.");
 * ``picked_up`` — which of five objects the wearer picked up (the other four never were);
@@ -71,11 +71,12 @@ from experiments.mini.pretrain_perception import (
     distractors,
     hand_question,
     lettered,
+    place_question,
     the,
     visible_question,
 )
 
-FRAME_TYPES: tuple[str, ...] = ("hand", "visible")  # answerable from a single frame
+FRAME_TYPES: tuple[str, ...] = ("hand", "visible", "place")  # answerable from a single frame
 QA_TYPES: tuple[str, ...] = ("first_pickup", "count", "overall")  # from egovlm.synth.qa's builders
 BASE_TYPES: tuple[str, ...] = (*FRAME_TYPES, "start_place", "picked_up", *QA_TYPES, "statement")
 OPEN_FORMS: tuple[str, ...] = ("hand", "start_place", "first_pickup")
@@ -209,6 +210,14 @@ REWORDINGS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = tuple(
             ),
         ),
         (
+            r"Where is the (.+) in frame (\d+)\?",
+            (
+                "In frame {1}, where is the {0}?",
+                "Where can the {0} be seen in frame {1}?",
+                "Where is the {0} lying in frame {1}?",
+            ),
+        ),
+        (
             r"Where was the (.+) at the start\?",
             (
                 "Where was the {0} when the wearer picked it up?",
@@ -338,6 +347,7 @@ _FORMS: dict[str, Callable[[str], tuple[str, ...]]] = {
     "picked_up": _object_forms,
     "first_pickup": _object_forms,
     "start_place": _place_forms,
+    "place": _place_forms,
     "count": _count_forms,
     "overall": _activity_forms,
     "statement": _statement_forms,
@@ -410,6 +420,8 @@ def make_question(
         return hand_question(clip, frames, rng, open_form)
     if kind == "visible":
         return visible_question(clip, frames, rng)
+    if kind == "place":
+        return place_question(clip, frames, rng)
     if kind == "start_place":
         return start_place_question(clip, rng, open_form)
     if kind == "picked_up":

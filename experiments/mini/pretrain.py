@@ -143,6 +143,8 @@ class PretrainVision:
     pos_weight: float = 1.0  # BCE weight of the rare positive labels (vision_aux module docstring)
     # the per-token head: linear, or names (read against the object names' word embeddings, NameHead)
     head: Literal["linear", "names"] = "linear"
+    # a per-token column per place too: 1 on the tokens of an object resting there (vision_aux.frame_labels)
+    places: bool = False
     seed: int = 0
 
 
@@ -631,9 +633,9 @@ class _AuxLabels:
         self.names = object_names()
         self.clips = {c.clip_id: c for c in load_truth(folder)}
         self.size = size
-        tokens = VisionAux.name_tokens(tokenizer) if vis.head == "names" else None
+        tokens = VisionAux.name_tokens(tokenizer, vis.places) if vis.head == "names" else None
         per_frame = (size[0] // MERGE) * (size[1] // MERGE)
-        self.head = VisionAux(model, len(self.names), per_frame, vis.pos_weight, tokens)
+        self.head = VisionAux(model, len(self.names), per_frame, vis.pos_weight, tokens, vis.places)
         self._cache: dict[tuple[str, tuple[float, ...]], tuple[Any, Any]] = {}
 
     def labels(self, ex: TrainExample) -> tuple[Any, Any]:
@@ -643,8 +645,8 @@ class _AuxLabels:
 
         key = (ex.clip_id, tuple(f.timestamp_s for f in ex.frames))
         if key not in self._cache:
-            cells, held = frame_labels(self.clips[ex.clip_id], ex.frames, self.size)
-            self._cache[key] = (torch.from_numpy(cells.reshape(-1, len(self.names))), torch.from_numpy(held))
+            cells, held = frame_labels(self.clips[ex.clip_id], ex.frames, self.size, places=self.head.places)
+            self._cache[key] = (torch.from_numpy(cells.reshape(-1, cells.shape[-1])), torch.from_numpy(held))
         return self._cache[key]
 
     def loss(self, batch: list[TrainExample]) -> Any:

@@ -189,6 +189,20 @@ def visible_objects(clip: ClipTruth, t: float, min_px: int = 4) -> list[str]:
     return out
 
 
+def resting_places(clip: ClipTruth, t: float, min_px: int = 4) -> dict[str, str]:
+    """Object -> the place it rests in at ``t`` (EgoSynth's place names: "shelf", "table_left"),
+    for the objects :func:`visible_objects` sees that no hand holds (re-planned, nothing drawn)."""
+    if clip.render is None:
+        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so places are unknown")
+    script = planned_clip(*clip.render, clip.duration_s).script
+    seen = set(visible_objects(clip, t, min_px))
+    return {
+        script.objects[r.obj].name: r.place
+        for r in script.resting_at(t)
+        if script.objects[r.obj].name in seen
+    }
+
+
 def visible_line(clip: ClipTruth, frame: Frame) -> str:
     names = [f"the {n}" for n in visible_objects(clip, frame.timestamp_s)]
     return f"Frame {frame.index}: " + (" and ".join(names) if names else "no object") + "."

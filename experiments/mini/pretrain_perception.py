@@ -10,7 +10,8 @@ This module holds the questions read off one frame, the kind of question VLM ins
 holds:
 
 * ``hand`` — which object the left or right hand holds in frame k (or nothing);
-* ``visible`` — which of five objects can be seen in frame k.
+* ``visible`` — which of five objects can be seen in frame k;
+* ``place`` — where an object resting in frame k is ("On the shelf.").
 
 Options are lettered uniformly at random (:func:`lettered`), so no letter or position can be learned.
 """
@@ -24,11 +25,13 @@ import numpy as np
 
 from egovlm.frames import Frame
 from egovlm.schema import OPTION_LETTERS, QAItem
+from egovlm.synth.qa import place_phrase, wrong_places
 from experiments.mini.pretrain_data import (
     ClipTruth,
     PretrainDataError,
     held_at,
     planned_clip,
+    resting_places,
     visible_objects,
 )
 
@@ -134,3 +137,21 @@ def visible_question(clip: ClipTruth, frames: Sequence[Frame], rng: np.random.Ge
     options, letter = lettered(the(name), wrong, rng)
     question = f"Which of these objects can be seen in frame {frame.index}?"
     return Question(clip.clip_id, "visible", question, options, letter, [frame.timestamp_s])
+
+
+def place_question(clip: ClipTruth, frames: Sequence[Frame], rng: np.random.Generator) -> Question | None:
+    """Where an object that rests in frame k is (its place, as the QA's place phrases write it:
+    "On the shelf."); the wrong places prefer the clip's own. None when no frame shows a resting
+    object. The single-frame skill under start_place, overall and the held-out where_ended."""
+    rests = {f.index: resting_places(clip, f.timestamp_s) for f in frames}
+    candidates = [f for f in frames if rests[f.index]]
+    if not candidates:
+        return None
+    frame = candidates[int(rng.integers(len(candidates)))]
+    names = sorted(rests[frame.index])
+    name = names[int(rng.integers(len(names)))]
+    place = rests[frame.index][name]
+    used = {str(e["place"]) for e in clip.events if "place" in e}
+    options, letter = lettered(place_phrase(place), wrong_places(place, used, rng), rng)
+    question = f"Where is the {name} in frame {frame.index}?"
+    return Question(clip.clip_id, "place", question, options, letter, [frame.timestamp_s])

@@ -42,24 +42,49 @@ def object_names() -> list[str]:
     return [k.name for k in CATALOGUE]
 
 
+def place_names() -> list[str]:
+    """EgoSynth's places in catalogue order ("table_left", ..., "drawer")."""
+    from egovlm.synth.scene import PLACES
+
+    return [p.name for p in PLACES]
+
+
+def place_labels() -> list[str]:
+    """How captions name each place ("table left", "shelf"): the words a place column is read against."""
+    from egovlm.synth.scene import PLACES
+
+    return [p.label for p in PLACES]
+
+
 def frame_labels(
-    clip: ClipTruth, frames: Sequence[Frame], keyframe_size: tuple[int, int], min_px: int = 3
+    clip: ClipTruth,
+    frames: Sequence[Frame],
+    keyframe_size: tuple[int, int],
+    min_px: int = 3,
+    places: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(cells, held)``: ``cells[f, r * cols + c, k]`` is 1 when object ``k``'s box overlaps
     token (r, c) of frame ``f`` by at least ``min_px`` keyframe pixels each way; ``held[f, k]``
     is 1 when a hand holds object ``k`` in frame ``f``. Token order is the merged grid's raster
-    order, the order of the vision tower's output."""
+    order, the order of the vision tower's output. With ``places`` the cells have one more column
+    per place (:func:`place_names`), 1 where the box of an object *resting* in that place overlaps
+    the token: the tower learns where each object lies, which where-questions read."""
     if clip.render is None:
         raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so object boxes are unknown")
     planned = planned_clip(*clip.render, clip.duration_s)
     names = object_names()
+    where = place_names()
     width, height = keyframe_size
     cols, rows = width // MERGE, height // MERGE
     render_w, render_h = planned.renderer.size
     sx, sy = width / render_w, height / render_h
-    cells = np.zeros((len(frames), rows * cols, len(names)), dtype=np.float32)
+    columns = len(names) + (len(where) if places else 0)
+    cells = np.zeros((len(frames), rows * cols, columns), dtype=np.float32)
     held = np.zeros((len(frames), len(names)), dtype=np.float32)
     for f, frame in enumerate(frames):
+        resting = {
+            planned.script.objects[r.obj].name: r.place for r in planned.script.resting_at(frame.timestamp_s)
+        }
         for obj in planned.script.objects:
             x0, y0, x1, y1 = planned.renderer.object_box(obj.name, frame.timestamp_s)
             x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
@@ -69,6 +94,8 @@ def frame_labels(
                     dy = min(y1, (r + 1) * MERGE) - max(y0, r * MERGE)
                     if dx >= min_px and dy >= min_px:
                         cells[f, r * cols + c, names.index(obj.name)] = 1.0
+                        if places and obj.name in resting:
+                            cells[f, r * cols + c, len(names) + where.index(resting[obj.name])] = 1.0
         for name in held_at(clip.events, frame.timestamp_s).values():
             held[f, names.index(name)] = 1.0
     return cells, held
@@ -118,16 +145,21 @@ class VisionAux:
         tokens_per_frame: int,
         pos_weight: float = 1.0,
         name_tokens: Sequence[Sequence[int]] | None = None,
+        places: bool = False,
     ) -> None:
         import torch
 
-        if name_tokens is not None and len(name_tokens) != n_classes:
-            raise ValueError(f"name_tokens names {len(name_tokens)} objects, n_classes is {n_classes}")
+        self.places = places  # the per-token head has a column per place after the objects'
+        columns = n_classes + (len(place_names()) if places else 0)
+        if name_tokens is not None and len(name_tokens) != columns:
+            raise ValueError(
+                f"name_tokens names {len(name_tokens)} columns, the per-token head has {columns}"
+            )
         width = model.config.text_config.hidden_size
         self.cells: Any = (
             NameHead(model.get_input_embeddings(), name_tokens)
             if name_tokens is not None
-            else torch.nn.Linear(width, n_classes)
+            else torch.nn.Linear(width, columns)
         )
         self.held = torch.nn.Linear(width, n_classes)
         self.tokens_per_frame = tokens_per_frame
@@ -142,9 +174,11 @@ class VisionAux:
         return [*self.cells.parameters(), *self.held.parameters()]
 
     @staticmethod
-    def name_tokens(tokenizer: Any) -> list[list[int]]:
-        """Each catalogue object's token ids as it appears mid-sentence (" yellow banana")."""
-        return [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in object_names()]
+    def name_tokens(tokenizer: Any, places: bool = False) -> list[list[int]]:
+        """Each catalogue object's token ids as it appears mid-sentence (" yellow banana"), then
+        with ``places`` each place's caption label (" table left", " shelf")."""
+        words = object_names() + (place_labels() if places else [])
+        return [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in words]
 
     def logits(self, n_tokens: int) -> tuple[Any, Any]:
         """Both heads' logits on the last captured features: ``[tokens, C]`` and ``[frames, C]``."""
@@ -211,7 +245,7 @@ def train_vision(
     torch.manual_seed(seed)
     frames, cells, held = [], [], []
     for clip, fs in sample_frames(clips, per_clip, size, rng):
-        c, h = frame_labels(clip, fs, size)
+        c, h = frame_labels(clip, fs, size, places=head.places)
         frames += fs
         cells.append(torch.from_numpy(c))
         held.append(torch.from_numpy(h))

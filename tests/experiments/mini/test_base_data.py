@@ -134,6 +134,18 @@ def _check_truth(clip: ClipTruth, ex: QAExample) -> None:
         seen = visible_objects(clip, ex.frames[index - 1].timestamp_s)
         assert gold.removeprefix("the ") in seen
         assert not {o.removeprefix("the ") for o in (q.options or {}).values() if o != gold} & set(seen)
+    elif ex.kind == "place":
+        name, index = q.question.removeprefix("Where is the ").removesuffix("?").split(" in frame ")
+        t = ex.frames[int(index) - 1].timestamp_s
+        assert name in visible_objects(clip, t) and name not in held_at(clip.events, t).values()
+        moves = [e for e in clip.events if e["object"] == name and e["action"] in ("pick_up", "put_down")]
+        put = [e for e in moves if e["action"] == "put_down" and float(e["t"]) <= t]
+        later = [e for e in moves if e["action"] == "pick_up" and float(e["t"]) > t]
+        if put:  # where it was last put down; else, if it is picked up later, where that happens
+            assert gold == place_phrase(put[-1]["place"])
+        elif later:
+            assert gold == place_phrase(later[0]["place"])
+        assert gold not in [o for o in (q.options or {}).values() if o != gold]
     elif ex.kind == "start_place":
         name = q.question.removeprefix("Where was the ").removesuffix(" at the start?")
         first = next(e for e in picks if e["object"] == name)

@@ -11,7 +11,15 @@ import pytest
 
 from egovlm.frames import Frame
 from experiments.mini.pretrain_data import held_at, load_truth, planned_clip
-from experiments.mini.vision_aux import MERGE, auroc, constant_loss, frame_labels, object_names
+from experiments.mini.vision_aux import (
+    MERGE,
+    auroc,
+    constant_loss,
+    frame_labels,
+    object_names,
+    place_labels,
+    place_names,
+)
 
 
 def test_cells_follow_the_renderers_boxes_in_raster_order(synth_slice: Path) -> None:
@@ -41,6 +49,38 @@ def test_cells_follow_the_renderers_boxes_in_raster_order(synth_slice: Path) -> 
                 held_at(clip.events, frame.timestamp_s).values()
             )
     assert checked >= 10
+
+
+def test_place_columns_mark_the_tokens_of_objects_resting_there(synth_slice: Path) -> None:
+    """With places, a place column is 1 exactly on the object tokens of objects resting in that
+    place (never on a held object's), and the object columns are the same as without."""
+    size = (112, 84)
+    names, places = object_names(), place_names()
+    marked = 0
+    for clip in load_truth(synth_slice):
+        frames = [
+            Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(np.linspace(0.3, 7.7, 8))
+        ]
+        plain, _ = frame_labels(clip, frames, size)
+        cells, held = frame_labels(clip, frames, size, places=True)
+        assert cells.shape[-1] == len(names) + len(places)
+        assert np.array_equal(cells[..., : len(names)], plain)
+        script = planned_clip(*clip.render, clip.duration_s).script  # type: ignore[misc]
+        for f, frame in enumerate(frames):
+            expected = np.zeros_like(cells[f, :, len(names) :])
+            for r in script.resting_at(frame.timestamp_s):
+                k = names.index(script.objects[r.obj].name)
+                expected[:, places.index(r.place)] = np.maximum(
+                    expected[:, places.index(r.place)], plain[f, :, k]
+                )
+            assert np.array_equal(cells[f, :, len(names) :], expected)
+            marked += int(expected.sum())
+            for k in np.flatnonzero(held[f]):  # a held object's tokens carry no place of their own
+                resting_here = [
+                    names.index(script.objects[r.obj].name) for r in script.resting_at(frame.timestamp_s)
+                ]
+                assert k not in resting_here
+    assert marked >= 10
 
 
 def test_constant_predictor_loss_is_the_label_entropy() -> None:
@@ -130,8 +170,17 @@ def test_name_head_reads_tokens_against_the_name_embeddings(tiny_model_dir: Path
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     tokens = VisionAux.name_tokens(processor.tokenizer)
     assert [processor.tokenizer.decode(t).strip() for t in tokens] == object_names()
-    with pytest.raises(ValueError, match=f"name_tokens names {len(tokens)} objects, n_classes is 3"):
+    with pytest.raises(
+        ValueError, match=f"name_tokens names {len(tokens)} columns, the per-token head has 3"
+    ):
         VisionAux(model, 3, 12, name_tokens=tokens)
+    with_places = VisionAux.name_tokens(processor.tokenizer, places=True)
+    assert [processor.tokenizer.decode(t).strip() for t in with_places] == object_names() + place_labels()
+    placed = VisionAux(model, len(tokens), 12, name_tokens=with_places, places=True)
+    placed.features = torch.randn(24, model.config.text_config.hidden_size)
+    cells, held = placed.logits(24)  # a column per object and place; the held head objects only
+    assert cells.shape == (24, len(with_places)) and held.shape == (2, len(tokens))
+    placed.remove()
     aux = VisionAux(model, len(tokens), 12, pos_weight=20.0, name_tokens=tokens)
     feats = torch.randn(24, model.config.text_config.hidden_size)
     aux.features = feats
