@@ -13,7 +13,7 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 2. base      the committed base model (``--base``, models/egovlm-mini-base) copied in; it was made by
              ``--stage base`` (``make repro-base``), which runs
              ``python -m experiments.mini pretrain --config experiments/mini/configs/<X>.yaml`` for
-             X = base_1frame (vision labels, then single-frame hand/visible questions), then base
+             X = base_1frame (vision labels, then single-frame hand/visible/place questions), then base
              from its model on 8-frame prompts (base-type questions, answer-only targets in the
              exact eval prompt; experiments/mini/base_data.py), then base_varied from that (questions
              in other words, options in other styles, statement questions); never the GRPO types
