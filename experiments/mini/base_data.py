@@ -60,6 +60,7 @@ from experiments.mini.pretrain_data import (
     ClipTruth,
     Example,
     PretrainDataError,
+    clip_places,
     decode_frame_sets,
     draw_blocks,
     load_truth,
@@ -146,8 +147,7 @@ def start_place_question(
     # the first frame shows every object at its start place
     if open_form:
         return Question(clip.clip_id, "start_place", question, None, correct, [0.0])
-    used = {str(e["place"]) for e in clip.events}
-    options, letter = lettered(correct, wrong_places(place, used, rng), rng)
+    options, letter = lettered(correct, wrong_places(place, clip_places(clip), rng), rng)
     return Question(clip.clip_id, "start_place", question, options, letter, [0.0])
 
 

@@ -32,12 +32,13 @@ def token_places(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from egovlm.models.files import keyframe_size_of
     from experiments.mini.pretrain_data import load_truth
     from experiments.mini.vision_aux import frame_labels, object_names, sample_frames
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    size = (112, 84)
+    size = keyframe_size_of(model_dir)  # the size it was built for, as the base stage reads it
     n_objects = len(object_names())
     feats, places, groups = [], [], []
     for c, (clip, frames) in enumerate(

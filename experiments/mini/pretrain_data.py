@@ -189,18 +189,24 @@ def visible_objects(clip: ClipTruth, t: float, min_px: int = 4) -> list[str]:
     return out
 
 
+def resting_at(script: Any, t: float) -> dict[str, str]:
+    """Object name -> the place it rests in at ``t`` (EgoSynth's place names: "shelf",
+    "table_left"), for every object of a planned script that no hand holds."""
+    return {script.objects[r.obj].name: r.place for r in script.resting_at(t)}
+
+
 def resting_places(clip: ClipTruth, t: float, min_px: int = 4) -> dict[str, str]:
-    """Object -> the place it rests in at ``t`` (EgoSynth's place names: "shelf", "table_left"),
-    for the objects :func:`visible_objects` sees that no hand holds (re-planned, nothing drawn)."""
+    """:func:`resting_at` for the objects :func:`visible_objects` sees (re-planned, nothing drawn)."""
     if clip.render is None:
         raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so places are unknown")
-    script = planned_clip(*clip.render, clip.duration_s).script
     seen = set(visible_objects(clip, t, min_px))
-    return {
-        script.objects[r.obj].name: r.place
-        for r in script.resting_at(t)
-        if script.objects[r.obj].name in seen
-    }
+    rest = resting_at(planned_clip(*clip.render, clip.duration_s).script, t)
+    return {name: place for name, place in rest.items() if name in seen}
+
+
+def clip_places(clip: ClipTruth) -> set[str]:
+    """The places the clip's events happen at: the wrong options where-questions prefer."""
+    return {str(e["place"]) for e in clip.events}
 
 
 def visible_line(clip: ClipTruth, frame: Frame) -> str:

@@ -29,6 +29,7 @@ from egovlm.synth.qa import place_phrase, wrong_places
 from experiments.mini.pretrain_data import (
     ClipTruth,
     PretrainDataError,
+    clip_places,
     held_at,
     planned_clip,
     resting_places,
@@ -151,7 +152,6 @@ def place_question(clip: ClipTruth, frames: Sequence[Frame], rng: np.random.Gene
     names = sorted(rests[frame.index])
     name = names[int(rng.integers(len(names)))]
     place = rests[frame.index][name]
-    used = {str(e["place"]) for e in clip.events if "place" in e}
-    options, letter = lettered(place_phrase(place), wrong_places(place, used, rng), rng)
+    options, letter = lettered(place_phrase(place), wrong_places(place, clip_places(clip), rng), rng)
     question = f"Where is the {name} in frame {frame.index}?"
     return Question(clip.clip_id, "place", question, options, letter, [frame.timestamp_s])

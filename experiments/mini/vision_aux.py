@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from egovlm.frames import Frame
-from experiments.mini.pretrain_data import ClipTruth, PretrainDataError, held_at, planned_clip
+from experiments.mini.pretrain_data import ClipTruth, PretrainDataError, held_at, planned_clip, resting_at
 
 log = logging.getLogger("experiments.mini.pretrain")
 MERGE = 28  # pixels of a keyframe per visual token (patch 14 x spatial merge 2)
@@ -82,9 +82,7 @@ def frame_labels(
     cells = np.zeros((len(frames), rows * cols, columns), dtype=np.float32)
     held = np.zeros((len(frames), len(names)), dtype=np.float32)
     for f, frame in enumerate(frames):
-        resting = {
-            planned.script.objects[r.obj].name: r.place for r in planned.script.resting_at(frame.timestamp_s)
-        }
+        resting = resting_at(planned.script, frame.timestamp_s) if places else {}
         for obj in planned.script.objects:
             x0, y0, x1, y1 = planned.renderer.object_box(obj.name, frame.timestamp_s)
             x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
@@ -94,7 +92,7 @@ def frame_labels(
                     dy = min(y1, (r + 1) * MERGE) - max(y0, r * MERGE)
                     if dx >= min_px and dy >= min_px:
                         cells[f, r * cols + c, names.index(obj.name)] = 1.0
-                        if places and obj.name in resting:
+                        if obj.name in resting:
                             cells[f, r * cols + c, len(names) + where.index(resting[obj.name])] = 1.0
         for name in held_at(clip.events, frame.timestamp_s).values():
             held[f, names.index(name)] = 1.0
