@@ -4,12 +4,13 @@
 
 Every object token of ``--clips`` clips (8 random-time frames each; a token whose box overlaps
 exactly one *resting* object, labelled with that object's place by
-:func:`experiments.mini.vision_aux.frame_labels`) is taken from the model's vision tower (its
-merger output, layer-normed as the vision head reads it). A softmax-regression probe is fitted on the
-first three quarters of the clips and scored on the rest, per place, beside the majority class of
-the training tokens (what a probe that reads nothing scores). A tower that encodes places is what
-the where-questions need (start_place, overall's activities, the held-out where_ended); the
-base stage's place column (``vision.places``) trains for it.
+:func:`experiments.mini.vision_aux.frame_labels`) is taken from the model's vision tower (its merger
+output, as the vision head reads it: :func:`experiments.mini.vision_aux.head_features`). A
+softmax-regression probe is fitted on the first three quarters of the clips and scored on the rest,
+per place, beside the majority class of the training tokens (what a probe that reads nothing
+scores). A tower that encodes places is what the where-questions need (start_place, overall's
+activities, the held-out where_ended); the base stage's place column (``vision.places``) trains for
+it.
 
 Written by hand: a one-layer probe on a few thousand tokens, which torch does in a few lines
 (no scikit-learn in the environment).
@@ -34,7 +35,7 @@ def token_places(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple
 
     from egovlm.models.files import keyframe_size_of
     from experiments.mini.pretrain_data import load_truth
-    from experiments.mini.vision_aux import frame_labels, object_names, sample_frames
+    from experiments.mini.vision_aux import frame_labels, head_features, object_names, sample_frames
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -48,7 +49,7 @@ def token_places(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple
         inputs = processor.image_processor(images=[f.pil() for f in frames], return_tensors="pt")
         with torch.no_grad():
             out = model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
-        tokens = torch.nn.functional.layer_norm(out, out.shape[-1:]).reshape(len(frames), cells.shape[1], -1)
+        tokens = head_features(out).reshape(len(frames), cells.shape[1], -1)
         for f in range(len(frames)):
             for t in range(cells.shape[1]):
                 where = np.flatnonzero(cells[f, t, n_objects:])

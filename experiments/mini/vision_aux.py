@@ -99,6 +99,16 @@ def frame_labels(
     return cells, held
 
 
+def head_features(feats: Any) -> Any:
+    """The vision tower's merged tokens ``[tokens, D]`` as the vision head reads them (and the place
+    probe, experiments/mini/place_probe.py): layer-normed, like the language model's RMSNorm sees
+    them; the centred tokens are as small as text embeddings (center_visual_features), too small for
+    a linear head to read at this lr."""
+    from torch.nn.functional import layer_norm
+
+    return layer_norm(feats, feats.shape[-1:])
+
+
 class NameHead:
     """Per-token object logits read against the language model's own word embeddings: the logit of
     object k is a learned scale times the cosine between the token and the mean input embedding of
@@ -180,15 +190,11 @@ class VisionAux:
 
     def logits(self, n_tokens: int) -> tuple[Any, Any]:
         """Both heads' logits on the last captured features: ``[tokens, C]`` and ``[frames, C]``."""
-        from torch.nn.functional import layer_norm
-
         feats = self.features
         if feats is None or feats.shape[0] != n_tokens:
             got = None if feats is None else feats.shape[0]
             raise RuntimeError(f"captured {got} visual tokens, labels for {n_tokens}")
-        # normalised like the language model's RMSNorm sees them: the centred tokens are as small
-        # as text embeddings (center_visual_features), too small for a linear head to read at this lr
-        feats = layer_norm(feats, feats.shape[-1:])
+        feats = head_features(feats)
         per_frame = feats.reshape(-1, self.tokens_per_frame, feats.shape[-1]).mean(1)
         return self.cells(feats), self.held(per_frame)
 
