@@ -3,8 +3,10 @@
 Stages (each prints the exact command it runs; a stage whose output exists is skipped,
 so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
 
-1. data      EgoSynth: RL clips (train split, seed 0), val (val split, seed 0; hyper-parameters were
-             chosen on it), test (test split, seed 0), and with ``--train-base`` or ``--stage base``
+1. data      EgoSynth: RL clips (train split, seed 0), val (val split, seed 0; the base's
+             hyper-parameters and the published model are chosen on it; the GRPO rate and steps
+             were chosen on a larger val set, seed 7, 120 clips: docs/mini_experiment/LOG.md), test
+             (test split, seed 0), and with ``--train-base`` or ``--stage base``
              the pre-training clips (train split, seed 1);
              the RL files (:func:`write_grpo_data`) ``rl_train/grpo.jsonl``: the RL clips' questions of
              the GRPO types only (multiple-choice and open), held out of the base stage, and
