@@ -251,22 +251,35 @@ def write_otherclip(src: Path, dst: Path) -> None:
 BASE_PHASES = (
     ("base_1frame", "experiments/mini/configs/base_1frame.yaml"),
     ("base_8frame", "experiments/mini/configs/base.yaml"),
-    ("pretrain", "experiments/mini/configs/base_varied.yaml"),
+    ("base_varied", "experiments/mini/configs/base_varied.yaml"),
+    ("pretrain", "experiments/mini/configs/base_anneal.yaml"),
 )
+
+
+def first_pending_phase(runs: Path) -> int:
+    """Index of the first base phase still to run: the one after the latest phase whose final/ exists
+    (an interrupted stage resumes there; earlier phases' models need not be kept)."""
+    done = [
+        k for k, (folder, _) in enumerate(BASE_PHASES) if (runs / folder / "final" / "config.json").is_file()
+    ]
+    return max(done) + 1 if done else 0
+
+
+def base_phases_label(runs: Path) -> str:
+    first, n = first_pending_phase(runs), len(BASE_PHASES)
+    return f"base stage ({n} phases)" if first == 0 else f"base stage (phases {first + 1}-{n} of {n})"
 
 
 def base_stage(runs: Path) -> None:
     """Phase 1 on single frames from random init, phase 2 on 8-frame prompts, phase 3 with questions
-    in other words and statement options."""
+    in other words and statement options, phase 4 the same at a lower rate; from the first pending one."""
     data = [f"data.train={runs / 'data' / 'pretrain'}", f"data.val={runs / 'data' / 'val'}"]
-    previous: Path | None = None
-    for folder, config in BASE_PHASES:
-        out = runs / folder
-        if not (out / "final" / "config.json").is_file():
-            start = [f"model.init_from={previous / 'final'}"] if previous else []
-            cfg = ["--config", config, f"run.output_dir={out}"]
-            run([*PRETRAIN, *cfg, *data, *start], 2)
-        previous = out
+    first = first_pending_phase(runs)
+    for k in range(first, len(BASE_PHASES)):
+        folder, config = BASE_PHASES[k]
+        start = [f"model.init_from={runs / BASE_PHASES[k - 1][0] / 'final'}"] if k else []
+        cfg = ["--config", config, f"run.output_dir={runs / folder}"]
+        run([*PRETRAIN, *cfg, *data, *start], 2)
 
 
 def grpo_job(runs: Path, arm: str, seed: int, threads: int) -> Callable[[], None]:
@@ -386,13 +399,13 @@ def main() -> None:
     base = runs / "pretrain" / "final"
     if args.stage == "base":
         stage(runs, "data (EgoSynth, base + val)", lambda: make_data(runs, BASE_DATA))
-        stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
+        stage(runs, base_phases_label(runs), lambda: base_stage(runs))
         record_total(runs, t0, l0)
         save_base(runs, ROOT / args.base)
         return
     if args.train_base:
         stage(runs, "data (EgoSynth, 4 splits)", lambda: make_data(runs))
-        stage(runs, f"base stage ({len(BASE_PHASES)} phases)", lambda: base_stage(runs))
+        stage(runs, base_phases_label(runs), lambda: base_stage(runs))
     else:
         use_base(runs, ROOT / args.base)
         stage(runs, "data (EgoSynth, RL + val + test)", lambda: make_data(runs, ("rl_train", "val", "test")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -299,13 +301,14 @@ def test_init_from_a_folder_without_a_model_is_named(synth_slice: Path, tmp_path
         pretrain(load_pretrain_config(cfg))
 
 
-def test_base_recipes_chain_the_three_phases() -> None:
+def test_base_recipes_chain_the_four_phases() -> None:
     """experiments/mini/configs: base_1frame trains the vision tower and reads single frames from random
     init with the EgoSynth tokenizer; base continues it on the QA's 8-frame prompts with the seven first
     base types; base_varied continues that with every base type (statement questions added) and
-    reworded questions; base_dev is one 8-frame phase from scratch; none names a GRPO type; repro runs
-    the three phases in order, each from the previous one's final/, and the last one's folder is
-    ``pretrain`` (the base every later stage reads at <runs>/pretrain/final)."""
+    reworded questions; base_anneal continues that on the same mix with new draws at a lower rate;
+    base_dev is one 8-frame phase from scratch; none names a GRPO type; repro runs the four phases in
+    order, each from the previous one's final/, and the last one's folder is ``pretrain`` (the base
+    every later stage reads at <runs>/pretrain/final)."""
     from experiments.mini.base_data import BASE_TYPES, GRPO_TYPES
     from experiments.mini.pretrain import load_pretrain_config
     from experiments.mini.repro import BASE_PHASES
@@ -315,17 +318,26 @@ def test_base_recipes_chain_the_three_phases() -> None:
     one = load_pretrain_config(mini / "base_1frame.yaml")
     eight = load_pretrain_config(mini / "base.yaml")
     varied = load_pretrain_config(mini / "base_varied.yaml")
+    anneal = load_pretrain_config(mini / "base_anneal.yaml")
     dev = load_pretrain_config(mini / "base_dev.yaml")
     assert one.model.init_from is None and one.vision.steps > 0 and one.model.corpus == "egosynth"
-    assert eight.model.init_from is not None and varied.model.init_from is not None
-    assert Path(eight.model.init_from) == Path(one.run.output_dir) / "final" and eight.vision.steps == 0
-    assert Path(varied.model.init_from) == Path(eight.run.output_dir) / "final" and varied.vision.steps == 0
+    chain = (one, eight, varied, anneal)
+    for before, after in itertools.pairwise(chain):
+        assert after.model.init_from is not None and after.vision.steps == 0
+        assert Path(after.model.init_from) == Path(before.run.output_dir) / "final"
     assert one.data.frames == 1 and eight.data.frames == varied.data.frames == dev.data.frames == 8
     assert set(eight.data.kinds) == set(BASE_TYPES) - {"statement"} and eight.data.reword_share == 0
     assert set(varied.data.kinds) == set(BASE_TYPES) and 0 < varied.data.reword_share < 1
-    assert not {k for c in (one, eight, varied, dev) for k in c.data.kinds} & set(GRPO_TYPES)
+    # phase 4: phase 3's mix drawn afresh, at a lower rate
+    assert dataclasses.replace(anneal.data, seed=varied.data.seed) == varied.data
+    assert anneal.data.seed != varied.data.seed and anneal.optim.lr < varied.optim.lr
+    assert not {k for c in (*chain, dev) for k in c.data.kinds} & set(GRPO_TYPES)
     assert dev.model.init_from is None and dev.model.corpus == "egosynth" and dev.run.threads == 1
-    assert [Path(c).name for _, c in BASE_PHASES] == ["base_1frame.yaml", "base.yaml", "base_varied.yaml"]
-    assert [f for f, _ in BASE_PHASES] == [
-        Path(c.run.output_dir).name for c in (one, eight, varied)
-    ] and BASE_PHASES[-1][0] == "pretrain"
+    assert [Path(c).name for _, c in BASE_PHASES] == [
+        "base_1frame.yaml",
+        "base.yaml",
+        "base_varied.yaml",
+        "base_anneal.yaml",
+    ]
+    assert [f for f, _ in BASE_PHASES] == [Path(c.run.output_dir).name for c in chain]
+    assert BASE_PHASES[-1][0] == "pretrain"

@@ -63,3 +63,28 @@ def test_the_experiment_starts_from_the_committed_base(tmp_path: Path) -> None:
 def test_a_missing_base_says_how_to_make_it(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"no base model.*make repro-base"):
         repro.use_base(tmp_path / "runs", tmp_path / "models" / "egovlm-mini-base")
+
+
+def test_an_interrupted_base_stage_runs_only_the_phases_after_the_latest_finished_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[list[str]] = []
+    monkeypatch.setattr(repro, "run", lambda cmd, threads, log=None: ran.append(cmd))
+    runs = tmp_path / "runs"
+    assert repro.first_pending_phase(runs) == 0 and repro.base_phases_label(runs) == "base stage (4 phases)"
+    third = runs / repro.BASE_PHASES[2][0] / "final"  # phase 3 done, phases 1-2's models deleted
+    third.mkdir(parents=True)
+    (third / "config.json").write_text("{}")
+    assert repro.base_phases_label(runs) == "base stage (phases 4-4 of 4)"
+    repro.base_stage(runs)
+    assert len(ran) == 1
+    assert ran[0][ran[0].index("--config") + 1] == repro.BASE_PHASES[3][1]
+    assert f"model.init_from={third}" in ran[0] and f"run.output_dir={runs / 'pretrain'}" in ran[0]
+    ran.clear()
+    repro.base_stage(tmp_path / "empty")  # from scratch: every phase, each from the previous one
+    assert [c[c.index("--config") + 1] for c in ran] == [c for _, c in repro.BASE_PHASES]
+    assert not any(a.startswith("model.init_from=") for a in ran[0])
+    assert all(
+        f"model.init_from={tmp_path / 'empty' / f / 'final'}" in c
+        for (f, _), c in zip(repro.BASE_PHASES, ran[1:], strict=False)
+    )
