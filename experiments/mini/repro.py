@@ -18,7 +18,8 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
              X = base_1frame (vision labels, then single-frame hand/visible/place questions), then base
              from its model on 8-frame prompts (base-type questions, answer-only targets in the
              exact eval prompt; experiments/mini/base_data.py), then base_varied from that (questions
-             in other words, options in other styles, statement questions); never the GRPO types
+             in other words, options in other styles, statement questions), then base_anneal (the
+             same mix drawn afresh, at a lower rate); never the GRPO types
 3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2, on
              the RL file the recipe's ``data.train`` names (``mixed.jsonl``)
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split's multiple-choice and
