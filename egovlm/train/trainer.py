@@ -5,12 +5,14 @@ What this module adds to TRL, and why:
 * Frames enter as the ``images`` column with contract prompts (docs/architecture.md#the-contract): TRL's
   video path is not wired into the loss, its image path is (docs/architecture.md#dependency-facts;
   ``tests/train/test_grad.py`` shows the vision tower receives gradient from a GRPO step).
-* ``EgoGRPOTrainer`` is the only subclass; the loss is TRL's, untouched. It overrides three
-  methods. Around generation: the recipe's ``rollouts`` switches (:mod:`egovlm.train.rollouts`:
+* ``EgoGRPOTrainer`` is the only subclass; the loss is TRL's, untouched. Around generation: the
+  recipe's ``rollouts`` switches (:mod:`egovlm.train.rollouts`:
   each rollout's own permutation of the options, uniform groups counted and optionally masked out
   of the loss), and a record of which dataset rows (and option orders) each generation batch used
   in ``data_order.jsonl`` (so a resumed run can be checked against an uninterrupted one). Around
-  the rewards: the per-group uniformity those switches need. And resuming a full fine-tune
+  the rewards: the per-group uniformity those switches need. Around the loss: rows whose loss mask
+  is empty are left out of its forward and backward (exact for TRL's token-normalised losses, see
+  :mod:`egovlm.train.rollouts`). And resuming a full fine-tune
   actually restores the weights (:func:`restore_full_weights`: transformers 5.23 silently skips
   them for Qwen2.5-VL).
 * Resume: a restarted run with the same command continues from the last ``checkpoint-N`` in the
@@ -263,6 +265,20 @@ def _trainer_class() -> type:
                 return super()._generate_single_turn(prompt_ids, *args, **kwargs)
             finally:
                 del model.generate  # the instance attribute; the class's generate shows again
+
+        def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
+            """TRL's loss over the rows that have a loss token: the others add exactly nothing to
+            the loss types in :data:`egovlm.train.rollouts.ROW_FREE_LOSSES` (half the groups when
+            uniform groups are dropped), so their forward and backward are skipped. Not with an MoE
+            aux loss or an entropy mask, which read every row."""
+            from egovlm.train.rollouts import ROW_FREE_LOSSES, rows_with_loss, select_rows
+
+            exact = self.loss_type in ROW_FREE_LOSSES and self.top_entropy_quantile >= 1.0
+            if exact and not self.aux_loss_enabled:
+                index = rows_with_loss(inputs)
+                if index is not None:
+                    inputs = select_rows(inputs, index)
+            return super()._compute_loss(model, inputs)
 
         def _calculate_rewards(
             self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any

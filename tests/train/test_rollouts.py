@@ -19,6 +19,8 @@ from egovlm.train.rollouts import (
     UNIFORM_METRIC,
     drop_completions,
     group_orders,
+    rows_with_loss,
+    select_rows,
     shuffle_batch,
     uniform_groups,
 )
@@ -282,3 +284,83 @@ def test_tiny_grpo_with_shuffled_options_and_dropped_groups(
     assert fractions == [0.5, 0.5]
     lines = [json.loads(x) for x in (tmp_path / "run" / DATA_ORDER).read_text().splitlines()]
     assert [len(set(line["orders"][:4])) for line in lines] == [4, 4]
+
+
+def test_select_rows_keeps_each_rows_images_and_refuses_foreign_fields() -> None:
+    grid = torch.tensor([[1, 2, 2], [1, 2, 2], [1, 2, 4]])  # rows own 1 and 2 images: 4 + 4 + 8 patches
+    batch = {
+        "completion_ids": torch.tensor([[1, 2], [3, 4]]),
+        "completion_mask": torch.tensor([[0, 0], [1, 0]]),
+        "pixel_values": torch.arange(16.0).unsqueeze(1),
+        "image_grid_thw": grid,
+        "num_images": [1, 2],
+        "num_items_in_batch": torch.tensor(1),
+    }
+    index = rows_with_loss(batch)
+    assert index is not None and index.tolist() == [1]
+    picked = select_rows(batch, index)
+    assert picked["pixel_values"].flatten().tolist() == list(range(4, 16))  # the second row's 12 patches
+    assert torch.equal(picked["image_grid_thw"], grid[1:]) and picked["num_images"] == [2]
+    assert picked["num_items_in_batch"].item() == 1 and picked["completion_ids"].tolist() == [[3, 4]]
+    assert rows_with_loss({**batch, "completion_mask": torch.ones(2, 2)}) is None  # nothing to leave out
+    assert rows_with_loss({**batch, "completion_mask": torch.zeros(2, 2)}).tolist() == [0]  # still a step
+    with pytest.raises(ValueError, match="'extra' has 3 rows"):
+        select_rows({**batch, "extra": torch.zeros(3)}, index)
+
+
+def test_rows_without_loss_tokens_are_skipped_with_the_same_loss_and_gradient(
+    tmp_path: Path, fixture_data: Path, tiny_model_dir: Path
+) -> None:
+    from trl import GRPOTrainer
+
+    from egovlm.train.trainer import build_trainer
+
+    cfg = load_config(
+        REPO / "configs" / "tiny_cpu.yaml",
+        tiny_recipe(
+            tmp_path,
+            f"model.path={tiny_model_dir}",
+            f"data.train={fixture_data}",
+            "grpo.max_steps=1",
+            "grpo.save_strategy=no",
+            "grpo.max_completion_length=8",
+            "rollouts.shuffle_options=true",
+            "rollouts.drop_uniform_groups=true",
+        ),
+    )
+    trainer = build_trainer(cfg, "cpu", rewards=([GroupProbe()], [1.0]))  # the first group is uniform
+    batches: list[dict[str, Any]] = []
+    forwarded: list[int] = []
+    compute_loss, logps = trainer._compute_loss, trainer._get_per_token_logps_and_entropies
+
+    def recording_loss(model: Any, inputs: dict[str, Any]) -> Any:
+        batches.append(inputs)
+        return compute_loss(model, inputs)
+
+    def counting_logps(model: Any, input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        if batches:  # the loss's forward (generation scores the reference model's log-probs too)
+            forwarded.append(int(input_ids.shape[0]))
+        return logps(model, input_ids, *args, **kwargs)
+
+    trainer._compute_loss = recording_loss
+    trainer._get_per_token_logps_and_entropies = counting_logps
+    trainer.train()
+    assert forwarded == [4]  # the training step forwarded the varied group only
+
+    model = trainer.model
+    model.train()
+
+    def loss_and_grads(loss_fn: Any) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        loss = loss_fn(model, batches[0])
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    skipped = loss_and_grads(trainer._compute_loss)
+    full = loss_and_grads(lambda m, x: GRPOTrainer._compute_loss(trainer, m, x))
+    assert forwarded[1:] == [4, 8]
+    assert skipped[0] == pytest.approx(full[0], rel=1e-5, abs=1e-7)
+    assert skipped[1].keys() == full[1].keys() and len(full[1]) > 0
+    for name, grad in full[1].items():
+        torch.testing.assert_close(skipped[1][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert max(g.abs().max().item() for g in full[1].values()) > 0  # a gradient that could differ
