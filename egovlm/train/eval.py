@@ -41,8 +41,8 @@ Outputs in ``--out``:
 * ``metrics.json`` — multiple-choice and open accuracy, overall and per question type (items with
   public answers), the prompt, ``max_new_tokens`` and its source, the process count, format-failure
   and no-answer rates, keyframe F1 and its content-free baselines (grammar prompt only: cite all,
-  the best fixed position, and with ``prior_data`` the positional prior the keyframe reward is
-  measured against), the submission summary;
+  the best fixed position, the best fixed set of positions per question type, and with
+  ``prior_data`` the keyframe reward's per-question baseline), the submission summary;
 * ``submission.csv`` — when the items include EgoSchema rows or rows without a public answer: the
   EgoSchema competition's format (Kaggle ``egoschema-public``): header ``q_uid,answer``, one row per
   item given (the 500 with public answers too), ``answer`` the 0-based option index. A completion
@@ -276,13 +276,24 @@ def _mean(values: list[float]) -> float | None:
 def content_free_keyframe_f1(
     rows: list[dict[str, Any]], prior: PositionalPrior | None = None
 ) -> dict[str, float | None]:
-    """What citing without looking earns on these rows: every frame; the one fixed frame position
-    per question type that scores best here (chosen on these very rows, so an upper bound for any
-    fixed-position policy); and, with ``prior`` (fitted on the training rows), the keyframe reward's
-    own content-free baseline: per row, the best F1 of any prefix of the question type's positional
-    ranking (:meth:`egovlm.train.rewards.KeyframeReward.baseline`, the per-prompt maximum the
-    ``positional`` prior subtracts; the family's beta is 1, so this is F1). A model's keyframe F1
-    means something above these."""
+    """What citing without looking earns on these rows.
+
+    Strategies a policy that never looks at the frames can follow (its citation may depend on the
+    question type and the frame positions, nothing else), each chosen on these very rows, so an upper
+    bound for its kind:
+
+    * ``keyframe_f1_cite_all``: every frame;
+    * ``keyframe_f1_best_fixed_position``: the one frame position per question type that scores best;
+    * ``keyframe_f1_best_fixed_set``: the set of frame positions per question type that scores best
+      (:func:`best_fixed_set`); it contains the two above as special cases, so it is the best
+      content-free strategy, the number a model's keyframe F1 is judged against.
+
+    And, with ``prior`` (fitted on the training rows), ``keyframe_f1_positional_prior``: the keyframe
+    reward's own baseline, per row the best F1 of any prefix of the question type's positional
+    ranking (:meth:`egovlm.train.rewards.KeyframeReward.baseline`; the family's beta is 1, so this is
+    F1). It picks the prefix length per question *knowing the salient frames*, so no policy that
+    does not look can reach it: the reward subtracts it so that content-free citing earns nothing on
+    any prompt, but it is not a strategy to compare a model with."""
     kf = [r for r in rows if r.get("keyframe_f1") is not None]
     positional: float | None = None
     if prior is not None and kf:
@@ -295,14 +306,37 @@ def content_free_keyframe_f1(
     for r in kf:
         by_type[r["question_type"] or "untyped"].append(r)
     fixed: list[float] = []
+    best_sets: list[float] = []
     for group in by_type.values():
         n = max(len(r["frame_times"]) for r in group)
         fixed.append(max(sum(f1([p], r["salient_frames"]) for r in group) for p in range(1, n + 1)))
+        best_sets.append(best_fixed_set([r["salient_frames"] for r in group], n)[0])
     return {
         "keyframe_f1_cite_all": _mean(cite_all),
         "keyframe_f1_best_fixed_position": sum(fixed) / len(kf) if kf else None,
+        "keyframe_f1_best_fixed_set": sum(best_sets) / len(kf) if kf else None,
         "keyframe_f1_positional_prior": positional,
     }
+
+
+def best_fixed_set(salient: list[list[int]], n: int) -> tuple[float, tuple[int, ...]]:
+    """The fixed set of frame positions (1..n) whose F1 summed over these rows' salient sets is
+    largest: (that sum, the set). Exact without trying all 2^n sets: for a set S of size k,
+    ``sum_r F1(S, T_r) = sum_(p in S) sum_r 2 [p in T_r] / (k + |T_r|)`` is a sum of per-position
+    weights, so the best set of size k is the k positions of largest weight, and the best set is the
+    best of those over k = 1..n. Rows with an empty salient set score 0 whatever is cited."""
+    best: tuple[float, tuple[int, ...]] = (0.0, ())
+    for k in range(1, n + 1):
+        weight = dict.fromkeys(range(1, n + 1), 0.0)
+        for t in salient:
+            for p in set(t):
+                if p in weight:
+                    weight[p] += 2.0 / (k + len(set(t)))
+        top = sorted(weight, key=lambda p: (-weight[p], p))[:k]
+        total = sum(weight[p] for p in top)
+        if total > best[0] + 1e-12:
+            best = (total, tuple(sorted(top)))
+    return best
 
 
 def _accuracy_by_type(rows: list[dict[str, Any]]) -> tuple[float | None, dict[str, dict[str, Any]]]:

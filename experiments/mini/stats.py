@@ -444,7 +444,7 @@ def keyframe_margin(model_f1: float, baselines: Mapping[str, float]) -> Keyframe
     """The model's keyframe F1 minus the best content-free strategy's on the same test set.
 
     baselines: F1 of strategies that cite frames without looking at them, e.g. ``{"cite_all": 0.31,
-    "positional_prior": 0.43}`` (every frame; the best fixed frames per question type). The done-when
+    "best_fixed_set": 0.43}`` (every frame; the best fixed frames per question type). The done-when
     asks for a margin of at least 0.15.
     """
     if not baselines:

@@ -77,6 +77,7 @@ def test_metrics_over_a_scripted_run(
     # fixed frame per type is frame 1 for colour (salient 1, 2, 1) and 2 for appearance (2, 3, 2).
     assert m["keyframe_f1_cite_all"] == pytest.approx(0.4)
     assert m["keyframe_f1_best_fixed_position"] == pytest.approx(4 / 6)
+    assert m["keyframe_f1_best_fixed_set"] == pytest.approx(4 / 6)  # here no set beats one frame
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["accuracy"] == m["accuracy"]
     assert (m["prompt"], m["max_new_tokens"], m["processes"]) == ("egovlm", 512, 1)
@@ -467,3 +468,27 @@ def test_plain_prompt_refuses_open_questions(fixture_data: Path, tmp_path: Path)
         evaluate(
             "fake", tmp_path / "open.jsonl", tmp_path / "out", EvalOptions(prompt="plain", progress=False)
         )
+
+
+def test_best_fixed_set_is_the_best_of_all_sets() -> None:
+    import itertools
+    import random
+
+    from egovlm.train.eval import best_fixed_set
+    from egovlm.train.rewards import f1
+
+    # one position scores 1 + 0 + 2/3; the pair {1, 2} scores 2/3 + 2/3 + 1: a set can beat any position
+    assert best_fixed_set([[1], [2], [1, 2]], 4) == (pytest.approx(7 / 3), (1, 2))
+    assert best_fixed_set([[3], [3], [3, 4]], 4) == (pytest.approx(2 + 2 / 3), (3,))
+    rng = random.Random(0)
+    for _ in range(40):  # exact: equal to trying every non-empty subset of the n positions
+        n = rng.randint(1, 7)
+        salient = [rng.sample(range(1, n + 1), rng.randint(1, min(3, n))) for _ in range(rng.randint(1, 12))]
+        total, chosen = best_fixed_set(salient, n)
+        brute = max(
+            sum(f1(subset, t) for t in salient)
+            for k in range(1, n + 1)
+            for subset in itertools.combinations(range(1, n + 1), k)
+        )
+        assert total == pytest.approx(brute)
+        assert sum(f1(chosen, t) for t in salient) == pytest.approx(total)

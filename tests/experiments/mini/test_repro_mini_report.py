@@ -120,7 +120,12 @@ def _eval(
 def _fixture(runs: Path, base: list[bool], grpo: list[bool]) -> list[str]:
     n = len(base)
     types = ["last_pickup" if i % 2 else "first_pickup" for i in range(n)]  # a GRPO type, a base type
-    kf = {"keyframe_f1": 0.6, "keyframe_f1_cite_all": 0.3, "keyframe_f1_positional_prior": 0.45}
+    kf = {
+        "keyframe_f1": 0.6,
+        "keyframe_f1_cite_all": 0.3,
+        "keyframe_f1_best_fixed_set": 0.45,
+        "keyframe_f1_positional_prior": 0.9,  # the reward's per-question baseline: shown, not compared with
+    }
     opened = {
         "open_items": 20,
         "open_accuracy": 0.25,
@@ -162,7 +167,7 @@ def test_statistics_grpo_clearly_above_its_base_is_significant(tmp_path: Path) -
     assert all(m["p_value"] < 1e-9 for m in a["all"]["mcnemar"])
     assert abs(s["b_vs_a"]["difference"]) < 1e-12 and s["b_vs_a"]["p_two_sided"] == 1.0
     kf = s["keyframes"]
-    assert kf["per_seed"]["grpo_b-seed0"]["best_baseline"] == "positional prior"
+    assert kf["per_seed"]["grpo_b-seed0"]["best_baseline"] == "best fixed set"
     assert abs(kf["mean_margin"] - 0.15) < 1e-12
     assert s["open"]["base"]["accuracy"] == 0.25 and s["open"]["grpo_a-seed1"]["items"] == 20
     assert json.loads(json.dumps(s)) == s  # results.json carries it as it is
@@ -172,7 +177,7 @@ def test_statistics_grpo_clearly_above_its_base_is_significant(tmp_path: Path) -
     assert "| GRPO (a) vs base, all types | 60 | 20.0% | 80.0% | +60.0 |" in text
     assert "| GRPO (a) vs base, GRPO types | 30 | 20.0% | 80.0% | +60.0 |" in text
     assert "| < 1e-4 | 36/0, p < 1e-4; 36/0, p < 1e-4; 36/0, p < 1e-4 |" in text
-    assert "| grpo_b-seed0 | 0.600 | 0.300 | 0.450 | +0.150 |" in text
+    assert "| grpo_b-seed0 | 0.600 | 0.300 | 0.450 | +0.150 | 0.900 |" in text
     assert "| base | 20 | 25.0% | 25.0% |" in text  # open questions, exact answer, per type
 
 
@@ -211,3 +216,26 @@ def test_the_type_table_reports_the_grpo_types_apart() -> None:
     text = "\n".join(mod.type_table(data))
     assert "| **GRPO types** (held out of the base) | 40 | 20.0% | 30.0% | n/a |" in text
     assert "| **base types** | 20 | 60.0% | 70.0% | n/a |" in text
+
+
+def test_keyframe_margins_of_an_older_eval_compute_the_best_fixed_set(tmp_path: Path) -> None:
+    mod = _module()
+    run = tmp_path / "eval" / "grpo_b-seed0"
+    run.mkdir(parents=True)
+    # one question type, salient {1}, {2}, {1, 2}: the best fixed set {1, 2} scores 7/9, any one frame 5/9
+    salient = [[1], [2], [1, 2]]
+    rows = [
+        {
+            "question_type": "count",
+            "frame_times": [0.0, 1.0, 2.0, 3.0],
+            "salient_frames": t,
+            "keyframe_f1": 1.0,
+        }
+        for t in salient
+    ]
+    (run / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "metrics.json").write_text(json.dumps({"keyframe_f1": 1.0, "keyframe_f1_cite_all": 0.5}))
+    kf = mod.keyframe_margins(tmp_path / "eval")["per_seed"]["grpo_b-seed0"]
+    assert kf["best_baseline"] == "best fixed set"
+    assert abs(kf["baselines"]["best fixed set"] - 7 / 9) < 1e-12
+    assert abs(kf["margin"] - 2 / 9) < 1e-12

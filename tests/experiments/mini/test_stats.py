@@ -341,11 +341,11 @@ def test_publish_validates_inputs() -> None:
 
 
 def test_keyframe_margin_is_over_the_best_content_free_strategy() -> None:
-    res = keyframe_margin(0.62, {"cite_all": 0.31, "positional_prior": 0.43})
-    assert res.best_baseline == "positional_prior"
+    res = keyframe_margin(0.62, {"cite_all": 0.31, "best_fixed_set": 0.43})
+    assert res.best_baseline == "best_fixed_set"
     assert res.margin == pytest.approx(0.19)
     assert res.margin >= 0.15
-    low = keyframe_margin(0.20, {"cite_all": 0.31, "positional_prior": 0.43})
+    low = keyframe_margin(0.20, {"cite_all": 0.31, "best_fixed_set": 0.43})
     assert low.margin == pytest.approx(-0.23)
     with pytest.raises(ValueError):
         keyframe_margin(0.5, {})
