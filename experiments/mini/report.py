@@ -425,7 +425,8 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
             continue
         if m.get("keyframe_f1_best_fixed_set") is None and (p / "completions.jsonl").is_file():
             rows = [json.loads(line) for line in (p / "completions.jsonl").read_text().splitlines() if line]
-            m = {**m, **content_free_keyframe_f1(rows)}
+            best_set = content_free_keyframe_f1(rows)["keyframe_f1_best_fixed_set"]
+            m = {**m, "keyframe_f1_best_fixed_set": best_set}
         strategies = (("cite all", "keyframe_f1_cite_all"), ("best fixed set", "keyframe_f1_best_fixed_set"))
         baselines = {name: float(m[key]) for name, key in strategies if m.get(key) is not None}
         if baselines:

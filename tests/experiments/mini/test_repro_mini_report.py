@@ -234,8 +234,10 @@ def test_keyframe_margins_of_an_older_eval_compute_the_best_fixed_set(tmp_path: 
         for t in salient
     ]
     (run / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (run / "metrics.json").write_text(json.dumps({"keyframe_f1": 1.0, "keyframe_f1_cite_all": 0.5}))
+    older = {"keyframe_f1": 1.0, "keyframe_f1_cite_all": 0.5, "keyframe_f1_positional_prior": 0.9}
+    (run / "metrics.json").write_text(json.dumps(older))
     kf = mod.keyframe_margins(tmp_path / "eval")["per_seed"]["grpo_b-seed0"]
     assert kf["best_baseline"] == "best fixed set"
     assert abs(kf["baselines"]["best fixed set"] - 7 / 9) < 1e-12
     assert abs(kf["margin"] - 2 / 9) < 1e-12
+    assert kf["reward_baseline"] == 0.9  # the metrics' own numbers are kept
