@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,12 @@ CODE = "code.json"  # in --runs: the commit the run's code came from (the model 
 
 
 def write_code_version(path: Path) -> None:
-    """Record the commit this run's code came from and whether tracked files differed from it."""
+    """Record the commit this run's code came from, whether tracked files differed from it, and the
+    machine: CPU, cores and the vector ISA torch dispatches its CPU kernels to (AVX2 vs AVX-512
+    kernels round differently, so the same seeds can give different floats on another machine)."""
+    import torch
+
+    from egovlm.benchmarks.report import machine_info
 
     def git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -117,7 +123,13 @@ def write_code_version(path: Path) -> None:
 
     commit = git("rev-parse", "--short", "HEAD")
     changes = git("status", "--porcelain", "--untracked-files=no")
-    info = {"commit": commit, "local_changes": bool(changes) if commit else None}
+    info: dict[str, Any] = {"commit": commit, "local_changes": bool(changes) if commit else None}
+    machine = machine_info()
+    info["machine"] = {
+        "cpu": machine["cpu"],
+        "cores": machine["cores"],
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     path.write_text(json.dumps(info) + "\n")
 
 

@@ -172,6 +172,9 @@ def test_repro_mini_records_the_commit_of_its_code(tmp_path: Path) -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=repro.ROOT, capture_output=True, text=True
     )
     if head.returncode:  # not a git checkout (an sdist): nothing to name
-        assert info == {"commit": None, "local_changes": None}
+        assert info["commit"] is None and info["local_changes"] is None
     else:
         assert info["commit"] == head.stdout.strip() and isinstance(info["local_changes"], bool)
+    machine = info["machine"]
+    capabilities = {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}
+    assert machine["cores"] >= 1 and machine["torch_cpu_capability"] in capabilities
