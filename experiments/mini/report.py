@@ -366,7 +366,7 @@ def significance(runs: Path, n_resamples: int = stats.N_RESAMPLES) -> dict[str, 
     - arm b against arm a: accuracy difference with a paired bootstrap interval (and a two-sided
       permutation p);
     - arm b's keyframe F1 above the content-free baselines eval computed on the same test set
-      (cite all frames; the per-type positional prior fitted on the RL data);
+      (cite all frames; the best fixed set of frame positions per question type);
     - open questions: exact-answer accuracy per model."""
     ev = runs / "eval"
     names = ["base"] + [
