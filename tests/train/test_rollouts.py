@@ -241,6 +241,23 @@ class GroupProbe:
         return [0.0 if qid == ids[0] else float("ABCD".index(a)) for qid, a in zip(ids, answers, strict=True)]
 
 
+def shuffled_dropping_recipe(tmp_path: Path, data: Path, model: Path, steps: int) -> Any:
+    """The tiny recipe with both rollout switches on, ``steps`` steps, no checkpoints."""
+    return load_config(
+        REPO / "configs" / "tiny_cpu.yaml",
+        tiny_recipe(
+            tmp_path,
+            f"model.path={model}",
+            f"data.train={data}",
+            f"grpo.max_steps={steps}",
+            "grpo.save_strategy=no",
+            "grpo.max_completion_length=8",
+            "rollouts.shuffle_options=true",
+            "rollouts.drop_uniform_groups=true",
+        ),
+    )
+
+
 def test_tiny_grpo_with_shuffled_options_and_dropped_groups(
     tmp_path: Path, fixture_data: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,19 +273,7 @@ def test_tiny_grpo_with_shuffled_options_and_dropped_groups(
     rollouts_drop = rollouts.drop_completions
     monkeypatch.setattr(rollouts, "drop_completions", recording_drop)
 
-    cfg = load_config(
-        REPO / "configs" / "tiny_cpu.yaml",
-        tiny_recipe(
-            tmp_path,
-            f"model.path={tiny_model_dir}",
-            f"data.train={fixture_data}",
-            "grpo.max_steps=2",
-            "grpo.save_strategy=no",
-            "grpo.max_completion_length=8",
-            "rollouts.shuffle_options=true",
-            "rollouts.drop_uniform_groups=true",
-        ),
-    )
+    cfg = shuffled_dropping_recipe(tmp_path, fixture_data, tiny_model_dir, steps=2)
     probe = GroupProbe()
     trainer = build_trainer(cfg, "cpu", rewards=([probe], [1.0]))
     trainer.train()
@@ -315,19 +320,7 @@ def test_rows_without_loss_tokens_are_skipped_with_the_same_loss_and_gradient(
 
     from egovlm.train.trainer import build_trainer
 
-    cfg = load_config(
-        REPO / "configs" / "tiny_cpu.yaml",
-        tiny_recipe(
-            tmp_path,
-            f"model.path={tiny_model_dir}",
-            f"data.train={fixture_data}",
-            "grpo.max_steps=1",
-            "grpo.save_strategy=no",
-            "grpo.max_completion_length=8",
-            "rollouts.shuffle_options=true",
-            "rollouts.drop_uniform_groups=true",
-        ),
-    )
+    cfg = shuffled_dropping_recipe(tmp_path, fixture_data, tiny_model_dir, steps=1)
     trainer = build_trainer(cfg, "cpu", rewards=([GroupProbe()], [1.0]))  # the first group is uniform
     batches: list[dict[str, Any]] = []
     forwarded: list[int] = []
