@@ -64,6 +64,28 @@ def run_arm(arm: str, args: argparse.Namespace) -> None:
     (out / f"{arm}.json").write_text(json.dumps({"steps": timer.steps, "losses": losses}))
 
 
+def summarise(results: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per arm the median of each timing over the steps after the first (rows), and the ratios
+    forwarded / skipped with how far apart the two arms' logged losses are (summary)."""
+    medians: dict[str, dict[str, float]] = {}
+    for arm in ARMS:
+        steps: list[dict[str, float]] = results[arm]["steps"][1:]
+        if not steps:
+            raise ValueError(f"arm {arm!r} timed no step after the warm-up: give --steps 2 or more")
+        medians[arm] = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
+    pairs = list(zip(results["skipped"]["losses"], results["forwarded"]["losses"], strict=True))
+    summary = {
+        "step_s_forwarded": medians["forwarded"]["step_s"],
+        "step_s_skipped": medians["skipped"]["step_s"],
+        "speedup": medians["forwarded"]["step_s"] / medians["skipped"]["step_s"],
+        "optimise_speedup": medians["forwarded"]["optimise_s"] / medians["skipped"]["optimise_s"],
+        "logged_losses": len(pairs),
+        # float summation order only: the skip is exact
+        "loss_max_rel_diff": max((abs(a - b) / max(abs(b), 1e-12) for a, b in pairs), default=None),
+    }
+    return [{"arm": arm, **medians[arm]} for arm in ARMS], [summary]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", required=True, help="a repro-mini run folder (its data/ and frame_cache/)")
@@ -104,23 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_after": list(os.getloadavg()),
         },
     )
-    medians: dict[str, dict[str, float]] = {}
-    for arm in ARMS:
-        steps: list[dict[str, Any]] = results[arm]["steps"][1:]
-        medians[arm] = {k: statistics.median(s[k] for s in steps) for k in steps[0]}
-        report.rows.append({"arm": arm, **medians[arm]})
-    pairs = list(zip(results["skipped"]["losses"], results["forwarded"]["losses"], strict=True))
-    loss_rel_diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
-    report.summary = [
-        {
-            "step_s_forwarded": medians["forwarded"]["step_s"],
-            "step_s_skipped": medians["skipped"]["step_s"],
-            "speedup": medians["forwarded"]["step_s"] / medians["skipped"]["step_s"],
-            "optimise_speedup": medians["forwarded"]["optimise_s"] / medians["skipped"]["optimise_s"],
-            "logged_losses": len(pairs),
-            "loss_max_rel_diff": loss_rel_diff,  # float summation order only: the skip is exact
-        }
-    ]
+    report.rows, report.summary = summarise(results)
     report.notes.append(
         "both arms ran at the same time, one thread each; medians over steps 2..N; optimise_s = loss forward,"
         " backward and optimiser step (where the skip acts)."
