@@ -224,6 +224,22 @@ def rows_with_loss(inputs: dict[str, Any]) -> Any:
     return index if index.numel() else torch.zeros(1, dtype=torch.long, device=mask.device)
 
 
+def pad_rows(index: Any, n: int, target: int) -> Any:
+    """``index`` (rows with a loss token, None: all ``n``) widened to ``target`` rows with the first
+    rows not in it, which have no loss token and so change nothing; None when ``target >= n``. In a
+    distributed run every process forwards the same number of rows (the most any process keeps):
+    TRL gathers per-row loss metrics across processes, which needs equal shapes."""
+    import torch
+
+    if index is None or target >= n:
+        return None
+    if index.numel() >= target:
+        return index
+    kept = set(index.tolist())
+    extra = [i for i in range(n) if i not in kept][: target - index.numel()]
+    return torch.tensor(sorted(kept.union(extra)), dtype=torch.long, device=index.device)
+
+
 def select_rows(inputs: dict[str, Any], index: Any) -> dict[str, Any]:
     """The rows ``index`` of a TRL loss batch: every tensor with a first dimension and every list is
     per row (the same assumption as TRL's ``split_tensor_dict``); 0-d tensors and other values are

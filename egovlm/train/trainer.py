@@ -271,11 +271,18 @@ def _trainer_class() -> type:
             the loss types in :data:`egovlm.train.rollouts.ROW_FREE_LOSSES` (half the groups when
             uniform groups are dropped), so their forward and backward are skipped. Not with an MoE
             aux loss or an entropy mask, which read every row."""
-            from egovlm.train.rollouts import ROW_FREE_LOSSES, rows_with_loss, select_rows
+            import torch
+
+            from egovlm.train.rollouts import ROW_FREE_LOSSES, pad_rows, rows_with_loss, select_rows
 
             exact = self.loss_type in ROW_FREE_LOSSES and self.top_entropy_quantile >= 1.0
             if exact and not self.aux_loss_enabled:
                 index = rows_with_loss(inputs)
+                if self.accelerator.num_processes > 1:  # every process forwards as many rows
+                    n = int(inputs["completion_mask"].shape[0])
+                    count = n if index is None else int(index.numel())
+                    kept = torch.tensor([count], device=self.accelerator.device)
+                    index = pad_rows(index, n, int(self.accelerator.gather(kept).max()))
                 if index is not None:
                     inputs = select_rows(inputs, index)
             return super()._compute_loss(model, inputs)

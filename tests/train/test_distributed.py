@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ STEPS = 4
 PER_RANK = 4  # completions per rank and step = one prompt x num_generations
 
 
-def overrides(run: Path, data: Path) -> list[str]:
+def overrides(run: Path, data: Path, *extra: str) -> list[str]:
     return [
         f"run.output_dir={run}",
         f"model.path={MODEL}",
@@ -41,15 +42,16 @@ def overrides(run: Path, data: Path) -> list[str]:
         "grpo.max_completion_length=32",
         "rollouts.shuffle_options=true",  # each rank's option orders are gathered with its row ids
         "run.plot=false",
+        *extra,
     ]
 
 
-def launch(run: Path, data: Path) -> list[str]:
+def launch(run: Path, data: Path, *extra: str) -> list[str]:
     accelerate = str(Path(sys.executable).parent / "accelerate")
     config = REPO / "configs" / "accelerate" / "cpu_2proc.yaml"
     recipe = REPO / "configs" / "tiny_cpu.yaml"
     train = ["-m", "egovlm.cli", "train", "--config", str(recipe)]
-    return [accelerate, "launch", "--config_file", str(config), *train, *overrides(run, data)]
+    return [accelerate, "launch", "--config_file", str(config), *train, *overrides(run, data, *extra)]
 
 
 def env() -> dict[str, str]:
@@ -142,3 +144,34 @@ def test_two_cpu_processes_train_split_data_resume_and_agree(fixture_data: Path,
     # Three steps of two prompts are one epoch of the six rows: every row once, none twice.
     epoch = [rows[0] for s in range(3) for rows in steps[s]]
     assert sorted(epoch) == sorted(f"fx{i:02d}" for i in range(6))
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_dropped_groups_forward_as_many_rows(
+    fixture_data: Path, tmp_path: Path
+) -> None:
+    """With uniform groups dropped, the processes can keep different numbers of rows with a loss
+    token; each forwards as many rows as the one keeping most (TRL gathers per-row metrics across
+    them), the run finishes and the replicas agree."""
+    data = tmp_path / "data" / "qa.jsonl"
+    shutil.copytree(fixture_data.parent, data.parent)
+    run = tmp_path / "run"
+    # two questions per rank and step (the validator wants several per generation batch)
+    extra = (
+        "rollouts.drop_uniform_groups=true",
+        f"grpo.per_device_train_batch_size={2 * PER_RANK}",
+        "grpo.logging_steps=1",
+        "grpo.save_strategy=no",
+    )
+    prepare = [sys.executable, "-m", "egovlm.cli", "data", "prepare", "--config"]
+    prepare += [str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(run, data, *extra), "--workers", "2"]
+    subprocess.run(prepare, check=True, env=env(), capture_output=True, cwd=tmp_path)
+    done = subprocess.run(launch(run, data, *extra), env=env(), capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]
+    fractions = [
+        float(x) for x in re.findall(r"'uniform_group_fraction': '([0-9.]+)'", done.stdout + done.stderr)
+    ]
+    assert len(fractions) == STEPS
+    assert any(0 < f < 1 for f in fractions)  # steps where some rows were left out of the loss

@@ -19,6 +19,7 @@ from egovlm.train.rollouts import (
     UNIFORM_METRIC,
     drop_completions,
     group_orders,
+    pad_rows,
     rows_with_loss,
     select_rows,
     shuffle_batch,
@@ -357,3 +358,10 @@ def test_rows_without_loss_tokens_are_skipped_with_the_same_loss_and_gradient(
     for name, grad in full[1].items():
         torch.testing.assert_close(skipped[1][name], grad, rtol=1e-4, atol=1e-7, msg=name)
     assert max(g.abs().max().item() for g in full[1].values()) > 0  # a gradient that could differ
+
+
+def test_pad_rows_gives_every_process_the_same_row_count() -> None:
+    live = torch.tensor([1, 4])  # rows with a loss token on this process; the most any process kept: 4
+    assert pad_rows(live, 6, 4).tolist() == [0, 1, 2, 4]  # two masked rows join, order kept
+    assert pad_rows(live, 6, 2).tolist() == [1, 4]  # this process already keeps the most
+    assert pad_rows(live, 6, 6) is None and pad_rows(None, 6, 3) is None  # another process keeps all
