@@ -75,13 +75,21 @@ def _num(m: dict[str, Any] | None, key: str) -> float | None:
     return None if m is None or m.get(key) is None else float(m[key])
 
 
-def top_letter_share(eval_dir: Path) -> float | None:
-    """Share of the questions answered with the model's most frequent letter (letters are balanced,
-    so 20% is no preference and 100% is one letter for every question)."""
+def completion_rows(eval_dir: Path) -> list[dict[str, Any]] | None:
+    """The rows of an eval's ``completions.jsonl`` (None without one). Read-only: eval's own
+    ``read_done`` trims a torn last line in place, which a report must not do."""
     f = eval_dir / "completions.jsonl"
     if not f.is_file():
         return None
-    rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def top_letter_share(eval_dir: Path) -> float | None:
+    """Share of the questions answered with the model's most frequent letter (letters are balanced,
+    so 20% is no preference and 100% is one letter for every question)."""
+    rows = completion_rows(eval_dir)
+    if rows is None:
+        return None
     letters = [r.get("predicted") for r in rows if r.get("answer_form", "letter") == "letter"]
     counts = Counter(x for x in letters if x)
     return max(counts.values()) / len(letters) if counts and letters else None
@@ -311,14 +319,8 @@ PERMUTATION_TEST = (
 def correctness(eval_dir: Path, form: str = "letter") -> dict[str, tuple[float, str]]:
     """id -> (1.0 correct / 0.0 not, question type) of an eval's answered questions of one
     ``answer_form`` (``letter``: multiple choice; ``words``: open), from its ``completions.jsonl``."""
-    f = eval_dir / "completions.jsonl"
-    if not f.is_file():
-        return {}
     out: dict[str, tuple[float, str]] = {}
-    for line in f.read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    for r in completion_rows(eval_dir) or []:
         if r.get("answer_form", "letter") != form or r.get("correct") is None:
             continue
         out[r["id"]] = (float(bool(r["correct"])), r.get("question_type") or "untyped")
@@ -423,8 +425,8 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
         m = _metrics(p)
         if p.name.endswith("-otherclip") or m is None or m.get("keyframe_f1") is None:
             continue
-        if m.get("keyframe_f1_best_fixed_set") is None and (p / "completions.jsonl").is_file():
-            rows = [json.loads(line) for line in (p / "completions.jsonl").read_text().splitlines() if line]
+        rows = completion_rows(p) if m.get("keyframe_f1_best_fixed_set") is None else None
+        if rows is not None:
             best_set = content_free_keyframe_f1(rows)["keyframe_f1_best_fixed_set"]
             m = {**m, "keyframe_f1_best_fixed_set": best_set}
         strategies = (("cite all", "keyframe_f1_cite_all"), ("best fixed set", "keyframe_f1_best_fixed_set"))
