@@ -71,23 +71,23 @@ class AnswerChoice:
     def __init__(self, tokenizer: Any, options: Mapping[str, str]) -> None:
         if not options:
             raise ValueError("an answer choice needs the question's options (an open question has none)")
-        self.marker: list[int] = _ids(tokenizer, ANSWER_OPEN)
+        self.marker: list[int] = token_ids(tokenizer, ANSWER_OPEN)
         if not self.marker:
             raise ValueError(f"the tokenizer turns {ANSWER_OPEN!r} into no tokens")
         self.sequences: list[list[int]] = []
         for body in answer_bodies(options):
-            ids = _ids(tokenizer, ANSWER_OPEN + body + ANSWER_CLOSE)
+            ids = token_ids(tokenizer, ANSWER_OPEN + body + ANSWER_CLOSE)
             if ids[: len(self.marker)] == self.marker:
                 ids = ids[len(self.marker) :]
             else:  # the tag merged with the body's first characters: tokenise the body alone
-                ids = _ids(tokenizer, body + ANSWER_CLOSE)
+                ids = token_ids(tokenizer, body + ANSWER_CLOSE)
             if ids and ids not in self.sequences:
                 self.sequences.append(ids)
 
     def allowed(self, generated: Sequence[int]) -> list[int] | None:
         """The token ids that may come next after ``generated`` (the completion so far, prompt
         excluded); None when the answer block is not open or an allowed body is complete."""
-        start = _last_end(generated, self.marker)
+        start = after_last(generated, self.marker)
         if start is None:
             return None
         written = list(generated[start:])
@@ -154,11 +154,11 @@ def choices_for(tokenizer: Any, options: Sequence[Mapping[str, str] | None]) -> 
     return [AnswerChoice(tokenizer, o) if o else None for o in options]
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
+def token_ids(tokenizer: Any, text: str) -> list[int]:
     return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
 
 
-def _last_end(seq: Sequence[int], marker: list[int]) -> int | None:
+def after_last(seq: Sequence[int], marker: list[int]) -> int | None:
     """The index just past the last occurrence of ``marker`` in ``seq``, or None."""
     m = len(marker)
     for i in range(len(seq) - m, -1, -1):

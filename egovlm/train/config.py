@@ -144,6 +144,10 @@ class RolloutsSection:
     answers: str = "options"
     drop_uniform_groups: bool = False  # DAPO dynamic sampling, masked not resampled: no loss from a group
     # whose rewards are all equal (their fraction is logged either way, as uniform_group_fraction)
+    # epsilon: inside <keyframes>, each cited frame number is drawn uniformly with this probability
+    # (egovlm.train.rollouts.CitationExplorer), so a group's citations differ and the keyframe reward
+    # has something to pay; 0: the policy's own citations. transformers rollouts only.
+    explore_citations: float = 0.0
 
 
 @dataclass(config=STRICT)
@@ -237,7 +241,17 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"{src}: rollouts.answers must be {' or '.join(ANSWER_RULES)}, got {cfg.rollouts.answers!r}"
         )
+    if not 0.0 <= cfg.rollouts.explore_citations <= 1.0:
+        raise ConfigError(
+            f"{src}: rollouts.explore_citations must be in [0, 1] (the share of cited frame numbers drawn at "
+            f"random), got {cfg.rollouts.explore_citations}"
+        )
     for engine in ("use_vllm", "use_transformers_continuous_batching"):
+        if cfg.rollouts.explore_citations > 0 and cfg.grpo.get(engine):
+            raise ConfigError(
+                f"{src}: rollouts.explore_citations acts inside transformers' generate, not with "
+                f"grpo.{engine}: set rollouts.explore_citations=0 with grpo.{engine}=true"
+            )
         if cfg.rollouts.answers == "options" and cfg.grpo.get(engine):
             raise ConfigError(
                 f"{src}: rollouts.answers: options restricts answers inside transformers' generate, not with "

@@ -268,3 +268,101 @@ def select_rows(inputs: dict[str, Any], index: Any) -> dict[str, Any]:
         else:
             picked[key] = value
     return unsplit_pixel_values_by_grid(picked)
+
+
+class CitationExplorer:
+    """Epsilon-uniform exploration of the cited frames in rollouts (``rollouts.explore_citations``).
+
+    A ``transformers`` logits processor for GRPO's rollouts only. Inside an open ``<keyframes>`` block,
+    at each position where the policy's most likely next token is a frame number, the sampling
+    distribution becomes ``(1 - epsilon) * p + epsilon * uniform(frame numbers 1..n)``: with
+    probability ``epsilon`` that citation is a frame drawn at random. How many frames are cited, and
+    everything outside the block, stay the policy's.
+
+    Why: the keyframe reward can only pay a group whose rollouts cite differently. A policy that
+    carries a habit over to a question type it was never taught (on EgoSynth the base cites frame 1
+    for "where did X end up?" in every sample at temperature 0.8) gives every rollout of such a
+    group the same keyframe reward, so no advantage ever points at the right frame. With exploration
+    some rollouts cite other frames; those that hit the salient frame with a correct answer earn the
+    reward, and their citation tokens get the positive advantage. The explored tokens are trained as
+    if sampled from the policy (TRL's loss uses the policy's log-probabilities; with
+    ``num_iterations: 1`` its ratio is 1), the usual off-policy shortcut of epsilon-greedy exploration:
+    biased toward the explored frames only by what the advantage says about them.
+
+    Frame numbers are the tokenizer's single-token spellings of ``1..min(n, 9)``, with and without a
+    leading space (a BPE that merges ``" 5"`` has a second class of them); the uniform draw stays in
+    the class of the policy's top token, so the citation's spelling is the policy's. A position right
+    after a digit (the second digit of ``12``) is not explored, so numbers above 9 are cited only as
+    the policy writes them. ``frames[i]`` is prompt ``i``'s frame count; rows are prompts in order
+    (TRL repeats each prompt ``num_generations`` times itself). ``temperature`` is the sampling
+    temperature ``generate`` applies after this processor: the mixture is formed on the distribution
+    actually sampled from."""
+
+    OPEN = "<keyframes>"
+    CLOSE = "</keyframes>"
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        frames: Sequence[int],
+        epsilon: float,
+        temperature: float = 1.0,
+        prompt_len: int | None = None,
+    ) -> None:
+        from egovlm.choice import token_ids
+
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"citation exploration must be in [0, 1], got {epsilon}")
+        if temperature <= 0:
+            raise ValueError(f"citation exploration needs a sampling temperature > 0, got {temperature}")
+        self.open = token_ids(tokenizer, self.OPEN)
+        self.close = token_ids(tokenizer, self.CLOSE)
+        self.frames = list(frames)
+        self.epsilon = epsilon
+        self.temperature = temperature
+        self.prompt_len = prompt_len
+        # class -> {frame number: token id}, for the spellings that are one token
+        self.classes: list[dict[int, int]] = []
+        for prefix in ("", " "):
+            spelled = {k: token_ids(tokenizer, f"{prefix}{k}") for k in range(1, 10)}
+            one = {k: ids[0] for k, ids in spelled.items() if len(ids) == 1}
+            if one:
+                self.classes.append(one)
+        self.digits = {ids[0] for d in range(10) if len(ids := token_ids(tokenizer, str(d))) == 1}
+        self.digits.update(t for c in self.classes for t in c.values())
+        self.explored = 0  # positions explored so far (the mixture applied), for tests and logs
+
+    def candidates(self, generated: Sequence[int], top: int, n: int) -> list[int] | None:
+        """The frame-number tokens to mix in at this position, or None where nothing is explored."""
+        from egovlm.choice import after_last
+
+        start = after_last(generated, self.open)
+        if start is None or after_last(generated[start:], self.close) is not None:
+            return None  # no block open
+        if len(generated) > start and generated[-1] in self.digits:
+            return None  # inside a number
+        for cls in self.classes:
+            if top in cls.values():
+                return [cls[k] for k in range(1, min(n, 9) + 1) if k in cls]
+        return None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if input_ids.shape[0] != len(self.frames):
+            raise ValueError(f"{input_ids.shape[0]} rows generated for {len(self.frames)} prompts")
+        if self.prompt_len is None:
+            self.prompt_len = int(input_ids.shape[1])
+        if self.epsilon == 0.0:
+            return scores
+        for row in range(input_ids.shape[0]):
+            top = int(scores[row].argmax())
+            cands = self.candidates(input_ids[row, self.prompt_len :].tolist(), top, self.frames[row])
+            if not cands:
+                continue
+            p = torch.softmax(scores[row].float() / self.temperature, dim=-1)
+            q = (1.0 - self.epsilon) * p
+            q[torch.tensor(cands, device=q.device)] += self.epsilon / len(cands)
+            scores[row] = (self.temperature * torch.log(q)).to(scores.dtype)
+            self.explored += 1
+        return scores

@@ -206,6 +206,7 @@ def _trainer_class() -> type:
             self.rollouts = rollouts or RolloutsSection()
             self._uniform_completions: Any = None  # per completion of the last scored batch (all processes)
             self._row_options: list[dict[str, str] | None] | None = None  # the batch being generated
+            self._row_frames: list[int] | None = None  # its frame counts, for citation exploration
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             from accelerate.utils import is_peft_model
@@ -232,10 +233,12 @@ def _trainer_class() -> type:
                 record_data_order(self, [x.get("id") for x in inputs], orders)
             if self.rollouts.answers == "options":
                 self._row_options = [row_options(x.get("letters"), x.get("option_texts")) for x in inputs]
+            if training and self.rollouts.explore_citations:
+                self._row_frames = [len(x.get("frame_times") or []) for x in inputs]
             try:
                 output = super()._generate_and_score_completions(inputs)
             finally:
-                self._row_options = None
+                self._row_options = self._row_frames = None
             if training and self.rollouts.drop_uniform_groups:
                 drop = self._uniform_completions[offset : offset + len(inputs)]
                 drop_completions(output, drop.to(output["completion_mask"].device), self.accelerator.gather)
@@ -243,24 +246,34 @@ def _trainer_class() -> type:
 
         def _generate_single_turn(self, prompt_ids: Any, *args: Any, **kwargs: Any) -> Any:
             """TRL's transformers rollouts, with each multiple-choice answer restricted to its row's
-            options (``rollouts.answers: options``; :mod:`egovlm.choice`). TRL's generate call takes
-            no logits processor, so the unwrapped model's ``generate`` gets one for this call."""
-            options = self._row_options
-            if options is None or self.use_vllm or self.use_transformers_continuous_batching:
+            options (``rollouts.answers: options``; :mod:`egovlm.choice`) and, in training, the cited
+            frames explored (``rollouts.explore_citations``; :class:`egovlm.train.rollouts.CitationExplorer`).
+            TRL's generate call takes no logits processor, so the unwrapped model's ``generate`` gets
+            them for this call."""
+            options, frames = self._row_options, self._row_frames
+            explore = self.rollouts.explore_citations if self.model.training else 0.0
+            other_engine = self.use_vllm or self.use_transformers_continuous_batching
+            if (options is None and not explore) or other_engine:
                 return super()._generate_single_turn(prompt_ids, *args, **kwargs)
-            if len(options) != len(prompt_ids):
-                raise RuntimeError(
-                    f"{len(prompt_ids)} prompts to generate for {len(options)} rows: cannot match each "
-                    "prompt with its options"
-                )
+            for what, per_row in (("options", options), ("frame counts", frames)):
+                if per_row is not None and len(per_row) != len(prompt_ids):
+                    raise RuntimeError(
+                        f"{len(prompt_ids)} prompts to generate for {len(per_row)} rows: cannot match each "
+                        f"prompt with its {what}"
+                    )
             from transformers import LogitsProcessorList
 
             from egovlm.choice import AnswerChoiceProcessor, choices_for
+            from egovlm.train.rollouts import CitationExplorer
 
             tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-            rule = AnswerChoiceProcessor(choices_for(tokenizer, options))
+            rules: list[Any] = []
+            if options is not None:
+                rules.append(AnswerChoiceProcessor(choices_for(tokenizer, options)))
+            if explore and frames is not None:
+                rules.append(CitationExplorer(tokenizer, frames, explore, temperature=self.temperature))
             model = self.accelerator.unwrap_model(self.model_wrapped)
-            model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList([rule]))
+            model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList(rules))
             try:
                 return super()._generate_single_turn(prompt_ids, *args, **kwargs)
             finally:
