@@ -197,12 +197,22 @@ def test_recipe_keys_and_batch_checks(tmp_path: Path) -> None:
         "shuffle_options": True,
         "drop_uniform_groups": True,
         "answers": "options",
+        "explore_citations": 0.0,
     }
     with pytest.raises(ConfigError, match="rollouts.answers must be options or free"):
         load_config(recipe, tiny_recipe(tmp_path, "rollouts.answers=letters"))
     for engine in ("use_vllm", "use_transformers_continuous_batching"):
         with pytest.raises(ConfigError, match=f"set rollouts.answers=free with grpo.{engine}=true"):
             load_config(recipe, tiny_recipe(tmp_path, f"grpo.{engine}=true"))
+    with pytest.raises(ConfigError, match=r"explore_citations must be in \[0, 1\]"):
+        load_config(recipe, tiny_recipe(tmp_path, "rollouts.explore_citations=1.5"))
+    with pytest.raises(ConfigError, match="set rollouts.explore_citations=0 with grpo.use_vllm=true"):
+        load_config(
+            recipe,
+            tiny_recipe(
+                tmp_path, "rollouts.explore_citations=0.2", "rollouts.answers=free", "grpo.use_vllm=true"
+            ),
+        )
     with pytest.raises(ConfigError, match="one question per generation batch"):
         load_config(
             recipe, [f"run.output_dir={tmp_path}", "rollouts.drop_uniform_groups=true"]
