@@ -28,6 +28,7 @@ from pydantic.dataclasses import dataclass
 
 import egovlm.config as shared
 from egovlm.choice import ANSWER_RULES
+from egovlm.train.rewards import PRIORS_WITH_DATA
 
 STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -124,8 +125,8 @@ class RewardsSection:
     # The keyframe reward's definition (egovlm.train.rewards module docstring); the defaults are plain F1.
     keyframe_beta: float = 1.0  # F-beta; < 1 weights precision (over-citing costs more)
     keyframe_max_cited: int | None = None  # citing more frames than this scores 0
-    keyframe_prior: Literal["none", "cite_all", "positional"] = "none"  # content-free baseline subtracted
-    keyframe_prior_data: str | None = None  # JSONL the positional prior is estimated from (None: data.train)
+    keyframe_prior: Literal["none", "cite_all", "positional", "expected"] = "none"  # content-free baseline
+    keyframe_prior_data: str | None = None  # JSONL positional/expected are estimated from (None: data.train)
     max_tokens: int | None = None  # length shaping (DAPO soft overlong): hard limit in tokens
     length_buffer_tokens: int = 64  # the penalty ramps from 0 to -1 over this many tokens
 
@@ -287,12 +288,12 @@ def check_keyframe(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"{src}: rewards.keyframe_max_cited must be >= 1 or null (no cap), got {r.keyframe_max_cited}"
         )
-    if r.keyframe_prior_data is not None and r.keyframe_prior != "positional":
+    if r.keyframe_prior_data is not None and r.keyframe_prior not in PRIORS_WITH_DATA:
         raise ConfigError(
-            f"{src}: rewards.keyframe_prior_data is only read with rewards.keyframe_prior: positional "
-            f"(got {r.keyframe_prior!r}); remove it or set the prior"
+            f"{src}: rewards.keyframe_prior_data is only read with rewards.keyframe_prior: "
+            f"{' or '.join(PRIORS_WITH_DATA)} (got {r.keyframe_prior!r}); remove it or set the prior"
         )
-    if r.keyframe_prior == "positional" and r.keyframe_prior_data is None:
+    if r.keyframe_prior in PRIORS_WITH_DATA and r.keyframe_prior_data is None:
         r.keyframe_prior_data = cfg.data.train
 
 

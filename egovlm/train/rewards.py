@@ -47,15 +47,27 @@ Definitions (this project's; the paper's exact formulas are not published):
     citing that position alone would have earned on the training set, so the prefixes include the
     best fixed position (k = 1) and cite-all (k = N). Prefixes longer than ``keyframe_max_cited`` are
     left out (the cap already pays them 0). Any strategy in the family therefore earns exactly 0 on
-    every prompt, and an exact citation earns 1 wherever the family falls short of it.
+    every prompt, and an exact citation earns 1 wherever the family falls short of it. A fixed
+    citation *outside* the family still earns: on the miniature experiment's RL rows "always frame 7"
+    for where-ended and "always frame 5" for last pick-up average 0.22 per correct answer (and GRPO
+    learnt just such fixed citations; docs/mini_experiment/LOG.md).
+    ``expected``: ``F(c) - E[F(c)]``, the citation's F-beta on this prompt minus the mean F-beta the
+    *same citation* earns over the question type's training rows (:meth:`PositionalPrior.expected`).
+    Every citation a policy that never looks can make, whatever it is, earns 0 on average over the
+    type's prompts, so no fixed citation is worth converging to; a citation that follows the
+    content earns up to ``1 - E``; one that misses what a guess would hit can earn below 0. Never
+    ``None``; citing nothing, or more than the cap, scores 0 (what no citation is worth).
 
-  Why a per-prompt baseline and not a constant: subtracting the family's *average* score would still
-  pay a content-free policy on the prompts where its guess happens to be right (``max(0, ·)`` of a
-  varying quantity has a positive mean); against the per-prompt maximum it earns nothing anywhere.
+  Why ``positional`` takes a per-prompt maximum and not a constant: subtracting the family's
+  *average* score would still pay a content-free policy on the prompts where its guess happens to be
+  right (``max(0, ·)`` of a varying quantity has a positive mean); against the per-prompt maximum the
+  family earns nothing anywhere. ``expected`` drops the ``max(0, ·)``: a signed reward whose mean
+  is 0 for *every* content-free citation, not only the family's.
   Plain F1 pays a policy that never looks (on EgoSynth, per issue 22: cite all 8 frames ≈ 0.31, the
   best fixed frame per question type ≈ 0.43); ``tests/train/test_rewards.py`` rebuilds such a
   dataset and shows both earn ~0 here. The ranking is estimated once, lazily at the first call, from
-  the JSONL in ``keyframe_prior_data`` (the recipe fills in ``data.train``): every row with
+  the JSONL in ``keyframe_prior_data`` (the recipe fills in ``data.train``; both ``positional`` and
+  ``expected`` read it): every row with
   ``salient_times`` and a known clip span (``end_s`` or ``duration_s``, from ``start_s`` or 0) gives
   relative positions in the clip, mapped to frame positions as uniform sampling places them. It is a
   pure function of that file, so every rank of a distributed run computes the same reward. The
@@ -224,7 +236,8 @@ class AccuracyReward:
         return [None if t is None else float(is_correct(p, t)) for p, t in zip(parsed, truths, strict=True)]
 
 
-KEYFRAME_PRIORS = ("none", "cite_all", "positional")
+KEYFRAME_PRIORS = ("none", "cite_all", "positional", "expected")
+PRIORS_WITH_DATA = ("positional", "expected")  # estimated from a training JSONL (keyframe_prior_data)
 UNTYPED = ""  # the ranking key of rows without a question_type
 
 
@@ -249,6 +262,7 @@ class PositionalPrior:
         self.positions = {k: v for k, v in positions.items() if v}
         self.source = source
         self._rankings: dict[tuple[str | None, int, float], list[int]] = {}
+        self._expected: dict[tuple[str | None, int, float, frozenset[int]], float] = {}
 
     @classmethod
     def from_items(cls, items: Iterable[Any], source: str = "<memory>") -> PositionalPrior:
@@ -280,21 +294,34 @@ class PositionalPrior:
             )
         return cls.from_items(read_jsonl(path), str(path))
 
+    def salient_sets(self, question_type: str | None, n: int) -> list[set[int]]:
+        """This type's rows as salient sets of frame positions 1..n (all rows pooled for a type the
+        training set lacks)."""
+        qt = question_type or UNTYPED
+        pooled = [r for rs in self.positions.values() for r in rs]
+        rows = self.positions.get(qt, pooled)
+        return [{position_of(u, n) for u in rel} for rel in rows]
+
     def ranking(self, question_type: str | None, n: int, beta: float = 1.0) -> list[int]:
         """Positions 1..n, best first: by the mean F-beta citing that position alone earns on this
         type's rows (all rows pooled for a type the training set lacks); ties to the earlier frame."""
         qt = question_type or UNTYPED
         key = (qt if qt in self.positions else None, n, beta)
         if key not in self._rankings:
-            rows = (
-                self.positions[qt]
-                if qt in self.positions
-                else [r for rs in self.positions.values() for r in rs]
-            )
-            sets = [{position_of(u, n) for u in rel} for rel in rows]
+            sets = self.salient_sets(question_type, n)
             gain = [sum(f_beta([p], s, beta) for s in sets) / len(sets) for p in range(1, n + 1)]
             self._rankings[key] = sorted(range(1, n + 1), key=lambda p: (-gain[p - 1], p))
         return self._rankings[key]
+
+    def expected(self, cited: Iterable[int], question_type: str | None, n: int, beta: float = 1.0) -> float:
+        """The mean F-beta citing exactly ``cited`` earns on this type's rows: what that citation is
+        worth to a policy that never looks."""
+        qt = question_type or UNTYPED
+        key = (qt if qt in self.positions else None, n, beta, frozenset(cited))
+        if key not in self._expected:
+            sets = self.salient_sets(question_type, n)
+            self._expected[key] = sum(f_beta(key[3], s, beta) for s in sets) / len(sets)
+        return self._expected[key]
 
 
 class KeyframeReward:
@@ -315,8 +342,8 @@ class KeyframeReward:
     ) -> None:
         if prior not in KEYFRAME_PRIORS:
             raise ValueError(f"keyframe prior must be one of {KEYFRAME_PRIORS}, got {prior!r}")
-        if prior == "positional" and prior_data is None:
-            raise ValueError("the positional keyframe prior needs prior_data (a training JSONL)")
+        if prior in PRIORS_WITH_DATA and prior_data is None:
+            raise ValueError(f"the {prior} keyframe prior needs prior_data (a training JSONL)")
         self.tolerance_s = tolerance_s
         self.requires_correct = requires_correct
         self.beta = beta
@@ -349,10 +376,16 @@ class KeyframeReward:
         self, cited: Sequence[int], target: Sequence[int], n: int, question_type: str | None
     ) -> float | None:
         """The reward of one citation (correctness already checked); None: looking is not measurable."""
+        over = self.max_cited is not None and len(set(cited)) > self.max_cited
+        if self.prior == "expected":
+            if not cited or over:
+                return 0.0
+            worth = self.positional().expected(cited, question_type, n, self.beta)
+            return f_beta(cited, target, self.beta) - worth
         baseline = self.baseline(target, n, question_type)
         if baseline >= 1.0 - 1e-9:
             return None
-        if not cited or (self.max_cited is not None and len(set(cited)) > self.max_cited):
+        if not cited or over:
             return 0.0
         return max(0.0, f_beta(cited, target, self.beta) - baseline) / (1.0 - baseline)
 

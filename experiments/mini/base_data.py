@@ -129,11 +129,24 @@ def _first_picks(clip: ClipTruth) -> dict[str, float]:
     return first
 
 
+# What a start-place question's target cites (its salient moment), per base phase (data.start_cites):
+# "first_frame": frame 1, which shows every object at its start place (phases 1-4); "pickup": the
+# moment the object leaves that place, its first pick-up (phase 5). Why the second: with frame 1 the
+# base learnt that "where" means frame 1, and carried it to the held-out "where did X end up?" (every
+# sample cited frame 1, so the keyframe reward had nothing to compare; docs/mini_experiment/LOG.md).
+START_CITES: tuple[str, ...] = ("first_frame", "pickup")
+
+
 def start_place_question(
-    clip: ClipTruth, rng: np.random.Generator, open_form: bool = False
+    clip: ClipTruth, rng: np.random.Generator, open_form: bool = False, cites: str = "first_frame"
 ) -> Question | None:
     """Where an object the wearer picks up was at the start: the place of its first pick-up (None:
-    nothing is picked up). Wrong options prefer places the clip uses, as the QA's where_ended does."""
+    nothing is picked up). Wrong options prefer places the clip uses, as the QA's where_ended does.
+    ``cites``: the moment the target cites (:data:`START_CITES`)."""
+    if cites not in START_CITES:
+        raise PretrainDataError(
+            f"start-place citations must be one of {', '.join(START_CITES)}, not {cites!r}"
+        )
     first: dict[str, dict[str, Any]] = {}
     for e in _picks(clip):
         first.setdefault(str(e["object"]), e)
@@ -144,11 +157,11 @@ def start_place_question(
     place = str(first[name]["place"])
     question = f"Where was the {name} at the start?"
     correct = place_phrase(place)
-    # the first frame shows every object at its start place
+    when = [0.0] if cites == "first_frame" else [float(first[name]["t"])]
     if open_form:
-        return Question(clip.clip_id, "start_place", question, None, correct, [0.0])
+        return Question(clip.clip_id, "start_place", question, None, correct, when)
     options, letter = lettered(correct, wrong_places(place, clip_places(clip), rng), rng)
-    return Question(clip.clip_id, "start_place", question, options, letter, [0.0])
+    return Question(clip.clip_id, "start_place", question, options, letter, when)
 
 
 def picked_up_question(clip: ClipTruth, rng: np.random.Generator) -> Question | None:
@@ -411,9 +424,15 @@ def qa_questions(
 
 
 def make_question(
-    clip: ClipTruth, frames: Sequence[Frame], kind: str, rng: np.random.Generator, open_form: bool = False
+    clip: ClipTruth,
+    frames: Sequence[Frame],
+    kind: str,
+    rng: np.random.Generator,
+    open_form: bool = False,
+    start_cites: str = "first_frame",
 ) -> Question | None:
-    """One question of ``kind`` about a frame set (None: the clip cannot support it)."""
+    """One question of ``kind`` about a frame set (None: the clip cannot support it);
+    ``start_cites`` as :func:`start_place_question`'s ``cites``."""
     if open_form and kind not in OPEN_FORMS:
         raise PretrainDataError(f"{kind!r} has no open form (open forms: {', '.join(OPEN_FORMS)})")
     if kind == "hand":
@@ -423,7 +442,7 @@ def make_question(
     if kind == "place":
         return place_question(clip, frames, rng)
     if kind == "start_place":
-        return start_place_question(clip, rng, open_form)
+        return start_place_question(clip, rng, open_form, start_cites)
     if kind == "picked_up":
         return picked_up_question(clip, rng)
     if kind == "statement":
@@ -456,6 +475,7 @@ def draw_questions(
     open_share: float = 0.0,
     reword_share: float = 0.0,
     restyle_share: float = 0.0,
+    start_cites: str = "first_frame",
 ) -> list[Question]:
     """``count`` questions about a frame set: kinds uniform over ``kinds``, each of an
     :data:`OPEN_FORMS` kind asked open with probability ``open_share`` and in other words
@@ -468,7 +488,7 @@ def draw_questions(
             break
         kind = kinds[int(rng.integers(len(kinds)))]
         open_form = kind in OPEN_FORMS and float(rng.random()) < open_share
-        q = make_question(clip, frames, kind, rng, open_form)
+        q = make_question(clip, frames, kind, rng, open_form, start_cites)
         if q is None:
             continue
         if reword_share and float(rng.random()) < reword_share:
@@ -494,6 +514,7 @@ def build_base_examples(
     max_clips: int | None = None,
     reword_share: float = 0.0,
     restyle_share: float = 0.0,
+    start_cites: str = "first_frame",
 ) -> list[QAExample | Example]:
     """For every clip of an EgoSynth folder and each of its ``frame_sets`` frame sets (the uniform
     one, then jittered ones): ``qa_per_set`` questions (:func:`draw_questions`) with answer-only
@@ -511,7 +532,7 @@ def build_base_examples(
     for clip in clips:
         for frames in decode_frame_sets(clip, n_frames, frame_sets, size, rng):
             for q in draw_questions(
-                clip, frames, qa_per_set, rng, kinds, open_share, reword_share, restyle_share
+                clip, frames, qa_per_set, rng, kinds, open_share, reword_share, restyle_share, start_cites
             ):
                 examples.append(QAExample(clip.clip_id, q, frames, answer_target(q, frames, answer_form)))
             for _ in range(describe_per_set):
@@ -528,6 +549,7 @@ def val_questions(
     kinds: Sequence[str] = BASE_TYPES,
     max_clips: int | None = None,
     answer_form: str = "text",
+    start_cites: str = "first_frame",
 ) -> list[QAExample]:
     """Held-out questions on each clip's uniform frame set (the one ``egovlm eval`` samples): one
     multiple-choice question of every kind the clip supports, and the open form of each
@@ -540,7 +562,7 @@ def val_questions(
         frames = decode_frame_sets(clip, n_frames, 1, size, rng)[0]
         asked = [(k, False) for k in kinds] + [(k, True) for k in kinds if k in OPEN_FORMS]
         for kind, open_form in asked:
-            q = make_question(clip, frames, kind, rng, open_form)
+            q = make_question(clip, frames, kind, rng, open_form, start_cites)
             if q is not None:
                 out.append(QAExample(clip.clip_id, q, frames, answer_target(q, frames, answer_form)))
     return out

@@ -51,6 +51,7 @@ from egovlm.train.config import STRICT, ConfigError
 from experiments.mini.base_data import (
     ANSWER_FORMS,
     BASE_TYPES,
+    START_CITES,
     QAExample,
     build_base_examples,
     check_kinds,
@@ -99,6 +100,7 @@ class PretrainData:
     reword_share: float = 0.0  # share of questions asked in other words (base_data.reword)
     restyle_share: float = 0.0  # share of MC questions with options in another style (base_data.restyle)
     describe_per_set: int = 0  # descriptions (pretrain_data) per frame set
+    start_cites: str = "first_frame"  # what a start-place target cites (base_data.START_CITES)
     tasks: list[str] | None = None  # description tasks (pretrain_data.TASKS by default)
     max_clips: int | None = None
     val_clips: int = 12
@@ -175,6 +177,10 @@ def load_pretrain_config(path: Path | str, overrides: list[str] | None = None) -
         check_kinds(d.kinds, d.frames)
     except PretrainDataError as e:
         raise ConfigError(f"{path}: data.kinds {d.kinds} with data.frames {d.frames}: {e}") from e
+    if d.start_cites not in START_CITES:
+        raise ConfigError(
+            f"{path}: data.start_cites is {d.start_cites!r}; choose one of {', '.join(START_CITES)}"
+        )
     for name in ("open_share", "reword_share", "restyle_share"):
         if not 0.0 <= getattr(d, name) <= 1.0:
             raise ConfigError(f"{path}: data.{name} must lie in [0, 1], got {getattr(d, name)}")
@@ -321,7 +327,9 @@ def _val_sets(cfg: PretrainConfig, size: tuple[int, int]) -> ValSets:
     if d.val is None:
         return ValSets([], [], [], [])
     folder = Path(d.val)
-    asked = val_questions(folder, d.frames, size, d.seed + 1, d.kinds, d.val_clips, d.answer_form)
+    asked = val_questions(
+        folder, d.frames, size, d.seed + 1, d.kinds, d.val_clips, d.answer_form, d.start_cites
+    )
     rng = np.random.default_rng(d.seed + 1)
     mc = [ex for ex in asked if not ex.question.is_open]
     opened = [ex for ex in asked if ex.question.is_open]
@@ -397,6 +405,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         d.max_clips,
         d.reword_share,
         d.restyle_share,
+        d.start_cites,
     )
     if not train_set:
         raise ValueError(f"{d.train}: no clips to pre-train on")

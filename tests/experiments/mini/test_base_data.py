@@ -320,3 +320,31 @@ def test_restyle_rewrites_all_five_options_alike_and_the_target_copies_the_new_w
                 name = name.removeprefix("The ").removesuffix(" was picked up first.").rstrip(".")
                 assert name in new
     assert set(styled) == set(BASE_TYPES)  # every type has at least one style that keeps options apart
+
+
+def test_start_place_targets_cite_frame_one_or_the_moment_the_object_leaves(synth_slice: Path) -> None:
+    """``start_cites``: "first_frame" (phases 1-4) cites frame 1 whatever the object; "pickup"
+    (phase 5) cites the frame nearest the object's first pick-up, so the citation depends on which
+    object is asked about; the answer is the same either way."""
+    cited: dict[str, list[tuple[str, list[int]]]] = {"first_frame": [], "pickup": []}
+    for clip in load_truth(synth_slice):
+        frames = _frames(clip.duration_s)
+        picks = [e for e in clip.events if e["action"] == "pick_up"]
+        for cites, out in cited.items():
+            rng = np.random.default_rng(0)
+            for _ in range(6):
+                q = make_question(clip, frames, "start_place", rng, start_cites=cites)
+                if q is None:
+                    continue
+                name = q.question.removeprefix("Where was the ").removesuffix(" at the start?")
+                moment = float(next(e for e in picks if e["object"] == name)["t"])
+                keyframes = parse_answer(answer_target(q, frames), None, q.options).keyframes or []
+                nearest = min(frames, key=lambda f: abs(f.timestamp_s - moment)).index
+                assert keyframes == ([1] if cites == "first_frame" else [nearest])
+                out.append((q.answer, keyframes))
+    assert [a for a, _ in cited["first_frame"]] == [a for a, _ in cited["pickup"]]  # same questions
+    assert len({tuple(k) for _, k in cited["pickup"]}) > 1, "precondition: objects leave at different times"
+    with pytest.raises(PretrainDataError, match="start-place citations must be one of first_frame, pickup"):
+        make_question(
+            load_truth(synth_slice)[0], _frames(8.0), "start_place", np.random.default_rng(0), start_cites="x"
+        )
