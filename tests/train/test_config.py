@@ -219,7 +219,7 @@ def test_3b_recipes_adopt_the_keyframe_reward_that_must_look(recipe: Path) -> No
         ({"keyframe_beta": 0}, "keyframe_beta must be > 0"),
         ({"keyframe_max_cited": 0}, "keyframe_max_cited must be >= 1"),
         ({"keyframe_prior": "uniform"}, "rewards.keyframe_prior"),
-        ({"keyframe_prior_data": "x.jsonl"}, "only read with rewards.keyframe_prior: positional"),
+        ({"keyframe_prior_data": "x.jsonl"}, "only read with rewards.keyframe_prior: positional or expected"),
     ],
 )
 def test_keyframe_reward_settings_are_checked(tmp_path: Path, rewards: dict, needle: str) -> None:
@@ -229,10 +229,11 @@ def test_keyframe_reward_settings_are_checked(tmp_path: Path, rewards: dict, nee
     assert str(path) in str(err.value)
 
 
-def test_positional_prior_data_defaults_to_the_training_set(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, variant(rewards={"keyframe_prior": "positional"})))
+@pytest.mark.parametrize("prior", ["positional", "expected"])
+def test_prior_data_defaults_to_the_training_set(tmp_path: Path, prior: str) -> None:
+    cfg = load_config(write(tmp_path, variant(rewards={"keyframe_prior": prior})))
     assert cfg.rewards.keyframe_prior_data == "d/qa.jsonl"
     other = load_config(
-        write(tmp_path, variant(rewards={"keyframe_prior": "positional", "keyframe_prior_data": "p.jsonl"}))
+        write(tmp_path, variant(rewards={"keyframe_prior": prior, "keyframe_prior_data": "p.jsonl"}))
     )
     assert other.rewards.keyframe_prior_data == "p.jsonl"

@@ -303,6 +303,38 @@ def test_content_free_strategies_that_farm_f1_earn_nothing_against_the_positiona
     assert set(wrong) <= {0.0, None}
 
 
+def test_every_fixed_citation_earns_nothing_against_the_expected_prior() -> None:
+    """The positional prior pays nothing to its own family (prefixes of one ranking), but a fixed
+    citation outside it, e.g. one frame that is not the type's best, is still paid where it happens
+    to hit. Against ``expected`` every fixed citation of up to three frames averages 0 on the rows
+    the prior was estimated from (salient moments at frame centres, so both map frames alike), and
+    citing the salient frames earns clearly more."""
+    import itertools
+
+    rows = farmable_rows(seed=1)
+    prior = PositionalPrior.from_items(as_items(rows))
+    kwargs: dict[str, Any] = {"requires_correct": True, "beta": 0.5, "max_cited": 3, "prior_data": prior}
+    positional = KeyframeReward(prior="positional", **kwargs)
+    expected = KeyframeReward(prior="expected", **kwargs)
+    fixed = [list(c) for k in (1, 2, 3) for c in itertools.combinations(range(1, N_FRAMES + 1), k)]
+    worth = {
+        tuple(c): [mean(strategy_scores(r, rows, lambda qt, s, c=c: c)) for r in (positional, expected)]
+        for c in fixed
+    }
+    assert max(p for p, _ in worth.values()) > 0.1  # farmable against the positional prior
+    assert max(abs(e) for _, e in worth.values()) < 1e-9  # against expected: 0, whatever is cited
+    looking = strategy_scores(expected, rows, lambda qt, s: s)
+    assert None not in looking and mean(looking) > 0.5
+    # signed: a correct answer that cites the frame a guess would get right, but this clip's moment is
+    # elsewhere, earns below 0; a wrong answer earns 0; no citation or over the cap earns 0
+    last_home = [r for r in rows if r[0] == "last" and r[1] == [2]][:1]
+    assert strategy_scores(expected, last_home, lambda qt, s: [N_FRAMES])[0] < 0
+    assert strategy_scores(expected, last_home, lambda qt, s: s, letter="A") == [0.0]
+    assert strategy_scores(expected, last_home, lambda qt, s: [1, 2, 3, 4]) == [0.0]
+    with pytest.raises(ValueError, match="expected keyframe prior needs prior_data"):
+        KeyframeReward(prior="expected")
+
+
 def test_cap_and_cite_all_baseline() -> None:
     capped = KeyframeReward(max_cited=2, prior="none")
     # salient frames 2 and 3: three citations are over the cap, two are fine
