@@ -19,9 +19,7 @@ so an interrupted run continues; ``--fresh`` deletes ``--runs`` first):
              from its model on 8-frame prompts (base-type questions, answer-only targets in the
              exact eval prompt; experiments/mini/base_data.py), then base_varied from that (questions
              in other words, options in other styles, statement questions), then base_anneal (the
-             same mix drawn afresh, at a lower rate), then base_cite (the same once more, with
-             start-place questions citing the moment the object leaves its place, not frame 1);
-             never the GRPO types
+             same mix drawn afresh, at a lower rate); never the GRPO types
 3. GRPO      ``egovlm train --config experiments/mini/configs/grpo_{a,b}.yaml`` x seeds 0, 1, 2, on
              the RL file the recipe's ``data.train`` names (``mixed.jsonl``)
 4. eval      ``egovlm eval`` of the base and the six GRPO models on the test split's multiple-choice and
@@ -267,8 +265,7 @@ BASE_PHASES = (
     ("base_1frame", "experiments/mini/configs/base_1frame.yaml"),
     ("base_8frame", "experiments/mini/configs/base.yaml"),
     ("base_varied", "experiments/mini/configs/base_varied.yaml"),
-    ("base_anneal", "experiments/mini/configs/base_anneal.yaml"),
-    ("pretrain", "experiments/mini/configs/base_cite.yaml"),
+    ("pretrain", "experiments/mini/configs/base_anneal.yaml"),
 )
 
 

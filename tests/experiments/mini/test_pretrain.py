@@ -302,14 +302,14 @@ def test_init_from_a_folder_without_a_model_is_named(synth_slice: Path, tmp_path
         pretrain(load_pretrain_config(cfg))
 
 
-def test_base_recipes_chain_the_five_phases() -> None:
+def test_base_recipes_chain_the_four_phases() -> None:
     """experiments/mini/configs: base_1frame trains the vision tower and reads single frames from random
     init with the EgoSynth tokenizer; base continues it on the QA's 8-frame prompts with the seven first
     base types; base_varied continues that with every base type (statement questions added) and
     reworded questions; base_anneal continues that on the same mix with new draws at a lower rate;
-    base_cite continues that on the same mix with new draws, start-place questions citing the
-    object's pick-up instead of frame 1 (the one difference in its data);
-    base_dev is one 8-frame phase from scratch; none names a GRPO type; repro runs the five phases in
+    base_dev is one 8-frame phase from scratch; base_cite (development) continues the base on the
+    same mix with new draws, start-place questions citing the object's pick-up instead of frame 1 (the
+    one difference in its data); none names a GRPO type; repro runs the four phases in
     order, each from the previous one's final/, and the last one's folder is ``pretrain`` (the base
     every later stage reads at <runs>/pretrain/final)."""
     from experiments.mini.base_data import BASE_TYPES, GRPO_TYPES
@@ -325,7 +325,7 @@ def test_base_recipes_chain_the_five_phases() -> None:
     cite = load_pretrain_config(mini / "base_cite.yaml")
     dev = load_pretrain_config(mini / "base_dev.yaml")
     assert one.model.init_from is None and one.vision.steps > 0 and one.model.corpus == "egosynth"
-    chain = (one, eight, varied, anneal, cite)
+    chain = (one, eight, varied, anneal)
     for before, after in itertools.pairwise(chain):
         assert after.model.init_from is not None and after.vision.steps == 0
         assert Path(after.model.init_from) == Path(before.run.output_dir) / "final"
@@ -335,10 +335,12 @@ def test_base_recipes_chain_the_five_phases() -> None:
     # phase 4: phase 3's mix drawn afresh, at a lower rate
     assert dataclasses.replace(anneal.data, seed=varied.data.seed) == varied.data
     assert anneal.data.seed != varied.data.seed and anneal.optim.lr < varied.optim.lr
-    # phase 5: the same mix drawn afresh, start-place questions cite the pick-up; every earlier phase frame 1
+    # the development phase after the base: the same mix drawn afresh, start-place questions cite the
+    # pick-up; every phase of the base stage cites frame 1
+    assert Path(cite.model.init_from or "") == Path(anneal.run.output_dir) / "final"
     assert dataclasses.replace(cite.data, seed=anneal.data.seed, start_cites="first_frame") == anneal.data
-    assert cite.data.seed not in {c.data.seed for c in chain[:-1]} and cite.data.start_cites == "pickup"
-    assert all(c.data.start_cites == "first_frame" for c in chain[:-1])
+    assert cite.data.seed not in {c.data.seed for c in chain} and cite.data.start_cites == "pickup"
+    assert all(c.data.start_cites == "first_frame" for c in chain)
     assert not {k for c in (*chain, dev) for k in c.data.kinds} & set(GRPO_TYPES)
     assert dev.model.init_from is None and dev.model.corpus == "egosynth" and dev.run.threads == 1
     assert [Path(c).name for _, c in BASE_PHASES] == [
@@ -346,7 +348,6 @@ def test_base_recipes_chain_the_five_phases() -> None:
         "base.yaml",
         "base_varied.yaml",
         "base_anneal.yaml",
-        "base_cite.yaml",
     ]
     assert [f for f, _ in BASE_PHASES] == [Path(c.run.output_dir).name for c in chain]
     assert BASE_PHASES[-1][0] == "pretrain"

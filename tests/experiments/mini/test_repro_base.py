@@ -71,15 +71,15 @@ def test_an_interrupted_base_stage_runs_only_the_phases_after_the_latest_finishe
     ran: list[list[str]] = []
     monkeypatch.setattr(repro, "run", lambda cmd, threads, log=None: ran.append(cmd))
     runs = tmp_path / "runs"
-    assert repro.first_pending_phase(runs) == 0 and repro.base_phases_label(runs) == "base stage (5 phases)"
-    fourth = runs / repro.BASE_PHASES[3][0] / "final"  # phase 4 done, phases 1-3's models deleted
-    fourth.mkdir(parents=True)
-    (fourth / "config.json").write_text("{}")
-    assert repro.base_phases_label(runs) == "base stage (phases 5-5 of 5)"
+    assert repro.first_pending_phase(runs) == 0 and repro.base_phases_label(runs) == "base stage (4 phases)"
+    third = runs / repro.BASE_PHASES[2][0] / "final"  # phase 3 done, phases 1-2's models deleted
+    third.mkdir(parents=True)
+    (third / "config.json").write_text("{}")
+    assert repro.base_phases_label(runs) == "base stage (phases 4-4 of 4)"
     repro.base_stage(runs)
     assert len(ran) == 1
-    assert ran[0][ran[0].index("--config") + 1] == repro.BASE_PHASES[4][1]
-    assert f"model.init_from={fourth}" in ran[0] and f"run.output_dir={runs / 'pretrain'}" in ran[0]
+    assert ran[0][ran[0].index("--config") + 1] == repro.BASE_PHASES[3][1]
+    assert f"model.init_from={third}" in ran[0] and f"run.output_dir={runs / 'pretrain'}" in ran[0]
     ran.clear()
     repro.base_stage(tmp_path / "empty")  # from scratch: every phase, each from the previous one
     assert [c[c.index("--config") + 1] for c in ran] == [c for _, c in repro.BASE_PHASES]
