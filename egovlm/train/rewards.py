@@ -54,7 +54,9 @@ Definitions (this project's; the paper's exact formulas are not published):
     ``expected``: ``F(c) - E[F(c)]``, the citation's F-beta on this prompt minus the mean F-beta the
     *same citation* earns over the question type's training rows (:meth:`PositionalPrior.expected`).
     Every citation a policy that never looks can make, whatever it is, earns 0 on average over the
-    type's prompts, so no fixed citation is worth converging to; a citation that follows the
+    type's training prompts (up to how salient times fall between frames: the reward maps each to its
+    nearest frame, ties to both, the prior to one segment; 0.01-0.03 at most on the miniature's RL
+    rows), so no fixed citation is worth converging to; a citation that follows the
     content earns up to ``1 - E``; one that misses what a guess would hit can earn below 0. Never
     ``None``; citing nothing, or more than the cap, scores 0 (what no citation is worth).
 
