@@ -309,8 +309,9 @@ def content_free_keyframe_f1(
     best_sets: list[float] = []
     for group in by_type.values():
         n = max(len(r["frame_times"]) for r in group)
-        fixed.append(max(sum(f1([p], r["salient_frames"]) for r in group) for p in range(1, n + 1)))
-        best_sets.append(best_fixed_set([r["salient_frames"] for r in group], n)[0])
+        salient = [r["salient_frames"] for r in group]
+        fixed.append(best_fixed_set(salient, n, max_size=1)[0])
+        best_sets.append(best_fixed_set(salient, n)[0])
     return {
         "keyframe_f1_cite_all": _mean(cite_all),
         "keyframe_f1_best_fixed_position": sum(fixed) / len(kf) if kf else None,
@@ -319,14 +320,17 @@ def content_free_keyframe_f1(
     }
 
 
-def best_fixed_set(salient: list[list[int]], n: int) -> tuple[float, tuple[int, ...]]:
-    """The fixed set of frame positions (1..n) whose F1 summed over these rows' salient sets is
-    largest: (that sum, the set). Exact without trying all 2^n sets: for a set S of size k,
-    ``sum_r F1(S, T_r) = sum_(p in S) sum_r 2 [p in T_r] / (k + |T_r|)`` is a sum of per-position
-    weights, so the best set of size k is the k positions of largest weight, and the best set is the
-    best of those over k = 1..n. Rows with an empty salient set score 0 whatever is cited."""
+def best_fixed_set(
+    salient: list[list[int]], n: int, max_size: int | None = None
+) -> tuple[float, tuple[int, ...]]:
+    """The fixed set of frame positions (1..n, at most ``max_size`` of them; None: any size) whose F1
+    summed over these rows' salient sets is largest: (that sum, the set). Exact without trying all
+    2^n sets: for a set S of size k, ``sum_r F1(S, T_r) = sum_(p in S) sum_r 2 [p in T_r] / (k + |T_r|)``
+    is a sum of per-position weights, so the best set of size k is the k positions of largest weight,
+    and the best set is the best of those over the sizes allowed (``max_size`` 1: the best single
+    position). Rows with an empty salient set score 0 whatever is cited."""
     best: tuple[float, tuple[int, ...]] = (0.0, ())
-    for k in range(1, n + 1):
+    for k in range(1, min(n, max_size or n) + 1):
         weight = dict.fromkeys(range(1, n + 1), 0.0)
         for t in salient:
             for p in set(t):

@@ -40,10 +40,14 @@ BASE = "base"  # the base stage's model: a candidate like the GRPO runs (<runs>/
 
 
 def val_correctness(eval_dir: Path) -> np.ndarray:
-    """1.0 / 0.0 per answered multiple-choice question of an eval, from its ``completions.jsonl``."""
-    rows = [json.loads(line) for line in (eval_dir / "completions.jsonl").read_text().splitlines() if line]
-    mc = [r for r in rows if r.get("answer_form", "letter") == "letter" and r.get("correct") is not None]
-    return np.array([float(bool(r["correct"])) for r in mc])
+    """1.0 / 0.0 per answered multiple-choice question of an eval, in its ``completions.jsonl`` order
+    (read as the report reads it, :func:`experiments.mini.report.correctness`); a candidate without
+    that file cannot be judged, so it is an error here, not an empty record."""
+    from experiments.mini.report import correctness
+
+    if not (eval_dir / "completions.jsonl").is_file():
+        raise FileNotFoundError(f"{eval_dir / 'completions.jsonl'}: the val eval the publish rule reads")
+    return np.array([c for c, _ in correctness(eval_dir).values()])
 
 
 def candidates(runs: Path) -> dict[str, dict[str, Any]]:

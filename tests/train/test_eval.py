@@ -492,3 +492,13 @@ def test_best_fixed_set_is_the_best_of_all_sets() -> None:
         )
         assert total == pytest.approx(brute)
         assert sum(f1(chosen, t) for t in salient) == pytest.approx(total)
+        # at most m positions: the best subset of up to m (m = 1: the best single position)
+        m = rng.randint(1, n)
+        capped, few = best_fixed_set(salient, n, max_size=m)
+        brute_m = max(
+            sum(f1(subset, t) for t in salient)
+            for k in range(1, m + 1)
+            for subset in itertools.combinations(range(1, n + 1), k)
+        )
+        assert capped == pytest.approx(brute_m) and len(few) <= m
+    assert best_fixed_set([[1], [2], [1, 2]], 4, max_size=1) == (pytest.approx(5 / 3), (1,))
