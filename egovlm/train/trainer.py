@@ -498,7 +498,11 @@ def last_checkpoint(run_dir: Path) -> str | None:
 
 
 def save_final(trainer: Any, run_dir: Path) -> Path:
-    """The trained weights (or LoRA adapter) + processor + egovlm.json, swapped in atomically."""
+    """The trained weights (or LoRA adapter) + processor + egovlm.json, swapped in atomically.
+
+    The steps of :func:`egovlm.atomic.staged_dir`, spread over the processes of a distributed run:
+    every process writes into the staging folder (ZeRO-3 gathers there), only the main one clears it
+    before and swaps it in after, with barriers between (a context manager per process would race)."""
     final = run_dir / FINAL_DIR
     tmp = run_dir / f".{FINAL_DIR}.partial"
     if trainer.accelerator.is_main_process and tmp.exists():
