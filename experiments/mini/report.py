@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from egovlm.atomic import atomic_path, atomic_write_text
-from egovlm.train.eval import content_free_keyframe_f1
+from egovlm.train.eval import best_fixed_set, content_free_keyframe_f1
 from experiments.mini import stats
 from experiments.mini.base_data import GRPO_TYPES
 
@@ -442,7 +442,34 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
             }
     if not per_seed:
         return {}
-    return {"per_seed": per_seed, "mean_margin": statistics.fmean(v["margin"] for v in per_seed.values())}
+    names = ["base", *per_seed]
+    by_type = {n: keyframe_by_type(completion_rows(ev / n) or []) for n in names}
+    return {
+        "per_seed": per_seed,
+        "mean_margin": statistics.fmean(v["margin"] for v in per_seed.values()),
+        "by_type": {n: t for n, t in by_type.items() if t},
+    }
+
+
+def keyframe_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per question type (multiple-choice and open rows together, as eval groups them): how many
+    rows have salient frames, the model's mean keyframe F1, and the best fixed set of positions on
+    those rows (its mean F1 and the positions): where a model cites better or worse than not looking."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("keyframe_f1") is not None:
+            groups.setdefault(r.get("question_type") or "untyped", []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for qt, group in sorted(groups.items()):
+        n = max(len(r["frame_times"]) for r in group)
+        total, positions = best_fixed_set([r["salient_frames"] for r in group], n)
+        out[qt] = {
+            "rows": len(group),
+            "f1": statistics.fmean(float(r["keyframe_f1"]) for r in group),
+            "fixed_set_f1": total / len(group),
+            "fixed_set": list(positions),
+        }
+    return out
 
 
 def _open(eval_dir: Path) -> dict[str, Any]:
@@ -452,6 +479,28 @@ def _open(eval_dir: Path) -> dict[str, Any]:
         "accuracy": m.get("open_accuracy"),
         "per_question_type": m.get("open_per_question_type") or {},
     }
+
+
+def keyframe_type_rows(by_type: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The per-type keyframe table: each model's F1 beside the best fixed set of positions."""
+    if not by_type:
+        return []
+    names = list(by_type)
+    reference = by_type[names[0]]
+    rows = [
+        "",
+        "Keyframe F1 per question type (multiple-choice and open questions together) beside the best "
+        "fixed set of frame positions chosen on the same rows: where a model cites better than not "
+        "looking, and where its citation is a habit.",
+        "",
+        "| question type | questions | best fixed set (positions) | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for qt, ref in reference.items():
+        fixed = f"{ref['fixed_set_f1']:.3f} ({', '.join(str(p) for p in ref['fixed_set'])})"
+        cells = [f1s(by_type[n].get(qt, {}).get("f1")) for n in names]
+        rows.append(f"| {qt} | {ref['rows']} | {fixed} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def statistics_section(s: dict[str, Any]) -> list[str]:
@@ -514,6 +563,7 @@ def statistics_section(s: dict[str, Any]) -> list[str]:
                 f"| {f1s(b.get('best fixed set'))} | {k['margin']:+.3f} | {f1s(k.get('reward_baseline'))} |"
             )
         rows.append(f"| mean over seeds | | | | {kf['mean_margin']:+.3f} | |")
+        rows += keyframe_type_rows(kf.get("by_type") or {})
     opened = {n: o for n, o in (s.get("open") or {}).items() if o["items"]}
     if opened:
         types = sorted({t for o in opened.values() for t in o["per_question_type"]})

@@ -241,3 +241,27 @@ def test_keyframe_margins_of_an_older_eval_compute_the_best_fixed_set(tmp_path: 
     assert abs(kf["baselines"]["best fixed set"] - 7 / 9) < 1e-12
     assert abs(kf["margin"] - 2 / 9) < 1e-12
     assert kf["reward_baseline"] == 0.9  # the metrics' own numbers are kept
+
+
+def test_keyframe_f1_per_type_beside_the_best_fixed_set(tmp_path: Path) -> None:
+    """Per type: the model's mean F1 and the best fixed set on the same rows; rows without salient
+    frames (keyframe_f1 None) are left out; the table shows each model's column."""
+    mod = _module()
+    frames = [0.0, 1.0, 2.0, 3.0]
+    rows = [
+        {"question_type": "count", "frame_times": frames, "salient_frames": [1], "keyframe_f1": 1.0},
+        {"question_type": "count", "frame_times": frames, "salient_frames": [2], "keyframe_f1": 0.0},
+        {"question_type": "count", "frame_times": frames, "salient_frames": [1, 2], "keyframe_f1": 2 / 3},
+        {"question_type": "order", "frame_times": frames, "salient_frames": [4], "keyframe_f1": 0.0},
+        {"question_type": "order", "frame_times": frames, "salient_frames": [], "keyframe_f1": None},
+    ]
+    t = mod.keyframe_by_type(rows)
+    assert t["count"]["rows"] == 3 and abs(t["count"]["f1"] - 5 / 9) < 1e-12
+    assert t["count"]["fixed_set"] == [1, 2] and abs(t["count"]["fixed_set_f1"] - 7 / 9) < 1e-12
+    assert t["order"] == {"rows": 1, "f1": 0.0, "fixed_set_f1": 1.0, "fixed_set": [4]}
+    table = "\n".join(
+        mod.keyframe_type_rows({"base": t, "grpo_b-seed0": {"count": {**t["count"], "f1": 0.25}}})
+    )
+    assert "| question type | questions | best fixed set (positions) | base | grpo_b-seed0 |" in table
+    assert "| count | 3 | 0.778 (1, 2) | 0.556 | 0.250 |" in table
+    assert "| order | 1 | 1.000 (4) | 0.000 | n/a |" in table
