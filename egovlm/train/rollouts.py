@@ -53,6 +53,7 @@ from typing import Any
 from egovlm.contract import Message, question_text
 
 UNIFORM_METRIC = "uniform_group_fraction"
+EXPLORED_METRIC = "explored_citations"  # logged: citation positions explored per completion
 UNIFORM_TOLERANCE = 1e-6  # rewards closer than this count as equal
 
 Order = tuple[int, ...]  # order[j]: the original index of the option shown at letter j
@@ -330,7 +331,7 @@ class CitationExplorer:
                 self.classes.append(one)
         self.digits = {ids[0] for d in range(10) if len(ids := token_ids(tokenizer, str(d))) == 1}
         self.digits.update(t for c in self.classes for t in c.values())
-        self.explored = 0  # positions explored so far (the mixture applied), for tests and logs
+        self.explored = 0  # positions where the mixture applied (logged as EXPLORED_METRIC per completion)
 
     def candidates(self, generated: Sequence[int], top: int, n: int) -> list[int] | None:
         """The frame-number tokens to mix in at this position, or None where nothing is explored."""

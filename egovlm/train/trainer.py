@@ -264,20 +264,25 @@ def _trainer_class() -> type:
             from transformers import LogitsProcessorList
 
             from egovlm.choice import AnswerChoiceProcessor, choices_for
-            from egovlm.train.rollouts import CitationExplorer
+            from egovlm.train.rollouts import EXPLORED_METRIC, CitationExplorer
 
             tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
             rules: list[Any] = []
             if options is not None:
                 rules.append(AnswerChoiceProcessor(choices_for(tokenizer, options)))
+            explorer = None
             if explore and frames is not None:
-                rules.append(CitationExplorer(tokenizer, frames, explore, temperature=self.temperature))
+                explorer = CitationExplorer(tokenizer, frames, explore, temperature=self.temperature)
+                rules.append(explorer)
             model = self.accelerator.unwrap_model(self.model_wrapped)
             model.generate = functools.partial(model.generate, logits_processor=LogitsProcessorList(rules))
             try:
-                return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+                out = super()._generate_single_turn(prompt_ids, *args, **kwargs)
             finally:
                 del model.generate  # the instance attribute; the class's generate shows again
+            if explorer is not None:  # citation positions where the mixture applied, per completion
+                self._metrics["train"][EXPLORED_METRIC].append(explorer.explored / max(1, len(prompt_ids)))
+            return out
 
         def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
             """TRL's loss over the rows that have a loss token: the others add exactly nothing to

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from egovlm.train.config import load_config
-from egovlm.train.rollouts import CitationExplorer
+from egovlm.train.rollouts import EXPLORED_METRIC, CitationExplorer
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "models" / "egovlm-mini"
@@ -123,6 +123,7 @@ class Citations:
     def __init__(self) -> None:
         self.cited: list[list[int]] = []
         self.groups: list[str] = []
+        self.explored: list[float] = []  # the trainer's logged explored citations per completion
 
     def __call__(self, prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
         for c, qid in zip(completions, columns["id"], strict=True):
@@ -155,7 +156,9 @@ def cited(tmp_path: Path, data: Path, eps: float) -> Citations:
         ],
     )
     probe = Citations()
-    build_trainer(cfg, "cpu", rewards=([probe], [1.0])).train()
+    trainer = build_trainer(cfg, "cpu", rewards=([probe], [1.0]))
+    trainer.train()
+    probe.explored = [e[EXPLORED_METRIC] for e in trainer.state.log_history if EXPLORED_METRIC in e]
     return probe
 
 
@@ -175,3 +178,5 @@ def test_grpo_rollouts_explore_the_cited_frames(tmp_path: Path, fixture_data: Pa
     assert all(c and all(1 <= f <= 8 for f in c) for c in explored.cited)  # still a citation, in range
     assert spread(own) <= 3.0, "precondition: the mini model's citations are habits"
     assert spread(explored) >= 4.0
+    # logged per step: with epsilon 1 every completion's citation positions are explored (one or more)
+    assert own.explored == [] and len(explored.explored) == 2 and min(explored.explored) >= 1.0
