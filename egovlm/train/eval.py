@@ -302,22 +302,34 @@ def content_free_keyframe_f1(
             [family.baseline(r["salient_frames"], len(r["frame_times"]), r["question_type"]) for r in kf]
         )
     cite_all = [f1(range(1, len(r["frame_times"]) + 1), r["salient_frames"]) for r in kf]
-    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in kf:
-        by_type[r["question_type"] or "untyped"].append(r)
-    fixed: list[float] = []
-    best_sets: list[float] = []
-    for group in by_type.values():
-        n = max(len(r["frame_times"]) for r in group)
-        salient = [r["salient_frames"] for r in group]
-        fixed.append(best_fixed_set(salient, n, max_size=1)[0])
-        best_sets.append(best_fixed_set(salient, n)[0])
+    groups = keyframe_groups(kf).values()
+    fixed = [best_fixed_set_of(group, max_size=1)[0] for group in groups]
+    best_sets = [best_fixed_set_of(group)[0] for group in groups]
     return {
         "keyframe_f1_cite_all": _mean(cite_all),
         "keyframe_f1_best_fixed_position": sum(fixed) / len(kf) if kf else None,
         "keyframe_f1_best_fixed_set": sum(best_sets) / len(kf) if kf else None,
         "keyframe_f1_positional_prior": positional,
     }
+
+
+def keyframe_groups(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Eval rows that have a keyframe F1, by question type ("untyped" without one), in first-seen
+    order: the groups a content-free strategy is chosen on (its citation may depend on the type)."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("keyframe_f1") is not None:
+            groups[r.get("question_type") or "untyped"].append(r)
+    return dict(groups)
+
+
+def best_fixed_set_of(
+    group: list[dict[str, Any]], max_size: int | None = None
+) -> tuple[float, tuple[int, ...]]:
+    """:func:`best_fixed_set` over eval rows (their ``salient_frames``, positions up to the largest
+    frame count among them)."""
+    n = max(len(r["frame_times"]) for r in group)
+    return best_fixed_set([r["salient_frames"] for r in group], n, max_size)
 
 
 def best_fixed_set(

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from egovlm.atomic import atomic_path, atomic_write_text
-from egovlm.train.eval import best_fixed_set, content_free_keyframe_f1
+from egovlm.train.eval import best_fixed_set_of, content_free_keyframe_f1, keyframe_groups
 from experiments.mini import stats
 from experiments.mini.base_data import GRPO_TYPES
 
@@ -421,12 +421,14 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
     per-question baseline (``positional prior``) is shown beside them, not used in the margin: it
     picks its citation knowing the salient frames, so it is not a strategy."""
     per_seed: dict[str, Any] = {}
+    by_type: dict[str, dict[str, dict[str, Any]]] = {}
     for p in sorted(ev.glob("grpo_b-seed*")):
         m = _metrics(p)
         if p.name.endswith("-otherclip") or m is None or m.get("keyframe_f1") is None:
             continue
-        rows = completion_rows(p) if m.get("keyframe_f1_best_fixed_set") is None else None
-        if rows is not None:
+        rows = completion_rows(p) or []  # read once: the per-type table and older evals' fixed set
+        by_type[p.name] = keyframe_by_type(rows)
+        if m.get("keyframe_f1_best_fixed_set") is None and rows:
             best_set = content_free_keyframe_f1(rows)["keyframe_f1_best_fixed_set"]
             m = {**m, "keyframe_f1_best_fixed_set": best_set}
         strategies = (("cite all", "keyframe_f1_cite_all"), ("best fixed set", "keyframe_f1_best_fixed_set"))
@@ -442,12 +444,11 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
             }
     if not per_seed:
         return {}
-    names = ["base", *per_seed]
-    by_type = {n: keyframe_by_type(completion_rows(ev / n) or []) for n in names}
+    by_type = {"base": keyframe_by_type(completion_rows(ev / "base") or []), **by_type}
     return {
         "per_seed": per_seed,
         "mean_margin": statistics.fmean(v["margin"] for v in per_seed.values()),
-        "by_type": {n: t for n, t in by_type.items() if t},
+        "by_type": {n: t for n, t in by_type.items() if t and (n == "base" or n in per_seed)},
     }
 
 
@@ -455,14 +456,9 @@ def keyframe_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per question type (multiple-choice and open rows together, as eval groups them): how many
     rows have salient frames, the model's mean keyframe F1, and the best fixed set of positions on
     those rows (its mean F1 and the positions): where a model cites better or worse than not looking."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        if r.get("keyframe_f1") is not None:
-            groups.setdefault(r.get("question_type") or "untyped", []).append(r)
     out: dict[str, dict[str, Any]] = {}
-    for qt, group in sorted(groups.items()):
-        n = max(len(r["frame_times"]) for r in group)
-        total, positions = best_fixed_set([r["salient_frames"] for r in group], n)
+    for qt, group in sorted(keyframe_groups(rows).items()):
+        total, positions = best_fixed_set_of(group)
         out[qt] = {
             "rows": len(group),
             "f1": statistics.fmean(float(r["keyframe_f1"]) for r in group),
