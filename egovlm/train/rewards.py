@@ -265,6 +265,7 @@ class PositionalPrior:
         self.source = source
         self._rankings: dict[tuple[str | None, int, float], list[int]] = {}
         self._expected: dict[tuple[str | None, int, float, frozenset[int]], float] = {}
+        self._sets: dict[tuple[str | None, int], list[set[int]]] = {}
 
     @classmethod
     def from_items(cls, items: Iterable[Any], source: str = "<memory>") -> PositionalPrior:
@@ -300,9 +301,11 @@ class PositionalPrior:
         """This type's rows as salient sets of frame positions 1..n (all rows pooled for a type the
         training set lacks)."""
         qt = question_type or UNTYPED
-        pooled = [r for rs in self.positions.values() for r in rs]
-        rows = self.positions.get(qt, pooled)
-        return [{position_of(u, n) for u in rel} for rel in rows]
+        key = (qt if qt in self.positions else None, n)
+        if key not in self._sets:
+            rows = self.positions.get(qt) or [r for rs in self.positions.values() for r in rs]
+            self._sets[key] = [{position_of(u, n) for u in rel} for rel in rows]
+        return self._sets[key]
 
     def ranking(self, question_type: str | None, n: int, beta: float = 1.0) -> list[int]:
         """Positions 1..n, best first: by the mean F-beta citing that position alone earns on this
