@@ -29,6 +29,7 @@ from pydantic.dataclasses import dataclass
 import egovlm.config as shared
 from egovlm.choice import ANSWER_RULES
 from egovlm.train.rewards import PRIORS_WITH_DATA
+from egovlm.train.rollouts import CITATION_CREDITS
 
 STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -149,6 +150,10 @@ class RolloutsSection:
     # (egovlm.train.rollouts.CitationExplorer), so a group's citations differ and the keyframe reward
     # has something to pay; 0: the policy's own citations. transformers rollouts only.
     explore_citations: float = 0.0
+    # shared: every token of a completion gets TRL's one advantage (all rewards summed); keyframe: the
+    # <keyframes> block's tokens get the keyframe reward's own group advantage, the others that of the
+    # remaining rewards (egovlm.train.rollouts.split_advantages), so a citation is credited by what it cites
+    citation_credit: str = "shared"
 
 
 @dataclass(config=STRICT)
@@ -247,6 +252,22 @@ def validate(cfg: TrainConfig) -> None:
             f"{src}: rollouts.explore_citations must be in [0, 1] (the share of cited frame numbers drawn at "
             f"random), got {cfg.rollouts.explore_citations}"
         )
+    if cfg.rollouts.citation_credit not in CITATION_CREDITS:
+        raise ConfigError(
+            f"{src}: rollouts.citation_credit must be {' or '.join(CITATION_CREDITS)}, "
+            f"got {cfg.rollouts.citation_credit!r}"
+        )
+    if cfg.rollouts.citation_credit == "keyframe":
+        if w.keyframe <= 0:
+            raise ConfigError(
+                f"{src}: rollouts.citation_credit: keyframe credits citations by the keyframe reward, "
+                "which rewards.weights.keyframe = 0 switches off; set a keyframe weight or citation_credit: shared"
+            )
+        if cfg.grpo.get("multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+            raise ConfigError(
+                f"{src}: rollouts.citation_credit: keyframe normalises as TRL's sum_then_normalize; "
+                "remove grpo.multi_objective_aggregation or set citation_credit: shared"
+            )
     for engine in ("use_vllm", "use_transformers_continuous_batching"):
         if cfg.rollouts.explore_citations > 0 and cfg.grpo.get(engine):
             raise ConfigError(

@@ -32,6 +32,18 @@ resampling: TRL 1.16 has no option for either (no dynamic-sampling flag in ``GRP
 the informative groups per step up, generate more groups per step (``per_device_train_batch_size``
 / ``num_generations``) than the steps need.
 
+**Citation credit** (``citation_credit: keyframe``; default ``shared``). TRL gives every token of a
+completion one advantage, from the weighted sum of all rewards, so the tokens that cite frames are
+credited mostly by whether the *answer* was right (the accuracy reward dominates the sum's spread)
+and the keyframe reward's signal about *which frames* drowns in it. With the switch the tokens of
+the ``<keyframes>`` block (the frame numbers and the closing tag: what is cited and how many) take
+the keyframe reward's own group advantage, scaled by its weight (:func:`split_advantages`), and
+every other token the advantage of the other rewards, normalised as TRL normalises the sum
+(``grpo.scale_rewards``). The loss then uses a per-token advantage (TRL's ``_compute_loss`` accepts
+one of shape (rows, tokens)). A completion the keyframe reward cannot measure (``None``) gives its
+citation no advantage. Found tokens by decoding (:func:`citation_token_mask`), so any BPE merge
+around the tags is handled.
+
 **Masked rows are not forwarded** (always on where it is exact). A completion whose loss mask is all
 zero (a dropped uniform group, or a truncated completion under TRL's ``mask_truncated_completions``)
 adds exactly nothing to a loss that sums unmasked tokens over a normaliser that does not count rows
@@ -53,6 +65,8 @@ from typing import Any
 from egovlm.contract import Message, question_text
 
 UNIFORM_METRIC = "uniform_group_fraction"
+CREDITED_METRIC = "credited_citation_tokens"  # logged with citation_credit: keyframe, per completion
+CITATION_CREDITS = ("shared", "keyframe")
 EXPLORED_METRIC = "explored_citations"  # logged: citation positions explored per completion
 UNIFORM_TOLERANCE = 1e-6  # rewards closer than this count as equal
 
@@ -201,6 +215,70 @@ def drop_completions(output: dict[str, Any], drop: Any, gather: Callable[[Any], 
     advantages = output["advantages"]
     output["advantages"] = advantages * keep.to(advantages.dtype).view(-1, *([1] * (advantages.dim() - 1)))
     output["num_items_in_batch"] = gather(loss_mask.sum()).sum()
+
+
+def group_advantages(values: Any, group_size: int, scale: str) -> Any:
+    """``values`` (one per completion, NaN: no signal) minus their group's mean, divided by the
+    group's (``scale`` "group") or the batch's ("batch") standard deviation, or not ("none"): TRL's
+    ``sum_then_normalize`` arithmetic for one reward. NaN rows get 0."""
+    import torch
+    from trl.trainer.utils import nanstd
+
+    grouped = values.view(-1, group_size)
+    centred = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
+    if scale == "group":
+        centred = centred / (nanstd(grouped, dim=1).unsqueeze(1) + 1e-4)
+    elif scale == "batch":
+        centred = centred / (nanstd(values) + 1e-4)
+    elif scale != "none":
+        raise ValueError(f"scale_rewards must be group, batch or none, got {scale!r}")
+    return torch.nan_to_num(centred.reshape(-1), nan=0.0)
+
+
+def split_advantages(
+    rewards_per_func: Any, weights: Any, keyframe: int, group_size: int, scale: str
+) -> tuple[Any, Any]:
+    """(answer advantages, citation advantages), one per completion, for ``citation_credit: keyframe``.
+
+    The answer's is TRL's advantage of the weighted sum of every reward but column ``keyframe``
+    (NaN where none of them applies); the citation's is the keyframe reward's own group advantage
+    times its weight (0 where the reward is None/NaN). ``rewards_per_func`` is TRL's (completions x
+    reward functions) tensor over all processes, groups of ``group_size`` consecutive rows."""
+    import torch
+
+    others = torch.ones(rewards_per_func.shape[1], dtype=torch.bool, device=rewards_per_func.device)
+    others[keyframe] = False
+    rest_funcs = rewards_per_func[:, others]
+    rest = (rest_funcs * weights[others].unsqueeze(0)).nansum(dim=1)
+    rest = torch.where(torch.isnan(rest_funcs).all(dim=1), torch.nan, rest)
+    cite = weights[keyframe] * group_advantages(rewards_per_func[:, keyframe].clone(), group_size, scale)
+    return group_advantages(rest, group_size, scale), cite
+
+
+def citation_token_mask(tokenizer: Any, completion_ids: Any, completion_mask: Any) -> Any:
+    """Per completion token, whether it belongs to the first ``<keyframes>`` block's body or its
+    closing tag (tag case ignored, as the contract's parser ignores it). Found on the decoded text:
+    token ``j`` counts when the characters it adds overlap the span, so the tags may merge with
+    neighbouring characters into any tokens. A block that is never closed credits nothing (the
+    format reward already scores it). Rows past the completion mask are False."""
+    import torch
+
+    mask = torch.zeros(completion_ids.shape, dtype=torch.bool, device=completion_ids.device)
+    open_tag, close_tag = "<keyframes>", "</keyframes>"
+    for row, (ids, live) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
+        n = max((j + 1 for j, m in enumerate(live) if m), default=0)
+        ends = [len(tokenizer.decode(ids[: j + 1], skip_special_tokens=False)) for j in range(n)]
+        text = tokenizer.decode(ids[:n], skip_special_tokens=False).lower()
+        start = text.find(open_tag)
+        close = text.find(close_tag, start + len(open_tag)) if start >= 0 else -1
+        if close < 0:
+            continue
+        lo, hi = start + len(open_tag), close + len(close_tag)
+        for j in range(n):
+            begin = ends[j - 1] if j else 0
+            if begin < hi and ends[j] > lo:
+                mask[row, j] = True
+    return mask
 
 
 # TRL loss types whose loss is (per-token loss x mask).sum() over a normaliser that does not count

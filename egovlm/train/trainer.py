@@ -207,6 +207,7 @@ def _trainer_class() -> type:
             self._uniform_completions: Any = None  # per completion of the last scored batch (all processes)
             self._row_options: list[dict[str, str] | None] | None = None  # the batch being generated
             self._row_frames: list[int] | None = None  # its frame counts, for citation exploration
+            self._scored_rewards: Any = None  # TRL's rewards per function of the last scored batch
 
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             from accelerate.utils import is_peft_model
@@ -239,10 +240,42 @@ def _trainer_class() -> type:
                 output = super()._generate_and_score_completions(inputs)
             finally:
                 self._row_options = self._row_frames = None
+            if training and self.rollouts.citation_credit == "keyframe":
+                self._credit_citations(output, offset, len(inputs))
             if training and self.rollouts.drop_uniform_groups:
                 drop = self._uniform_completions[offset : offset + len(inputs)]
                 drop_completions(output, drop.to(output["completion_mask"].device), self.accelerator.gather)
             return output
+
+        def _credit_citations(self, output: dict[str, Any], offset: int, rows: int) -> None:
+            """``rollouts.citation_credit: keyframe``: this process's advantages become per token, the
+            ``<keyframes>`` block's tokens credited by the keyframe reward alone and the others by the
+            remaining rewards (:func:`egovlm.train.rollouts.split_advantages`), in place."""
+            import torch
+
+            from egovlm.train.rollouts import CREDITED_METRIC, citation_token_mask, split_advantages
+
+            if "keyframe" not in self.reward_func_names:
+                raise RuntimeError(
+                    f"rollouts.citation_credit: keyframe needs a reward named 'keyframe'; this trainer's "
+                    f"rewards are {self.reward_func_names}"
+                )
+            keyframe = self.reward_func_names.index("keyframe")
+            rewards = self._scored_rewards
+            answer, cite = split_advantages(
+                rewards,
+                self.reward_weights.to(rewards.device),
+                keyframe,
+                self.num_generations,
+                self.scale_rewards,
+            )
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+            mask = citation_token_mask(tokenizer, output["completion_ids"], output["completion_mask"])
+            device = output["completion_ids"].device
+            answer = answer[offset : offset + rows].to(device).unsqueeze(1)
+            cite = cite[offset : offset + rows].to(device).unsqueeze(1)
+            output["advantages"] = torch.where(mask, cite, answer).to(output["advantages"].dtype)
+            self._metrics["train"][CREDITED_METRIC].append(mask.sum().item() / max(1, rows))
 
         def _generate_single_turn(self, prompt_ids: Any, *args: Any, **kwargs: Any) -> Any:
             """TRL's transformers rollouts, with each multiple-choice answer restricted to its row's
@@ -316,6 +349,7 @@ def _trainer_class() -> type:
             uniform = uniform_groups(rewards, self.reward_weights.to(rewards.device), g)
             self._metrics[mode][UNIFORM_METRIC].append(uniform.float().mean().item())
             self._uniform_completions = uniform.repeat_interleave(g)
+            self._scored_rewards = rewards
             return rewards
 
     return EgoGRPOTrainer
