@@ -260,8 +260,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.rollouts.citation_credit == "keyframe":
         if w.keyframe <= 0:
             raise ConfigError(
-                f"{src}: rollouts.citation_credit: keyframe credits citations by the keyframe reward, "
-                "which rewards.weights.keyframe = 0 switches off; set a keyframe weight or citation_credit: shared"
+                f"{src}: rollouts.citation_credit: keyframe credits citations by the keyframe reward, which "
+                "rewards.weights.keyframe = 0 switches off; set a keyframe weight or citation_credit: shared"
             )
         if cfg.grpo.get("multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
             raise ConfigError(

@@ -198,6 +198,7 @@ def test_recipe_keys_and_batch_checks(tmp_path: Path) -> None:
         "drop_uniform_groups": True,
         "answers": "options",
         "explore_citations": 0.0,
+        "citation_credit": "shared",
     }
     with pytest.raises(ConfigError, match="rollouts.answers must be options or free"):
         load_config(recipe, tiny_recipe(tmp_path, "rollouts.answers=letters"))
