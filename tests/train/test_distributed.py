@@ -175,3 +175,32 @@ def test_two_cpu_processes_with_dropped_groups_forward_as_many_rows(
     ]
     assert len(fractions) == STEPS
     assert any(0 < f < 1 for f in fractions)  # steps where some rows were left out of the loss
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_credit_each_ranks_citations(fixture_data: Path, tmp_path: Path) -> None:
+    """``rollouts.citation_credit: keyframe`` with two processes: each cuts its rows out of the
+    advantages computed over both (without the cut the shapes do not match and the run fails), the
+    run finishes, the replicas agree and credited citation tokens are logged every step. Which rows a
+    rank takes is TRL's process slice, checked on one process by test_citation_credit.py."""
+    data = tmp_path / "data" / "qa.jsonl"
+    shutil.copytree(fixture_data.parent, data.parent)
+    run = tmp_path / "run"
+    extra = (
+        "rollouts.citation_credit=keyframe",
+        "rollouts.explore_citations=1.0",  # citations differ within groups, so the keyframe advantage is not 0
+        f"grpo.per_device_train_batch_size={2 * PER_RANK}",
+        "grpo.logging_steps=1",
+        "grpo.save_strategy=no",
+    )
+    prepare = [sys.executable, "-m", "egovlm.cli", "data", "prepare", "--config"]
+    prepare += [str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(run, data, *extra), "--workers", "2"]
+    subprocess.run(prepare, check=True, env=env(), capture_output=True, cwd=tmp_path)
+    done = subprocess.run(launch(run, data, *extra), env=env(), capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]
+    credited = [
+        float(x) for x in re.findall(r"'credited_citation_tokens': '([0-9.]+)'", done.stdout + done.stderr)
+    ]
+    assert len(credited) == STEPS and min(credited) > 0  # every step credited citation tokens on both ranks
