@@ -146,19 +146,20 @@ def test_two_cpu_processes_train_split_data_resume_and_agree(fixture_data: Path,
     assert sorted(epoch) == sorted(f"fx{i:02d}" for i in range(6))
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_with_dropped_groups_forward_as_many_rows(
-    fixture_data: Path, tmp_path: Path
-) -> None:
-    """With uniform groups dropped, the processes can keep different numbers of rows with a loss
-    token; each forwards as many rows as the one keeping most (TRL gathers per-row metrics across
-    them), the run finishes and the replicas agree."""
+def logged(output: str, metric: str) -> list[float]:
+    """Every logged value of ``metric`` in a run's console output (TRL prints its log dicts)."""
+    return [float(x) for x in re.findall(rf"'{metric}': '([0-9.]+)'", output)]
+
+
+def train_two_ranks(fixture_data: Path, tmp_path: Path, *extra: str) -> str:
+    """Prepare the fixture and train STEPS steps on two CPU processes with two questions per rank
+    and step (the validator wants several per generation batch), logging every step; asserts the
+    run finished and both replicas hold the same weights. Returns the console output."""
     data = tmp_path / "data" / "qa.jsonl"
     shutil.copytree(fixture_data.parent, data.parent)
     run = tmp_path / "run"
-    # two questions per rank and step (the validator wants several per generation batch)
     extra = (
-        "rollouts.drop_uniform_groups=true",
+        *extra,
         f"grpo.per_device_train_batch_size={2 * PER_RANK}",
         "grpo.logging_steps=1",
         "grpo.save_strategy=no",
@@ -170,9 +171,18 @@ def test_two_cpu_processes_with_dropped_groups_forward_as_many_rows(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]
-    fractions = [
-        float(x) for x in re.findall(r"'uniform_group_fraction': '([0-9.]+)'", done.stdout + done.stderr)
-    ]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_dropped_groups_forward_as_many_rows(
+    fixture_data: Path, tmp_path: Path
+) -> None:
+    """With uniform groups dropped, the processes can keep different numbers of rows with a loss
+    token; each forwards as many rows as the one keeping most (TRL gathers per-row metrics across
+    them), the run finishes and the replicas agree."""
+    output = train_two_ranks(fixture_data, tmp_path, "rollouts.drop_uniform_groups=true")
+    fractions = logged(output, "uniform_group_fraction")
     assert len(fractions) == STEPS
     assert any(0 < f < 1 for f in fractions)  # steps where some rows were left out of the loss
 
@@ -183,24 +193,11 @@ def test_two_cpu_processes_credit_each_ranks_citations(fixture_data: Path, tmp_p
     advantages computed over both (without the cut the shapes do not match and the run fails), the
     run finishes, the replicas agree and credited citation tokens are logged every step. Which rows a
     rank takes is TRL's process slice, checked on one process by test_citation_credit.py."""
-    data = tmp_path / "data" / "qa.jsonl"
-    shutil.copytree(fixture_data.parent, data.parent)
-    run = tmp_path / "run"
-    extra = (
+    output = train_two_ranks(
+        fixture_data,
+        tmp_path,
         "rollouts.citation_credit=keyframe",
         "rollouts.explore_citations=1.0",  # citations differ within groups, so the keyframe advantage is not 0
-        f"grpo.per_device_train_batch_size={2 * PER_RANK}",
-        "grpo.logging_steps=1",
-        "grpo.save_strategy=no",
     )
-    prepare = [sys.executable, "-m", "egovlm.cli", "data", "prepare", "--config"]
-    prepare += [str(REPO / "configs" / "tiny_cpu.yaml"), *overrides(run, data, *extra), "--workers", "2"]
-    subprocess.run(prepare, check=True, env=env(), capture_output=True, cwd=tmp_path)
-    done = subprocess.run(launch(run, data, *extra), env=env(), capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    ranks = [json.loads((run / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["params_sha256"] == ranks[1]["params_sha256"]
-    credited = [
-        float(x) for x in re.findall(r"'credited_citation_tokens': '([0-9.]+)'", done.stdout + done.stderr)
-    ]
+    credited = logged(output, "credited_citation_tokens")
     assert len(credited) == STEPS and min(credited) > 0  # every step credited citation tokens on both ranks
