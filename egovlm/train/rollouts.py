@@ -41,8 +41,8 @@ the keyframe reward's own group advantage, scaled by its weight (:func:`split_ad
 every other token the advantage of the other rewards, normalised as TRL normalises the sum
 (``grpo.scale_rewards``). The loss then uses a per-token advantage (TRL's ``_compute_loss`` accepts
 one of shape (rows, tokens)). A completion the keyframe reward cannot measure (``None``) gives its
-citation no advantage. Found tokens by decoding (:func:`citation_token_mask`), so any BPE merge
-around the tags is handled.
+citation no advantage. The block's tokens are found on the decoded text (:func:`citation_token_mask`),
+so any BPE merge around the tags is handled. TRL's logged ``advantages`` stay the shared ones.
 
 **Masked rows are not forwarded** (always on where it is exact). A completion whose loss mask is all
 zero (a dropped uniform group, or a truncated completion under TRL's ``mask_truncated_completions``)
