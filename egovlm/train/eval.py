@@ -61,7 +61,7 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -572,8 +572,29 @@ def _write_submission(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] |
     }
 
 
-def _batches(items: list[QAItem], size: int) -> Iterable[list[QAItem]]:
-    return (items[i : i + size] for i in range(0, len(items), size))
+@dataclass
+class PromptBatch:
+    """A batch of questions ready for the model: each item with its frame set, its messages in one
+    prompt form and its frames as images."""
+
+    prepared: list[PreparedItem]
+    messages: list[list[Message]]
+    images: list[list[Any]]
+
+
+def prompt_batches(
+    items: list[QAItem], size: int, base: Path, spec: FrameSpec, cache: Path, prompt: str = "egovlm"
+) -> Iterator[PromptBatch]:
+    """``items`` in batches of ``size``, each item's frames decoded (or read from ``cache``) and
+    rendered as :func:`prompt_messages` in ``prompt``: the loop every pass of a model over questions
+    runs (eval, and the miniature experiment's pass@k and citation probes)."""
+    for start in range(0, len(items), size):
+        prepared = [prepare_item(item, base, spec, cache) for item in items[start : start + size]]
+        yield PromptBatch(
+            prepared,
+            [prompt_messages(p, prompt) for p in prepared],
+            [[f.pil() for f in p.frames] for p in prepared],
+        )
 
 
 def _run(
@@ -594,13 +615,10 @@ def _run(
     columns = (TextColumn(f"eval {sink.stem}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not opts.progress) as bar, sink.open("a", encoding="utf-8") as f:
         task = bar.add_task("eval", total=len(todo))
-        for batch in _batches(todo, opts.batch_size):
-            prepared = [prepare_item(item, base, spec, cache) for item in batch]
-            messages = [prompt_messages(p, opts.prompt) for p in prepared]
-            images = [[f.pil() for f in p.frames] for p in prepared]
-            options = [p.item.options for p in prepared] if restricted(opts) else None
-            texts = greedy(model, processor, messages, images, extra["max_new_tokens"], options)
-            for p, text in zip(prepared, texts, strict=True):
+        for batch in prompt_batches(todo, opts.batch_size, base, spec, cache, opts.prompt):
+            options = [p.item.options for p in batch.prepared] if restricted(opts) else None
+            texts = greedy(model, processor, batch.messages, batch.images, extra["max_new_tokens"], options)
+            for p, text in zip(batch.prepared, texts, strict=True):
                 f.write(json.dumps({**score(p, text, opts), **extra}) + "\n")
             f.flush()
-            bar.advance(task, len(batch))
+            bar.advance(task, len(batch.prepared))

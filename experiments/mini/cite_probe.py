@@ -41,8 +41,8 @@ def first_citations(model_id: str, items: list[QAItem], folder: Path, frames: in
     """Per item: its type, salient frames and the first citation's distribution over frames 1..frames."""
     import torch
 
-    from egovlm.train.dataset import FrameSpec, prepare_item
-    from egovlm.train.eval import load_for_eval, prompt_messages
+    from egovlm.train.dataset import FrameSpec
+    from egovlm.train.eval import load_for_eval, prompt_batches
     from egovlm.train.rewards import salient_set
 
     model, processor, size = load_for_eval(model_id, "cpu")
@@ -51,20 +51,15 @@ def first_citations(model_id: str, items: list[QAItem], folder: Path, frames: in
     ids = frame_token_ids(tokenizer, frames)
     tokenizer.padding_side = "left"
     rows: list[dict] = []
-    for start in range(0, len(items), 8):
-        prepared = [prepare_item(i, folder, spec, cache) for i in items[start : start + 8]]
+    for batch in prompt_batches(items, 8, folder, spec, cache):
         texts = [
-            processor.apply_chat_template(
-                prompt_messages(p, "egovlm"), add_generation_prompt=True, tokenize=False
-            )
-            + OPENING
-            for p in prepared
+            processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + OPENING
+            for m in batch.messages
         ]
-        images = [[f.pil() for f in p.frames] for p in prepared]
-        inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
+        inputs = processor(text=texts, images=batch.images, padding=True, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**inputs).logits[:, -1, :].float()
-        for p, row in zip(prepared, torch.softmax(logits, dim=-1), strict=True):
+        for p, row in zip(batch.prepared, torch.softmax(logits, dim=-1), strict=True):
             dist = row[ids] / row[ids].sum()
             rows.append(
                 {

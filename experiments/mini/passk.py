@@ -73,8 +73,8 @@ def run(
 ) -> dict[str, Any]:
     import torch
 
-    from egovlm.train.dataset import FrameSpec, prepare_item
-    from egovlm.train.eval import EvalOptions, load_for_eval, prompt_messages, restricted, score
+    from egovlm.train.dataset import FrameSpec
+    from egovlm.train.eval import EvalOptions, load_for_eval, prompt_batches, restricted, score
     from egovlm.train.generation import sampled
 
     items: list[QAItem] = [i for i in read_jsonl(data) if i.answer is not None]
@@ -90,14 +90,13 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     correct: dict[str, list[bool]] = {}
     with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
-        for start in range(0, len(items), 4):
-            prepared = [prepare_item(i, data.parent, spec, cache) for i in items[start : start + 4]]
-            messages = [prompt_messages(p, "egovlm") for p in prepared]
-            images = [[fr.pil() for fr in p.frames] for p in prepared]
-            options = [p.item.options for p in prepared] if restricted(opts) else None
+        for batch in prompt_batches(items, 4, data.parent, spec, cache):
+            options = [p.item.options for p in batch.prepared] if restricted(opts) else None
             for p, texts in zip(
-                prepared,
-                sampled(model, processor, messages, images, max_new_tokens, k, temperature, options),
+                batch.prepared,
+                sampled(
+                    model, processor, batch.messages, batch.images, max_new_tokens, k, temperature, options
+                ),
                 strict=True,
             ):
                 rows = [score(p, t, opts) for t in texts]
