@@ -427,7 +427,7 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
         if p.name.endswith("-otherclip") or m is None or m.get("keyframe_f1") is None:
             continue
         rows = completion_rows(p) or []  # read once: the per-type table and older evals' fixed set
-        by_type[p.name] = keyframe_by_type(rows)
+        by_type[p.name] = keyframe_by_type(rows, completion_rows(ev / f"{p.name}-otherclip"))
         if m.get("keyframe_f1_best_fixed_set") is None and rows:
             best_set = content_free_keyframe_f1(rows)["keyframe_f1_best_fixed_set"]
             m = {**m, "keyframe_f1_best_fixed_set": best_set}
@@ -444,7 +444,8 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
             }
     if not per_seed:
         return {}
-    by_type = {"base": keyframe_by_type(completion_rows(ev / "base") or []), **by_type}
+    base = keyframe_by_type(completion_rows(ev / "base") or [], completion_rows(ev / "base-otherclip"))
+    by_type = {"base": base, **by_type}
     return {
         "per_seed": per_seed,
         "mean_margin": statistics.fmean(v["margin"] for v in per_seed.values()),
@@ -452,10 +453,15 @@ def keyframe_margins(ev: Path) -> dict[str, Any]:
     }
 
 
-def keyframe_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def keyframe_by_type(
+    rows: list[dict[str, Any]], other_rows: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per question type (multiple-choice and open rows together, as eval groups them): how many
     rows have salient frames, the model's mean keyframe F1, and the best fixed set of positions on
-    those rows (its mean F1 and the positions): where a model cites better or worse than not looking."""
+    those rows (its mean F1 and the positions): where a model cites better or worse than not looking.
+    With ``other_rows`` (the same model's eval with another clip's frames) also ``other_f1``, its
+    mean F1 there: a citation that follows the clip falls with the wrong frames, a habit does not."""
+    other = keyframe_groups(other_rows or [])
     out: dict[str, dict[str, Any]] = {}
     for qt, group in sorted(keyframe_groups(rows).items()):
         total, positions = best_fixed_set_of(group)
@@ -465,6 +471,8 @@ def keyframe_by_type(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "fixed_set_f1": total / len(group),
             "fixed_set": list(positions),
         }
+        if other.get(qt):
+            out[qt]["other_f1"] = statistics.fmean(float(r["keyframe_f1"]) for r in other[qt])
     return out
 
 
@@ -487,16 +495,24 @@ def keyframe_type_rows(by_type: dict[str, dict[str, dict[str, Any]]]) -> list[st
         "",
         "Keyframe F1 per question type (multiple-choice and open questions together) beside the best "
         "fixed set of frame positions chosen on the same rows: where a model cites better than not "
-        "looking, and where its citation is a habit.",
+        "looking, and where its citation is a habit. In brackets, the same model shown another clip's "
+        "frames (the control eval): a citation that follows the clip falls there, a habit does not.",
         "",
         "| question type | questions | best fixed set (positions) | " + " | ".join(names) + " |",
         "|---|---|---|" + "---|" * len(names),
     ]
     for qt, ref in reference.items():
         fixed = f"{ref['fixed_set_f1']:.3f} ({', '.join(str(p) for p in ref['fixed_set'])})"
-        cells = [f1s(by_type[n].get(qt, {}).get("f1")) for n in names]
+        cells = [_with_other(by_type[n].get(qt, {})) for n in names]
         rows.append(f"| {qt} | {ref['rows']} | {fixed} | " + " | ".join(cells) + " |")
     return rows
+
+
+def _with_other(t: dict[str, Any]) -> str:
+    """A per-type cell: the F1, and in brackets the F1 with another clip's frames when measured."""
+    if t.get("other_f1") is None:
+        return f1s(t.get("f1"))
+    return f"{f1s(t.get('f1'))} ({f1s(t['other_f1'])})"
 
 
 def statistics_section(s: dict[str, Any]) -> list[str]:

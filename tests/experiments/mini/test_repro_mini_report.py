@@ -265,3 +265,12 @@ def test_keyframe_f1_per_type_beside_the_best_fixed_set(tmp_path: Path) -> None:
     assert "| question type | questions | best fixed set (positions) | base | grpo_b-seed0 |" in table
     assert "| count | 3 | 0.778 (1, 2) | 0.556 | 0.250 |" in table
     assert "| order | 1 | 1.000 (4) | 0.000 | n/a |" in table
+    # the control eval (another clip's frames): its mean F1 per type, in brackets where measured
+    other = [{**r, "keyframe_f1": 0.0 if r["keyframe_f1"] is not None else None} for r in rows[:2]]
+    other[1]["keyframe_f1"] = 0.5
+    with_other = mod.keyframe_by_type(rows, other)
+    assert with_other["count"]["other_f1"] == 0.25 and "other_f1" not in with_other["order"]
+    assert {k: v for k, v in with_other["count"].items() if k != "other_f1"} == t["count"]
+    table = "\n".join(mod.keyframe_type_rows({"base": with_other}))
+    assert "| count | 3 | 0.778 (1, 2) | 0.556 (0.250) |" in table
+    assert "| order | 1 | 1.000 (4) | 0.000 |" in table
