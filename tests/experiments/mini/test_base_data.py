@@ -348,3 +348,31 @@ def test_start_place_targets_cite_frame_one_or_the_moment_the_object_leaves(synt
         make_question(
             load_truth(synth_slice)[0], _frames(8.0), "start_place", np.random.default_rng(0), start_cites="x"
         )
+
+
+def test_put_down_questions_count_and_cite_an_objects_put_downs() -> None:
+    """The development type ``put_down``: the answer is how many times the named object was put
+    down (a count, options as a count question's), the target cites the frame nearest each of those
+    put-downs; restyle and reword know it; it is accepted by the kind check but is no base type."""
+    from experiments.mini.base_data import DEV_TYPES, check_kinds, restyle, reword
+
+    asked = 0
+    for clip in _plan(12):
+        frames = _frames(clip.duration_s)
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            q = make_question(clip, frames, "put_down", rng)
+            assert q is not None and q.options is not None
+            name = q.question.removeprefix("How many times did the wearer put the ").removesuffix(" down?")
+            puts = [float(e["t"]) for e in clip.events if e["action"] == "put_down" and e["object"] == name]
+            assert puts and q.options[q.answer] == str(len(puts))
+            assert list(q.options.values()) == sorted(q.options.values(), key=int)  # ascending counts
+            nearest = sorted({min(frames, key=lambda f: abs(f.timestamp_s - t)).index for t in puts})
+            assert parse_answer(answer_target(q, frames), None, q.options).keyframes == nearest
+            assert restyle(q, rng).answer == q.answer and reword(q, rng).answer == q.answer
+            asked += 1
+    assert asked == 36
+    assert "put_down" in DEV_TYPES and "put_down" not in BASE_TYPES
+    check_kinds(["put_down", "count"], 8)
+    with pytest.raises(PretrainDataError, match="unknown base question type"):
+        check_kinds(["put_downs"], 8)

@@ -309,7 +309,8 @@ def test_base_recipes_chain_the_four_phases() -> None:
     reworded questions; base_anneal continues that on the same mix with new draws at a lower rate;
     base_dev is one 8-frame phase from scratch; base_cite (development) continues the base on the
     same mix with new draws, start-place questions citing the object's pick-up instead of frame 1 (the
-    one difference in its data); none names a GRPO type; repro runs the four phases in
+    one difference in its data), and base_putdown is base_cite plus put-down questions; none names a
+    GRPO type; repro runs the four phases in
     order, each from the previous one's final/, and the last one's folder is ``pretrain`` (the base
     every later stage reads at <runs>/pretrain/final)."""
     from experiments.mini.base_data import BASE_TYPES, GRPO_TYPES
@@ -341,6 +342,10 @@ def test_base_recipes_chain_the_four_phases() -> None:
     assert dataclasses.replace(cite.data, seed=anneal.data.seed, start_cites="first_frame") == anneal.data
     assert cite.data.seed not in {c.data.seed for c in chain} and cite.data.start_cites == "pickup"
     assert all(c.data.start_cites == "first_frame" for c in chain)
+    # the second development phase: base_cite's, plus the put-down questions
+    putdown = load_pretrain_config(mini / "base_putdown.yaml")
+    assert dataclasses.replace(putdown.data, kinds=cite.data.kinds) == cite.data
+    assert putdown.data.kinds == [*cite.data.kinds, "put_down"] and putdown.optim == cite.optim
     assert not {k for c in (*chain, dev) for k in c.data.kinds} & set(GRPO_TYPES)
     assert dev.model.init_from is None and dev.model.corpus == "egosynth" and dev.run.threads == 1
     assert [Path(c).name for _, c in BASE_PHASES] == [
