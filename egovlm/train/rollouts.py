@@ -267,8 +267,9 @@ def citation_token_mask(tokenizer: Any, completion_ids: Any, completion_mask: An
     open_tag, close_tag = "<keyframes>", "</keyframes>"
     for row, (ids, live) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
         n = max((j + 1 for j, m in enumerate(live) if m), default=0)
-        ends = [len(tokenizer.decode(ids[: j + 1], skip_special_tokens=False)) for j in range(n)]
-        text = tokenizer.decode(ids[:n], skip_special_tokens=False).lower()
+        prefixes = [tokenizer.decode(ids[: j + 1], skip_special_tokens=False) for j in range(n)]
+        ends = [len(t) for t in prefixes]
+        text = prefixes[-1].lower() if prefixes else ""
         start = text.find(open_tag)
         close = text.find(close_tag, start + len(open_tag)) if start >= 0 else -1
         if close < 0:

@@ -179,11 +179,16 @@ def put_down_question(clip: ClipTruth, rng: np.random.Generator) -> Question | N
         return None
     names = list(puts)
     name = names[int(rng.integers(len(names)))]
-    n = len(puts[name])
-    slot = int(rng.integers(min(len(OPTION_LETTERS) - 1, n) + 1))
-    options = dict(zip(OPTION_LETTERS, count_options(n, slot), strict=True))
+    options, letter = count_lettered(len(puts[name]), rng)
     question = f"How many times did the wearer put the {name} down?"
-    return Question(clip.clip_id, "put_down", question, options, OPTION_LETTERS[slot], puts[name])
+    return Question(clip.clip_id, "put_down", question, options, letter, puts[name])
+
+
+def count_lettered(n: int, rng: np.random.Generator) -> tuple[dict[str, str], str]:
+    """A count question's options (consecutive counts, ascending) and the letter of ``n``, placed on
+    a random letter it can occupy (a count below the window's start cannot move it down)."""
+    slot = int(rng.integers(min(len(OPTION_LETTERS) - 1, n) + 1))
+    return dict(zip(OPTION_LETTERS, count_options(n, slot), strict=True)), OPTION_LETTERS[slot]
 
 
 def picked_up_question(clip: ClipTruth, rng: np.random.Generator) -> Question | None:
@@ -445,9 +450,7 @@ def qa_questions(
             out.append(Question(clip.clip_id, kind, d.question, None, d.correct, times))
             continue
         if d.numeric is not None:
-            slot = int(rng.integers(min(len(OPTION_LETTERS) - 1, d.numeric) + 1))
-            options = dict(zip(OPTION_LETTERS, count_options(d.numeric, slot), strict=True))
-            letter = OPTION_LETTERS[slot]
+            options, letter = count_lettered(d.numeric, rng)
         else:
             options, letter = lettered(d.correct, d.distractors, rng)
         out.append(Question(clip.clip_id, kind, d.question, options, letter, times))

@@ -31,7 +31,9 @@ OPENING = "<think></think>\n<keyframes>"  # every answer-only completion starts 
 
 def frame_token_ids(tokenizer: Any, n: int) -> list[int]:
     """The token of each frame number 1..n as the model writes it first in a ``<keyframes>`` block."""
-    ids = [tokenizer(str(k), add_special_tokens=False)["input_ids"] for k in range(1, n + 1)]
+    from egovlm.choice import token_ids
+
+    ids = [token_ids(tokenizer, str(k)) for k in range(1, n + 1)]
     if any(len(i) != 1 for i in ids):
         raise SystemExit(f"frame numbers 1..{n} are not single tokens for this tokenizer: {ids}")
     return [i[0] for i in ids]
