@@ -147,6 +147,9 @@ class PretrainVision:
     head: Literal["linear", "names"] = "linear"
     # a per-token column per place too: 1 on the tokens of an object resting there (vision_aux.frame_labels)
     places: bool = False
+    # per-frame columns too: is this frame the prompt frame nearest a pick-up / put-down of each object
+    # (vision_aux.frame_labels), what a keyframe citation of that event is scored against
+    events: bool = False
     seed: int = 0
 
 
@@ -432,7 +435,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         from experiments.mini.vision_aux import train_vision
 
         clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
-        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed)
+        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed, d.frames)
         vision_log = train_vision(model, processor, aux.head, clips, size, *args)
         if centre:  # a pure rescale: the heads read layer-normed tokens, which it leaves unchanged
             log.info(
@@ -644,7 +647,9 @@ class _AuxLabels:
         self.size = size
         tokens = VisionAux.name_tokens(tokenizer, vis.places) if vis.head == "names" else None
         per_frame = (size[0] // MERGE) * (size[1] // MERGE)
-        self.head = VisionAux(model, len(self.names), per_frame, vis.pos_weight, tokens, vis.places)
+        self.head = VisionAux(
+            model, len(self.names), per_frame, vis.pos_weight, tokens, vis.places, vis.events
+        )
         self._cache: dict[tuple[str, tuple[float, ...]], tuple[Any, Any]] = {}
 
     def labels(self, ex: TrainExample) -> tuple[Any, Any]:
@@ -654,7 +659,12 @@ class _AuxLabels:
 
         key = (ex.clip_id, tuple(f.timestamp_s for f in ex.frames))
         if key not in self._cache:
-            cells, held = frame_labels(self.clips[ex.clip_id], ex.frames, self.size, places=self.head.places)
+            clip = self.clips[ex.clip_id]
+            # half the frame spacing: the frames nearest an event, what its citation is scored against
+            window = clip.duration_s / (2 * len(ex.frames)) if self.head.events else None
+            cells, held = frame_labels(
+                clip, ex.frames, self.size, places=self.head.places, event_window_s=window
+            )
             self._cache[key] = (torch.from_numpy(cells.reshape(-1, cells.shape[-1])), torch.from_numpy(held))
         return self._cache[key]
 

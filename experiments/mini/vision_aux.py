@@ -62,13 +62,22 @@ def frame_labels(
     keyframe_size: tuple[int, int],
     min_px: int = 3,
     places: bool = False,
+    event_window_s: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(cells, held)``: ``cells[f, r * cols + c, k]`` is 1 when object ``k``'s box overlaps
     token (r, c) of frame ``f`` by at least ``min_px`` keyframe pixels each way; ``held[f, k]``
     is 1 when a hand holds object ``k`` in frame ``f``. Token order is the merged grid's raster
     order, the order of the vision tower's output. With ``places`` the cells have one more column
     per place (:func:`place_names`), 1 where the box of an object *resting* in that place overlaps
-    the token: the tower learns where each object lies, which where-questions read."""
+    the token: the tower learns where each object lies, which where-questions read.
+
+    With ``event_window_s`` the per-frame labels have two more blocks of a column per object:
+    ``held[f, C + k]`` is 1 when a pick-up of ``k`` lies within that many seconds of frame ``f``,
+    ``held[f, 2C + k]`` the same for a put-down. With half the prompt's frame spacing as the window
+    these are the frames a keyframe citation of that event is scored against (its nearest frame):
+    whether a frame is the one nearest an event shows only in the motion around it (a hand reaching,
+    lifting, lowering), which the held state alone does not tell (docs/mini_experiment/LOG.md,
+    "What a citation must see")."""
     if clip.render is None:
         raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so object boxes are unknown")
     planned = planned_clip(*clip.render, clip.duration_s)
@@ -80,7 +89,8 @@ def frame_labels(
     sx, sy = width / render_w, height / render_h
     columns = len(names) + (len(where) if places else 0)
     cells = np.zeros((len(frames), rows * cols, columns), dtype=np.float32)
-    held = np.zeros((len(frames), len(names)), dtype=np.float32)
+    blocks = 1 if event_window_s is None else 3
+    held = np.zeros((len(frames), blocks * len(names)), dtype=np.float32)
     for f, frame in enumerate(frames):
         resting = resting_at(planned.script, frame.timestamp_s) if places else {}
         for obj in planned.script.objects:
@@ -96,6 +106,11 @@ def frame_labels(
                             cells[f, r * cols + c, len(names) + where.index(resting[obj.name])] = 1.0
         for name in held_at(clip.events, frame.timestamp_s).values():
             held[f, names.index(name)] = 1.0
+        if event_window_s is not None:
+            for e in clip.events:
+                if abs(float(e["t"]) - frame.timestamp_s) <= event_window_s + 1e-6:
+                    block = 1 if e["action"] == "pick_up" else 2
+                    held[f, block * len(names) + names.index(str(e["object"]))] = 1.0
     return cells, held
 
 
@@ -154,6 +169,7 @@ class VisionAux:
         pos_weight: float = 1.0,
         name_tokens: Sequence[Sequence[int]] | None = None,
         places: bool = False,
+        events: bool = False,
     ) -> None:
         import torch
 
@@ -169,7 +185,9 @@ class VisionAux:
             if name_tokens is not None
             else torch.nn.Linear(width, columns)
         )
-        self.held = torch.nn.Linear(width, n_classes)
+        # per frame: held, then with ``events`` near a pick-up and near a put-down (frame_labels)
+        self.events = events
+        self.held = torch.nn.Linear(width, n_classes * (3 if events else 1))
         self.tokens_per_frame = tokens_per_frame
         self.pos_weight = torch.tensor(pos_weight)
         self.features: Any = None
@@ -238,18 +256,21 @@ def train_vision(
     lr: float,
     per_clip: int,
     seed: int,
+    prompt_frames: int = 8,
 ) -> list[dict[str, float | None]]:
     """Train the vision tower (ViT + merger) and the heads alone on object labels of single frames,
     before any language: the stand-in for arriving with a pre-trained ViT. A quarter of the
     frames is held out; returns log rows with the held-out loss and the loss of a constant
-    predictor of the label rates (what "learned nothing" scores)."""
+    predictor of the label rates (what "learned nothing" scores). With the head's ``events`` the
+    window of the event columns is half the spacing of a ``prompt_frames`` prompt of the clip."""
     import torch
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     frames, cells, held = [], [], []
     for clip, fs in sample_frames(clips, per_clip, size, rng):
-        c, h = frame_labels(clip, fs, size, places=head.places)
+        window = clip.duration_s / (2 * prompt_frames) if head.events else None
+        c, h = frame_labels(clip, fs, size, places=head.places, event_window_s=window)
         frames += fs
         cells.append(torch.from_numpy(c))
         held.append(torch.from_numpy(h))
