@@ -10,6 +10,19 @@ the k-th one the model wrote, whatever times and places the sentences give.
 
     python -m experiments.mini.events_probe --model models/egovlm-mini-base \
         --data runs/mini_base/data/val --clips 30 --out runs/events_probe
+
+With ``--questions`` (a question file about the folder's clips, e.g. the test split's eval.jsonl) it
+also asks how far citations could go if they were read off a description: each question's citation
+derived by rule from the events the model wrote (the last pick-up's frame for "what did I pick up
+last?", the last put-down of the cup for "where did the cup end up?", ...), scored like the keyframe
+reward (F1 against each salient moment's nearest frame) beside the best fixed set of positions. Two
+references use the truth's events: placed at their nearest frame (what the rules give a perfect
+description; below 1 only where a rule cannot tell, e.g. ties) and at the first frame after the event
+(what a perceiver that knows everything each frame shows, held or resting, but nothing of the motion
+between frames would write). LOG.md, "What a citation must see".
+
+    python -m experiments.mini.events_probe --model models/egovlm-mini-base \
+        --data runs/mini8/data/test --questions runs/mini8/data/test/eval.jsonl --out runs/derived
 """
 
 from __future__ import annotations
@@ -17,39 +30,122 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from egovlm.atomic import atomic_write_text
+from egovlm.schema import QAItem, read_jsonl
 
 ACTIONS = ("pick_up", "put_down")
 _FRAME = re.compile(r"\(frame (\d+)\)")
-_PICK = re.compile(r"picks up the (.+?) from")
-_PUT = re.compile(r"puts the (.+?) down")
+_PICK = re.compile(r"picks up the (.+?) (from .+?) \(frame")
+_PUT = re.compile(r"puts the (.+?) down (.+?) \(frame")
 
 
-def events_written(text: str) -> list[tuple[str, str, int, int]]:
-    """(action, object, occurrence, frame) of each event sentence of an `events` description: the
-    k-th pick-up (or put-down) of an object has occurrence k. Lines that are not such sentences, or
-    give no frame, are skipped."""
-    seen: Counter[tuple[str, str]] = Counter()
+@dataclass(frozen=True)
+class Written:
+    """One event sentence of an `events` description: what happened to which object, the place
+    phrase as written ("from the sink", "onto the shelf"), and the frame it names."""
+
+    action: str
+    obj: str
+    place: str
+    frame: int
+
+
+def written_events(text: str) -> list[Written]:
+    """The event sentences of an `events` description, in order. Lines that are not such sentences,
+    or give no frame, are skipped."""
     out = []
     for line in text.splitlines():
         frame, pick, put = _FRAME.search(line), _PICK.search(line), _PUT.search(line)
         if frame is None:
             continue
         if pick is not None:
-            action, name = "pick_up", pick.group(1)
+            out.append(Written("pick_up", pick.group(1), pick.group(2), int(frame.group(1))))
         elif put is not None:
-            action, name = "put_down", put.group(1)
-        else:
-            continue
-        seen[action, name] += 1
-        out.append((action, name, seen[action, name], int(frame.group(1))))
+            out.append(Written("put_down", put.group(1), put.group(2), int(frame.group(1))))
     return out
+
+
+def events_written(text: str) -> list[tuple[str, str, int, int]]:
+    """(action, object, occurrence, frame) of each event sentence of an `events` description: the
+    k-th pick-up (or put-down) of an object has occurrence k."""
+    seen: Counter[tuple[str, str]] = Counter()
+    out = []
+    for e in written_events(text):
+        seen[e.action, e.obj] += 1
+        out.append((e.action, e.obj, seen[e.action, e.obj], e.frame))
+    return out
+
+
+def _place_name(phrase: str) -> str | None:
+    """The EgoSynth place a phrase names, in any of its forms ("in the sink", "into the sink")."""
+    from egovlm.synth.scene import PLACES
+
+    phrase = phrase.strip().rstrip("?.")
+    return next((p.name for p in PLACES if phrase in (p.at, p.to, p.from_)), None)
+
+
+RULE_TYPES = ("count", "first_pickup", "last_pickup", "order", "overall", "where_ended")
+
+
+def derived_citation(question: str, question_type: str, events: Sequence[Written]) -> list[int]:
+    """The citation of an EgoSynth test question read off a description's events by the rule its
+    salient moments follow (egovlm/synth/qa.py): first/last pick-up, the object's or place's events
+    for a count, the two objects' first pick-ups (or the event and the next) for order, the object's
+    last put-down for where-ended, every event for overall. An event the description lacks adds
+    nothing; an unknown question form raises."""
+    picks = [e for e in events if e.action == "pick_up"]
+    frames: list[int] = []
+    if question_type == "first_pickup":
+        frames = [picks[0].frame] if picks else []
+    elif question_type == "last_pickup":
+        frames = [picks[-1].frame] if picks else []
+    elif question_type == "overall":
+        frames = [e.frame for e in events]
+    elif question_type == "where_ended" and (m := re.search(r"did the (.+) end up", question)):
+        puts = [e for e in events if e.action == "put_down" and e.obj == m.group(1)]
+        frames = [puts[-1].frame] if puts else []
+    elif question_type == "count" and (m := re.search(r"pick up the (.+)\?", question)):
+        frames = [e.frame for e in picks if e.obj == m.group(1)]
+    elif question_type == "count" and (m := re.search(r"put something down (.+)\?", question)):
+        place = _place_name(m.group(1))
+        frames = [e.frame for e in events if e.action == "put_down" and _place_name(e.place) == place]
+    elif question_type == "count" and "pick something up" in question:
+        frames = [e.frame for e in picks]
+    elif question_type == "order" and (m := re.search(r"about the (.+) and the (.+) is true", question)):
+        for name in m.groups():
+            frames += [e.frame for e in picks if e.obj == name][:1]
+    elif question_type == "order" and (m := re.search(r"right after picking up the (.+)\?", question)):
+        i = next((i for i, e in enumerate(events) if e.action == "pick_up" and e.obj == m.group(1)), None)
+        frames = [] if i is None else [e.frame for e in events[i : i + 2]]
+    else:
+        raise ValueError(f"no citation rule for a {question_type} question: {question!r}")
+    return sorted(set(frames))
+
+
+def placed_events(clip: Any, times: Sequence[float], rule: str) -> str:
+    """The truth's `events` description of a clip with each event at its ``nearest`` frame (what the
+    description task trains), or at the first frame at or after it (``after``: all that the state of
+    each frame tells)."""
+    from experiments.mini.pretrain_data import event_moments
+
+    lines = []
+    for t, text in event_moments(clip):
+        if rule == "nearest":
+            frame = min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
+        elif rule == "after":
+            frame = next((i + 1 for i, ft in enumerate(times) if ft >= t - 1e-9), len(times))
+        else:
+            raise ValueError(f"unknown rule {rule!r}: nearest or after")
+        lines.append(f"{text[:-1]} (frame {frame}).")
+    return "\n".join(lines)
 
 
 def score(truth: str, written: str) -> dict[str, dict[str, int]]:
@@ -68,18 +164,29 @@ def score(truth: str, written: str) -> dict[str, dict[str, int]]:
 
 
 def run(
-    model_id: str, folder: Path, clips: int, frames: int = 8, max_new_tokens: int = 256
+    model_id: str,
+    folder: Path,
+    clips: int | None = None,
+    frames: int = 8,
+    max_new_tokens: int = 256,
+    questions: Path | None = None,
 ) -> dict[str, Any]:
-    """The probe over the first ``clips`` clips of an EgoSynth folder (per clip rows and totals)."""
+    """The probe over the first ``clips`` clips of an EgoSynth folder (all: None), or of the clips
+    ``questions`` asks about (per clip rows and totals; with questions, the derived citations)."""
     from egovlm.train.eval import load_for_eval
     from egovlm.train.generation import greedy
     from experiments.mini.pretrain_data import Example, decode_frame_sets, describe, load_truth
 
     model, processor, size = load_for_eval(model_id, "cpu")
     rng = np.random.default_rng(0)  # decode_frame_sets draws only for jittered sets; the uniform one is fixed
+    truth_clips = load_truth(folder)
+    asked = read_jsonl(questions) if questions else []
+    if asked:
+        wanted = {str(q.meta["clip_id"]) for q in asked}
+        truth_clips = [c for c in truth_clips if c.clip_id in wanted]
     per_clip = []
     totals = {a: Counter[str]() for a in ACTIONS}
-    for clip in load_truth(folder)[:clips]:
+    for clip in truth_clips[:clips]:
         shown = decode_frame_sets(clip, frames, 1, size, rng)[0]
         ex = Example(clip.clip_id, [("events", "events")], shown, "")
         truth = describe(clip, shown, "events")
@@ -87,14 +194,72 @@ def run(
         s = score(truth, text)
         for a in ACTIONS:
             totals[a].update(s[a])
-        per_clip.append({"clip_id": clip.clip_id, "truth": truth, "written": text, "score": s})
-    return {
+        times = [f.timestamp_s for f in shown]
+        per_clip.append(
+            {"clip_id": clip.clip_id, "times": times, "truth": truth, "written": text, "score": s}
+        )
+    out: dict[str, Any] = {
         "model": model_id,
         "data": str(folder),
         "clips": len(per_clip),
         "totals": {a: dict(totals[a]) for a in ACTIONS},
         "per_clip": per_clip,
     }
+    if asked:
+        by_id = {c.clip_id: c for c in truth_clips}
+        out["derived"] = derived_scores(asked, per_clip, by_id)
+    return out
+
+
+SOURCES = ("model", "truth_nearest", "truth_after")
+
+
+def derived_scores(
+    questions: Sequence[QAItem], per_clip: Sequence[dict[str, Any]], clips: dict[str, Any]
+) -> dict[str, Any]:
+    """Per question type: keyframe F1 of the citations derived from the model's description, from the
+    truth's events at their nearest frames and at the first frame after, and the best fixed set of
+    positions on the same questions (questions whose moments no frame shows, and types outside
+    :data:`RULE_TYPES`, are left out)."""
+    from egovlm.train.eval import best_fixed_set
+    from egovlm.train.rewards import f1, salient_frame_indices
+
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    skipped: Counter[str] = Counter()  # question types no rule covers (never_touched)
+    for row in per_clip:
+        clip, times = clips[row["clip_id"]], row["times"]
+        written = {
+            "model": written_events(row["written"]),
+            "truth_nearest": written_events(placed_events(clip, times, "nearest")),
+            "truth_after": written_events(placed_events(clip, times, "after")),
+        }
+        for q in (q for q in questions if q.meta["clip_id"] == row["clip_id"]):
+            salient = salient_frame_indices(times, q.salient_times, None)
+            if not salient:
+                continue
+            qtype = str(q.question_type)
+            if qtype not in RULE_TYPES:
+                skipped[qtype] += 1
+                continue
+            scored = {k: f1(derived_citation(q.question, qtype, ev), salient) for k, ev in written.items()}
+            groups[qtype].append({"salient": salient, **scored})
+    summary: dict[str, dict[str, Any]] = {}
+    for qtype, rows in [*sorted(groups.items()), ("all", [r for t in sorted(groups) for r in groups[t]])]:
+        if qtype == "all":  # the best fixed set per type, weighted by the type's questions
+            fixed = sum(summary[t]["best_fixed_set"] * summary[t]["questions"] for t in summary) / len(rows)
+            positions: list[int] = []
+        else:
+            total, chosen = best_fixed_set([r["salient"] for r in rows], len(per_clip[0]["times"]))
+            fixed, positions = total / len(rows), list(chosen)
+        summary[qtype] = {
+            "questions": len(rows),
+            **{k: sum(r[k] for r in rows) / len(rows) for k in SOURCES},
+            "best_fixed_set": fixed,
+            "positions": positions,
+        }
+    if skipped:
+        summary["all"]["skipped"] = dict(skipped)
+    return summary
 
 
 def main() -> None:
@@ -103,10 +268,13 @@ def main() -> None:
     ap.add_argument(
         "--data", type=Path, required=True, help="an EgoSynth folder (clips.jsonl, captions, videos)"
     )
-    ap.add_argument("--clips", type=int, default=30)
+    ap.add_argument("--clips", type=int, default=None, help="the first N clips (default: all)")
+    ap.add_argument(
+        "--questions", type=Path, default=None, help="questions about the clips: derive their citations"
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    result = run(args.model, args.data, args.clips)
+    result = run(args.model, args.data, args.clips, questions=args.questions)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "events_probe.json", json.dumps(result, indent=2) + "\n")
     for action, t in result["totals"].items():
@@ -114,6 +282,13 @@ def main() -> None:
             f"{action:8s} events {t.get('events', 0):3d}  written {t.get('written', 0):3d}  "
             f"frame right {t.get('frame_right', 0):3d}  within one {t.get('within_one', 0):3d}"
         )
+    if "derived" in result:
+        print("keyframe F1 of citations derived from: the model's events | truth, nearest | truth, after")
+        for qtype, row in result["derived"].items():
+            print(
+                f"{qtype:13s} {row['questions']:4d}  {row['model']:.3f} | {row['truth_nearest']:.3f} | "
+                f"{row['truth_after']:.3f}   best fixed set {row['best_fixed_set']:.3f} {row['positions']}"
+            )
 
 
 if __name__ == "__main__":

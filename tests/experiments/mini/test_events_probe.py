@@ -1,11 +1,27 @@
-"""The events probe (experiments.mini.events_probe): how written events are matched and scored, and
-a real run of the committed base on EgoSynth clips."""
+"""The events probe (experiments.mini.events_probe): how written events are matched and scored, the
+citations derived from them against the questions' own salient moments, and a real run of the
+committed base on EgoSynth clips."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.mini.events_probe import events_written, run, score
+import pytest
+
+from egovlm.schema import read_jsonl
+from egovlm.train.rewards import salient_frame_indices
+from experiments.mini.events_probe import (
+    RULE_TYPES,
+    Written,
+    derived_citation,
+    derived_scores,
+    events_written,
+    placed_events,
+    run,
+    score,
+    written_events,
+)
+from experiments.mini.pretrain_data import load_truth
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / "models" / "egovlm-mini-base"
@@ -34,8 +50,76 @@ The wearer looks around (frame 7).</what>"""
     assert score(TRUTH, "")["put_down"] == {"events": 2, "written": 0, "frame_right": 0, "within_one": 0}
 
 
+def test_each_question_form_has_its_citation_rule() -> None:
+    events = written_events(TRUTH)
+    assert events[1] == Written("put_down", "silver spoon", "into the drawer", 4)
+    cases = {
+        ("first_pickup", "Which object did the wearer pick up first?"): [3],
+        ("last_pickup", "Which object did the wearer pick up last?"): [5],
+        ("where_ended", "Where did the silver spoon end up?"): [8],
+        ("where_ended", "Where did the red cup end up?"): [],  # never written: nothing to cite
+        ("count", "How many times did the wearer pick up the silver spoon?"): [3, 5],
+        ("count", "How many times did the wearer put something down in the drawer?"): [4],
+        ("count", "How many times did the wearer put something down on the shelf?"): [8],
+        ("count", "How many times did the wearer pick something up?"): [3, 5],
+        ("order", "Which statement about the silver spoon and the red cup is true?"): [3],
+        ("order", "What did the wearer do right after picking up the silver spoon?"): [3, 4],
+        ("overall", "What was the wearer doing overall in this video?"): [3, 4, 5, 8],
+    }
+    for (qtype, question), frames in cases.items():
+        assert derived_citation(question, qtype, events) == frames, question
+    with pytest.raises(ValueError, match="never_touched"):
+        derived_citation("Which of these objects did the wearer never touch?", "never_touched", events)
+
+
+def test_truth_placed_at_nearest_frames_gives_each_questions_salient_frames(tmp_path: Path) -> None:
+    """Every rule against EgoSynth's own salient moments, on 16 s clips: the truth's events at their
+    nearest frames yield exactly the question's salient frames (a subset where a moment lies midway
+    between two frames); at the first frame after, every cited frame is at or after its event."""
+    from egovlm.synth.generate import SynthConfig, synthesize
+    from egovlm.video import uniform_times
+
+    synthesize(tmp_path, 8, 3, "test", SynthConfig(size=(160, 120), fps=5, duration=16.0))
+    clips = {c.clip_id: c for c in load_truth(tmp_path)}
+    questions = read_jsonl(tmp_path / "qa.jsonl") + read_jsonl(tmp_path / "open.jsonl")
+    checked = set()
+    for q in questions:
+        clip = clips[str(q.meta["clip_id"])]
+        times = uniform_times(clip.duration_s, 8)
+        salient = salient_frame_indices(times, q.salient_times, None)
+        got = derived_citation(
+            q.question, str(q.question_type), written_events(placed_events(clip, times, "nearest"))
+        )
+        tie = any(abs(abs(t - s) - 1.0) < 1e-6 for s in q.salient_times or [] for t in times)
+        assert set(got) <= set(salient) and (tie or got == salient), (q.id, got, salient)
+        checked.add(q.question_type)
+        after = written_events(placed_events(clip, times, "after"))
+        moments = sorted(t for t, _ in _moments(clip))
+        assert [e.frame for e in after] == [
+            next(i + 1 for i, ft in enumerate(times) if ft >= t) for t in moments
+        ]
+    assert checked == set(RULE_TYPES)
+    per_clip = [
+        {
+            "clip_id": c.clip_id,
+            "times": uniform_times(c.duration_s, 8),
+            "written": placed_events(c, uniform_times(c.duration_s, 8), "nearest"),
+        }
+        for c in clips.values()
+    ]
+    summary = derived_scores(questions, per_clip, clips)
+    assert summary["all"]["model"] == summary["all"]["truth_nearest"] > 0.9
+    assert summary["all"]["questions"] == sum(summary[t]["questions"] for t in RULE_TYPES if t in summary)
+
+
+def _moments(clip: object) -> list[tuple[float, str]]:
+    from experiments.mini.pretrain_data import event_moments
+
+    return event_moments(clip)  # type: ignore[arg-type]
+
+
 def test_a_real_run_counts_every_true_event(synth_slice: Path) -> None:
-    result = run(str(BASE), synth_slice, clips=2, max_new_tokens=160)
+    result = run(str(BASE), synth_slice, clips=2, max_new_tokens=160, questions=synth_slice / "qa.jsonl")
     assert result["clips"] == 2 and len(result["per_clip"]) == 2
     for clip in result["per_clip"]:
         for action, t in clip["score"].items():
@@ -43,3 +127,14 @@ def test_a_real_run_counts_every_true_event(synth_slice: Path) -> None:
             assert t["events"] == len(truth)
             assert t["frame_right"] <= t["within_one"] <= t["written"] <= t["events"]
     assert sum(t["events"] for t in result["totals"].values()) > 0, "precondition: the clips have events"
+    derived = result["derived"]
+    asked = [
+        q
+        for q in read_jsonl(synth_slice / "qa.jsonl")
+        if q.meta["clip_id"] in {c["clip_id"] for c in result["per_clip"]}
+    ]
+    assert 0 < derived["all"]["questions"] <= len(asked)
+    assert derived["all"]["truth_nearest"] > 0.8  # the rules on the truth (ties aside)
+    assert all(
+        0.0 <= derived[t][k] <= 1.0 for t in derived for k in ("model", "truth_after", "best_fixed_set")
+    )

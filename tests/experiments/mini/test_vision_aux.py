@@ -83,6 +83,34 @@ def test_place_columns_mark_the_tokens_of_objects_resting_there(synth_slice: Pat
     assert marked >= 10
 
 
+def test_event_columns_mark_the_frames_a_citation_of_the_event_is_scored_against(synth_slice: Path) -> None:
+    """With half the prompt's frame spacing as the window, the pick-up / put-down columns of an
+    object mark exactly the frames the keyframe reward calls salient for those events (each event's
+    nearest frame, ties both), and the held columns stay as without."""
+    from egovlm.train.rewards import salient_frame_indices
+    from egovlm.video import uniform_times
+
+    size = (112, 84)
+    names = object_names()
+    marked = 0
+    for clip in load_truth(synth_slice):
+        times = uniform_times(clip.duration_s, 8)
+        frames = [Frame(i + 1, t, np.zeros((84, 112, 3), np.uint8)) for i, t in enumerate(times)]
+        _, plain = frame_labels(clip, frames, size)
+        _, held = frame_labels(clip, frames, size, event_window_s=clip.duration_s / 16)
+        assert held.shape == (8, 3 * len(names))
+        assert np.array_equal(held[:, : len(names)], plain)
+        for block, action in ((1, "pick_up"), (2, "put_down")):
+            for k, name in enumerate(names):
+                moments = [
+                    float(e["t"]) for e in clip.events if e["action"] == action and e["object"] == name
+                ]
+                got = [f + 1 for f in np.flatnonzero(held[:, block * len(names) + k])]
+                assert got == salient_frame_indices(times, moments, None), (clip.clip_id, action, name)
+                marked += len(got)
+    assert marked >= 4  # the slice's clips are short: 5 event frames
+
+
 def test_constant_predictor_loss_is_the_label_entropy() -> None:
     import torch
 
