@@ -42,6 +42,7 @@ TASKS: dict[str, str] = {
     "scene": "where the objects are at the start and at the end",
     "moved": "the objects that are picked up, in the order of their first pick-up",
     "first_held": "the number of the first frame in which a hand holds an object",
+    "motion": "what each hand is doing in each frame",
 }
 # Wrapper tag names; none is a tag of the answer grammar (think, keyframes, answer).
 WRAP_TAGS: tuple[str, ...] = (
@@ -247,6 +248,33 @@ def hands_line(frame: Frame, events: Sequence[dict[str, Any]]) -> str:
     return f"Frame {frame.index}: " + " and ".join(parts) + "."
 
 
+def motion_line(clip: ClipTruth, frame: Frame) -> str:
+    """What each hand is doing in one frame: reaching for or lifting an object (a pick-up's motion,
+    before and after the grasp), lowering or letting go of one (a put-down's), or holding it. The
+    frame nearest an event nearly always shows its motion (docs/mini_experiment/LOG.md, "What a
+    citation must see"), which the held state of the `hands` task does not tell."""
+    if clip.render is None:
+        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so the hands' motion is unknown")
+    script = planned_clip(*clip.render, clip.duration_s).script
+    t = frame.timestamp_s
+    held = held_at(clip.events, t)
+    parts = []
+    for hand in ("right", "left"):
+        step = next((s for s in script.steps if s.hand == hand and s.t_move <= t <= s.t_end), None)
+        if step is not None:
+            name = script.objects[step.obj].name
+            before = t < step.t_event
+            if step.kind == "pick":
+                parts.append(f"the {hand} hand {'reaches for' if before else 'lifts'} the {name}")
+            else:
+                parts.append(f"the {hand} hand {'lowers' if before else 'lets go of'} the {name}")
+        elif hand in held:
+            parts.append(f"the {hand} hand holds the {held[hand]}")
+    return (
+        f"Frame {frame.index}: " + (" and ".join(parts) if parts else "the hands are still and empty") + "."
+    )
+
+
 def _is_event_sentence(text: str) -> bool:
     return " picks up " in text or " puts the " in text
 
@@ -275,6 +303,8 @@ def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
         return "\n".join(visible_line(clip, f) for f in frames)
     if task == "hands":
         return "\n".join(hands_line(f, clip.events) for f in frames)
+    if task == "motion":
+        return "\n".join(motion_line(clip, f) for f in frames)
     if task == "events":
         lines = [f"{text[:-1]} (frame {nearest_frame(frames, t)})." for t, text in event_moments(clip)]
         return "\n".join(lines) or "Nothing is picked up or put down."
