@@ -71,6 +71,41 @@ def test_descriptions_cite_the_nearest_frame() -> None:
     assert "inside <notes></notes>, then the numbers" in instructions(blocks)
 
 
+def test_motion_lines_agree_with_the_events(synth_slice: Path) -> None:
+    """Every phrase of the `motion` task, on frames 0.1 s apart, against the clip's events (not the
+    planner's steps it is written from): reaching for / lowering an object come within 1.2 s before
+    that hand's pick-up / put-down of it, lifting / letting go within 1 s after, holding is what
+    held_at says, and every phrase occurs."""
+    import re
+
+    seen: set[str] = set()
+    for clip in load_truth(synth_slice):
+        for k, t in enumerate(np.arange(0.05, clip.duration_s, 0.1)):
+            line = describe(clip, [_frame(k + 1, float(t))], "motion")
+            assert line.startswith(f"Frame {k + 1}: ")
+            for hand, verb, name in re.findall(
+                r"the (right|left) hand (reaches for|lifts|lowers|lets go of|holds) the ([a-z ]+?)(?= and |\.$)",
+                line,
+            ):
+                seen.add(verb)
+                action = "pick_up" if verb in ("reaches for", "lifts") else "put_down"
+                times = [
+                    float(e["t"])
+                    for e in clip.events
+                    if e["action"] == action and e["hand"] == hand and e["object"] == name
+                ]
+                if verb in ("reaches for", "lowers"):
+                    assert any(0 < e - t <= 1.2 for e in times), (clip.clip_id, t, line)
+                elif verb in ("lifts", "lets go of"):
+                    assert any(0 <= t - e <= 1.0 for e in times), (clip.clip_id, t, line)
+                else:
+                    assert held_at(clip.events, float(t)).get(hand) == name, (clip.clip_id, t, line)
+            if "still and empty" in line:
+                assert not held_at(clip.events, float(t)), (clip.clip_id, t, line)
+                seen.add("still")
+    assert seen == {"reaches for", "lifts", "lowers", "lets go of", "holds", "still"}
+
+
 def test_blocks_never_use_the_answer_grammar() -> None:
     rng = np.random.default_rng(0)
     grammar = {t.strip("</>") for t in ANSWER_TAGS}
