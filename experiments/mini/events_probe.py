@@ -15,11 +15,12 @@ With ``--questions`` (a question file about the folder's clips, e.g. the test sp
 also asks how far citations could go if they were read off a description: each question's citation
 derived by rule from the events the model wrote (the last pick-up's frame for "what did I pick up
 last?", the last put-down of the cup for "where did the cup end up?", ...), scored like the keyframe
-reward (F1 against each salient moment's nearest frame) beside the best fixed set of positions. Two
+reward (F1 against each salient moment's nearest frame) beside the best fixed set of positions. Three
 references use the truth's events: placed at their nearest frame (what the rules give a perfect
-description; below 1 only where a rule cannot tell, e.g. ties) and at the first frame after the event
+description; below 1 only where a rule cannot tell, e.g. ties), at the first frame after the event
 (what a perceiver that knows everything each frame shows, held or resting, but nothing of the motion
-between frames would write). LOG.md, "What a citation must see".
+would write), and at the frame showing the hand's movement of the event (what a perceiver of each
+frame's motion phase would write). LOG.md, "What a citation must see".
 
     python -m experiments.mini.events_probe --model models/egovlm-mini-base \
         --data runs/mini8/data/test --questions runs/mini8/data/test/eval.jsonl --out runs/derived
@@ -132,18 +133,26 @@ def derived_citation(question: str, question_type: str, events: Sequence[Written
 
 def placed_events(clip: Any, times: Sequence[float], rule: str) -> str:
     """The truth's `events` description of a clip with each event at its ``nearest`` frame (what the
-    description task trains), or at the first frame at or after it (``after``: all that the state of
-    each frame tells)."""
-    from experiments.mini.pretrain_data import event_moments
+    description task trains); at the first frame at or after it (``after``: all that the state of
+    each frame tells); or (``motion``) at the frame that shows the hand's movement of that event
+    (reach to lift, carry to release: EgoSynth's planned step) when exactly one does, else the first
+    after (what a perceiver of each frame's motion phase could tell)."""
+    from experiments.mini.pretrain_data import event_moments, planned_clip
 
+    steps = planned_clip(*clip.render, clip.duration_s).script.steps if rule == "motion" else []
     lines = []
     for t, text in event_moments(clip):
+        after = next((i + 1 for i, ft in enumerate(times) if ft >= t - 1e-9), len(times))
         if rule == "nearest":
             frame = min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
         elif rule == "after":
-            frame = next((i + 1 for i, ft in enumerate(times) if ft >= t - 1e-9), len(times))
+            frame = after
+        elif rule == "motion":
+            step = min(steps, key=lambda s: abs(s.t_event - t))  # captions round times to 0.1 s
+            moving = [i + 1 for i, ft in enumerate(times) if step.t_move <= ft <= step.t_end]
+            frame = moving[0] if len(moving) == 1 else after
         else:
-            raise ValueError(f"unknown rule {rule!r}: nearest or after")
+            raise ValueError(f"unknown rule {rule!r}: nearest, after or motion")
         lines.append(f"{text[:-1]} (frame {frame}).")
     return "\n".join(lines)
 
@@ -211,16 +220,16 @@ def run(
     return out
 
 
-SOURCES = ("model", "truth_nearest", "truth_after")
+SOURCES = ("model", "truth_nearest", "truth_after", "truth_motion")
 
 
 def derived_scores(
     questions: Sequence[QAItem], per_clip: Sequence[dict[str, Any]], clips: dict[str, Any]
 ) -> dict[str, Any]:
     """Per question type: keyframe F1 of the citations derived from the model's description, from the
-    truth's events at their nearest frames and at the first frame after, and the best fixed set of
-    positions on the same questions (questions whose moments no frame shows, and types outside
-    :data:`RULE_TYPES`, are left out)."""
+    truth's events at their nearest frames, at the first frame after and at the frame of the motion,
+    and the best fixed set of positions on the same questions (questions whose moments no frame shows,
+    and types outside :data:`RULE_TYPES`, are left out)."""
     from egovlm.train.eval import best_fixed_set
     from egovlm.train.rewards import f1, salient_frame_indices
 
@@ -232,6 +241,7 @@ def derived_scores(
             "model": written_events(row["written"]),
             "truth_nearest": written_events(placed_events(clip, times, "nearest")),
             "truth_after": written_events(placed_events(clip, times, "after")),
+            "truth_motion": written_events(placed_events(clip, times, "motion")),
         }
         for q in (q for q in questions if q.meta["clip_id"] == row["clip_id"]):
             salient = salient_frame_indices(times, q.salient_times, None)
@@ -283,11 +293,15 @@ def main() -> None:
             f"frame right {t.get('frame_right', 0):3d}  within one {t.get('within_one', 0):3d}"
         )
     if "derived" in result:
-        print("keyframe F1 of citations derived from: the model's events | truth, nearest | truth, after")
+        print(
+            "keyframe F1 of citations derived from: the model's events | truth, nearest | "
+            "truth, first frame after | truth, frame of the motion"
+        )
         for qtype, row in result["derived"].items():
             print(
                 f"{qtype:13s} {row['questions']:4d}  {row['model']:.3f} | {row['truth_nearest']:.3f} | "
-                f"{row['truth_after']:.3f}   best fixed set {row['best_fixed_set']:.3f} {row['positions']}"
+                f"{row['truth_after']:.3f} | {row['truth_motion']:.3f}   "
+                f"best fixed set {row['best_fixed_set']:.3f} {row['positions']}"
             )
 
 
