@@ -1,0 +1,45 @@
+"""The motion probe (experiments.mini.motion_probe): its labels against the clips' events, and a real
+run on the committed base's vision tower."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from experiments.mini.motion_probe import LABELS, frame_motion_labels, frame_tokens, probe
+from experiments.mini.pretrain_data import load_truth
+
+REPO = Path(__file__).resolve().parents[3]
+BASE = REPO / "models" / "egovlm-mini-base"
+
+
+def test_labels_follow_the_events(synth_slice: Path) -> None:
+    """Frames 0.1 s apart: "moving" only within 1.2 s before or 1 s after some event (the planner's
+    reach/lower and lift/release bounds), and always at an event's own moment; "nearest" marks one
+    frame per event, the closest."""
+    moving_seen = 0
+    for clip in load_truth(synth_slice):
+        times = [float(t) for t in np.arange(0.05, clip.duration_s, 0.1)]
+        labels = frame_motion_labels(clip, times)
+        events = [float(e["t"]) for e in clip.events]
+        for i, t in enumerate(times):
+            near_event = any(-1.2 <= t - e <= 1.0 for e in events)
+            assert not labels[i, 0] or near_event, (clip.clip_id, t)
+            if any(abs(t - e) < 0.05 for e in events):
+                assert labels[i, 0] == 1.0, (clip.clip_id, t)
+        moving_seen += int(labels[:, 0].sum())
+        closest = {min(range(len(times)), key=lambda i: abs(times[i] - e)) for e in events}
+        assert set(np.flatnonzero(labels[:, 1])) == closest
+    assert moving_seen > 0
+
+
+def test_a_real_probe_scores_held_out_clips(synth_slice: Path) -> None:
+    feats, labels, groups = frame_tokens(str(BASE), synth_slice, clips=3)
+    assert feats.shape[0] == labels.shape[0] == len(groups) == 3 * 16  # two 8-frame sets per clip
+    result = probe(feats, labels, groups, steps=50)
+    assert result["frames_test"] == 16 and result["frames_train"] == 32
+    for name in LABELS:
+        assert 0.0 <= result[name]["positive_rate"] <= 1.0
+        auc = result[name]["auroc"]
+        assert np.isnan(auc) or 0.0 <= auc <= 1.0
