@@ -19,14 +19,10 @@ Written by hand for the same reason as place_probe: a one-layer probe is a few l
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from egovlm.atomic import atomic_write_text
 
 LABELS = ("moving", "nearest")
 
@@ -46,26 +42,15 @@ def frame_motion_labels(clip: Any, times: list[float]) -> np.ndarray:
 
 def frame_tokens(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple[Any, Any, Any]:
     """``(mean tokens [N, D], labels [N, 2], clip index [N])`` over every frame of the clips' sets."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from egovlm.models.files import keyframe_size_of
+    from experiments.mini.place_probe import load_tower, tower_tokens
     from experiments.mini.pretrain_data import decode_frame_sets, load_truth
-    from experiments.mini.vision_aux import head_features
 
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    size = keyframe_size_of(model_dir)
+    model, processor, size = load_tower(model_dir)
     rng = np.random.default_rng(seed)
     feats, labels, groups = [], [], []
     for c, clip in enumerate(load_truth(data)[:clips]):
         for frames in decode_frame_sets(clip, 8, 2, size, rng):
-            inputs = processor.image_processor(images=[f.pil() for f in frames], return_tensors="pt")
-            with torch.no_grad():
-                out = model.model.visual(
-                    inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]
-                ).pooler_output
-            feats.append(head_features(out).reshape(len(frames), -1, out.shape[-1]).mean(1).numpy())
+            feats.append(tower_tokens(model, processor, frames).mean(1).numpy())
             labels.append(frame_motion_labels(clip, [f.timestamp_s for f in frames]))
             groups += [c] * len(frames)
     return np.concatenate(feats), np.concatenate(labels), np.array(groups)
@@ -99,18 +84,9 @@ def probe(feats: Any, labels: Any, groups: Any, steps: int = 1000) -> dict[str, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", type=Path, required=True, help="an EgoSynth folder (clips.jsonl, events.jsonl)")
-    ap.add_argument("--clips", type=int, default=400)
-    ap.add_argument("--out", type=Path, help="write the result as JSON here too")
-    args = ap.parse_args()
-    result = probe(*frame_tokens(args.model, args.data, args.clips))
-    result |= {"model": args.model, "data": str(args.data), "clips": args.clips}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    from experiments.mini.place_probe import probe_main
+
+    probe_main(__doc__ or "", 400, lambda a: probe(*frame_tokens(a.model, a.data, a.clips)))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +29,45 @@ import numpy as np
 from egovlm.atomic import atomic_write_text
 
 
-def token_places(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple[Any, Any, Any]:
-    """``(features [N, D], place index [N], clip index [N])`` of the single-place object tokens."""
+def load_tower(model_dir: str) -> tuple[Any, Any, tuple[int, int]]:
+    """``(model, processor, keyframe size)``: a model folder for probing its vision tower, at the
+    keyframe size it was built for (as the base stage reads it)."""
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from egovlm.models.files import keyframe_size_of
-    from experiments.mini.pretrain_data import load_truth
-    from experiments.mini.vision_aux import frame_labels, head_features, object_names, sample_frames
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    size = keyframe_size_of(model_dir)  # the size it was built for, as the base stage reads it
+    return model, processor, keyframe_size_of(model_dir)
+
+
+def tower_tokens(model: Any, processor: Any, frames: list[Any]) -> Any:
+    """``[frames, tokens, D]``: the vision tower's merged tokens of each frame, as the vision head
+    reads them (:func:`experiments.mini.vision_aux.head_features`)."""
+    import torch
+
+    from experiments.mini.vision_aux import head_features
+
+    inputs = processor.image_processor(images=[f.pil() for f in frames], return_tensors="pt")
+    with torch.no_grad():
+        out = model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+    return head_features(out).reshape(len(frames), -1, out.shape[-1])
+
+
+def token_places(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """``(features [N, D], place index [N], clip index [N])`` of the single-place object tokens."""
+    from experiments.mini.pretrain_data import load_truth
+    from experiments.mini.vision_aux import frame_labels, object_names, sample_frames
+
+    model, processor, size = load_tower(model_dir)
     n_objects = len(object_names())
     feats, places, groups = [], [], []
     for c, (clip, frames) in enumerate(
         sample_frames(load_truth(data)[:clips], 8, size, np.random.default_rng(seed))
     ):
         cells, _ = frame_labels(clip, frames, size, places=True)
-        inputs = processor.image_processor(images=[f.pil() for f in frames], return_tensors="pt")
-        with torch.no_grad():
-            out = model.model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
-        tokens = head_features(out).reshape(len(frames), cells.shape[1], -1)
+        tokens = tower_tokens(model, processor, frames)
         for f in range(len(frames)):
             for t in range(cells.shape[1]):
                 where = np.flatnonzero(cells[f, t, n_objects:])
@@ -88,23 +106,33 @@ def probe(feats: Any, places: Any, groups: Any, n_places: int, steps: int = 1500
     }
 
 
-def main() -> None:
-    from experiments.mini.vision_aux import place_names
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def probe_main(doc: str, default_clips: int, run: Callable[[argparse.Namespace], dict[str, Any]]) -> None:
+    """The probes' command line: ``--model --data [--clips] [--out]``; prints ``run(args)`` as JSON
+    (with the arguments) and writes it to ``--out`` too."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", type=Path, required=True, help="an EgoSynth folder (clips.jsonl, events.jsonl)")
-    ap.add_argument("--clips", type=int, default=40)
+    ap.add_argument("--clips", type=int, default=default_clips)
     ap.add_argument("--out", type=Path, help="write the result as JSON here too")
     args = ap.parse_args()
-    names = place_names()
-    result = probe(*token_places(args.model, args.data, args.clips), len(names))
-    result["per_place"] = {names[k]: v for k, v in result["per_place"].items()}
-    result |= {"model": args.model, "data": str(args.data), "clips": args.clips}
+    result = run(args) | {"model": args.model, "data": str(args.data), "clips": args.clips}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
         atomic_write_text(args.out, text + "\n")
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from experiments.mini.vision_aux import place_names
+
+    names = place_names()
+    result = probe(*token_places(args.model, args.data, args.clips), len(names))
+    result["per_place"] = {names[k]: v for k, v in result["per_place"].items()}
+    return result
+
+
+def main() -> None:
+    probe_main(__doc__ or "", 40, _run)
 
 
 if __name__ == "__main__":
