@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import yaml
+from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from egovlm.atomic import atomic_path, atomic_write_text, replace_dir
@@ -150,6 +151,9 @@ class PretrainVision:
     # per-frame columns too: is this frame the prompt frame nearest a pick-up / put-down of each object
     # (vision_aux.frame_labels), what a keyframe citation of that event is scored against
     events: bool = False
+    # the prompt those columns assume: a frame is "nearest" within half the spacing of this many frames
+    # over the clip (the eval's 8), whatever the phase's own prompts show (phase 1: one frame)
+    event_frames: int = Field(default=8, ge=1)
     seed: int = 0
 
 
@@ -435,7 +439,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         from experiments.mini.vision_aux import train_vision
 
         clips = list(aux.clips.values())[: d.max_clips] if d.max_clips else list(aux.clips.values())
-        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed, d.frames)
+        args = (vis.steps, vis.batch_frames, vis.lr, vis.frames_per_clip, vis.seed, vis.event_frames)
         vision_log = train_vision(model, processor, aux.head, clips, size, *args)
         if centre:  # a pure rescale: the heads read layer-normed tokens, which it leaves unchanged
             log.info(
@@ -650,6 +654,7 @@ class _AuxLabels:
         self.head = VisionAux(
             model, len(self.names), per_frame, vis.pos_weight, tokens, vis.places, vis.events
         )
+        self.event_frames = vis.event_frames
         self._cache: dict[tuple[str, tuple[float, ...]], tuple[Any, Any]] = {}
 
     def labels(self, ex: TrainExample) -> tuple[Any, Any]:
@@ -660,8 +665,9 @@ class _AuxLabels:
         key = (ex.clip_id, tuple(f.timestamp_s for f in ex.frames))
         if key not in self._cache:
             clip = self.clips[ex.clip_id]
-            # half the frame spacing: the frames nearest an event, what its citation is scored against
-            window = clip.duration_s / (2 * len(ex.frames)) if self.head.events else None
+            # half the spacing of an event_frames prompt: the frames nearest an event, what a citation
+            # of it is scored against
+            window = clip.duration_s / (2 * self.event_frames) if self.head.events else None
             cells, held = frame_labels(
                 clip, ex.frames, self.size, places=self.head.places, event_window_s=window
             )

@@ -157,7 +157,11 @@ def test_auroc_counts_pairs_and_ties() -> None:
     assert np.isnan(auroc(scores, torch.zeros(60, dtype=torch.bool)))
 
 
-def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("events", [False, True])
+def test_base_stage_with_vision_steps_saves_a_plain_model(
+    synth_slice: Path, tmp_path: Path, events: bool
+) -> None:
+    """Also with the event columns (their window is an 8-frame prompt's, whatever the phase shows)."""
     from safetensors import safe_open
 
     from experiments.mini.pretrain import load_pretrain_config, pretrain
@@ -168,7 +172,7 @@ def test_base_stage_with_vision_steps_saves_a_plain_model(synth_slice: Path, tmp
         "model: {build: tiny, seed: 0}\n"
         f"data: {{train: {synth_slice}, frames: 4, frame_sets: 1, describe_per_set: 1, qa_per_set: 1}}\n"
         "optim: {steps: 4, batch_size: 2, lr: 3.0e-3, warmup_steps: 1}\n"
-        "vision: {steps: 5, batch_frames: 4, frames_per_clip: 4, aux_weight: 0.5}\n"
+        f"vision: {{steps: 5, batch_frames: 4, frames_per_clip: 4, aux_weight: 0.5, events: {str(events).lower()}}}\n"
     )
     summary = pretrain(load_pretrain_config(cfg))
     steps = [r for r in summary["vision"] if "vision_step" in r]
