@@ -11,8 +11,9 @@ of the release), and **nearest**, the frame is the one of its set nearest some p
 averaged over the frame's tokens (the same as a linear probe of the mean token, as the vision head
 reads a frame), is fitted on the first three quarters of the clips and scored by AUROC on the rest
 (0.5: the tokens say nothing). Why it matters (docs/mini_experiment/LOG.md, "What a citation must
-see"): the frame nearest an event nearly always shows its movement, so a model that sees motion can
-cite it, and one that sees only what each frame holds cannot tell which of two frames is nearer.
+see"): the frame nearest an event usually shows its movement (203 of 236 events on test), so a
+model that sees motion can cite it, and one that sees only what each frame holds cannot tell which
+of two frames is nearer.
 
 Written by hand for the same reason as place_probe: a one-layer probe is a few lines of torch.
 """

@@ -251,7 +251,7 @@ def hands_line(frame: Frame, events: Sequence[dict[str, Any]]) -> str:
 def motion_line(clip: ClipTruth, frame: Frame) -> str:
     """What each hand is doing in one frame: reaching for or lifting an object (a pick-up's motion,
     before and after the grasp), lowering or letting go of one (a put-down's), or holding it. The
-    frame nearest an event nearly always shows its motion (docs/mini_experiment/LOG.md, "What a
+    frame nearest an event usually shows its motion (docs/mini_experiment/LOG.md, "What a
     citation must see"), which the held state of the `hands` task does not tell."""
     if clip.render is None:
         raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so the hands' motion is unknown")
