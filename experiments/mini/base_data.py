@@ -86,6 +86,7 @@ GRPO_TYPES: tuple[str, ...] = ("last_pickup", "where_ended", "order", "never_tou
 # down?") cites an object's put-downs, the moment the held-out where-ended rests on, with a count
 # for its answer (never a place), so the base learns to cite that event without the held-out answers.
 DEV_TYPES: tuple[str, ...] = ("put_down",)
+KINDS: tuple[str, ...] = (*BASE_TYPES, *DEV_TYPES)  # every type a phase may list
 ANSWER_FORMS: tuple[str, ...] = ("text", "letter")
 
 
@@ -486,18 +487,14 @@ def make_question(
     if kind in QA_TYPES:
         found = qa_questions(clip, rng, kind, open_form)
         return found[int(rng.integers(len(found)))] if found else None
-    raise PretrainDataError(
-        f"unknown base question type {kind!r}; choose from {', '.join((*BASE_TYPES, *DEV_TYPES))}"
-    )
+    raise PretrainDataError(f"unknown base question type {kind!r}; choose from {', '.join(KINDS)}")
 
 
 def check_kinds(kinds: Sequence[str], frames: int) -> None:
-    """Base types only, and single-frame types only for single-frame prompts."""
-    unknown = [k for k in kinds if k not in BASE_TYPES and k not in DEV_TYPES]
+    """Known types only (base and development), and single-frame types only for single-frame prompts."""
+    unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise PretrainDataError(
-            f"unknown base question type(s) {unknown}; choose from {', '.join((*BASE_TYPES, *DEV_TYPES))}"
-        )
+        raise PretrainDataError(f"unknown base question type(s) {unknown}; choose from {', '.join(KINDS)}")
     if frames < 2 and any(k not in FRAME_TYPES for k in kinds):
         raise PretrainDataError(
             f"a single-frame prompt can only ask {', '.join(FRAME_TYPES)}, not {list(kinds)}"
