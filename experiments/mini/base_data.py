@@ -64,7 +64,7 @@ from experiments.mini.pretrain_data import (
     decode_frame_sets,
     draw_blocks,
     load_truth,
-    planned_clip,
+    planned_script,
     target_text,
 )
 from experiments.mini.pretrain_perception import (
@@ -439,9 +439,7 @@ def qa_questions(
     placed so the answer lands on a random letter it can occupy)."""
     if kind not in QA_TYPES:
         raise PretrainDataError(f"{kind!r} is not a base-stage QA type ({', '.join(QA_TYPES)})")
-    if clip.render is None:
-        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so the clip's script is unknown")
-    script = planned_clip(*clip.render, clip.duration_s).script
+    script = planned_script(clip)
     out = []
     for d in make_drafts(script, rng):
         if d.question_type != kind:

@@ -132,27 +132,23 @@ def derived_citation(question: str, question_type: str, events: Sequence[Written
 
 
 def placed_events(clip: Any, times: Sequence[float], rule: str) -> str:
-    """The truth's `events` description of a clip with each event at its ``nearest`` frame (what the
-    description task trains); at the first frame at or after it (``after``: all that the state of
-    each frame tells); or (``motion``) at the frame that shows the hand's movement of that event
-    (reach to lift, carry to release: EgoSynth's planned step) when exactly one does, else the first
-    after (what a perceiver of each frame's motion phase could tell)."""
-    from experiments.mini.pretrain_data import event_moments, planned_clip
+    """The truth's `events` description of a clip with each event at the first frame at or after it
+    (``after``: all that the state of each frame tells), or (``motion``) at the frame that shows the
+    hand's movement of that event (reach to lift, carry to release: EgoSynth's planned step) when
+    exactly one does, else the first after (what a perceiver of each frame's motion phase could
+    tell). At its nearest frame it is the `events` description itself (``describe``)."""
+    from experiments.mini.pretrain_data import event_moments, planned_script
 
-    steps = planned_clip(*clip.render, clip.duration_s).script.steps if rule == "motion" else []
+    if rule not in ("after", "motion"):
+        raise ValueError(f"unknown rule {rule!r}: after or motion")
+    steps = planned_script(clip).steps if rule == "motion" else []
     lines = []
     for t, text in event_moments(clip):
-        after = next((i + 1 for i, ft in enumerate(times) if ft >= t - 1e-9), len(times))
-        if rule == "nearest":
-            frame = min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
-        elif rule == "after":
-            frame = after
-        elif rule == "motion":
+        frame = next((i + 1 for i, ft in enumerate(times) if ft >= t - 1e-9), len(times))
+        if rule == "motion":
             step = min(steps, key=lambda s: abs(s.t_event - t))  # captions round times to 0.1 s
             moving = [i + 1 for i, ft in enumerate(times) if step.t_move <= ft <= step.t_end]
-            frame = moving[0] if len(moving) == 1 else after
-        else:
-            raise ValueError(f"unknown rule {rule!r}: nearest, after or motion")
+            frame = moving[0] if len(moving) == 1 else frame
         lines.append(f"{text[:-1]} (frame {frame}).")
     return "\n".join(lines)
 
@@ -226,7 +222,8 @@ SOURCES = ("model", "truth_nearest", "truth_after", "truth_motion")
 def derived_scores(
     questions: Sequence[QAItem], per_clip: Sequence[dict[str, Any]], clips: dict[str, Any]
 ) -> dict[str, Any]:
-    """Per question type: keyframe F1 of the citations derived from the model's description, from the
+    """Per question type: keyframe F1 of the citations derived from the model's description (each
+    ``per_clip`` row's ``written``; ``truth`` is the clip's own `events` description), from the
     truth's events at their nearest frames, at the first frame after and at the frame of the motion,
     and the best fixed set of positions on the same questions (questions whose moments no frame shows,
     and types outside :data:`RULE_TYPES`, are left out)."""
@@ -235,15 +232,18 @@ def derived_scores(
 
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     skipped: Counter[str] = Counter()  # question types no rule covers (never_touched)
+    asked: dict[str, list[QAItem]] = defaultdict(list)
+    for q in questions:
+        asked[str(q.meta["clip_id"])].append(q)
     for row in per_clip:
         clip, times = clips[row["clip_id"]], row["times"]
         written = {
             "model": written_events(row["written"]),
-            "truth_nearest": written_events(placed_events(clip, times, "nearest")),
+            "truth_nearest": written_events(row["truth"]),  # the `events` description: nearest frames
             "truth_after": written_events(placed_events(clip, times, "after")),
             "truth_motion": written_events(placed_events(clip, times, "motion")),
         }
-        for q in (q for q in questions if q.meta["clip_id"] == row["clip_id"]):
+        for q in asked[row["clip_id"]]:
             salient = salient_frame_indices(times, q.salient_times, None)
             if not salient:
                 continue

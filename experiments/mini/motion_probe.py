@@ -25,19 +25,21 @@ from typing import Any
 
 import numpy as np
 
+from egovlm.frames import Frame
+
 LABELS = ("moving", "nearest")
 
 
-def frame_motion_labels(clip: Any, times: list[float]) -> np.ndarray:
+def frame_motion_labels(clip: Any, frames: list[Frame]) -> np.ndarray:
     """``[frames, 2]``: per frame of one set, (a hand mid-move, nearest some event of the clip)."""
-    from experiments.mini.pretrain_data import planned_clip
+    from experiments.mini.pretrain_data import nearest_frame, planned_script
 
-    steps = planned_clip(*clip.render, clip.duration_s).script.steps
-    out = np.zeros((len(times), 2), dtype=np.float32)
-    for i, t in enumerate(times):
-        out[i, 0] = float(any(s.t_move <= t <= s.t_end for s in steps))
+    steps = planned_script(clip).steps
+    out = np.zeros((len(frames), 2), dtype=np.float32)
+    for i, f in enumerate(frames):
+        out[i, 0] = float(any(s.t_move <= f.timestamp_s <= s.t_end for s in steps))
     for e in clip.events:
-        out[min(range(len(times)), key=lambda i: abs(times[i] - float(e["t"]))), 1] = 1.0
+        out[nearest_frame(frames, float(e["t"])) - 1, 1] = 1.0
     return out
 
 
@@ -52,7 +54,7 @@ def frame_tokens(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple
     for c, clip in enumerate(load_truth(data)[:clips]):
         for frames in decode_frame_sets(clip, 8, 2, size, rng):
             feats.append(tower_tokens(model, processor, frames).mean(1).numpy())
-            labels.append(frame_motion_labels(clip, [f.timestamp_s for f in frames]))
+            labels.append(frame_motion_labels(clip, frames))
             groups += [c] * len(frames)
     return np.concatenate(feats), np.concatenate(labels), np.array(groups)
 

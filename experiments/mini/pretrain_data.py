@@ -176,6 +176,15 @@ def planned_clip(
     return build_clip(split, seed, index, SynthConfig(size=size, fps=fps, duration=duration))
 
 
+def planned_script(clip: ClipTruth) -> Any:
+    """The clip's script as EgoSynth's planner wrote it, re-planned from the clip's seed (nothing is
+    drawn): its objects, events and hand movements (``steps``: when each pick's reach starts and
+    lift ends, each place's carry starts and release ends)."""
+    if clip.render is None:
+        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so the clip's script is unknown")
+    return planned_clip(*clip.render, clip.duration_s).script
+
+
 def visible_objects(clip: ClipTruth, t: float, min_px: int = 4) -> list[str]:
     """Objects whose box (resting or held) lies at least ``min_px`` x ``min_px`` inside the frame
     at ``t``, from EgoSynth's renderer (re-planned from the clip's seed; nothing is drawn)."""
@@ -253,9 +262,7 @@ def motion_line(clip: ClipTruth, frame: Frame) -> str:
     before and after the grasp), lowering or letting go of one (a put-down's), or holding it. The
     frame nearest an event usually shows its motion (docs/mini_experiment/LOG.md, "What a
     citation must see"), which the held state of the `hands` task does not tell."""
-    if clip.render is None:
-        raise PretrainDataError(f"{clip.clip_id}: no clips.jsonl row, so the hands' motion is unknown")
-    script = planned_clip(*clip.render, clip.duration_s).script
+    script = planned_script(clip)
     t = frame.timestamp_s
     held = held_at(clip.events, t)
     parts = []

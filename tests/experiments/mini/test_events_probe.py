@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from egovlm.frames import Frame
 from egovlm.schema import read_jsonl
 from egovlm.train.rewards import salient_frame_indices
 from experiments.mini.events_probe import (
@@ -21,7 +23,7 @@ from experiments.mini.events_probe import (
     score,
     written_events,
 )
-from experiments.mini.pretrain_data import load_truth
+from experiments.mini.pretrain_data import ClipTruth, describe, load_truth
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / "models" / "egovlm-mini-base"
@@ -84,17 +86,20 @@ def test_truth_placed_at_nearest_frames_gives_each_questions_salient_frames(tmp_
     clips = {c.clip_id: c for c in load_truth(tmp_path)}
     questions = read_jsonl(tmp_path / "qa.jsonl") + read_jsonl(tmp_path / "open.jsonl")
     checked = set()
+
+    def frames(clip: ClipTruth) -> list[Frame]:
+        times = uniform_times(clip.duration_s, 8)
+        return [Frame(i + 1, t, np.zeros((4, 4, 3), np.uint8)) for i, t in enumerate(times)]
+
     for q in questions:
         clip = clips[str(q.meta["clip_id"])]
         times = uniform_times(clip.duration_s, 8)
         salient = salient_frame_indices(times, q.salient_times, None)
-        got = derived_citation(
-            q.question, str(q.question_type), written_events(placed_events(clip, times, "nearest"))
-        )
+        nearest = written_events(describe(clip, frames(clip), "events"))
+        got = derived_citation(q.question, str(q.question_type), nearest)
         tie = any(abs(abs(t - s) - 1.0) < 1e-6 for s in q.salient_times or [] for t in times)
         assert set(got) <= set(salient) and (tie or got == salient), (q.id, got, salient)
         checked.add(q.question_type)
-        nearest = written_events(placed_events(clip, times, "nearest"))
         motion = written_events(placed_events(clip, times, "motion"))
         assert len(motion) == len(nearest) and all(
             abs(m.frame - n.frame) <= 1 for m, n in zip(motion, nearest, strict=True)
@@ -109,7 +114,8 @@ def test_truth_placed_at_nearest_frames_gives_each_questions_salient_frames(tmp_
         {
             "clip_id": c.clip_id,
             "times": uniform_times(c.duration_s, 8),
-            "written": placed_events(c, uniform_times(c.duration_s, 8), "nearest"),
+            "truth": describe(c, frames(c), "events"),
+            "written": describe(c, frames(c), "events"),
         }
         for c in clips.values()
     ]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from egovlm.frames import Frame
 from experiments.mini.motion_probe import LABELS, frame_motion_labels, frame_tokens, probe
 from experiments.mini.pretrain_data import load_truth
 
@@ -21,7 +22,8 @@ def test_labels_follow_the_events(synth_slice: Path) -> None:
     moving_seen = 0
     for clip in load_truth(synth_slice):
         times = [float(t) for t in np.arange(0.05, clip.duration_s, 0.1)]
-        labels = frame_motion_labels(clip, times)
+        frames = [Frame(i + 1, t, np.zeros((4, 4, 3), np.uint8)) for i, t in enumerate(times)]
+        labels = frame_motion_labels(clip, frames)
         events = [float(e["t"]) for e in clip.events]
         for i, t in enumerate(times):
             near_event = any(-1.2 <= t - e <= 1.0 for e in events)
