@@ -131,16 +131,23 @@ def derived_citation(question: str, question_type: str, events: Sequence[Written
     return sorted(set(frames))
 
 
-def placed_events(clip: Any, times: Sequence[float], rule: str) -> str:
+def placed_events(clip: Any, times: Sequence[float], rule: str, scores: Sequence[float] | None = None) -> str:
     """The truth's `events` description of a clip with each event at the first frame at or after it
     (``after``: all that the state of each frame tells), or (``motion``) at the frame that shows the
     hand's movement of that event (reach to lift, carry to release: EgoSynth's planned step) when
     exactly one does, else the first after (what a perceiver of each frame's motion phase could
-    tell). At its nearest frame it is the `events` description itself (``describe``)."""
+    tell), or (``scores``) at whichever of the two frames around it (the last before, the first at
+    or after) has the higher of ``scores`` (one per frame: what a perceiver that knows each frame's
+    state and reads its motion with that score would write; experiments.mini.motion_probe's bound).
+    At its nearest frame it is the `events` description itself (``describe``)."""
     from experiments.mini.pretrain_data import event_moments, planned_script
 
-    if rule not in ("after", "motion"):
-        raise ValueError(f"unknown rule {rule!r}: after or motion")
+    if rule not in ("after", "motion", "scores"):
+        raise ValueError(f"unknown rule {rule!r}: after, motion or scores")
+    if (rule == "scores") != (scores is not None):
+        raise ValueError("scores go with the rule 'scores', and only with it")
+    if scores is not None and len(scores) != len(times):
+        raise ValueError(f"{len(scores)} scores for {len(times)} frames")
     steps = planned_script(clip).steps if rule == "motion" else []
     lines = []
     for t, text in event_moments(clip):
@@ -149,6 +156,8 @@ def placed_events(clip: Any, times: Sequence[float], rule: str) -> str:
             step = min(steps, key=lambda s: abs(s.t_event - t))  # captions round times to 0.1 s
             moving = [i + 1 for i, ft in enumerate(times) if step.t_move <= ft <= step.t_end]
             frame = moving[0] if len(moving) == 1 else frame
+        elif scores is not None and frame > 1 and times[frame - 1] >= t - 1e-9:
+            frame = frame - 1 if scores[frame - 2] > scores[frame - 1] else frame
         lines.append(f"{text[:-1]} (frame {frame}).")
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ Written by hand for the same reason as place_probe: a one-layer probe is a few l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,25 @@ def frame_tokens(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple
     return np.concatenate(feats), np.concatenate(labels), np.array(groups)
 
 
+def fit_heads(feats: Any, labels: Any, steps: int = 1000) -> list[Any]:
+    """One logistic probe (``torch.nn.Linear(D, 1)``) per label, fitted full-batch on all of ``feats``."""
+    import torch
+
+    x = torch.tensor(feats)
+    heads = []
+    for k in range(len(LABELS)):
+        torch.manual_seed(0)
+        y = torch.tensor(labels[:, k])
+        head = torch.nn.Linear(feats.shape[1], 1)
+        opt = torch.optim.Adam(head.parameters(), lr=3e-3, weight_decay=1e-3)
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(head(x).squeeze(-1), y).backward()
+            opt.step()
+        heads.append(head)
+    return heads
+
+
 def probe(feats: Any, labels: Any, groups: Any, steps: int = 1000) -> dict[str, Any]:
     """Fit one logistic probe per label on the first three quarters of the clips, AUROC on the rest."""
     import torch
@@ -67,16 +87,8 @@ def probe(feats: Any, labels: Any, groups: Any, steps: int = 1000) -> dict[str, 
 
     train = groups < np.quantile(groups, 0.75)
     out: dict[str, Any] = {"frames_train": int(train.sum()), "frames_test": int((~train).sum())}
-    x, x_test = torch.tensor(feats[train]), torch.tensor(feats[~train])
-    for k, name in enumerate(LABELS):
-        torch.manual_seed(0)
-        y = torch.tensor(labels[train, k])
-        head = torch.nn.Linear(feats.shape[1], 1)
-        opt = torch.optim.Adam(head.parameters(), lr=3e-3, weight_decay=1e-3)
-        for _ in range(steps):
-            opt.zero_grad()
-            torch.nn.functional.binary_cross_entropy_with_logits(head(x).squeeze(-1), y).backward()
-            opt.step()
+    x_test = torch.tensor(feats[~train])
+    for k, (name, head) in enumerate(zip(LABELS, fit_heads(feats[train], labels[train], steps), strict=True)):
         with torch.no_grad():
             scores = head(x_test).squeeze(-1)
         out[name] = {
@@ -86,10 +98,68 @@ def probe(feats: Any, labels: Any, groups: Any, steps: int = 1000) -> dict[str, 
     return out
 
 
+def placement_bound(model_dir: str, heads: Sequence[Any], test_data: Path, questions: Path) -> dict[str, Any]:
+    """How far citations could go on ``questions`` with this tower's motion read and every frame's
+    state known: each true event of a test clip placed at whichever of the two frames around it a
+    probe of ``heads`` (:func:`fit_heads`, one per label) scores higher, once per label, the
+    citations derived by events_probe's rules and scored like eval. Beside it events_probe's
+    references: the first frame after (state alone) and the frame of the motion (EgoSynth's steps)."""
+    import torch
+
+    from egovlm.schema import read_jsonl
+    from experiments.mini.events_probe import derived_scores, placed_events
+    from experiments.mini.place_probe import load_tower, tower_tokens
+    from experiments.mini.pretrain_data import decode_frame_sets, describe, load_truth
+
+    model, processor, size = load_tower(model_dir)
+    asked = read_jsonl(questions)
+    wanted = {str(q.meta["clip_id"]) for q in asked}
+    test_clips = {c.clip_id: c for c in load_truth(test_data) if c.clip_id in wanted}
+    if not test_clips:
+        raise ValueError(f"{questions} asks about none of the clips in {test_data}")
+    rng = np.random.default_rng(0)  # only jittered sets draw; the uniform one (as eval shows) is fixed
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in LABELS}
+    for clip in test_clips.values():
+        shown = decode_frame_sets(clip, 8, 1, size, rng)[0]
+        times = [f.timestamp_s for f in shown]
+        with torch.no_grad():
+            mean = tower_tokens(model, processor, shown).mean(1)
+            scores = [head(mean).squeeze(-1).tolist() for head in heads]
+        truth = describe(clip, shown, "events")
+        for name, s in zip(LABELS, scores, strict=True):
+            written = placed_events(clip, times, "scores", s)
+            rows[name].append({"clip_id": clip.clip_id, "times": times, "truth": truth, "written": written})
+    out: dict[str, Any] = {"test_clips": len(test_clips)}
+    for name in LABELS:
+        derived = derived_scores(asked, rows[name], test_clips)
+        out[f"placed_by_{name}"] = {t: row["model"] for t, row in derived.items()}
+    out["references"] = {
+        t: {k: row[k] for k in ("truth_after", "truth_motion", "best_fixed_set", "questions")}
+        for t, row in derived.items()
+    }
+    return out
+
+
+def _run(args: Any) -> dict[str, Any]:
+    if args.questions and args.test_data is None:
+        raise SystemExit("--questions needs --test-data, the EgoSynth folder of the clips it asks about")
+    feats, labels, groups = frame_tokens(args.model, args.data, args.clips)
+    result = probe(feats, labels, groups)
+    if args.questions:  # the probe refitted on every clip of --data, then used on the test clips
+        heads = fit_heads(feats, labels)
+        result["bound"] = placement_bound(args.model, heads, args.test_data, args.questions)
+    return result
+
+
+def _extra(ap: Any) -> None:
+    ap.add_argument("--questions", type=Path, help="questions about --test-data's clips: the placement bound")
+    ap.add_argument("--test-data", type=Path, help="the EgoSynth folder --questions asks about")
+
+
 def main() -> None:
     from experiments.mini.place_probe import probe_main
 
-    probe_main(__doc__ or "", 400, lambda a: probe(*frame_tokens(a.model, a.data, a.clips)))
+    probe_main(__doc__ or "", 400, _run, _extra)
 
 
 if __name__ == "__main__":

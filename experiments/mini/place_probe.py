@@ -106,14 +106,21 @@ def probe(feats: Any, places: Any, groups: Any, n_places: int, steps: int = 1500
     }
 
 
-def probe_main(doc: str, default_clips: int, run: Callable[[argparse.Namespace], dict[str, Any]]) -> None:
-    """The probes' command line: ``--model --data [--clips] [--out]``; prints ``run(args)`` as JSON
-    (with the arguments) and writes it to ``--out`` too."""
+def probe_main(
+    doc: str,
+    default_clips: int,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """The probes' command line: ``--model --data [--clips] [--out]`` and ``extra``'s arguments;
+    prints ``run(args)`` as JSON (with the arguments) and writes it to ``--out`` too."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", type=Path, required=True, help="an EgoSynth folder (clips.jsonl, events.jsonl)")
     ap.add_argument("--clips", type=int, default=default_clips)
     ap.add_argument("--out", type=Path, help="write the result as JSON here too")
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args()
     result = run(args) | {"model": args.model, "data": str(args.data), "clips": args.clips}
     text = json.dumps(result, indent=2)

@@ -126,6 +126,37 @@ def test_truth_placed_at_nearest_frames_gives_each_questions_salient_frames(tmp_
     assert summary["all"]["questions"] == sum(summary[t]["questions"] for t in RULE_TYPES if t in summary)
 
 
+def test_scored_placement_picks_between_the_two_frames_around_each_event(tmp_path: Path) -> None:
+    """``placed_events(..., "scores", s)``: equal scores give the first frame after (ties go after);
+    a score marking each event's nearest frame gives the nearest-frame description wherever the two
+    frames around an event are not both marked; every event stays within one of the first after."""
+    from egovlm.synth.generate import SynthConfig, synthesize
+    from egovlm.video import uniform_times
+    from experiments.mini.motion_probe import frame_motion_labels
+
+    synthesize(tmp_path, 6, 4, "test", SynthConfig(size=(160, 120), fps=5, duration=16.0))
+    right = total = 0
+    for clip in load_truth(tmp_path):
+        times = uniform_times(clip.duration_s, 8)
+        frames = [Frame(i + 1, t, np.zeros((4, 4, 3), np.uint8)) for i, t in enumerate(times)]
+        after = written_events(placed_events(clip, times, "after"))
+        assert written_events(placed_events(clip, times, "scores", [0.0] * 8)) == after
+        nearest = written_events(describe(clip, frames, "events"))
+        marked = frame_motion_labels(clip, frames)[:, 1]
+        scored = written_events(placed_events(clip, times, "scores", list(marked)))
+        for s, a, n in zip(scored, after, nearest, strict=True):
+            assert a.frame - 1 <= s.frame <= a.frame
+            both = a.frame > 1 and marked[a.frame - 2] == marked[a.frame - 1] == 1.0
+            assert both or s.frame == n.frame, (clip.clip_id, s, n)
+            right += int(s.frame == n.frame)
+            total += 1
+    assert total > 0 and right > 0.8 * total
+    with pytest.raises(ValueError, match="8 frames"):
+        placed_events(clip, times, "scores", [0.0] * 7)
+    with pytest.raises(ValueError, match="only with it"):
+        placed_events(clip, times, "after", [0.0] * 8)
+
+
 def _moments(clip: object) -> list[tuple[float, str]]:
     from experiments.mini.pretrain_data import event_moments
 

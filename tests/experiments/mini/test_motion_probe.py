@@ -3,12 +3,21 @@ run on the committed base's vision tower."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from egovlm.frames import Frame
-from experiments.mini.motion_probe import LABELS, frame_motion_labels, frame_tokens, probe
+from experiments.mini.motion_probe import (
+    LABELS,
+    fit_heads,
+    frame_motion_labels,
+    frame_tokens,
+    placement_bound,
+    probe,
+)
 from experiments.mini.pretrain_data import load_truth
 
 REPO = Path(__file__).resolve().parents[3]
@@ -45,3 +54,28 @@ def test_a_real_probe_scores_held_out_clips(synth_slice: Path) -> None:
         assert 0.0 <= result[name]["positive_rate"] <= 1.0
         auc = result[name]["auroc"]
         assert np.isnan(auc) or 0.0 <= auc <= 1.0
+
+
+def test_the_placement_bound_scores_each_label_against_the_references(synth_slice: Path) -> None:
+    """A real bound on the committed base: probes fitted on the slice's frames place the slice's own
+    events; each label's citations are scored on the questions the references score (same count),
+    between 0 and 1; a question file about other clips is refused by name."""
+    feats, labels, _ = frame_tokens(str(BASE), synth_slice, clips=3)
+    heads = fit_heads(feats, labels, steps=50)
+    assert len(heads) == len(LABELS)
+    result = placement_bound(str(BASE), heads, synth_slice, synth_slice / "qa.jsonl")
+    asked = {json.loads(line)["meta"]["clip_id"] for line in (synth_slice / "qa.jsonl").open()}
+    assert result["test_clips"] == len(asked) > 0
+    refs = result["references"]
+    assert refs["all"]["questions"] > 0
+    for name in LABELS:
+        placed = result[f"placed_by_{name}"]
+        assert set(placed) == set(refs)
+        assert all(0.0 <= v <= 1.0 for v in placed.values())
+    elsewhere = synth_slice.parent / "elsewhere.jsonl"
+    rows = [json.loads(line) for line in (synth_slice / "qa.jsonl").open()]
+    for row in rows:
+        row["meta"]["clip_id"] = "other-" + row["meta"]["clip_id"]
+    elsewhere.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(ValueError, match="none of the clips"):
+        placement_bound(str(BASE), heads, synth_slice, elsewhere)
