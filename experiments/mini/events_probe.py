@@ -184,6 +184,7 @@ def run(
     frames: int = 8,
     max_new_tokens: int = 256,
     questions: Path | None = None,
+    task: str = "events",
 ) -> dict[str, Any]:
     """The probe over the first ``clips`` clips of an EgoSynth folder (all: None), or of the clips
     ``questions`` asks about (per clip rows and totals; with questions, the derived citations)."""
@@ -202,8 +203,8 @@ def run(
     totals = {a: Counter[str]() for a in ACTIONS}
     for clip in truth_clips[:clips]:
         shown = decode_frame_sets(clip, frames, 1, size, rng)[0]
-        ex = Example(clip.clip_id, [("events", "events")], shown, "")
-        truth = describe(clip, shown, "events")
+        ex = Example(clip.clip_id, [(task, "events")], shown, "")
+        truth = describe(clip, shown, task)
         text = greedy(model, processor, [ex.prompt()], [[f.pil() for f in shown]], max_new_tokens)[0]
         s = score(truth, text)
         for a in ACTIONS:
@@ -292,8 +293,9 @@ def main() -> None:
         "--questions", type=Path, default=None, help="questions about the clips: derive their citations"
     )
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--task", default="events", help="the description task asked: events or events_named")
     args = ap.parse_args()
-    result = run(args.model, args.data, args.clips, questions=args.questions)
+    result = run(args.model, args.data, args.clips, questions=args.questions, task=args.task)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "events_probe.json", json.dumps(result, indent=2) + "\n")
     for action, t in result["totals"].items():

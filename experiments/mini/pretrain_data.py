@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ TASKS: dict[str, str] = {
     "moved": "the objects that are picked up, in the order of their first pick-up",
     "first_held": "the number of the first frame in which a hand holds an object",
     "motion": "what each hand is doing in each frame",
+    "events_named": "each pick-up and put-down as it happens, then its nearest frame",
 }
 # Wrapper tag names; none is a tag of the answer grammar (think, keyframes, answer).
 WRAP_TAGS: tuple[str, ...] = (
@@ -314,6 +316,12 @@ def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
         return "\n".join(motion_line(clip, f) for f in frames)
     if task == "events":
         lines = [f"{text[:-1]} (frame {nearest_frame(frames, t)})." for t, text in event_moments(clip)]
+        return "\n".join(lines) or "Nothing is picked up or put down."
+    if task == "events_named":  # the event first, its frame after it, no time to guess before it
+        lines = [
+            f"{re.sub(r'^At [0-9.]+ s the ', 'The ', text)[:-1]} (frame {nearest_frame(frames, t)})."
+            for t, text in event_moments(clip)
+        ]
         return "\n".join(lines) or "Nothing is picked up or put down."
     if task == "event_frames":
         near = sorted({nearest_frame(frames, t) for t, _ in event_moments(clip)})

@@ -64,6 +64,11 @@ def test_descriptions_cite_the_nearest_frame() -> None:
     frames = [_frame(1, 0.5), _frame(2, 2.0), _frame(3, 3.5), _frame(4, 5.0)]
     assert describe(clip, frames, "event_frames") == "2"
     assert describe(clip, frames, "events").endswith("from the shelf (frame 2).")
+    # the same event named first, no time written before it
+    assert (
+        describe(clip, frames, "events_named")
+        == "The right hand picks up the red cup from the shelf (frame 2)."
+    )
     assert describe(clip, frames, "hands").splitlines()[2] == ("Frame 3: the right hand holds the red cup.")
     blocks = [("scene", "notes"), ("event_frames", "list")]
     assert target_text(clip, frames, blocks).startswith("<notes>At the start,")
