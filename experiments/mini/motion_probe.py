@@ -2,6 +2,7 @@
 probe on the vision tower, per frame.
 
     python -m experiments.mini.motion_probe --model M --data EGOSYNTH_FOLDER [--clips 400] [--out FILE]
+        [--questions runs/mini8/data/test/eval.jsonl --test-data runs/mini8/data/test]
 
 Each of ``--clips`` clips is shown as two 8-frame sets (uniform, then jittered: the base stage's
 frame sets) and each frame gets two labels: **moving**, a hand is in the middle of a pick-up or
@@ -14,6 +15,12 @@ reads a frame), is fitted on the first three quarters of the clips and scored by
 see"): the frame nearest an event usually shows its movement (203 of 236 events on test), so a
 model that sees motion can cite it, and one that sees only what each frame holds cannot tell which
 of two frames is nearer.
+
+With ``--questions`` the probe, refitted on every clip, also gives the **placement bound**
+(:func:`placement_bound`): the keyframe F1 of citations derived from the true events of the test
+clips, each placed at whichever of the two frames around it the probe scores higher: how far
+citations could go on this tower's motion read if every frame's state were known (LOG.md, "The
+tower sees enough; the language model does not read it").
 
 Written by hand for the same reason as place_probe: a one-layer probe is a few lines of torch.
 """
