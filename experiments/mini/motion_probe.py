@@ -29,11 +29,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from egovlm.frames import Frame
+
+if TYPE_CHECKING:
+    from experiments.mini.place_probe import Tower
 
 LABELS = ("moving", "nearest")
 
@@ -51,12 +54,13 @@ def frame_motion_labels(clip: Any, frames: list[Frame]) -> np.ndarray:
     return out
 
 
-def frame_tokens(model_dir: str, data: Path, clips: int, seed: int = 0) -> tuple[Any, Any, Any]:
-    """``(mean tokens [N, D], labels [N, 2], clip index [N])`` over every frame of the clips' sets."""
-    from experiments.mini.place_probe import load_tower, tower_tokens
+def frame_tokens(tower: Tower, data: Path, clips: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """``(mean tokens [N, D], labels [N, 2], clip index [N])`` over every frame of the clips' sets,
+    read by ``tower`` (:func:`experiments.mini.place_probe.load_tower`)."""
+    from experiments.mini.place_probe import tower_tokens
     from experiments.mini.pretrain_data import decode_frame_sets, load_truth
 
-    model, processor, size = load_tower(model_dir)
+    model, processor, size = tower
     rng = np.random.default_rng(seed)
     feats, labels, groups = [], [], []
     for c, clip in enumerate(load_truth(data)[:clips]):
@@ -105,7 +109,7 @@ def probe(feats: Any, labels: Any, groups: Any, steps: int = 1000) -> dict[str, 
     return out
 
 
-def placement_bound(model_dir: str, heads: Sequence[Any], test_data: Path, questions: Path) -> dict[str, Any]:
+def placement_bound(tower: Tower, heads: Sequence[Any], test_data: Path, questions: Path) -> dict[str, Any]:
     """How far citations could go on ``questions`` with this tower's motion read and every frame's
     state known: each true event of a test clip placed at whichever of the two frames around it a
     probe of ``heads`` (:func:`fit_heads`, one per label) scores higher, once per label, the
@@ -115,10 +119,10 @@ def placement_bound(model_dir: str, heads: Sequence[Any], test_data: Path, quest
 
     from egovlm.schema import read_jsonl
     from experiments.mini.events_probe import derived_scores, placed_events
-    from experiments.mini.place_probe import load_tower, tower_tokens
+    from experiments.mini.place_probe import tower_tokens
     from experiments.mini.pretrain_data import decode_frame_sets, describe, load_truth
 
-    model, processor, size = load_tower(model_dir)
+    model, processor, size = tower
     asked = read_jsonl(questions)
     wanted = {str(q.meta["clip_id"]) for q in asked}
     test_clips = {c.clip_id: c for c in load_truth(test_data) if c.clip_id in wanted}
@@ -150,11 +154,14 @@ def placement_bound(model_dir: str, heads: Sequence[Any], test_data: Path, quest
 def _run(args: Any) -> dict[str, Any]:
     if args.questions and args.test_data is None:
         raise SystemExit("--questions needs --test-data, the EgoSynth folder of the clips it asks about")
-    feats, labels, groups = frame_tokens(args.model, args.data, args.clips)
+    from experiments.mini.place_probe import load_tower
+
+    tower = load_tower(args.model)
+    feats, labels, groups = frame_tokens(tower, args.data, args.clips)
     result = probe(feats, labels, groups)
     if args.questions:  # the probe refitted on every clip of --data, then used on the test clips
         heads = fit_heads(feats, labels)
-        result["bound"] = placement_bound(args.model, heads, args.test_data, args.questions)
+        result["bound"] = placement_bound(tower, heads, args.test_data, args.questions)
     return result
 
 

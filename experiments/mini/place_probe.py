@@ -22,14 +22,16 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from egovlm.atomic import atomic_write_text
 
+Tower: TypeAlias = tuple[Any, Any, tuple[int, int]]  # (model, processor, keyframe size)
 
-def load_tower(model_dir: str) -> tuple[Any, Any, tuple[int, int]]:
+
+def load_tower(model_dir: str) -> Tower:
     """``(model, processor, keyframe size)``: a model folder for probing its vision tower, at the
     keyframe size it was built for (as the base stage reads it)."""
     import torch

@@ -18,6 +18,7 @@ from experiments.mini.motion_probe import (
     placement_bound,
     probe,
 )
+from experiments.mini.place_probe import load_tower
 from experiments.mini.pretrain_data import load_truth
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,7 +47,7 @@ def test_labels_follow_the_events(synth_slice: Path) -> None:
 
 
 def test_a_real_probe_scores_held_out_clips(synth_slice: Path) -> None:
-    feats, labels, groups = frame_tokens(str(BASE), synth_slice, clips=3)
+    feats, labels, groups = frame_tokens(load_tower(str(BASE)), synth_slice, clips=3)
     assert feats.shape[0] == labels.shape[0] == len(groups) == 3 * 16  # two 8-frame sets per clip
     result = probe(feats, labels, groups, steps=50)
     assert result["frames_test"] == 16 and result["frames_train"] == 32
@@ -60,10 +61,11 @@ def test_the_placement_bound_scores_each_label_against_the_references(synth_slic
     """A real bound on the committed base: probes fitted on the slice's frames place the slice's own
     events; each label's citations are scored on the questions the references score (same count),
     between 0 and 1; a question file about other clips is refused by name."""
-    feats, labels, _ = frame_tokens(str(BASE), synth_slice, clips=3)
+    tower = load_tower(str(BASE))
+    feats, labels, _ = frame_tokens(tower, synth_slice, clips=3)
     heads = fit_heads(feats, labels, steps=50)
     assert len(heads) == len(LABELS)
-    result = placement_bound(str(BASE), heads, synth_slice, synth_slice / "qa.jsonl")
+    result = placement_bound(tower, heads, synth_slice, synth_slice / "qa.jsonl")
     asked = {json.loads(line)["meta"]["clip_id"] for line in (synth_slice / "qa.jsonl").open()}
     assert result["test_clips"] == len(asked) > 0
     refs = result["references"]
@@ -78,4 +80,4 @@ def test_the_placement_bound_scores_each_label_against_the_references(synth_slic
         row["meta"]["clip_id"] = "other-" + row["meta"]["clip_id"]
     elsewhere.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(ValueError, match="none of the clips"):
-        placement_bound(str(BASE), heads, synth_slice, elsewhere)
+        placement_bound(tower, heads, synth_slice, elsewhere)
