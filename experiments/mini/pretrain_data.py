@@ -314,14 +314,12 @@ def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
         return "\n".join(hands_line(f, clip.events) for f in frames)
     if task == "motion":
         return "\n".join(motion_line(clip, f) for f in frames)
-    if task == "events":
-        lines = [f"{text[:-1]} (frame {nearest_frame(frames, t)})." for t, text in event_moments(clip)]
-        return "\n".join(lines) or "Nothing is picked up or put down."
-    if task == "events_named":  # the event first, its frame after it, no time to guess before it
-        lines = [
-            f"{re.sub(r'^At [0-9.]+ s the ', 'The ', text)[:-1]} (frame {nearest_frame(frames, t)})."
-            for t, text in event_moments(clip)
-        ]
+    if task in ("events", "events_named"):
+        lines = []
+        for t, text in event_moments(clip):
+            if task == "events_named":  # the event first, its frame after it, no time to guess before it
+                text = re.sub(r"^At [0-9.]+ s the ", "The ", text)
+            lines.append(f"{text[:-1]} (frame {nearest_frame(frames, t)}).")
         return "\n".join(lines) or "Nothing is picked up or put down."
     if task == "event_frames":
         near = sorted({nearest_frame(frames, t) for t, _ in event_moments(clip)})
