@@ -6,7 +6,10 @@ The question it answers (docs/mini_experiment/LOG.md, "Teaching the base to cite
 model does not cite an event for a question, is the event beyond what it sees in the frames, or is
 the skill there (it writes the right frame in a description) and only not bound to ``<keyframes>``?
 Events are matched by (action, object, occurrence): the k-th put-down of the cup in the truth with
-the k-th one the model wrote, whatever times and places the sentences give.
+the k-th one the model wrote, whatever times and places the sentences give. :func:`placement` sorts
+every true event by where it was written: at its nearest frame, at the other frame of its bracket
+(the two frames around it: the state right, the motion wrong), outside it, or not at all, and counts
+the written events that match none (LOG.md, "Story or motion").
 
     python -m experiments.mini.events_probe --model models/egovlm-mini-base \
         --data runs/mini_base/data/val --clips 30 --out runs/events_probe
@@ -20,7 +23,9 @@ references use the truth's events: placed at their nearest frame (what the rules
 description; below 1 only where a rule cannot tell, e.g. ties), at the first frame after the event
 (what a perceiver that knows everything each frame shows, held or resting, but nothing of the motion
 would write), and at the frame showing the hand's movement of the event (what a perceiver of each
-frame's motion phase would write). LOG.md, "What a citation must see".
+frame's motion phase would write). LOG.md, "What a citation must see". One more uses the model's
+own description with each event written inside its bracket moved to the nearer frame: what a perfect
+read of the motion would make of the model's story.
 
     python -m experiments.mini.events_probe --model models/egovlm-mini-base \
         --data runs/mini8/data/test --questions runs/mini8/data/test/eval.jsonl --out runs/derived
@@ -162,6 +167,81 @@ def placed_events(clip: Any, times: Sequence[float], rule: str, scores: Sequence
     return "\n".join(lines)
 
 
+# How each true event fares in a written description (:func:`placement`).
+PLACEMENTS = (
+    "right",
+    "other_of_bracket",
+    "outside_bracket",
+    "missed",
+    "extra",
+    "choice_right",
+    "choice_asked",
+)
+
+
+def event_brackets(
+    clip: Any, times: Sequence[float]
+) -> dict[tuple[str, str, int], tuple[int, frozenset[int]]]:
+    """Each true event of a clip, keyed (action, object, occurrence) as :func:`events_written` keys
+    it, to its nearest frame and its bracket: the frames around it (the last before and the first at
+    or after), one frame where it lies before the first or after the last. Which frame of the
+    bracket is nearer is what only the motion tells; the bracket itself, what each frame's state tells."""
+    from experiments.mini.pretrain_data import event_moments
+
+    moments = [t for t, _ in event_moments(clip)]
+    keys = events_written(placed_events(clip, times, "after"))
+    if len(keys) != len(moments):
+        raise ValueError(f"clip {clip.clip_id}: {len(moments)} events but {len(keys)} parse")
+    out = {}
+    for (action, obj, k, _), t in zip(keys, moments, strict=True):
+        nearest = min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
+        after = next((i for i, ft in enumerate(times) if ft >= t - 1e-9), None)
+        around = {len(times)} if after is None else {1} if after == 0 else {after, after + 1}
+        out[action, obj, k] = (nearest, frozenset(around))
+    return out
+
+
+def placement(
+    brackets: dict[tuple[str, str, int], tuple[int, frozenset[int]]], written: str
+) -> dict[str, int]:
+    """Where a description puts each true event (``brackets``: :func:`event_brackets`): at its nearest
+    frame (``right``), at the other frame of its bracket, outside its bracket, or not at all
+    (``missed``); ``extra``: written events that match none. ``choice_asked``: events written inside
+    a two-frame bracket, ``choice_right``: those at the nearer frame (the share of the motion choices
+    made right, with the state right)."""
+    wrote = {(a, n, k): f for a, n, k, f in events_written(written)}
+    out = dict.fromkeys(PLACEMENTS, 0)
+    for key, (nearest, around) in brackets.items():
+        frame = wrote.pop(key, None)
+        if frame is None:
+            out["missed"] += 1
+            continue
+        out[
+            "right" if frame == nearest else "other_of_bracket" if frame in around else "outside_bracket"
+        ] += 1
+        if len(around) == 2 and frame in around:
+            out["choice_asked"] += 1
+            out["choice_right"] += int(frame == nearest)
+    out["extra"] = len(wrote)
+    return out
+
+
+def nearest_in_bracket(brackets: dict[tuple[str, str, int], tuple[int, frozenset[int]]], written: str) -> str:
+    """The description with every event written inside its true bracket moved to the nearer frame,
+    all else kept: what a perfect read of the motion would make of the model's own story (the events
+    it missed, invented or put outside their bracket stay as written)."""
+    seen: Counter[tuple[str, str]] = Counter()
+    lines = []
+    for line in written.splitlines():
+        for e in written_events(line):
+            seen[e.action, e.obj] += 1
+            nearest, around = brackets.get((e.action, e.obj, seen[e.action, e.obj]), (0, frozenset()))
+            if e.frame in around:
+                line = _FRAME.sub(f"(frame {nearest})", line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def score(truth: str, written: str) -> dict[str, dict[str, int]]:
     """Per action: events in the truth, how many the model wrote, with the right frame, within one."""
     wrote = {(a, n, k): f for a, n, k, f in events_written(written)}
@@ -201,6 +281,7 @@ def run(
         truth_clips = [c for c in truth_clips if c.clip_id in wanted]
     per_clip = []
     totals = {a: Counter[str]() for a in ACTIONS}
+    placed = Counter[str]()
     for clip in truth_clips[:clips]:
         shown = decode_frame_sets(clip, frames, 1, size, rng)[0]
         ex = Example(clip.clip_id, [(task, "events")], shown, "")
@@ -210,14 +291,24 @@ def run(
         for a in ACTIONS:
             totals[a].update(s[a])
         times = [f.timestamp_s for f in shown]
+        where = placement(event_brackets(clip, times), text)
+        placed.update(where)
         per_clip.append(
-            {"clip_id": clip.clip_id, "times": times, "truth": truth, "written": text, "score": s}
+            {
+                "clip_id": clip.clip_id,
+                "times": times,
+                "truth": truth,
+                "written": text,
+                "score": s,
+                "placement": where,
+            }
         )
     out: dict[str, Any] = {
         "model": model_id,
         "data": str(folder),
         "clips": len(per_clip),
         "totals": {a: dict(totals[a]) for a in ACTIONS},
+        "placement": {p: placed[p] for p in PLACEMENTS},
         "per_clip": per_clip,
     }
     if asked:
@@ -226,14 +317,15 @@ def run(
     return out
 
 
-SOURCES = ("model", "truth_nearest", "truth_after", "truth_motion")
+SOURCES = ("model", "model_nearest_in_bracket", "truth_nearest", "truth_after", "truth_motion")
 
 
 def derived_scores(
     questions: Sequence[QAItem], per_clip: Sequence[dict[str, Any]], clips: dict[str, Any]
 ) -> dict[str, Any]:
     """Per question type: keyframe F1 of the citations derived from the model's description (each
-    ``per_clip`` row's ``written``; ``truth`` is the clip's own `events` description), from the
+    ``per_clip`` row's ``written``; ``truth`` is the clip's own `events` description), from the same
+    with its events inside their true bracket at the nearer frame (:func:`nearest_in_bracket`), from the
     truth's events at their nearest frames, at the first frame after and at the frame of the motion,
     and the best fixed set of positions on the same questions (questions whose moments no frame shows,
     and types outside :data:`RULE_TYPES`, are left out)."""
@@ -249,6 +341,9 @@ def derived_scores(
         clip, times = clips[row["clip_id"]], row["times"]
         written = {
             "model": written_events(row["written"]),
+            "model_nearest_in_bracket": written_events(
+                nearest_in_bracket(event_brackets(clip, times), row["written"])
+            ),
             "truth_nearest": written_events(row["truth"]),  # the `events` description: nearest frames
             "truth_after": written_events(placed_events(clip, times, "after")),
             "truth_motion": written_events(placed_events(clip, times, "motion")),
@@ -303,14 +398,21 @@ def main() -> None:
             f"{action:8s} events {t.get('events', 0):3d}  written {t.get('written', 0):3d}  "
             f"frame right {t.get('frame_right', 0):3d}  within one {t.get('within_one', 0):3d}"
         )
+    p = result["placement"]
+    print(
+        f"true events: at the nearest frame {p['right']}, the other frame of the bracket "
+        f"{p['other_of_bracket']}, outside it {p['outside_bracket']}, missed {p['missed']}; "
+        f"extra written {p['extra']}; two-frame choices right {p['choice_right']} of {p['choice_asked']}"
+    )
     if "derived" in result:
         print(
-            "keyframe F1 of citations derived from: the model's events | truth, nearest | "
-            "truth, first frame after | truth, frame of the motion"
+            "keyframe F1 of citations derived from: the model's events | the same, nearer frame of the "
+            "bracket | truth, nearest | truth, first frame after | truth, frame of the motion"
         )
         for qtype, row in result["derived"].items():
             print(
-                f"{qtype:13s} {row['questions']:4d}  {row['model']:.3f} | {row['truth_nearest']:.3f} | "
+                f"{qtype:13s} {row['questions']:4d}  {row['model']:.3f} | "
+                f"{row['model_nearest_in_bracket']:.3f} | {row['truth_nearest']:.3f} | "
                 f"{row['truth_after']:.3f} | {row['truth_motion']:.3f}   "
                 f"best fixed set {row['best_fixed_set']:.3f} {row['positions']}"
             )

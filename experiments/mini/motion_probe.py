@@ -113,12 +113,14 @@ def placement_bound(tower: Tower, heads: Sequence[Any], test_data: Path, questio
     """How far citations could go on ``questions`` with this tower's motion read and every frame's
     state known: each true event of a test clip placed at whichever of the two frames around it a
     probe of ``heads`` (:func:`fit_heads`, one per label) scores higher, once per label, the
-    citations derived by events_probe's rules and scored like eval. Beside it events_probe's
-    references: the first frame after (state alone) and the frame of the motion (EgoSynth's steps)."""
+    citations derived by events_probe's rules and scored like eval, and the share of the events in a
+    two-frame bracket placed at the nearer frame (``choice_right_<label>``; events_probe's
+    ``placement`` counts the same for a model's descriptions). Beside it events_probe's references:
+    the first frame after (state alone) and the frame of the motion (EgoSynth's steps)."""
     import torch
 
     from egovlm.schema import read_jsonl
-    from experiments.mini.events_probe import derived_scores, placed_events
+    from experiments.mini.events_probe import derived_scores, event_brackets, placed_events, placement
     from experiments.mini.place_probe import tower_tokens
     from experiments.mini.pretrain_data import decode_frame_sets, describe, load_truth
 
@@ -130,6 +132,7 @@ def placement_bound(tower: Tower, heads: Sequence[Any], test_data: Path, questio
         raise ValueError(f"{questions} asks about none of the clips in {test_data}")
     rng = np.random.default_rng(0)  # only jittered sets draw; the uniform one (as eval shows) is fixed
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in LABELS}
+    choices = {name: [0, 0] for name in LABELS}  # two-frame choices right, made
     for clip in test_clips.values():
         shown = decode_frame_sets(clip, 8, 1, size, rng)[0]
         times = [f.timestamp_s for f in shown]
@@ -139,11 +142,16 @@ def placement_bound(tower: Tower, heads: Sequence[Any], test_data: Path, questio
         truth = describe(clip, shown, "events")
         for name, s in zip(LABELS, scores, strict=True):
             written = placed_events(clip, times, "scores", s)
+            where = placement(event_brackets(clip, times), written)
+            choices[name][0] += where["choice_right"]
+            choices[name][1] += where["choice_asked"]
             rows[name].append({"clip_id": clip.clip_id, "times": times, "truth": truth, "written": written})
     out: dict[str, Any] = {"test_clips": len(test_clips)}
     for name in LABELS:
         derived = derived_scores(asked, rows[name], test_clips)
         out[f"placed_by_{name}"] = {t: row["model"] for t, row in derived.items()}
+        right, asked_ = choices[name]
+        out[f"choice_right_{name}"] = right / asked_ if asked_ else 0.0
     out["references"] = {
         t: {k: row[k] for k in ("truth_after", "truth_motion", "best_fixed_set", "questions")}
         for t, row in derived.items()

@@ -17,8 +17,11 @@ from experiments.mini.events_probe import (
     Written,
     derived_citation,
     derived_scores,
+    event_brackets,
     events_written,
+    nearest_in_bracket,
     placed_events,
+    placement,
     run,
     score,
     written_events,
@@ -159,6 +162,52 @@ def test_scored_placement_picks_between_the_two_frames_around_each_event(tmp_pat
         placed_events(clip, times, "after", [0.0] * 8)
 
 
+def test_placement_tells_the_state_from_the_motion(tmp_path: Path) -> None:
+    """``placement`` on synthesized 16 s clips: the truth's description puts every event at its
+    nearest frame; the first frame after puts each inside its bracket (the state right) and misses
+    some two-frame choices (the motion); ``nearest_in_bracket`` turns the latter into the former. A
+    dropped line is missed, an invented one extra, an event two frames off is outside its bracket
+    and is left where it was written."""
+    from egovlm.synth.generate import SynthConfig, synthesize
+    from egovlm.video import uniform_times
+
+    synthesize(tmp_path, 6, 5, "test", SynthConfig(size=(160, 120), fps=5, duration=16.0))
+    asked = wrong = 0
+    for clip in load_truth(tmp_path):
+        times = uniform_times(clip.duration_s, 8)
+        frames = [Frame(i + 1, t, np.zeros((4, 4, 3), np.uint8)) for i, t in enumerate(times)]
+        brackets = event_brackets(clip, times)
+        truth = describe(clip, frames, "events")
+        n = len(brackets)
+        assert n == len(written_events(truth)) > 0
+        got = placement(brackets, truth)
+        assert got["right"] == n and got["choice_right"] == got["choice_asked"]
+        assert got["other_of_bracket"] == got["outside_bracket"] == got["missed"] == got["extra"] == 0
+        after = placed_events(clip, times, "after")
+        got = placement(brackets, after)
+        assert got["right"] + got["other_of_bracket"] == n and got["outside_bracket"] == got["missed"] == 0
+        assert got["choice_asked"] - got["choice_right"] == got["other_of_bracket"]
+        asked, wrong = asked + got["choice_asked"], wrong + got["other_of_bracket"]
+        assert written_events(nearest_in_bracket(brackets, after)) == written_events(truth)
+
+        lines = truth.splitlines()
+        far = next(
+            (i for i, e in enumerate(written_events(truth)) if e.frame + 2 <= 8 and len(lines) > 1), None
+        )
+        if far is None:
+            continue
+        frame = written_events(lines[far])[0].frame
+        lines[far] = lines[far].replace(f"(frame {frame})", f"(frame {frame + 2})")
+        edited = [*lines[:-1], "At 1.0 s the left hand picks up the red zebra from the shelf (frame 1)."]
+        if far == len(lines) - 1:
+            continue
+        got = placement(brackets, "\n".join(edited))
+        assert (got["outside_bracket"], got["missed"], got["extra"]) == (1, 1, 1)
+        assert got["right"] == n - 2
+        assert written_events(nearest_in_bracket(brackets, "\n".join(edited)))[far].frame == frame + 2
+    assert asked > 0 and 0 < wrong < asked  # precondition: the state alone errs on some choices
+
+
 def _moments(clip: object) -> list[tuple[float, str]]:
     from experiments.mini.pretrain_data import event_moments
 
@@ -174,6 +223,10 @@ def test_a_real_run_counts_every_true_event(synth_slice: Path) -> None:
             assert t["events"] == len(truth)
             assert t["frame_right"] <= t["within_one"] <= t["written"] <= t["events"]
     assert sum(t["events"] for t in result["totals"].values()) > 0, "precondition: the clips have events"
+    p = result["placement"]
+    true_events = sum(t["events"] for t in result["totals"].values())
+    assert p["right"] + p["other_of_bracket"] + p["outside_bracket"] + p["missed"] == true_events
+    assert p["right"] == sum(t["frame_right"] for t in result["totals"].values())
     derived = result["derived"]
     asked = [
         q
@@ -183,5 +236,7 @@ def test_a_real_run_counts_every_true_event(synth_slice: Path) -> None:
     assert 0 < derived["all"]["questions"] <= len(asked)
     assert derived["all"]["truth_nearest"] > 0.8  # the rules on the truth (ties aside)
     assert all(
-        0.0 <= derived[t][k] <= 1.0 for t in derived for k in ("model", "truth_after", "best_fixed_set")
+        0.0 <= derived[t][k] <= 1.0
+        for t in derived
+        for k in ("model", "model_nearest_in_bracket", "truth_after", "best_fixed_set")
     )

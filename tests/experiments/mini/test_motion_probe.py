@@ -74,6 +74,7 @@ def test_the_placement_bound_scores_each_label_against_the_references(synth_slic
         placed = result[f"placed_by_{name}"]
         assert set(placed) == set(refs)
         assert all(0.0 <= v <= 1.0 for v in placed.values())
+        assert 0.0 <= result[f"choice_right_{name}"] <= 1.0
     elsewhere = synth_slice.parent / "elsewhere.jsonl"
     rows = [json.loads(line) for line in (synth_slice / "qa.jsonl").open()]
     for row in rows:
