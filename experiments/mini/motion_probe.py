@@ -150,8 +150,8 @@ def placement_bound(tower: Tower, heads: Sequence[Any], test_data: Path, questio
     for name in LABELS:
         derived = derived_scores(asked, rows[name], test_clips)
         out[f"placed_by_{name}"] = {t: row["model"] for t, row in derived.items()}
-        right, asked_ = choices[name]
-        out[f"choice_right_{name}"] = right / asked_ if asked_ else 0.0
+        right, made = choices[name]
+        out[f"choice_right_{name}"] = right / made if made else 0.0
     out["references"] = {
         t: {k: row[k] for k in ("truth_after", "truth_motion", "best_fixed_set", "questions")}
         for t, row in derived.items()
