@@ -186,18 +186,18 @@ def event_brackets(
     it, to its nearest frame and its bracket: the frames around it (the last before and the first at
     or after), one frame where it lies before the first or after the last. Which frame of the
     bracket is nearer is what only the motion tells; the bracket itself, what each frame's state tells."""
-    from experiments.mini.pretrain_data import event_moments
+    from experiments.mini.pretrain_data import event_moments, nearest_position
 
     moments = [t for t, _ in event_moments(clip)]
-    keys = events_written(placed_events(clip, times, "after"))
+    keys = events_written(placed_events(clip, times, "after"))  # each event at its first frame after
     if len(keys) != len(moments):
         raise ValueError(f"clip {clip.clip_id}: {len(moments)} events but {len(keys)} parse")
     out = {}
-    for (action, obj, k, _), t in zip(keys, moments, strict=True):
-        nearest = min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
-        after = next((i for i, ft in enumerate(times) if ft >= t - 1e-9), None)
-        around = {len(times)} if after is None else {1} if after == 0 else {after, after + 1}
-        out[action, obj, k] = (nearest, frozenset(around))
+    for (action, obj, k, after), t in zip(keys, moments, strict=True):
+        # the frame before belongs to the bracket as in placed_events' "scores" rule: unless the event
+        # lies before the first frame (after = 1) or after the last (the last frame is before it)
+        around = {after - 1, after} if after > 1 and times[after - 1] >= t - 1e-9 else {after}
+        out[action, obj, k] = (nearest_position(times, t), frozenset(around))
     return out
 
 

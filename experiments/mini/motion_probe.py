@@ -140,9 +140,10 @@ def placement_bound(tower: Tower, heads: Sequence[Any], test_data: Path, questio
             mean = tower_tokens(model, processor, shown).mean(1)
             scores = [head(mean).squeeze(-1).tolist() for head in heads]
         truth = describe(clip, shown, "events")
+        brackets = event_brackets(clip, times)
         for name, s in zip(LABELS, scores, strict=True):
             written = placed_events(clip, times, "scores", s)
-            where = placement(event_brackets(clip, times), written)
+            where = placement(brackets, written)
             choices[name][0] += where["choice_right"]
             choices[name][1] += where["choice_asked"]
             rows[name].append({"clip_id": clip.clip_id, "times": times, "truth": truth, "written": written})

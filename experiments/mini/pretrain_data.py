@@ -234,8 +234,14 @@ def frame_times(duration_s: float, n: int, rng: np.random.Generator | None) -> l
     return [seg * (i + float(rng.uniform(0.1, 0.9))) for i in range(n)]
 
 
+def nearest_position(times: Sequence[float], t: float) -> int:
+    """1-based position of the time nearest ``t`` (the earlier on a tie): the frame a moment is cited by."""
+    return min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
+
+
 def nearest_frame(frames: Sequence[Frame], t: float) -> int:
-    return min(frames, key=lambda f: (abs(f.timestamp_s - t), f.index)).index
+    """Index of the frame nearest ``t`` (frames in order, as every frame set is)."""
+    return frames[nearest_position([f.timestamp_s for f in frames], t) - 1].index
 
 
 def held_at(events: Sequence[dict[str, Any]], t: float) -> dict[str, str]:
