@@ -420,9 +420,11 @@ def build_trainer(
     device: str | None = None,
     callbacks: list[Any] | None = None,
     rewards: tuple[list[Any], list[float]] | None = None,
+    dataset: Any | None = None,
 ) -> Any:
     """Everything up to (not including) ``trainer.train()``. ``rewards`` (callables, weights)
-    replaces the recipe's rewards: for experiments and tests."""
+    replaces the recipe's rewards and ``dataset`` (rows with a ``prompt`` and their ``images``, as
+    :func:`egovlm.train.dataset.hf_dataset` builds them) its prepared data: for experiments and tests."""
     device = device or preflight.check(cfg)
     run_dir = Path(cfg.run.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -442,11 +444,13 @@ def build_trainer(
     from egovlm.train.prepare import frame_spec
 
     spec = frame_spec(cfg, keyframe_size_of(model_id))
-    data = prepared_data(cfg, spec, args.world_size)  # refuses unprepared data before loading anything
+    # refuses unprepared data before loading anything
+    data = prepared_data(cfg, spec, args.world_size) if dataset is None else None
     # Every rank loads the model itself, outside main_process_first: with ZeRO-3's zero3_init_flag
     # from_pretrained runs collectives, which one rank alone (the others at a barrier) would hang in.
     model, processor, _ = load_policy(cfg, model_id, device)
-    dataset = build_dataset(cfg, data, spec)
+    if data is not None:
+        dataset = build_dataset(cfg, data, spec)
     suppress_vision_tokens(args, model)
     log.info(
         "%d question(s) x %d rollouts per generation batch; options shuffled per rollout: %s; "

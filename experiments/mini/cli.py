@@ -49,3 +49,33 @@ def pretrain_cmd(
     shown += f", open {opened:.1%}" if opened is not None else ""
     where = summary["final_dir"]
     typer.echo(f"pre-trained {summary['steps']} steps in {summary['wall_time_s']} s{shown}; model in {where}")
+
+
+@app.command("story")
+def story_cmd(
+    config: Path = typer.Option(
+        ...,
+        "--config",
+        "-c",
+        help="GRPO recipe, data.train an EgoSynth folder (configs/story_rl.yaml).",
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. grpo.max_steps=50."),
+    state_credit: float = typer.Option(0.5, help="Credit for an event at the other frame of its bracket."),
+    beta: float = typer.Option(1.0, help="F-beta of the placed events: > 1 weights missed over invented."),
+    sets: int = typer.Option(2, help="Frame sets per clip (the first uniform, the others jittered)."),
+    clips: int | None = typer.Option(None, help="The folder's first N clips (default: all)."),
+) -> None:
+    """Development phase: GRPO on the `events` description, rewarded by the events it places right."""
+    from egovlm.train.config import ConfigError, load_config
+    from experiments.mini.pretrain_data import PretrainDataError
+    from experiments.mini.story_rl import StoryReward, train_story
+
+    _quiet_libraries()
+    try:
+        cfg = load_config(config, overrides or [])
+        reward = StoryReward(state_credit, beta)
+        final = train_story(cfg, reward, sets, clips)
+    except (ConfigError, PretrainDataError, ValueError) as e:
+        _fail(f"story error: {e}")
+        return
+    typer.echo(f"story GRPO done; model in {final}")

@@ -265,11 +265,16 @@ def run(
     max_new_tokens: int = 256,
     questions: Path | None = None,
     task: str = "events",
+    samples: int = 0,
+    temperature: float = 0.8,
 ) -> dict[str, Any]:
     """The probe over the first ``clips`` clips of an EgoSynth folder (all: None), or of the clips
-    ``questions`` asks about (per clip rows and totals; with questions, the derived citations)."""
+    ``questions`` asks about (per clip rows and totals; with questions, the derived citations). With
+    ``samples`` k > 0, also k descriptions per clip sampled at ``temperature`` (:func:`sampled_stories`)."""
+    import torch
+
     from egovlm.train.eval import load_for_eval
-    from egovlm.train.generation import greedy
+    from egovlm.train.generation import greedy, sampled
     from experiments.mini.pretrain_data import Example, decode_frame_sets, describe, load_truth
 
     model, processor, size = load_for_eval(model_id, "cpu")
@@ -286,7 +291,8 @@ def run(
         shown = decode_frame_sets(clip, frames, 1, size, rng)[0]
         ex = Example(clip.clip_id, [(task, "events")], shown, "")
         truth = describe(clip, shown, task)
-        text = greedy(model, processor, [ex.prompt()], [[f.pil() for f in shown]], max_new_tokens)[0]
+        images = [[f.pil() for f in shown]]
+        text = greedy(model, processor, [ex.prompt()], images, max_new_tokens)[0]
         s = score(truth, text)
         for a in ACTIONS:
             totals[a].update(s[a])
@@ -303,6 +309,11 @@ def run(
                 "placement": where,
             }
         )
+        if samples:
+            torch.manual_seed(len(per_clip))  # each clip's draw repeatable on its own
+            per_clip[-1]["samples"] = sampled(
+                model, processor, [ex.prompt()], images, max_new_tokens, samples, temperature
+            )[0]
     out: dict[str, Any] = {
         "model": model_id,
         "data": str(folder),
@@ -314,10 +325,84 @@ def run(
     if asked:
         by_id = {c.clip_id: c for c in truth_clips}
         out["derived"] = derived_scores(asked, per_clip, by_id)
+        if samples:
+            out["samples"] = {
+                "k": samples,
+                "temperature": temperature,
+                **sampled_stories(asked, per_clip, by_id),
+            }
     return out
 
 
+def citation_f1_sum(scored: Sequence[tuple[QAItem, str, list[int]]], written: str) -> float:
+    """Summed keyframe F1 of the citations derived from one description (``scored``: :func:`scoreable`)."""
+    from egovlm.train.rewards import f1
+
+    events = written_events(written)
+    return sum(f1(derived_citation(q.question, qtype, events), salient) for q, qtype, salient in scored)
+
+
+def sampled_stories(
+    questions: Sequence[QAItem], per_clip: Sequence[dict[str, Any]], clips: dict[str, Any]
+) -> dict[str, dict[str, float]]:
+    """The story's pass@k: each clip's greedy description (``written``) and its k sampled ones
+    (``samples``), scored by the story reward (:class:`experiments.mini.story_rl.StoryReward`, defaults)
+    and by the derived citations' keyframe F1 over the clip's questions. ``greedy`` and ``mean`` (over
+    the samples) as they come; ``best``: per clip the sample the story reward ranks first (what GRPO on
+    the story rewards), for derived F1 also ``best_derived`` (the sample whose citations score best).
+    Story scores are means over clips, derived F1 over all questions."""
+    from experiments.mini.story_rl import StoryReward
+
+    reward = StoryReward()
+    story = {"greedy": 0.0, "mean": 0.0, "best": 0.0}
+    derived = {"greedy": 0.0, "mean": 0.0, "best": 0.0, "best_derived": 0.0}
+    asked: dict[str, list[QAItem]] = defaultdict(list)
+    for q in questions:
+        asked[str(q.meta["clip_id"])].append(q)
+    total = 0
+    for row in per_clip:
+        brackets = event_brackets(clips[row["clip_id"]], row["times"])
+        scored = scoreable(asked[row["clip_id"]], row["times"])
+        total += len(scored)
+        stories = [reward.score(brackets, t) for t in row["samples"]]
+        sums = [citation_f1_sum(scored, t) for t in row["samples"]]
+        greedy_sum = citation_f1_sum(scored, row["written"])
+        story["greedy"] += reward.score(brackets, row["written"])
+        story["mean"] += sum(stories) / len(stories)
+        story["best"] += max(stories)
+        derived["greedy"] += greedy_sum
+        derived["mean"] += sum(sums) / len(sums)
+        derived["best"] += sums[stories.index(max(stories))]
+        derived["best_derived"] += max(sums)
+    return {
+        "story": {k: v / len(per_clip) for k, v in story.items()},
+        "derived": {k: v / max(1, total) for k, v in derived.items()},
+    }
+
+
 SOURCES = ("model", "model_nearest_in_bracket", "truth_nearest", "truth_after", "truth_motion")
+
+
+def scoreable(
+    questions: Sequence[QAItem], times: Sequence[float], skipped: Counter[str] | None = None
+) -> list[tuple[QAItem, str, list[int]]]:
+    """A clip's questions a citation can be derived for and scored: (question, type, salient frames);
+    those whose moments no frame shows are left out, and those of types outside :data:`RULE_TYPES`
+    (counted in ``skipped``)."""
+    from egovlm.train.rewards import salient_frame_indices
+
+    out = []
+    for q in questions:
+        salient = salient_frame_indices(times, q.salient_times, None)
+        if not salient:
+            continue
+        qtype = str(q.question_type)
+        if qtype not in RULE_TYPES:
+            if skipped is not None:
+                skipped[qtype] += 1
+            continue
+        out.append((q, qtype, salient))
+    return out
 
 
 def derived_scores(
@@ -330,7 +415,7 @@ def derived_scores(
     and the best fixed set of positions on the same questions (questions whose moments no frame shows,
     and types outside :data:`RULE_TYPES`, are left out)."""
     from egovlm.train.eval import best_fixed_set
-    from egovlm.train.rewards import f1, salient_frame_indices
+    from egovlm.train.rewards import f1
 
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     skipped: Counter[str] = Counter()  # question types no rule covers (never_touched)
@@ -348,14 +433,7 @@ def derived_scores(
             "truth_after": written_events(placed_events(clip, times, "after")),
             "truth_motion": written_events(placed_events(clip, times, "motion")),
         }
-        for q in asked[row["clip_id"]]:
-            salient = salient_frame_indices(times, q.salient_times, None)
-            if not salient:
-                continue
-            qtype = str(q.question_type)
-            if qtype not in RULE_TYPES:
-                skipped[qtype] += 1
-                continue
+        for q, qtype, salient in scoreable(asked[row["clip_id"]], times, skipped):
             scored = {k: f1(derived_citation(q.question, qtype, ev), salient) for k, ev in written.items()}
             groups[qtype].append({"salient": salient, **scored})
     summary: dict[str, dict[str, Any]] = {}
@@ -389,8 +467,22 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--task", default="events", help="the description task asked: events or events_named")
+    ap.add_argument(
+        "--samples", type=int, default=0, help="with --questions: k sampled descriptions per clip (pass@k)"
+    )
+    ap.add_argument("--temperature", type=float, default=0.8, help="for --samples (GRPO's rollouts: 0.8)")
     args = ap.parse_args()
-    result = run(args.model, args.data, args.clips, questions=args.questions, task=args.task)
+    if args.samples and not args.questions:
+        ap.error("--samples needs --questions (the sampled stories are scored by their derived citations)")
+    result = run(
+        args.model,
+        args.data,
+        args.clips,
+        questions=args.questions,
+        task=args.task,
+        samples=args.samples,
+        temperature=args.temperature,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "events_probe.json", json.dumps(result, indent=2) + "\n")
     for action, t in result["totals"].items():
@@ -416,6 +508,14 @@ def main() -> None:
                 f"{row['truth_after']:.3f} | {row['truth_motion']:.3f}   "
                 f"best fixed set {row['best_fixed_set']:.3f} {row['positions']}"
             )
+    if "samples" in result:
+        sm = result["samples"]
+        st, dv = sm["story"], sm["derived"]
+        print(
+            f"{sm['k']} samples at temperature {sm['temperature']}: story reward greedy {st['greedy']:.3f}, "
+            f"mean {st['mean']:.3f}, best {st['best']:.3f}; derived F1 greedy {dv['greedy']:.3f}, mean "
+            f"{dv['mean']:.3f}, of the best story {dv['best']:.3f}, best {dv['best_derived']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,3 +50,15 @@ def test_the_shipped_package_never_imports_the_experiments() -> None:
             if any(n == "experiments" or n.startswith("experiments.") for n in names):
                 importing.append(str(path.relative_to(repro.ROOT)))
     assert not importing, f"egovlm must not depend on experiments/: {importing}"
+
+
+def test_story_reports_a_missing_folder_and_a_bad_option_without_a_traceback(tmp_path: Path) -> None:
+    cfg = repro.ROOT / "experiments" / "mini" / "configs" / "story_rl.yaml"
+    out = f"run.output_dir={tmp_path / 'run'}"
+    result = CliRunner().invoke(app, ["story", "--config", str(cfg), out, f"data.train={tmp_path / 'none'}"])
+    assert result.exit_code == 2
+    assert "story error" in result.output and "none/events.jsonl not found" in result.output
+    result = CliRunner().invoke(app, ["story", "--config", str(cfg), "--beta", "0", out])
+    assert result.exit_code == 2 and "beta must be > 0" in result.output
+    result = CliRunner().invoke(app, ["story", "--config", str(cfg), out, "grpo.max_stepz=3"])
+    assert result.exit_code == 2 and "grpo.max_stepz" in result.output
