@@ -105,8 +105,8 @@ def story_rows(
 def train_story(
     cfg: Any, reward: StoryReward, sets: int = 2, clips: int | None = None, seed: int = 0
 ) -> Path:
-    """GRPO on the story rows of ``cfg.data.train`` (an EgoSynth folder); resumes from the run's last
-    checkpoint. Returns the final model's folder."""
+    """GRPO on the story rows of ``cfg.data.train`` (an EgoSynth folder), on the CPU like every stage of
+    the miniature; resumes from the run's last checkpoint. Returns the final model's folder."""
     from egovlm.models.files import keyframe_size_of
     from egovlm.train.dataset import hf_dataset
     from egovlm.train.trainer import build_trainer, ensure_model, last_checkpoint, save_final
