@@ -72,10 +72,13 @@ def story_cmd(
 
     _quiet_libraries()
     try:
-        cfg = load_config(config, overrides or [])
         reward = StoryReward(state_credit, beta)
-        final = train_story(cfg, reward, sets, clips)
-    except (ConfigError, PretrainDataError, ValueError) as e:
+    except ValueError as e:  # the options' bounds; a ValueError from training itself keeps its traceback
+        _fail(f"story error: {e}")
+        return
+    try:
+        final = train_story(load_config(config, overrides or []), reward, sets, clips)
+    except (ConfigError, PretrainDataError) as e:
         _fail(f"story error: {e}")
         return
     typer.echo(f"story GRPO done; model in {final}")

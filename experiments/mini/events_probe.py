@@ -334,6 +334,14 @@ def run(
     return out
 
 
+def by_clip(questions: Sequence[QAItem]) -> dict[str, list[QAItem]]:
+    """Questions grouped by the clip they ask about (``meta["clip_id"]``); a clip without any maps to []."""
+    out: dict[str, list[QAItem]] = defaultdict(list)
+    for q in questions:
+        out[str(q.meta["clip_id"])].append(q)
+    return out
+
+
 def citation_f1_sum(scored: Sequence[tuple[QAItem, str, list[int]]], written: str) -> float:
     """Summed keyframe F1 of the citations derived from one description (``scored``: :func:`scoreable`)."""
     from egovlm.train.rewards import f1
@@ -356,9 +364,7 @@ def sampled_stories(
     reward = StoryReward()
     story = {"greedy": 0.0, "mean": 0.0, "best": 0.0}
     derived = {"greedy": 0.0, "mean": 0.0, "best": 0.0, "best_derived": 0.0}
-    asked: dict[str, list[QAItem]] = defaultdict(list)
-    for q in questions:
-        asked[str(q.meta["clip_id"])].append(q)
+    asked = by_clip(questions)
     total = 0
     for row in per_clip:
         brackets = event_brackets(clips[row["clip_id"]], row["times"])
@@ -419,9 +425,7 @@ def derived_scores(
 
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     skipped: Counter[str] = Counter()  # question types no rule covers (never_touched)
-    asked: dict[str, list[QAItem]] = defaultdict(list)
-    for q in questions:
-        asked[str(q.meta["clip_id"])].append(q)
+    asked = by_clip(questions)
     for row in per_clip:
         clip, times = clips[row["clip_id"]], row["times"]
         written = {
