@@ -189,6 +189,44 @@ def test_base_stage_with_vision_steps_saves_a_plain_model(
     assert "answer_tags_initialised" not in summary
 
 
+def test_vision_steps_process_frames_in_bounded_chunks_with_the_same_result(
+    synth_slice: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processor sees at most PIXEL_CHUNK frames (or a batch) per call, never every frame at once
+    (18 GB at 2000 clips), and the vision steps log exactly what processing everything at once gives."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from experiments.mini import vision_aux
+    from experiments.mini.vision_aux import VisionAux
+
+    processor = AutoProcessor.from_pretrained(str(tiny_model_dir))
+    calls: list[int] = []
+    process = processor.image_processor
+
+    class Spy:
+        def __call__(self, images: list, **kw: object) -> object:
+            calls.append(len(images))
+            return process(images=images, **kw)
+
+    processor.image_processor = Spy()
+    clips = load_truth(synth_slice)
+
+    def run(chunk: int) -> list:
+        monkeypatch.setattr(vision_aux, "PIXEL_CHUNK", chunk)
+        torch.manual_seed(0)
+        model = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+        head = VisionAux(model, len(object_names()), (112 // MERGE) * (84 // MERGE))
+        calls.clear()
+        return vision_aux.train_vision(model, processor, head, clips, (112, 84), 4, 2, 1e-3, 8, 0)
+
+    everything = run(10_000)
+    assert max(calls) == 3 * 8 - 3 * 8 * 3 // 4  # the held-out quarter in one call, then batches of 2
+    chunked = run(4)
+    assert max(calls) == 4 and len(chunked) == len(everything) == 6
+    assert json.dumps(chunked) == json.dumps(everything)  # bit for bit (NaN too): the processor is per frame
+
+
 def test_name_head_reads_tokens_against_the_name_embeddings(tiny_model_dir: Path) -> None:
     """The per-token logit of object k is scale x cos(token, mean embedding of k's name) + bias, and
     its gradient reaches the word embeddings (the language steps align both sides)."""
