@@ -235,6 +235,10 @@ class _SynthFeeder:
         if self._thread.ident is not None:  # never started when the pipeline refused to play
             self._thread.join(timeout=5)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         try:
             self._feed()
@@ -342,8 +346,13 @@ class Ingest:
         self._started = time.monotonic()
         self._supervisor.start(pipeline)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._supervisor.stop(timeout)
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the source and wait for its threads; True when none is left running (False: one
+        is still inside GStreamer, the frame consumer or the synthetic world after ``timeout``
+        seconds for the supervisor and its own for the feeder)."""
+        ended = self._supervisor.stop(timeout)
+        feeder = self._feeder
+        return ended and (feeder is None or not feeder.alive)
 
     def __enter__(self) -> Ingest:
         self.start()

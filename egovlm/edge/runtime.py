@@ -349,19 +349,21 @@ class EdgeRuntime:
         """Cancel the questions in flight (an answer stops at its next piece of text, so a long
         answer cannot hold up a shutdown; new ones are refused), stop the source, then the engine
         (its prefix worker) and wait for the questions to finish, :data:`STOP_TIMEOUT_S` in all
-        for the model's threads. Returns True when no thread is left inside the model or the
-        runtime's question path; False when one still is after that time, in which case the
+        for the model's threads. Returns True when no thread is left inside the model, the
+        runtime's question path or the source; False when one still is after that time, in which case the
         process must not run interpreter shutdown (see :func:`egovlm.edge.serving.serve`)."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         self._stop.set()
-        if self.ingest is not None:
-            self.ingest.stop()
+        stopped = True
+        if self.ingest is not None and self.ingest.stop() is False:
+            log.warning("the camera's threads are still running after their stop timeout")
+            stopped = False  # one may be inside OpenCV or the engine's keyframe selection
         self._wake.set()
         if self._housekeeper is not None:
             self._housekeeper.join(CAPTURE_HOOK_TIMEOUT_S + 1)
             self._housekeeper = None
         self._run_capture_hook()  # "off"
-        stopped = self.engine.stop(max(0.0, deadline - time.monotonic()))
+        stopped = self.engine.stop(max(0.0, deadline - time.monotonic())) and stopped
         with self._pending_lock:  # then the rest of each question's path (its thumbnails)
             if not self._pending_lock.wait_for(
                 lambda: self._pending == 0, max(0.0, deadline - time.monotonic())

@@ -110,13 +110,15 @@ class PipelineSupervisor(Generic[P]):
         self._thread = threading.Thread(target=self._run, args=(first,), name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop (``play`` sees :attr:`stop_requested`) and wait for it."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to stop (``play`` sees :attr:`stop_requested`) and wait for it, at most
+        ``timeout`` seconds; True when it has ended (or never started)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         if self._state not in ("ended", "failed"):
             self._state = "stopped"
+        return not self.running
 
     @property
     def stop_requested(self) -> bool:

@@ -143,3 +143,16 @@ def test_the_client_raises_a_clear_error_without_a_server() -> None:
         client.ask_audio(__import__("pathlib").Path(__file__), "http://127.0.0.1:9", timeout=2)
     with pytest.raises(client.ClientError):
         client.pause("http://127.0.0.1:9")
+
+
+def test_stop_says_whether_the_thread_ended_within_its_timeout() -> None:
+    """A teardown stuck past the stop timeout (GStreamer refusing to go to NULL, a consumer inside
+    native code) is reported, not hidden: the owner must not let the interpreter shut down over it."""
+    release = threading.Event()
+    sup, *_ = make([])
+    sup._teardown = lambda p: release.wait(30)
+    sup.start()
+    time.sleep(0.1)
+    assert sup.stop(timeout=0.2) is False and sup.running
+    release.set()
+    assert sup.stop(timeout=5) is True and not sup.running
