@@ -157,7 +157,7 @@ def run(
     """Run the edge assistant in the foreground: camera → keyframes → model, over HTTP + web page.
     With --voice/--mic, questions can be spoken and answers are spoken back."""
     from egovlm.edge.ingest import IngestOptions
-    from egovlm.edge.serving import serve, setup_logging
+    from egovlm.edge.serving import exit_process, serve, setup_logging
     from egovlm.edge.sources import (
         OutputFormat,
         SourceError,
@@ -245,6 +245,7 @@ def run(
         )
     except (SourceError, AudioSourceError) as e:  # the camera or microphone would not start
         _fail(str(e))
+    exit_process(0)  # stopped in order; interpreter shutdown could abort (exit_process says why)
 
 
 def _mic_description(mic: str, listen: str) -> str:

@@ -4,8 +4,9 @@ stop everything.
 :func:`serve` is the one place that binds a socket, so the access rules
 (:mod:`egovlm.edge.security`) are enforced here for every caller: ``egovlm edge run``, the demo,
 scripts. uvicorn handles the signals; the runtime (ingest, engine) and the voice assistant are
-stopped in ``serve``'s ``finally``, and the process exits 0 (at once, when a thread is still
-inside the model after the runtime's stop timeout: :func:`_exit_now` says why).
+stopped in ``serve``'s ``finally``. ``egovlm edge run`` then ends its process with
+:func:`exit_process` (without interpreter shutdown: it says why); ``serve`` does so itself,
+whoever called it, when a thread is still inside the model after the runtime's stop timeout.
 """
 
 from __future__ import annotations
@@ -121,24 +122,33 @@ def serve(
 
 
 def _exit_now(failure: BaseException | None) -> NoReturn:
-    """End the process at once, after flushing the logs and standard streams: exit code 0, or 1
-    with ``failure`` (the exception serving ended with) logged.
-
-    Used when :meth:`EdgeRuntime.stop` timed out with a thread still inside the model (an answer
-    that wrote no text to be cancelled at, a prefix chunk still computing). Returning would run
-    interpreter shutdown, which ends such daemon threads by unwinding them from where they stand;
-    through torch's (or OpenCV's) C++ frames that unwinding calls std::terminate and the process
-    dies with SIGABRT ("terminate called without an active exception") instead of exiting. The
-    process holds nothing that needs finalizers (the camera and the socket are closed, the state
-    is in memory only), so skipping them loses nothing."""
+    """:func:`exit_process` when :meth:`EdgeRuntime.stop` timed out with a thread still inside
+    the model (an answer that wrote no text to be cancelled at, a prefix chunk still computing):
+    exit code 0, or 1 with ``failure`` (the exception serving ended with) logged."""
     if failure is not None:
         log.error("serving failed", exc_info=failure)
     log.warning("a thread is still inside the model: exiting without interpreter shutdown")
+    exit_process(0 if failure is None else 1)
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process at once with ``code``, after flushing the logs and standard streams,
+    skipping interpreter shutdown. For a process whose work is stopped (``edge run`` after
+    :func:`serve` returned): interpreter shutdown ends the daemon threads still alive (ours past
+    a stop timeout, or a library's: tqdm's monitor, GStreamer's streaming threads, a worker a
+    backend started) by unwinding them from where they stand the next time they take the GIL.
+    On CPython before 3.14 that unwinding, from inside pybind11's or OpenCV's GIL guard (torch,
+    cv2), calls std::terminate, and the process dies with SIGABRT ("terminate called without an
+    active exception") instead of exiting (pytorch/pytorch#38228; CPython 3.14 parks such
+    threads instead, gh-87135). JetPack's Python is 3.10. The process holds nothing that needs
+    finalizers: the camera, the microphone and the socket are closed, its state is in memory."""
+    alive = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    log.debug("exiting (code %d); threads still alive: %s", code, ", ".join(alive) or "none")
     logging.shutdown()  # flush every handler
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(0 if failure is None else 1)
+    os._exit(code)
 
 
 def listen(voice: Any, mic: str, ptt_key: bool) -> None:

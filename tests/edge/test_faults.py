@@ -546,3 +546,35 @@ def test_sigterm_exits_0_while_the_model_is_still_computing(
     assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out
     assert still_inside in out and "exiting without interpreter shutdown" in out, out
     assert stop_s < SIGTERM_BOUND_S
+
+
+# `egovlm edge run` with a thread of someone else's (a library's worker) computing in torch for
+# ever: nobody joins it, so it is inside torch's C++ whenever the process ends.
+STRAY_THREAD_RUN = """
+import sys, threading
+import torch
+from egovlm.cli import main
+
+def compute():
+    x = torch.randn(512, 512)
+    while True:
+        x = torch.tanh(x @ x)
+
+threading.Thread(target=compute, name="stray-library-thread", daemon=True).start()
+sys.argv[0] = "egovlm"
+main()
+"""
+
+
+def test_sigterm_exits_0_with_a_library_thread_inside_torch(tiny_model_dir: Path) -> None:
+    """After an orderly stop, a daemon thread nobody stops (a library's, inside torch's C++) must
+    not turn the exit into SIGABRT: interpreter shutdown on CPython < 3.14 unwinds it from inside
+    pybind11's GIL guard, which calls std::terminate ("terminate called without an active
+    exception", the failure CI saw once with the runtime's own threads all stopped)."""
+    launcher = [sys.executable, "-c", STRAY_THREAD_RUN]
+    proc, out, stop_s = sigterm_during_a_streamed_answer(tiny_model_dir, launcher)
+    assert proc.returncode == 0, out
+    assert "terminate called" not in out, out
+    assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out
+    assert "still inside the model" not in out, out  # the runtime's own threads all stopped
+    assert stop_s < SIGTERM_BOUND_S
