@@ -319,7 +319,7 @@ def demo(
     """The edge demo: EgoSynth's live camera → keyframes → model; a few questions, answers with
     cited keyframes and latency (TTFT, tokens/s)."""
     from egovlm.edge.demo import run_demo
-    from egovlm.edge.serving import setup_logging
+    from egovlm.edge.serving import exit_process, setup_logging
     from egovlm.edge.sources import SourceError
 
     if model is None:
@@ -331,6 +331,8 @@ def demo(
         run_demo(model, profile=profile, interactive=interactive, port=port, out=typer.echo)
     except SourceError as e:  # the source cannot run (e.g. no such camera)
         _fail(str(e))
+    if interactive:  # served until Ctrl-C and stopped in order, as `edge run` ends
+        exit_process(0)
 
 
 def _parse_options(values: list[str]) -> dict[str, str] | None:

@@ -578,3 +578,23 @@ def test_sigterm_exits_0_with_a_library_thread_inside_torch(tiny_model_dir: Path
     assert f"signal {int(signal.SIGTERM)}: shutting down" in out and "stopping: source" in out
     assert "still inside the model" not in out, out  # the runtime's own threads all stopped
     assert stop_s < SIGTERM_BOUND_S
+
+
+def test_the_interactive_demo_exits_0_on_sigterm_with_a_library_thread_inside_torch(
+    tiny_model_dir: Path,
+) -> None:
+    """``egovlm edge demo --interactive`` serves the web page after its questions until stopped,
+    and ends like ``edge run``: exit 0, not SIGABRT, with a stray thread inside torch."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STRAY_THREAD_RUN, "edge", "demo", "--interactive",
+         "--model", str(tiny_model_dir), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    with reaped(proc):
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=SIGTERM_BOUND_S)
+    assert proc.returncode == 0, out
+    assert "terminate called" not in out and "web UI: http://127.0.0.1" in out, out
