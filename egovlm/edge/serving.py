@@ -6,7 +6,8 @@ stop everything.
 scripts. uvicorn handles the signals; the runtime (ingest, engine) and the voice assistant are
 stopped in ``serve``'s ``finally``. ``egovlm edge run`` then ends its process with
 :func:`exit_process` (without interpreter shutdown: it says why); ``serve`` does so itself,
-whoever called it, when a thread is still inside the model after the runtime's stop timeout.
+whoever called it, when a thread is still inside the model or the source after the runtime's
+stop timeout.
 """
 
 from __future__ import annotations
@@ -123,11 +124,12 @@ def serve(
 
 def _exit_now(failure: BaseException | None) -> NoReturn:
     """:func:`exit_process` when :meth:`EdgeRuntime.stop` timed out with a thread still inside
-    the model (an answer that wrote no text to be cancelled at, a prefix chunk still computing):
-    exit code 0, or 1 with ``failure`` (the exception serving ended with) logged."""
+    the model (an answer that wrote no text to be cancelled at, a prefix chunk still computing) or
+    the source (its log names which): exit code 0, or 1 with ``failure`` (the exception serving
+    ended with) logged."""
     if failure is not None:
         log.error("serving failed", exc_info=failure)
-    log.warning("a thread is still inside the model: exiting without interpreter shutdown")
+    log.warning("a thread did not stop in time: exiting without interpreter shutdown")
     exit_process(0 if failure is None else 1)
 
 
@@ -135,10 +137,10 @@ def exit_process(code: int) -> NoReturn:
     """End the process at once with ``code``, after flushing the logs and standard streams,
     skipping interpreter shutdown. For a process whose work is stopped (``edge run`` after
     :func:`serve` returned): interpreter shutdown ends the daemon threads still alive (ours past
-    a stop timeout, or a library's: tqdm's monitor, GStreamer's streaming threads, a worker a
-    backend started) by unwinding them from where they stand the next time they take the GIL.
-    On CPython before 3.14 that unwinding, from inside pybind11's or OpenCV's GIL guard (torch,
-    cv2), calls std::terminate, and the process dies with SIGABRT ("terminate called without an
+    a stop timeout, or any library's) by unwinding them from where they stand the next time they
+    take the GIL. On CPython before 3.14, a thread that released the GIL inside native code
+    behind a C++ guard (torch's pybind11, OpenCV) is unwound through that guard's destructor,
+    which calls std::terminate: the process dies with SIGABRT ("terminate called without an
     active exception") instead of exiting (pytorch/pytorch#38228; CPython 3.14 parks such
     threads instead, gh-87135). JetPack's Python is 3.10. The process holds nothing that needs
     finalizers: the camera, the microphone and the socket are closed, its state is in memory."""
