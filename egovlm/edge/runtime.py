@@ -350,8 +350,8 @@ class EdgeRuntime:
         answer cannot hold up a shutdown; new ones are refused), stop the source, then the engine
         (its prefix worker) and wait for the questions to finish, :data:`STOP_TIMEOUT_S` in all
         for the model's threads. Returns True when no thread is left inside the model, the
-        runtime's question path or the source; False when one still is after that time, in which case the
-        process must not run interpreter shutdown (see :func:`egovlm.edge.serving.serve`)."""
+        runtime's question path or the source; False when one still is after that time, in which
+        case the process must not run interpreter shutdown (see :func:`egovlm.edge.serving.serve`)."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         self._stop.set()
         stopped = True
