@@ -470,7 +470,9 @@ def main() -> None:
         "--questions", type=Path, default=None, help="questions about the clips: derive their citations"
     )
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--task", default="events", help="the description task asked: events or events_named")
+    ap.add_argument(
+        "--task", default="events", help="the description task asked: events, events_named or events_scan"
+    )
     ap.add_argument(
         "--samples", type=int, default=0, help="with --questions: k sampled descriptions per clip (pass@k)"
     )

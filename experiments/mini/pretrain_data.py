@@ -18,6 +18,7 @@ model in the contract's layout (``Frame 3 (t=12.4 s): <image>``).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ TASKS: dict[str, str] = {
     "first_held": "the number of the first frame in which a hand holds an object",
     "motion": "what each hand is doing in each frame",
     "events_named": "each pick-up and put-down as it happens, then its nearest frame",
+    "events_scan": "what is picked up or put down between each two frames, with the nearer frame",
 }
 # Wrapper tag names; none is a tag of the answer grammar (think, keyframes, answer).
 WRAP_TAGS: tuple[str, ...] = (
@@ -327,6 +329,8 @@ def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
                 text = re.sub(r"^At [0-9.]+ s the ", "The ", text)
             lines.append(f"{text[:-1]} (frame {nearest_frame(frames, t)}).")
         return "\n".join(lines) or "Nothing is picked up or put down."
+    if task == "events_scan":
+        return "\n".join(scan_lines(clip, frames))
     if task == "event_frames":
         near = sorted({nearest_frame(frames, t) for t, _ in event_moments(clip)})
         return ", ".join(str(i) for i in near) or "none"
@@ -338,6 +342,23 @@ def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
     if task == "first_held":
         return next((str(f.index) for f in frames if held_at(clip.events, f.timestamp_s)), "none")
     raise PretrainDataError(f"unknown description task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+def scan_lines(clip: ClipTruth, frames: Sequence[Frame]) -> list[str]:
+    """The `events_scan` description: one line per gap between consecutive frames (and before the
+    first, after the last), in order, each the events inside that gap with their nearer frame, or
+    "nothing". Unlike `events`, which writes each event after guessing its time, every gap gets its
+    own decision from the two frames around it (LOG.md, "A story read gap by gap")."""
+    times = [f.timestamp_s for f in frames]
+    gaps = [f"Before frame {frames[0].index}"]
+    gaps += [f"Frames {a.index}-{b.index}" for a, b in itertools.pairwise(frames)]
+    gaps.append(f"After frame {frames[-1].index}")
+    inside: list[list[str]] = [[] for _ in gaps]
+    for t, text in event_moments(clip):
+        gap = sum(1 for ft in times if ft <= t)  # frames at or before t: the gap's index
+        what = re.sub(r"^At [0-9.]+ s the ", "the ", text)[:-1]
+        inside[gap].append(f"{what} (frame {nearest_frame(frames, t)}).")
+    return [f"{g}: {e}" for g, events in zip(gaps, inside, strict=True) for e in events or ["nothing."]]
 
 
 def target_text(clip: ClipTruth, frames: Sequence[Frame], blocks: Sequence[tuple[str, str]]) -> str:

@@ -108,7 +108,8 @@ def test_truth_placed_at_nearest_frames_gives_each_questions_salient_frames(tmp_
             abs(m.frame - n.frame) <= 1 for m, n in zip(motion, nearest, strict=True)
         )
         named = written_events(describe(clip, frames(clip), "events_named"))
-        assert named == nearest  # the probe reads both forms alike
+        assert named == nearest  # the probe reads every form alike
+        assert written_events(describe(clip, frames(clip), "events_scan")) == nearest
         after = written_events(placed_events(clip, times, "after"))
         moments = sorted(t for t, _ in _moments(clip))
         assert [e.frame for e in after] == [

@@ -69,6 +69,17 @@ def test_descriptions_cite_the_nearest_frame() -> None:
         describe(clip, frames, "events_named")
         == "The right hand picks up the red cup from the shelf (frame 2)."
     )
+    # gap by gap: the pick-up at 2.4 s lies between frames 2 (2.0 s) and 3 (3.5 s), nearer frame 2
+    assert describe(clip, frames, "events_scan").splitlines() == [
+        "Before frame 1: nothing.",
+        "Frames 1-2: nothing.",
+        "Frames 2-3: the right hand picks up the red cup from the shelf (frame 2).",
+        "Frames 3-4: nothing.",
+        "After frame 4: nothing.",
+    ]
+    assert describe(clip, frames[2:], "events_scan").splitlines()[0] == (
+        "Before frame 3: the right hand picks up the red cup from the shelf (frame 3)."
+    )
     assert describe(clip, frames, "hands").splitlines()[2] == ("Frame 3: the right hand holds the red cup.")
     blocks = [("scene", "notes"), ("event_frames", "list")]
     assert target_text(clip, frames, blocks).startswith("<notes>At the start,")
