@@ -355,7 +355,9 @@ def scan_lines(clip: ClipTruth, frames: Sequence[Frame]) -> list[str]:
     gaps.append(f"After frame {frames[-1].index}")
     inside: list[list[str]] = [[] for _ in gaps]
     for t, text in event_moments(clip):
-        gap = sum(1 for ft in times if ft <= t)  # frames at or before t: the gap's index
+        # frames before t: the gap's index; an event at a frame's own time ends its gap there, as the
+        # bracket is the last frame before and the first at or after (a frame at t shows it happened)
+        gap = sum(1 for ft in times if ft < t - 1e-9)
         what = re.sub(r"^At [0-9.]+ s the ", "the ", text)[:-1]
         inside[gap].append(f"{what} (frame {nearest_frame(frames, t)}).")
     return [f"{g}: {e}" for g, events in zip(gaps, inside, strict=True) for e in events or ["nothing."]]

@@ -80,6 +80,11 @@ def test_descriptions_cite_the_nearest_frame() -> None:
     assert describe(clip, frames[2:], "events_scan").splitlines()[0] == (
         "Before frame 3: the right hand picks up the red cup from the shelf (frame 3)."
     )
+    # an event at a frame's own time ends the gap at that frame (its bracket: the frame before, and it)
+    tied = [_frame(1, 0.5), _frame(2, 2.4), _frame(3, 3.5)]
+    assert describe(clip, tied, "events_scan").splitlines()[1] == (
+        "Frames 1-2: the right hand picks up the red cup from the shelf (frame 2)."
+    )
     assert describe(clip, frames, "hands").splitlines()[2] == ("Frame 3: the right hand holds the red cup.")
     blocks = [("scene", "notes"), ("event_frames", "list")]
     assert target_text(clip, frames, blocks).startswith("<notes>At the start,")
