@@ -145,7 +145,7 @@ def placed_events(clip: Any, times: Sequence[float], rule: str, scores: Sequence
     or after) has the higher of ``scores`` (one per frame: what a perceiver that knows each frame's
     state and reads its motion with that score would write; experiments.mini.motion_probe's bound).
     At its nearest frame it is the `events` description itself (``describe``)."""
-    from experiments.mini.pretrain_data import event_moments, planned_script
+    from experiments.mini.pretrain_data import event_moments, frames_before, planned_script
 
     if rule not in ("after", "motion", "scores"):
         raise ValueError(f"unknown rule {rule!r}: after, motion or scores")
@@ -156,7 +156,7 @@ def placed_events(clip: Any, times: Sequence[float], rule: str, scores: Sequence
     steps = planned_script(clip).steps if rule == "motion" else []
     lines = []
     for t, text in event_moments(clip):
-        frame = next((i + 1 for i, ft in enumerate(times) if ft >= t - 1e-9), len(times))
+        frame = min(frames_before(times, t) + 1, len(times))  # the first at or after (else the last)
         if rule == "motion":
             step = min(steps, key=lambda s: abs(s.t_event - t))  # captions round times to 0.1 s
             moving = [i + 1 for i, ft in enumerate(times) if step.t_move <= ft <= step.t_end]

@@ -241,6 +241,12 @@ def nearest_position(times: Sequence[float], t: float) -> int:
     return min(range(len(times)), key=lambda i: (abs(times[i] - t), i)) + 1
 
 
+def frames_before(times: Sequence[float], t: float) -> int:
+    """How many of the (sorted) frame times lie before ``t``: a moment's bracket is the last frame before
+    it and the first at or after it (a frame at ``t`` itself already shows what happened then)."""
+    return sum(1 for ft in times if ft < t - 1e-9)
+
+
 def nearest_frame(frames: Sequence[Frame], t: float) -> int:
     """Index of the frame nearest ``t`` (frames in order, as every frame set is)."""
     return frames[nearest_position([f.timestamp_s for f in frames], t) - 1].index
@@ -292,6 +298,9 @@ def motion_line(clip: ClipTruth, frame: Frame) -> str:
     )
 
 
+_TIME_PREFIX = re.compile(r"^At [0-9.]+ s the ")  # an event caption's start: "At 3.7 s the right hand ..."
+
+
 def _is_event_sentence(text: str) -> bool:
     return " picks up " in text or " puts the " in text
 
@@ -326,7 +335,7 @@ def describe(clip: ClipTruth, frames: Sequence[Frame], task: str) -> str:
         lines = []
         for t, text in event_moments(clip):
             if task == "events_named":  # the event first, its frame after it, no time to guess before it
-                text = re.sub(r"^At [0-9.]+ s the ", "The ", text)
+                text = _TIME_PREFIX.sub("The ", text)
             lines.append(f"{text[:-1]} (frame {nearest_frame(frames, t)}).")
         return "\n".join(lines) or "Nothing is picked up or put down."
     if task == "events_scan":
@@ -355,11 +364,8 @@ def scan_lines(clip: ClipTruth, frames: Sequence[Frame]) -> list[str]:
     gaps.append(f"After frame {frames[-1].index}")
     inside: list[list[str]] = [[] for _ in gaps]
     for t, text in event_moments(clip):
-        # frames before t: the gap's index; an event at a frame's own time ends its gap there, as the
-        # bracket is the last frame before and the first at or after (a frame at t shows it happened)
-        gap = sum(1 for ft in times if ft < t - 1e-9)
-        what = re.sub(r"^At [0-9.]+ s the ", "the ", text)[:-1]
-        inside[gap].append(f"{what} (frame {nearest_frame(frames, t)}).")
+        what = _TIME_PREFIX.sub("the ", text)[:-1]
+        inside[frames_before(times, t)].append(f"{what} (frame {nearest_frame(frames, t)}).")
     return [f"{g}: {e}" for g, events in zip(gaps, inside, strict=True) for e in events or ["nothing."]]
 
 
