@@ -145,7 +145,7 @@ def placed_events(clip: Any, times: Sequence[float], rule: str, scores: Sequence
     or after) has the higher of ``scores`` (one per frame: what a perceiver that knows each frame's
     state and reads its motion with that score would write; experiments.mini.motion_probe's bound).
     At its nearest frame it is the `events` description itself (``describe``)."""
-    from experiments.mini.pretrain_data import event_moments, frames_before, planned_script
+    from experiments.mini.pretrain_data import bracket, event_moments, planned_script
 
     if rule not in ("after", "motion", "scores"):
         raise ValueError(f"unknown rule {rule!r}: after, motion or scores")
@@ -156,13 +156,14 @@ def placed_events(clip: Any, times: Sequence[float], rule: str, scores: Sequence
     steps = planned_script(clip).steps if rule == "motion" else []
     lines = []
     for t, text in event_moments(clip):
-        frame = min(frames_before(times, t) + 1, len(times))  # the first at or after (else the last)
+        around = bracket(times, t)
+        frame = around[-1]  # the first at or after (else the last)
         if rule == "motion":
             step = min(steps, key=lambda s: abs(s.t_event - t))  # captions round times to 0.1 s
             moving = [i + 1 for i, ft in enumerate(times) if step.t_move <= ft <= step.t_end]
             frame = moving[0] if len(moving) == 1 else frame
-        elif scores is not None and frame > 1 and times[frame - 1] >= t - 1e-9:
-            frame = frame - 1 if scores[frame - 2] > scores[frame - 1] else frame
+        elif scores is not None and len(around) == 2:
+            frame = around[0] if scores[around[0] - 1] > scores[around[1] - 1] else around[1]
         lines.append(f"{text[:-1]} (frame {frame}).")
     return "\n".join(lines)
 
@@ -186,18 +187,15 @@ def event_brackets(
     it, to its nearest frame and its bracket: the frames around it (the last before and the first at
     or after), one frame where it lies before the first or after the last. Which frame of the
     bracket is nearer is what only the motion tells; the bracket itself, what each frame's state tells."""
-    from experiments.mini.pretrain_data import event_moments, nearest_position
+    from experiments.mini.pretrain_data import bracket, event_moments, nearest_position
 
     moments = [t for t, _ in event_moments(clip)]
     keys = events_written(placed_events(clip, times, "after"))  # each event at its first frame after
     if len(keys) != len(moments):
         raise ValueError(f"clip {clip.clip_id}: {len(moments)} events but {len(keys)} parse")
     out = {}
-    for (action, obj, k, after), t in zip(keys, moments, strict=True):
-        # the frame before belongs to the bracket as in placed_events' "scores" rule: unless the event
-        # lies before the first frame (after = 1) or after the last (the last frame is before it)
-        around = {after - 1, after} if after > 1 and times[after - 1] >= t - 1e-9 else {after}
-        out[action, obj, k] = (nearest_position(times, t), frozenset(around))
+    for (action, obj, k, _after), t in zip(keys, moments, strict=True):
+        out[action, obj, k] = (nearest_position(times, t), frozenset(bracket(times, t)))
     return out
 
 

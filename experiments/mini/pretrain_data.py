@@ -247,6 +247,13 @@ def frames_before(times: Sequence[float], t: float) -> int:
     return sum(1 for ft in times if ft < t - 1e-9)
 
 
+def bracket(times: Sequence[float], t: float) -> tuple[int, ...]:
+    """The frames (1-based, in order) around a moment: the last before it and the first at or after
+    it; one frame where the moment lies before the first frame or after the last."""
+    before = frames_before(times, t)
+    return tuple(f for f in (before, before + 1) if 1 <= f <= len(times))
+
+
 def nearest_frame(frames: Sequence[Frame], t: float) -> int:
     """Index of the frame nearest ``t`` (frames in order, as every frame set is)."""
     return frames[nearest_position([f.timestamp_s for f in frames], t) - 1].index

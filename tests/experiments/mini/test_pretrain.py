@@ -19,6 +19,7 @@ from experiments.mini.pretrain_data import (
     TASKS,
     WRAP_TAGS,
     ClipTruth,
+    bracket,
     describe,
     draw_blocks,
     held_at,
@@ -43,6 +44,15 @@ def test_held_at_follows_pick_and_put() -> None:
     assert held_at(events, 1.0) == {"right": "red cup"}  # from the pick-up frame on
     assert held_at(events, 2.5) == {"right": "red cup", "left": "blue book"}
     assert held_at(events, 3.5) == {"left": "blue book"}
+
+
+def test_a_moments_bracket_is_the_last_frame_before_and_the_first_at_or_after() -> None:
+    times = [1.0, 3.0, 5.0, 7.0]
+    assert bracket(times, 4.0) == (2, 3)
+    assert bracket(times, 3.0) == (1, 2)  # a frame at the moment already shows it: its gap ends there
+    assert bracket(times, 3.0 + 1e-12) == (1, 2)  # float noise in a caption's time changes nothing
+    assert bracket(times, 0.5) == (1,) and bracket(times, 1.0) == (1,)  # before or at the first frame
+    assert bracket(times, 7.5) == (4,)  # after the last
 
 
 def test_descriptions_cite_the_nearest_frame() -> None:
